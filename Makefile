@@ -1,0 +1,41 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: run test lint services bench bench-smoke clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-installs when the package metadata changes.
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: setup.cfg pyproject.toml examples/kefu-greeter/setup.cfg | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]' -e examples/kefu-greeter
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/kefu run
+
+services:
+	@bash tests/services.sh
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(VENV)/.installed-dev services lint
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed-dev services
+	$(BIN)/python -m pytest tests/bench -p no:cacheprovider -s
+
+bench-smoke: $(VENV)/.installed-dev services
+	$(BIN)/python -m pytest tests/bench -p no:cacheprovider -s -m smoke
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,218 @@
+"""The typed hook facade: one method per hook, so kernel code never touches ``pm.hook``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from kefu.core.errors import ConfigError, StartupError
+from kefu.core.hookcall import HookFailures, call_all, call_all_sync, call_first, notify
+from kefu.core.types import (
+    BotReply,
+    CliCommand,
+    DegradableFeature,
+    Event,
+    PressureReading,
+    Principal,
+    Processor,
+    RoutingFilter,
+    TransportInfo,
+    WeightFactor,
+)
+
+if TYPE_CHECKING:
+    import pluggy
+    from aiohttp import web
+
+
+def _flatten(results: list[tuple[str, Any]]) -> list[Any]:
+    return [item for _, items in results for item in items]
+
+
+def merge_named(kind: str, results: list[tuple[str, dict]]) -> dict[str, tuple[str, Any]]:
+    """Merge ``{name: value}`` answers; a name claimed twice fails naming both plugins."""
+    merged: dict[str, tuple[str, Any]] = {}
+    for plugin, mapping in results:
+        for name, value in mapping.items():
+            if name in merged:
+                raise StartupError(
+                    f"{kind} {name!r} is provided by both plugin {merged[name][0]!r} "
+                    f"and plugin {plugin!r}; disable one of them"
+                )
+            merged[name] = (plugin, value)
+    return merged
+
+
+def choose_named(kind: str, registry: dict[str, tuple[str, Any]], name: str) -> Any:
+    """Pick a single-slot provider by its configured name, never by registration order."""
+    if name not in registry:
+        available = ", ".join(sorted(registry)) or "none"
+        raise StartupError(
+            f"unknown {kind} {name!r} (available: {available}); "
+            "is the plugin that provides it installed and enabled?"
+        )
+    return registry[name][1]
+
+
+class HookFacade:
+    """Calls the hooks for the kernel and for plugins that need other plugins' answers."""
+
+    def __init__(self, pm: pluggy.PluginManager, kernel: Any, failures: HookFailures) -> None:
+        self._hook = pm.hook
+        self._kernel = kernel
+        self.failures = failures
+
+    # -- lifecycle --------------------------------------------------------
+    def config_schema(self, source: str) -> dict[str, type[BaseModel]]:
+        merged = {}
+        for plugin, mapping in call_all_sync(self._hook.kefu_config_schema):
+            for section, model in mapping.items():
+                if section in merged:
+                    raise ConfigError(
+                        source, section, f"section declared by two plugins (second: {plugin!r})"
+                    )
+                merged[section] = model
+        return merged
+
+    async def config_changed(self, section: str, old: Any, new: Any) -> None:
+        await notify(
+            self._hook.kefu_config_changed,
+            self.failures,
+            kernel=self._kernel,
+            section=section,
+            old=old,
+            new=new,
+        )
+
+    def startup_impls(self) -> list[tuple[str, Callable]]:
+        """``(plugin, bound call)`` pairs in registration order, for per-plugin lifespans."""
+        impls = self._hook.kefu_startup.get_hookimpls()
+        return [(i.plugin_name, i.function) for i in impls]
+
+    async def shutdown(self) -> None:
+        await notify(self._hook.kefu_shutdown, self.failures, kernel=self._kernel)
+
+    def ready_checks(self) -> dict[str, Callable]:
+        return {
+            name: check
+            for _, mapping in call_all_sync(self._hook.kefu_ready_checks, kernel=self._kernel)
+            for name, check in mapping.items()
+        }
+
+    def routes(self) -> list[web.RouteDef]:
+        return _flatten(call_all_sync(self._hook.kefu_routes, kernel=self._kernel))
+
+    def middlewares(self) -> list[Callable]:
+        pairs = [
+            (priority, plugin, mw)
+            for plugin, items in call_all_sync(self._hook.kefu_middlewares, kernel=self._kernel)
+            for priority, mw in items
+        ]
+        return [mw for _, _, mw in sorted(pairs, key=lambda p: (p[0], p[1]))]
+
+    def cli_commands(self) -> list[CliCommand]:
+        return _flatten(call_all_sync(self._hook.kefu_cli_commands))
+
+    # -- transport ----------------------------------------------------------
+    def transport_adapters(self) -> list[TransportInfo]:
+        return _flatten(call_all_sync(self._hook.kefu_transport_adapters, kernel=self._kernel))
+
+    def transport_frame_handlers(self) -> dict[str, Callable]:
+        results = call_all_sync(self._hook.kefu_transport_frame_handlers, kernel=self._kernel)
+        return {op: h for op, (_, h) in merge_named("frame op", results).items()}
+
+    async def transport_connected(self, connection: Any) -> None:
+        await notify(
+            self._hook.kefu_transport_connected,
+            self.failures,
+            kernel=self._kernel,
+            connection=connection,
+        )
+
+    async def transport_disconnected(self, connection: Any, reason: str) -> None:
+        await notify(
+            self._hook.kefu_transport_disconnected,
+            self.failures,
+            kernel=self._kernel,
+            connection=connection,
+            reason=reason,
+        )
+
+    # -- auth ---------------------------------------------------------------
+    def has_auth(self) -> bool:
+        return bool(self._hook.kefu_auth_permits.get_hookimpls())
+
+    async def authenticate(self, request: Any, token: str | None) -> Principal | None:
+        return await call_first(
+            self._hook.kefu_auth_authenticate, kernel=self._kernel, request=request, token=token
+        )
+
+    async def permits(self, principal: Principal | None, action: str, resource: Any) -> bool:
+        answer = await call_first(
+            self._hook.kefu_auth_permits,
+            kernel=self._kernel,
+            principal=principal,
+            action=action,
+            resource=resource,
+        )
+        return answer is True
+
+    # -- pipeline -----------------------------------------------------------
+    def pipeline_processors(self) -> list[Processor]:
+        found = _flatten(call_all_sync(self._hook.kefu_pipeline_processors, kernel=self._kernel))
+        return sorted(found, key=lambda p: (p.priority, p.name))
+
+    # -- single-slot registries --------------------------------------------
+    def storage_backends(self) -> dict[str, tuple[str, Callable]]:
+        return merge_named("storage backend", call_all_sync(self._hook.kefu_storage_backends))
+
+    def bus_backends(self) -> dict[str, tuple[str, Callable]]:
+        return merge_named("bus", call_all_sync(self._hook.kefu_bus_backends))
+
+    def routing_policies(self) -> dict[str, tuple[str, Callable]]:
+        return merge_named("routing policy", call_all_sync(self._hook.kefu_routing_policies))
+
+    # -- routing --------------------------------------------------------------
+    def routing_filters(self) -> list[RoutingFilter]:
+        return _flatten(call_all_sync(self._hook.kefu_routing_filters, kernel=self._kernel))
+
+    def routing_weight_factors(self) -> list[WeightFactor]:
+        found = call_all_sync(self._hook.kefu_routing_weight_factors, kernel=self._kernel)
+        return sorted(_flatten(found), key=lambda f: f.name)
+
+    # -- bot ----------------------------------------------------------------
+    async def bot_reply(self, conversation: Any, message: Any) -> BotReply | None:
+        return await call_first(
+            self._hook.kefu_bot_reply,
+            kernel=self._kernel,
+            conversation=conversation,
+            message=message,
+        )
+
+    def bot_actions(self) -> dict[str, Callable]:
+        results = call_all_sync(self._hook.kefu_bot_actions)
+        return {name: action for name, (_, action) in merge_named("bot action", results).items()}
+
+    # -- degradation --------------------------------------------------------
+    def degradation_features(self) -> list[DegradableFeature]:
+        found = call_all_sync(self._hook.kefu_degradation_features, kernel=self._kernel)
+        return sorted(_flatten(found), key=lambda f: (f.priority, f.name))
+
+    async def degradation_pressure(self) -> list[PressureReading]:
+        results = await call_all(self._hook.kefu_degradation_pressure, kernel=self._kernel)
+        return _flatten(results)
+
+    async def degradation_level_changed(self, old: int, new: int) -> None:
+        await notify(
+            self._hook.kefu_degradation_level_changed,
+            self.failures,
+            kernel=self._kernel,
+            old=old,
+            new=new,
+        )
+
+    # -- events -------------------------------------------------------------
+    async def event(self, event: Event) -> None:
+        await notify(self._hook.kefu_event, self.failures, kernel=self._kernel, event=event)

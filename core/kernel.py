@@ -1,0 +1,123 @@
+"""The kernel object handed to every hook: configuration, services, hook facade."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from kefu.core import config as config_mod
+from kefu.core.bus import Bus
+from kefu.core.facade import HookFacade, choose_named
+from kefu.core.hookcall import HookFailures
+from kefu.core.plugins import DEFAULT_PLUGINS, PluginSet, make_plugin_manager
+from kefu.core.storage import StorageBackend
+from kefu.core.types import Event
+
+log = logging.getLogger(__name__)
+
+
+class Kernel:
+    """One per process. ``config`` is replaced whole on live reload, never mutated."""
+
+    def __init__(self, config: config_mod.Config, plugins: PluginSet, path: str | None) -> None:
+        self.config = config
+        self.config_path = path
+        self.plugins = plugins
+        self.pm = plugins.pm
+        self.failures = HookFailures()
+        self.hooks = HookFacade(self.pm, self, self.failures)
+        self.storage: StorageBackend | None = None
+        self.bus: Bus | None = None
+        self.started = False
+        self.reload_failures = 0
+        self.announcements: list[str] = []
+
+    # -- services chosen by name -----------------------------------------
+    def make_storage(self) -> StorageBackend:
+        factory = choose_named(
+            "storage backend", self.hooks.storage_backends(), self.config.storage.backend
+        )
+        return factory(self)
+
+    def make_bus(self) -> Bus:
+        return choose_named("bus", self.hooks.bus_backends(), self.config.bus.backend)(self)
+
+    # -- helpers for plugins -----------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        path = Path(self.config.server.data_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def secret(self) -> bytes:
+        """The per-install secret: from the config, else generated once into the data dir."""
+        if self.config.server.secret:
+            return self.config.server.secret.encode()
+        path = self.data_dir / "secret"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()
+
+    def announce(self, line: str) -> None:
+        """A line for the operator, printed under the start-up banner (e.g. a first password)."""
+        self.announcements.append(line)
+        log.warning("%s", line)
+
+    async def emit(self, type: str, site_id: str | None = None, **data: Any) -> None:
+        """Emit a domain event to every ``kefu_event`` listener."""
+        await self.hooks.event(Event(type, site_id, data))
+
+
+def load_kernel(
+    path: str | os.PathLike | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    defaults: tuple[str, ...] = DEFAULT_PLUGINS,
+    entry_points: bool = True,
+    extra_plugins: tuple[tuple[str, Any], ...] = (),
+) -> Kernel:
+    """Read and validate the config, build the plugin manager, return the kernel.
+
+    ``extra_plugins`` are ``(name, plugin)`` pairs registered last (tests use it).
+    """
+    source = str(path) if path else config_mod.DEFAULT_SOURCE
+    raw = config_mod.read_raw(path, environ)
+    wanted = config_mod.plugins_settings(raw, source)
+    plugin_set = make_plugin_manager(
+        enable=wanted.enable,
+        disable=wanted.disable,
+        require=wanted.require,
+        defaults=defaults,
+        entry_points=entry_points,
+        extra=extra_plugins,
+    )
+    facade = HookFacade(plugin_set.pm, None, HookFailures())
+    config = config_mod.validate(raw, source, facade.config_schema(source))
+    return Kernel(config, plugin_set, str(path) if path else None)
+
+
+def reload_config(kernel: Kernel, environ: dict[str, str] | None = None) -> list[str]:
+    """Validate the config file again and swap it in; return the changed sections.
+
+    Raises :class:`kefu.core.errors.ConfigError` and leaves the running config
+    untouched when the new file is invalid. Sections that only take effect at
+    start-up keep their running value and are logged as needing a restart.
+    """
+    source = kernel.config_path or config_mod.DEFAULT_SOURCE
+    raw = config_mod.read_raw(kernel.config_path, environ)
+    new = config_mod.validate(raw, source, kernel.hooks.config_schema(source))
+    changed = config_mod.changed_sections(kernel.config, new)
+    live = [s for s in changed if s not in config_mod.RESTART_SECTIONS]
+    for section in sorted(set(changed) - set(live)):
+        log.warning("config: [%s] changed; it takes effect after a restart", section)
+    sections = dict(new.sections())
+    for section in config_mod.RESTART_SECTIONS:
+        sections[section] = kernel.config.section(section)
+    kernel.config = config_mod.Config(source, raw, sections)
+    return live

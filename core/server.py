@@ -1,0 +1,42 @@
+"""Serving the application: event loop choice, banner, signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from aiohttp import web
+
+from kefu.core import __version__
+from kefu.core.kernel import Kernel
+from kefu.core.web_app import create_app
+
+log = logging.getLogger(__name__)
+
+
+def _install_uvloop() -> str:
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def serve(kernel: Kernel, host: str | None = None, port: int | None = None) -> None:
+    """Run until interrupted; prints the URL and any operator announcements once started."""
+    host = host or kernel.config.server.host
+    port = kernel.config.server.port if port is None else port
+    loop_name = _install_uvloop()
+    app = create_app(kernel)
+
+    async def banner(app: web.Application) -> None:
+        url = kernel.config.server.public_url or f"http://{host}:{port}/"
+        print(f"kefu {__version__} serving on {url} ({loop_name}, config: {kernel.config.source})")
+        for line in kernel.announcements:
+            print(f"  {line}")
+        sys.stdout.flush()
+
+    app.on_startup.append(banner)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)

@@ -1,0 +1,120 @@
+"""The aiohttp application factory: kernel endpoints, plugin routes, lifespans."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from kefu.core import __version__
+from kefu.core.errors import StartupError
+from kefu.core.kernel import Kernel
+from kefu.core.reload import watch_config
+
+log = logging.getLogger(__name__)
+
+KERNEL_KEY = web.AppKey("kefu_kernel", Kernel)
+CHECKS_KEY = web.AppKey("kefu_ready_checks", dict)
+READY_CHECK_TIMEOUT = 2.0
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The caller's credential: ``Authorization: Bearer``, ``?token=`` or the session cookie."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return request.query.get("token") or request.cookies.get("kefu_session")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    kernel = request.app[KERNEL_KEY]
+    problems: dict[str, str] = {}
+    if not kernel.started:
+        problems["kernel"] = "starting"
+    for name, check in request.app[CHECKS_KEY].items():
+        try:
+            problem = await asyncio.wait_for(check(), READY_CHECK_TIMEOUT)
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem:
+            problems[name] = str(problem)
+    status = 503 if problems else 200
+    return web.json_response({"ready": not problems, "problems": problems}, status=status)
+
+
+async def list_plugins(request: web.Request) -> web.Response:
+    """Plugins, versions, origins and hooks; admin only once an auth plugin is enabled."""
+    kernel = request.app[KERNEL_KEY]
+    if kernel.hooks.has_auth():
+        principal = await kernel.hooks.authenticate(request, bearer_token(request))
+        if not await kernel.hooks.permits(principal, "plugins.list", None):
+            status = 401 if principal is None else 403
+            return web.json_response({"error": "admin_required"}, status=status)
+    return web.json_response({"plugins": [r.as_dict() for r in kernel.plugins.records]})
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    """Open the single-slot services, start every plugin, then watch the config."""
+    kernel = app[KERNEL_KEY]
+    kernel.bus = kernel.make_bus()
+    kernel.storage = kernel.make_storage()
+    await kernel.bus.open()
+    try:
+        await kernel.storage.open()
+        try:
+            await _start_plugins(kernel)
+            kernel.started = True
+            watcher = None
+            if kernel.config_path and kernel.config.server.reload:
+                watcher = asyncio.create_task(watch_config(kernel), name="kefu-config-watch")
+            gc.collect()
+            gc.freeze()  # long-lived start-up objects leave the GC's generations
+            yield
+            kernel.started = False
+            if watcher is not None:
+                watcher.cancel()
+            await kernel.hooks.shutdown()
+        finally:
+            await kernel.storage.close()
+    finally:
+        await kernel.bus.close()
+
+
+async def _start_plugins(kernel: Kernel) -> None:
+    for plugin, start in kernel.hooks.startup_impls():
+        try:
+            result = start(kernel)
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception as exc:
+            raise StartupError(f"plugin {plugin!r} failed to start: {exc}") from exc
+
+
+def create_app(kernel: Kernel) -> web.Application:
+    """Build the application; routes and middlewares are collected before it is frozen."""
+    app = web.Application(middlewares=kernel.hooks.middlewares(), client_max_size=1024**2)
+    app[KERNEL_KEY] = kernel
+    app[CHECKS_KEY] = {"storage": _storage_ping(kernel), **kernel.hooks.ready_checks()}
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/-/plugins", list_plugins)
+    app.router.add_routes(kernel.hooks.routes())
+    app.cleanup_ctx.append(_services)
+    return app
+
+
+def _storage_ping(kernel: Kernel):
+    async def check() -> str | None:
+        if kernel.storage is None:
+            return "not open"
+        await kernel.storage.ping()
+        return None
+
+    return check

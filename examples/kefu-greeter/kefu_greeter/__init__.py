@@ -1,0 +1,60 @@
+"""kefu-greeter: a complete third-party plugin in one module.
+
+It shows the four things most plugins do: declare a config section, add an
+HTTP route, add a message pipeline step and listen to domain events.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from kefu.core.types import PipelineReject, Processor
+from kefu.hooks import hookimpl
+
+__version__ = "0.2.0"
+
+
+class GreeterSettings(BaseModel):
+    """The ``[greeter]`` section of kefu.toml."""
+
+    model_config = ConfigDict(extra="forbid")
+    greeting: str = "Hello! How can we help?"
+    blocked_words: list[str] = []
+
+
+#: Events seen since start-up, by type (a real plugin would export metrics).
+events_seen: Counter[str] = Counter()
+
+
+@hookimpl
+def kefu_config_schema():
+    return {"greeter": GreeterSettings}
+
+
+@hookimpl
+def kefu_routes(kernel):
+    async def hello(request: web.Request) -> web.Response:
+        settings = kernel.config.section("greeter")
+        return web.json_response({"greeting": settings.greeting})
+
+    return [web.get("/greeter/hello", hello)]
+
+
+@hookimpl
+def kefu_pipeline_processors(kernel):
+    async def refuse_blocked(message, context):
+        words = kernel.config.section("greeter").blocked_words
+        text = str(getattr(message, "text", "") or "").lower()
+        if any(word.lower() in text for word in words):
+            raise PipelineReject("blocked_word", "this message contains a blocked word")
+        return message
+
+    return [Processor(name="greeter.blocked_words", priority=50, process=refuse_blocked)]
+
+
+@hookimpl
+async def kefu_event(kernel, event):
+    events_seen[event.type] += 1

@@ -1,0 +1,34 @@
+"""Authentication and authorisation hooks."""
+
+from kefu.hooks import hookspec
+
+
+@hookspec
+def kefu_auth_authenticate(kernel, request, token):
+    """Turn a request credential into a principal.
+
+    Called for each HTTP request and connection that carries a credential;
+    the first non-None answer wins (plugins are asked in pluggy order,
+    ``tryfirst`` first).
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :param request: the :class:`aiohttp.web.Request`, or None outside HTTP.
+    :param token: the bearer token, ``?token=`` value or session cookie, or None.
+    :returns: a :class:`kefu.core.types.Principal`, or None to let other plugins answer.
+        May be async.
+    """
+
+
+@hookspec
+def kefu_auth_permits(kernel, principal, action, resource):
+    """Decide whether a principal may perform an action.
+
+    Called by features before a privileged action; the first non-None answer
+    wins. When no plugin answers, the caller denies.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :param principal: the acting :class:`kefu.core.types.Principal` (may be None).
+    :param action: a dotted action name, e.g. ``"plugins.list"``, ``"conversation.resolve"``.
+    :param resource: the object acted on (a record, a site id) or None.
+    :returns: True to allow, False to deny, None to let other plugins answer. May be async.
+    """

@@ -1,0 +1,28 @@
+"""Bot hooks: engines that answer visitors and actions that flows can call."""
+
+from kefu.hooks import hookspec
+
+
+@hookspec
+def kefu_bot_reply(kernel, conversation, message):
+    """Answer a visitor message in a conversation that a bot holds.
+
+    Called for every stored visitor message while the conversation is in the
+    bot state; the first non-None answer wins.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :param conversation: the conversation record.
+    :param message: the stored visitor message.
+    :returns: a :class:`kefu.core.types.BotReply` (texts to send, optional
+        handoff with a reason), or None to let other plugins answer. May be async.
+    """
+
+
+@hookspec
+def kefu_bot_actions():
+    """Contribute actions that dialogue flows may call by name.
+
+    :returns: a dict mapping an action name (``"order_lookup"``) to an async
+        callable ``action(context: dict) -> dict`` whose result is merged into
+        the dialogue's slots, or None. Sync only.
+    """

@@ -1,0 +1,128 @@
+"""Lifecycle hooks: configuration, start-up, shutdown, HTTP routes and middlewares, CLI."""
+
+from kefu.hooks import hookspec
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def kefu_config_schema():
+    """Declare the configuration sections this plugin owns.
+
+    Called once when the configuration is validated (at start-up, by
+    ``kefu check`` and on every live reload), before any other hook.
+
+    :returns: a dict mapping a top-level section name of ``kefu.toml`` to a
+        pydantic model class that validates it, or None when the plugin has
+        no settings. Models should give every field a default so that an
+        absent section is valid. Sync only.
+    """
+
+
+@hookspec
+def kefu_config_changed(kernel, section, old, new):
+    """React to a live configuration change of one section.
+
+    Called after a changed ``kefu.toml`` was validated and swapped in
+    atomically, once per section whose validated value differs.
+
+    :param kernel: the running :class:`kefu.core.kernel.Kernel`.
+    :param section: the section name (``"routing"``, a plugin's own section, ...).
+    :param old: the previous validated value (a pydantic model or dict).
+    :param new: the new validated value; also readable as
+        ``kernel.config.section(section)``.
+    :returns: None. May be async. A raising implementation is logged with
+        its plugin name; the new configuration stays in force.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Start-up and shutdown
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def kefu_startup(kernel):
+    """Acquire the plugin's resources before the server accepts requests.
+
+    Called once per process after the single-slot services (storage, bus)
+    are open, in plugin registration order. Failing start-up is fatal: the
+    error is reported with the plugin's name and the server does not start.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel` being started.
+    :returns: None. May be async.
+    """
+
+
+@hookspec
+def kefu_shutdown(kernel):
+    """Release what :func:`kefu_startup` acquired.
+
+    Called once per process when the server stops, in reverse registration
+    order. Every implementation runs even if another one raises; failures
+    are logged with the plugin's name.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel` being stopped.
+    :returns: None. May be async.
+    """
+
+
+@hookspec
+def kefu_ready_checks(kernel):
+    """Contribute readiness checks to ``GET /readyz``.
+
+    Called while building the application; the checks run on every request
+    to ``/readyz``.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :returns: a dict mapping a check name to a zero-argument async callable
+        that returns None when ready or a short string describing what is not
+        ready; or None. Sync only.
+    """
+
+
+# ---------------------------------------------------------------------------
+# HTTP
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def kefu_routes(kernel):
+    """Contribute HTTP routes.
+
+    Called once while the aiohttp application is built, before it is frozen.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :returns: a list of :class:`aiohttp.web.RouteDef` (``web.get(...)`` ...),
+        or None. Sync only.
+    """
+
+
+@hookspec
+def kefu_middlewares(kernel):
+    """Contribute aiohttp middlewares.
+
+    Called once while the application is built. Middlewares are applied in
+    ascending priority (lower runs first / outermost), then by plugin name.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :returns: a list of ``(priority, middleware)`` tuples where middleware is
+        an ``@web.middleware`` coroutine function, or None. Sync only.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def kefu_cli_commands():
+    """Contribute sub-commands to the ``kefu`` command line.
+
+    Called once when the CLI builds its parser.
+
+    :returns: a list of :class:`kefu.core.types.CliCommand`, or None. Sync only.
+    """
