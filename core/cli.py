@@ -81,7 +81,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         rows.append((r["name"], r["version"], r["origin"], state, hooks))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4])
+        cells = zip(row[:4], widths, strict=True)
+        print("  ".join(cell.ljust(w) for cell, w in cells) + "  " + row[4])
     return 0
 
 

@@ -75,7 +75,7 @@ RESTART_SECTIONS = frozenset({"server", "plugins", "storage", "bus"})
 class Config:
     """An immutable, validated configuration. Swapped whole on reload, never mutated."""
 
-    __slots__ = ("source", "raw", "_sections")
+    __slots__ = ("_sections", "raw", "source")
 
     def __init__(self, source: str, raw: dict[str, Any], sections: dict[str, Any]) -> None:
         self.source = source

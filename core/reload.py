@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import os
 from typing import TYPE_CHECKING
 
 import watchfiles
@@ -40,7 +40,12 @@ async def apply_reload(kernel: Kernel) -> bool:
 async def watch_config(kernel: Kernel) -> None:
     """Watch ``kernel.config_path`` until cancelled."""
     # Watch the folder, not the file: editors often save by renaming a new file over it.
-    path = Path(kernel.config_path).resolve()
-    async for changes in watchfiles.awatch(path.parent, debounce=200, step=50):
-        if any(Path(changed).resolve() == path for _, changed in changes):
+    path = _real(kernel.config_path)
+    async for changes in watchfiles.awatch(os.path.dirname(path), debounce=200, step=50):
+        if any(_real(changed) == path for _, changed in changes):
             await apply_reload(kernel)
+
+
+def _real(path: str) -> str:
+    # a cheap lstat per watched change; not worth a thread hop
+    return os.path.realpath(path)
