@@ -29,6 +29,16 @@ def bearer_token(request: web.Request) -> str | None:
     return request.query.get("token") or request.cookies.get("kefu_session")
 
 
+def error_response(status: int, code: str, message: str) -> web.Response:
+    """The one error shape of every HTTP API: ``{"error": {"code", "message"}}``."""
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+async def request_principal(request: web.Request):
+    """The authenticated :class:`~kefu.core.types.Principal` of a request, or None."""
+    return await request.app[KERNEL_KEY].hooks.authenticate(request, bearer_token(request))
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
@@ -53,10 +63,10 @@ async def list_plugins(request: web.Request) -> web.Response:
     """Plugins, versions, origins and hooks; admin only once an auth plugin is enabled."""
     kernel = request.app[KERNEL_KEY]
     if kernel.hooks.has_auth():
-        principal = await kernel.hooks.authenticate(request, bearer_token(request))
+        principal = await request_principal(request)
         if not await kernel.hooks.permits(principal, "plugins.list", None):
             status = 401 if principal is None else 403
-            return web.json_response({"error": "admin_required"}, status=status)
+            return error_response(status, "admin_required", "an admin token is required")
     return web.json_response({"plugins": [r.as_dict() for r in kernel.plugins.records]})
 
 
