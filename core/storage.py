@@ -9,7 +9,13 @@ backend. Rules every method keeps:
   and assigns ``seq`` = previous + 1 per conversation; it returns only after
   the write is durable (backends batch concurrent appends into one commit);
 - update methods return False when the record does not exist or a
-  compare-and-set condition does not hold, so callers can claim atomically.
+  compare-and-set condition does not hold, so callers can claim atomically;
+- records are values: what a method returns is the caller's copy, and
+  changing it changes nothing stored until an update method is called;
+- agent e-mails are unique per site and compared case-insensitively
+  (:func:`email_key`).
+
+Every backend passes ``tests/storage_contract/`` (see ``docs/storage.md``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,15 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
+
+#: Default of ``update_conversation(if_assignee=...)``: "do not compare the assignee"
+#: (``None`` cannot be the sentinel: ``if_assignee=None`` means "only if unassigned").
+UNCHANGED: Any = ...
+
+
+def email_key(email: str) -> str:
+    """The form in which agent e-mails are compared and kept unique."""
+    return email.strip().lower()
 
 
 class StorageError(Exception):
@@ -42,27 +57,41 @@ class StorageBackend(Protocol):
         """Raise when the backend cannot serve (used by ``/readyz``)."""
 
     # -- sites ----------------------------------------------------------------
-    async def create_site(self, site: Site) -> Site: ...
+    async def create_site(self, site: Site) -> Site:
+        """Raises :class:`DuplicateError` when the id or the widget key is taken."""
+
     async def get_site(self, site_id: str) -> Site | None: ...
     async def get_site_by_widget_key(self, widget_key: str) -> Site | None: ...
-    async def list_sites(self) -> list[Site]: ...
-    async def update_site(self, site: Site) -> bool: ...
+    async def list_sites(self) -> list[Site]:
+        """Oldest first."""
+
+    async def update_site(self, site: Site) -> bool:
+        """Write every field; False when absent; :class:`DuplicateError` on a taken widget key."""
 
     # -- agents ---------------------------------------------------------------
     async def create_agent(self, agent: Agent) -> Agent:
-        """Raises :class:`DuplicateError` when the e-mail is taken in that site."""
+        """Raises :class:`DuplicateError` when the id or the e-mail is taken in that site."""
 
     async def get_agent(self, site_id: str, agent_id: str) -> Agent | None: ...
-    async def get_agent_by_email(self, site_id: str, email: str) -> Agent | None: ...
-    async def list_agents(self, site_id: str) -> list[Agent]: ...
-    async def update_agent(self, agent: Agent) -> bool: ...
+    async def get_agent_by_email(self, site_id: str, email: str) -> Agent | None:
+        """Case-insensitive match (:func:`email_key`)."""
+
+    async def list_agents(self, site_id: str) -> list[Agent]:
+        """Oldest first."""
+
+    async def update_agent(self, agent: Agent) -> bool:
+        """Write every field; False when absent; :class:`DuplicateError` on a taken e-mail."""
 
     # -- visitors -------------------------------------------------------------
-    async def upsert_visitor(self, visitor: Visitor) -> Visitor: ...
+    async def upsert_visitor(self, visitor: Visitor) -> Visitor:
+        """Insert, or overwrite every field but ``created_at``; return what is stored."""
+
     async def get_visitor(self, site_id: str, visitor_id: str) -> Visitor | None: ...
 
     # -- conversations --------------------------------------------------------
-    async def create_conversation(self, conversation: Conversation) -> Conversation: ...
+    async def create_conversation(self, conversation: Conversation) -> Conversation:
+        """Store it with ``last_seq = 0``; :class:`DuplicateError` when the id exists."""
+
     async def get_conversation(self, site_id: str, conversation_id: str) -> Conversation | None: ...
 
     async def list_conversations(
@@ -82,16 +111,23 @@ class StorageBackend(Protocol):
         conversation: Conversation,
         *,
         if_state: str | None = None,
-        if_assignee: Any = ...,
+        if_assignee: Any = UNCHANGED,
     ) -> bool:
         """Write every field except ``last_seq``; with ``if_state`` / ``if_assignee``
-        only when the stored values still match (compare-and-set)."""
+        only when the stored values still match (compare-and-set, atomic also across
+        processes). ``if_assignee=None`` means "only while unassigned"."""
 
     # -- messages -------------------------------------------------------------
     async def append_message(self, message: Message) -> tuple[Message, bool]:
         """Store durably; return ``(stored, created)``. A repeated cid returns the
         first stored message and ``created=False``. Raises :class:`StorageError`
-        when the conversation does not exist in that site."""
+        when the conversation does not exist in that site.
+
+        ``message.seq`` is ignored: the stored copy gets the conversation's
+        ``last_seq + 1``, with no gap and no duplicate even under concurrent
+        callers (and concurrent processes, where the backend is shared). The
+        conversation's ``last_seq`` follows, and its ``updated_at`` becomes at
+        least ``message.created_at``. The caller's object is not modified."""
 
     async def list_messages(
         self, site_id: str, conversation_id: str, *, after_seq: int = 0, limit: int = 100

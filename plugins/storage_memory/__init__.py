@@ -1,13 +1,42 @@
-"""In-memory storage (``[storage] backend = "memory"``): for tests and demos; forgets on exit."""
+"""In-memory storage (``[storage] backend = "memory"``): for tests and demos; forgets on exit.
+
+It keeps the whole contract of :class:`kefu.core.storage.StorageBackend`: site
+scoping, per-conversation ``seq``, ``cid`` idempotency and compare-and-set
+updates. Every method runs without an ``await`` between its read and its
+write, so on one event loop each call is atomic. Records are copied in and
+out: a caller mutating what it got back never changes what is stored.
+"""
 
 from __future__ import annotations
 
+import copy
+from typing import Any, TypeVar
+
+from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
+from kefu.core.storage import UNCHANGED, DuplicateError, StorageError, email_key
 from kefu.hooks import hookimpl
+
+R = TypeVar("R")
+
+
+def _copy(record: R) -> R:
+    return copy.deepcopy(record)
 
 
 class MemoryStorage:
+    """Dictionaries keyed by ``(site_id, id)``; nothing is shared between sites."""
+
     name = "memory"
 
+    def __init__(self) -> None:
+        self._sites: dict[str, Site] = {}
+        self._agents: dict[tuple[str, str], Agent] = {}
+        self._visitors: dict[tuple[str, str], Visitor] = {}
+        self._conversations: dict[tuple[str, str], Conversation] = {}
+        self._messages: dict[tuple[str, str], list[Message]] = {}
+        self._by_cid: dict[tuple[str, str, str], Message] = {}
+
+    # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
         pass
 
@@ -16,6 +45,177 @@ class MemoryStorage:
 
     async def ping(self) -> None:
         pass
+
+    # -- sites ----------------------------------------------------------------
+    def _widget_key_taken(self, widget_key: str, site_id: str) -> bool:
+        return any(s.widget_key == widget_key and s.id != site_id for s in self._sites.values())
+
+    async def create_site(self, site: Site) -> Site:
+        if site.id in self._sites:
+            raise DuplicateError(f"site {site.id!r} already exists")
+        if self._widget_key_taken(site.widget_key, site.id):
+            raise DuplicateError("widget key already taken")
+        self._sites[site.id] = _copy(site)
+        return _copy(site)
+
+    async def get_site(self, site_id: str) -> Site | None:
+        site = self._sites.get(site_id)
+        return _copy(site) if site else None
+
+    async def get_site_by_widget_key(self, widget_key: str) -> Site | None:
+        site = next((s for s in self._sites.values() if s.widget_key == widget_key), None)
+        return _copy(site) if site else None
+
+    async def list_sites(self) -> list[Site]:
+        return [_copy(s) for s in sorted(self._sites.values(), key=lambda s: (s.created_at, s.id))]
+
+    async def update_site(self, site: Site) -> bool:
+        if site.id not in self._sites:
+            return False
+        if self._widget_key_taken(site.widget_key, site.id):
+            raise DuplicateError("widget key already taken")
+        self._sites[site.id] = _copy(site)
+        return True
+
+    # -- agents ---------------------------------------------------------------
+    def _email_taken(self, agent: Agent) -> bool:
+        key = email_key(agent.email)
+        return any(
+            a.site_id == agent.site_id and a.id != agent.id and email_key(a.email) == key
+            for a in self._agents.values()
+        )
+
+    async def create_agent(self, agent: Agent) -> Agent:
+        if (agent.site_id, agent.id) in self._agents:
+            raise DuplicateError(f"agent {agent.id!r} already exists")
+        if self._email_taken(agent):
+            raise DuplicateError(f"e-mail {agent.email!r} is already taken in this site")
+        self._agents[agent.site_id, agent.id] = _copy(agent)
+        return _copy(agent)
+
+    async def get_agent(self, site_id: str, agent_id: str) -> Agent | None:
+        agent = self._agents.get((site_id, agent_id))
+        return _copy(agent) if agent else None
+
+    async def get_agent_by_email(self, site_id: str, email: str) -> Agent | None:
+        key = email_key(email)
+        for agent in self._agents.values():
+            if agent.site_id == site_id and email_key(agent.email) == key:
+                return _copy(agent)
+        return None
+
+    async def list_agents(self, site_id: str) -> list[Agent]:
+        found = [a for a in self._agents.values() if a.site_id == site_id]
+        return [_copy(a) for a in sorted(found, key=lambda a: (a.created_at, a.id))]
+
+    async def update_agent(self, agent: Agent) -> bool:
+        if (agent.site_id, agent.id) not in self._agents:
+            return False
+        if self._email_taken(agent):
+            raise DuplicateError(f"e-mail {agent.email!r} is already taken in this site")
+        self._agents[agent.site_id, agent.id] = _copy(agent)
+        return True
+
+    # -- visitors -------------------------------------------------------------
+    async def upsert_visitor(self, visitor: Visitor) -> Visitor:
+        stored = _copy(visitor)
+        old = self._visitors.get((visitor.site_id, visitor.id))
+        if old is not None:
+            stored.created_at = old.created_at
+        self._visitors[visitor.site_id, visitor.id] = stored
+        return _copy(stored)
+
+    async def get_visitor(self, site_id: str, visitor_id: str) -> Visitor | None:
+        visitor = self._visitors.get((site_id, visitor_id))
+        return _copy(visitor) if visitor else None
+
+    # -- conversations --------------------------------------------------------
+    async def create_conversation(self, conversation: Conversation) -> Conversation:
+        key = (conversation.site_id, conversation.id)
+        if key in self._conversations:
+            raise DuplicateError(f"conversation {conversation.id!r} already exists")
+        stored = _copy(conversation)
+        stored.last_seq = 0
+        self._conversations[key] = stored
+        self._messages[key] = []
+        return _copy(stored)
+
+    async def get_conversation(self, site_id: str, conversation_id: str) -> Conversation | None:
+        conversation = self._conversations.get((site_id, conversation_id))
+        return _copy(conversation) if conversation else None
+
+    async def list_conversations(
+        self,
+        site_id: str,
+        *,
+        state: str | None = None,
+        assignee_id: str | None = None,
+        visitor_id: str | None = None,
+        limit: int = 50,
+        before: float | None = None,
+    ) -> list[Conversation]:
+        found = [
+            c
+            for c in self._conversations.values()
+            if c.site_id == site_id
+            and (state is None or c.state == state)
+            and (assignee_id is None or c.assignee_id == assignee_id)
+            and (visitor_id is None or c.visitor_id == visitor_id)
+            and (before is None or c.updated_at < before)
+        ]
+        found.sort(key=lambda c: (c.updated_at, c.id), reverse=True)
+        return [_copy(c) for c in found[: max(limit, 0)]]
+
+    async def update_conversation(
+        self,
+        conversation: Conversation,
+        *,
+        if_state: str | None = None,
+        if_assignee: Any = UNCHANGED,
+    ) -> bool:
+        stored = self._conversations.get((conversation.site_id, conversation.id))
+        if stored is None:
+            return False
+        if if_state is not None and stored.state != if_state:
+            return False
+        if if_assignee is not UNCHANGED and stored.assignee_id != if_assignee:
+            return False
+        updated = _copy(conversation)
+        updated.last_seq = stored.last_seq
+        self._conversations[conversation.site_id, conversation.id] = updated
+        return True
+
+    # -- messages -------------------------------------------------------------
+    async def append_message(self, message: Message) -> tuple[Message, bool]:
+        key = (message.site_id, message.conversation_id)
+        conversation = self._conversations.get(key)
+        if conversation is None:
+            raise StorageError(f"conversation {message.conversation_id!r} not found in this site")
+        existing = self._by_cid.get((*key, message.cid))
+        if existing is not None:
+            return _copy(existing), False
+        stored = _copy(message)
+        conversation.last_seq += 1
+        stored.seq = conversation.last_seq
+        conversation.updated_at = max(conversation.updated_at, stored.created_at)
+        self._messages[key].append(stored)
+        self._by_cid[(*key, message.cid)] = stored
+        return _copy(stored), True
+
+    async def list_messages(
+        self, site_id: str, conversation_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[Message]:
+        messages = self._messages.get((site_id, conversation_id), [])
+        # seq n sits at index n - 1: the list is gap-free by construction
+        start = max(after_seq, 0)
+        return [_copy(m) for m in messages[start : start + max(limit, 0)]]
+
+    async def list_messages_before(
+        self, site_id: str, conversation_id: str, *, before_seq: int, limit: int = 50
+    ) -> list[Message]:
+        messages = self._messages.get((site_id, conversation_id), [])
+        end = min(max(before_seq - 1, 0), len(messages))
+        return [_copy(m) for m in messages[max(end - max(limit, 0), 0) : end]]
 
 
 @hookimpl(trylast=True)
