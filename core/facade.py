@@ -86,13 +86,17 @@ class HookFacade:
             new=new,
         )
 
-    def startup_impls(self) -> list[tuple[str, Callable]]:
-        """``(plugin, bound call)`` pairs in registration order, for per-plugin lifespans."""
-        impls = self._hook.kefu_startup.get_hookimpls()
-        return [(i.plugin_name, i.function) for i in impls]
+    def lifespans(self) -> list[tuple[str, Callable | None, Callable | None]]:
+        """``(plugin, startup, shutdown)`` in registration order, for per-plugin lifespans.
 
-    async def shutdown(self) -> None:
-        await notify(self._hook.kefu_shutdown, self.failures, kernel=self._kernel)
+        The kernel starts them in this order and stops them in reverse, so a
+        plugin is only ever stopped after it started.
+        """
+        starts = {i.plugin_name: i.function for i in self._hook.kefu_startup.get_hookimpls()}
+        stops = {i.plugin_name: i.function for i in self._hook.kefu_shutdown.get_hookimpls()}
+        order = [i.plugin_name for i in self._hook.kefu_startup.get_hookimpls()]
+        order += [n for n in stops if n not in starts]
+        return [(name, starts.get(name), stops.get(name)) for name in order]
 
     def ready_checks(self) -> dict[str, Callable]:
         return {

@@ -36,14 +36,19 @@ class Kernel:
         self.announcements: list[str] = []
 
     # -- services chosen by name -----------------------------------------
-    def make_storage(self) -> StorageBackend:
-        factory = choose_named(
-            "storage backend", self.hooks.storage_backends(), self.config.storage.backend
-        )
-        return factory(self)
+    def make_storage(self) -> StorageBackend | None:
+        return self._make("storage backend", self.hooks.storage_backends(), self.config.storage)
 
-    def make_bus(self) -> Bus:
-        return choose_named("bus", self.hooks.bus_backends(), self.config.bus.backend)(self)
+    def make_bus(self) -> Bus | None:
+        return self._make("bus", self.hooks.bus_backends(), self.config.bus)
+
+    def _make(self, kind: str, registry: dict, settings: Any) -> Any:
+        # With no provider enabled at all the kernel still serves (health, plugins);
+        # a configured name that no provider offers is an error.
+        if not registry:
+            log.warning("no %s plugin is enabled; features that need one will not work", kind)
+            return None
+        return choose_named(kind, registry, settings.backend)(self)
 
     # -- helpers for plugins -----------------------------------------------
     @property

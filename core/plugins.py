@@ -120,7 +120,7 @@ def make_plugin_manager(
         try:
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            raise StartupError(f"plugin {name!r}: {exc}") from exc
+            raise StartupError(f"plugin {name!r}: {_one_line(exc)}") from exc
         record.version = getattr(plugin, "__version__", None) or version
 
     for dotted in defaults:
@@ -138,7 +138,7 @@ def make_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise StartupError(f"plugin {exc.plugin!r}: {exc}") from exc
+        raise StartupError(f"{_one_line(exc)}") from exc
     missing = sorted(require_set - {r.name for r in records if r.enabled})
     if missing:
         raise StartupError(
@@ -168,3 +168,7 @@ def _check_hook_names(pm: pluggy.PluginManager, name: str, plugin: ModuleType | 
                 f"plugin {name!r}: {attr!r} is not marked with @hookimpl "
                 "(from kefu.hooks import hookimpl)"
             )
+
+
+def _one_line(exc: Exception) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 from aiohttp import web
 
@@ -73,38 +74,45 @@ async def list_plugins(request: web.Request) -> web.Response:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     """Open the single-slot services, start every plugin, then watch the config."""
     kernel = app[KERNEL_KEY]
-    kernel.bus = kernel.make_bus()
-    kernel.storage = kernel.make_storage()
-    await kernel.bus.open()
+    async with AsyncExitStack() as stack:
+        kernel.bus = kernel.make_bus()
+        kernel.storage = kernel.make_storage()
+        for service in (kernel.bus, kernel.storage):
+            if service is not None:
+                await service.open()
+                stack.push_async_callback(service.close)
+        for plugin, start, stop in kernel.hooks.lifespans():
+            if start is not None:
+                await _run_start(plugin, start, kernel)
+            if stop is not None:
+                stack.push_async_callback(_run_stop, plugin, stop, kernel)
+        if kernel.config_path and kernel.config.server.reload:
+            watcher = asyncio.create_task(watch_config(kernel), name="kefu-config-watch")
+            stack.callback(watcher.cancel)
+        kernel.started = True
+        gc.collect()
+        gc.freeze()  # long-lived start-up objects leave the GC's generations
+        yield
+        kernel.started = False
+
+
+async def _run_start(plugin: str, start, kernel: Kernel) -> None:
     try:
-        await kernel.storage.open()
-        try:
-            await _start_plugins(kernel)
-            kernel.started = True
-            watcher = None
-            if kernel.config_path and kernel.config.server.reload:
-                watcher = asyncio.create_task(watch_config(kernel), name="kefu-config-watch")
-            gc.collect()
-            gc.freeze()  # long-lived start-up objects leave the GC's generations
-            yield
-            kernel.started = False
-            if watcher is not None:
-                watcher.cancel()
-            await kernel.hooks.shutdown()
-        finally:
-            await kernel.storage.close()
-    finally:
-        await kernel.bus.close()
+        result = start(kernel)
+        if asyncio.iscoroutine(result):
+            await result
+    except Exception as exc:
+        raise StartupError(f"plugin {plugin!r} failed to start: {exc}") from exc
 
 
-async def _start_plugins(kernel: Kernel) -> None:
-    for plugin, start in kernel.hooks.startup_impls():
-        try:
-            result = start(kernel)
-            if asyncio.iscoroutine(result):
-                await result
-        except Exception as exc:
-            raise StartupError(f"plugin {plugin!r} failed to start: {exc}") from exc
+async def _run_stop(plugin: str, stop, kernel: Kernel) -> None:
+    try:
+        result = stop(kernel)
+        if asyncio.iscoroutine(result):
+            await result
+    except Exception:
+        kernel.failures.record(plugin, "kefu_shutdown")
+        log.exception("plugin %r failed to shut down", plugin)
 
 
 def create_app(kernel: Kernel) -> web.Application:
@@ -123,7 +131,7 @@ def create_app(kernel: Kernel) -> web.Application:
 def _storage_ping(kernel: Kernel):
     async def check() -> str | None:
         if kernel.storage is None:
-            return "not open"
+            return None if not kernel.hooks.storage_backends() else "not open"
         await kernel.storage.ping()
         return None
 

@@ -1,0 +1,1 @@
+"""Fixture plugins that are broken on purpose (see tests/test_plugin_manager.py)."""

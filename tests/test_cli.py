@@ -1,0 +1,149 @@
+"""The ``kefu`` command line, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KEFU = [sys.executable, "-m", "kefu.core.cli"]
+
+
+def kefu(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [*KEFU, *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=60
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "kefu.toml"
+    path.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n')
+    return path
+
+
+def test_run_serves_healthz_and_prints_url(tmp_path, config):
+    port = free_port()
+    proc = subprocess.Popen(
+        [*KEFU, "run", "--config", str(config), "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    assert r.status == 200
+                    assert json.load(r)["status"] == "ok"
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "server did not answer /healthz"
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=20)
+    assert f"serving on http://127.0.0.1:{port}/" in output
+    assert proc.returncode == 0, output
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("[server]\nprot = 1\n", "server.prot: unknown key"),
+        ('[server]\nport = "x"\n', "server.port: Input should be a valid integer"),
+        ('[server]\nsecret = { env = "KEFU_TEST_UNSET" }\n', "server.secret: environment"),
+        ("[server\n", "invalid TOML"),
+    ],
+)
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_bad_config_is_one_line_without_traceback(tmp_path, text, where, command):
+    path = tmp_path / "kefu.toml"
+    path.write_text(text)
+    result = kefu(command, "--config", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"kefu: error: {path}: {where}")
+    assert "Traceback" not in result.stderr
+
+
+def test_traceback_flag_shows_the_traceback(tmp_path):
+    path = tmp_path / "kefu.toml"
+    path.write_text("[server]\nprot = 1\n")
+    result = kefu("--traceback", "check", "--config", str(path), cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_init_writes_private_commented_config_that_checks(tmp_path):
+    result = kefu("init", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "kefu.toml"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert text.startswith("# kefu configuration") and "@SECRET@" not in text
+    data_dir = tmp_path / "data"
+    env = {"KEFU_SERVER__DATA_DIR": str(data_dir)}
+    check = kefu("check", cwd=tmp_path, env=env)
+    assert check.returncode == 0, check.stderr
+    assert "OK" in check.stdout
+    again = kefu("init", cwd=tmp_path)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert path.read_text() == text
+
+
+def test_two_inits_get_different_secrets(tmp_path):
+    kefu("init", "a.toml", cwd=tmp_path)
+    kefu("init", "b.toml", cwd=tmp_path)
+    secret = [line for line in (tmp_path / "a.toml").read_text().splitlines() if "secret =" in line]
+    assert secret and secret[0] not in (tmp_path / "b.toml").read_text()
+
+
+def test_plugins_lists_builtins_and_example_and_honours_disable(tmp_path, config):
+    listed = kefu("plugins", "--config", str(config), cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert "greeter" in rows and "entrypoint" in rows["greeter"] and "enabled" in rows["greeter"]
+    assert "bus_memory" in rows and "builtin" in rows["bus_memory"]
+
+    config.write_text(config.read_text() + '[plugins]\ndisable = ["greeter"]\n')
+    data = json.loads(kefu("plugins", "--json", "--config", str(config), cwd=tmp_path).stdout)
+    greeter = next(p for p in data["plugins"] if p["name"] == "greeter")
+    assert greeter["enabled"] is False and greeter["hooks"] == []
+
+
+def test_missing_required_plugin_stops_startup_naming_it(tmp_path, config):
+    config.write_text(config.read_text() + '[plugins]\nrequire = ["kefu-sso"]\n')
+    result = kefu("run", "--config", str(config), "--port", str(free_port()), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "required plugin 'kefu-sso' is not installed" in result.stderr
+
+
+def test_misspelled_hook_stops_startup_naming_plugin_and_hook(tmp_path, config):
+    config.write_text(
+        config.read_text() + '[plugins]\nenable = ["tests.plugins.misspelled_hook"]\n'
+    )
+    result = kefu("check", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "plugin 'tests.plugins.misspelled_hook': unknown hook 'kefu_evnt'" in result.stderr
