@@ -31,10 +31,11 @@ ENTRY_POINT_GROUP = "kefu.plugins"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.bus_memory",
     "kefu.plugins.storage_memory",
+    "kefu.plugins.auth",
 )
 
 #: Built-ins that cannot be disabled: the kernel cannot serve safely without them.
-ESSENTIAL_PLUGINS: frozenset[str] = frozenset()
+ESSENTIAL_PLUGINS: frozenset[str] = frozenset({"auth"})
 
 
 @dataclass

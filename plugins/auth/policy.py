@@ -1,0 +1,65 @@
+"""Who may do what: the authorisation rules of the built-in auth plugin.
+
+The rules (the table in ``docs/protocol.md`` lists the action names):
+
+- no principal, or a resource in another site: denied, always;
+- an admin (role ``admin``) may do anything inside their own site;
+- an agent may do ``conversation.*``, ``message.*`` and ``visitor.read`` in their site;
+- a visitor may act on their own conversations only (``conversation.*`` and
+  ``message.*`` where ``resource.visitor_id`` is theirs), start a conversation
+  in their site (``conversation.start`` on the site id) and read or update
+  their own visitor record;
+- ``plugins.list`` (install-wide, no resource): admins only;
+- anything else: denied (default deny). A plugin that introduces new actions
+  answers for them with ``@hookimpl(tryfirst=True)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kefu.core.domain import Visitor
+from kefu.core.types import Principal
+
+AGENT_PREFIXES = ("conversation.", "message.")
+AGENT_ACTIONS = frozenset({"visitor.read"})
+VISITOR_SELF_ACTIONS = frozenset({"visitor.read", "visitor.update"})
+VISITOR_SITE_ACTIONS = frozenset({"conversation.start"})
+INSTALL_ACTIONS = frozenset({"plugins.list"})
+
+
+def resource_site(resource: Any) -> str | None:
+    """The site a resource belongs to: a site id string, or a record's ``site_id``."""
+    if isinstance(resource, str):
+        return resource
+    site_id = getattr(resource, "site_id", None)
+    return site_id if isinstance(site_id, str) else None
+
+
+def permits(principal: Principal | None, action: str, resource: Any) -> bool:
+    """Decide one action; see the module docstring for the rules."""
+    if principal is None or not isinstance(action, str):
+        return False
+    if action in INSTALL_ACTIONS:
+        return principal.is_admin and principal.kind == "agent"
+    site_id = principal.site_id if resource is None else resource_site(resource)
+    if site_id is None or site_id != principal.site_id:
+        return False
+    if principal.kind == "agent":
+        if principal.is_admin:
+            return True
+        return action.startswith(AGENT_PREFIXES) or action in AGENT_ACTIONS
+    if principal.kind == "visitor":
+        return _visitor_permits(principal, action, resource)
+    return False
+
+
+def _visitor_permits(principal: Principal, action: str, resource: Any) -> bool:
+    if isinstance(resource, str) or resource is None:
+        return action in VISITOR_SITE_ACTIONS
+    if isinstance(resource, Visitor):
+        return action in VISITOR_SELF_ACTIONS and resource.id == principal.id
+    if action.startswith(AGENT_PREFIXES):
+        owner = getattr(resource, "visitor_id", None)
+        return owner is not None and owner == principal.id
+    return False
