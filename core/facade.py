@@ -163,6 +163,12 @@ class HookFacade:
         )
         return answer is True
 
+    async def hash_password(self, password: str) -> str | None:
+        """The auth plugin's hash of ``password`` for a stored agent, or None without one."""
+        return await call_first(
+            self._hook.kefu_auth_hash_password, kernel=self._kernel, password=password
+        )
+
     # -- pipeline -----------------------------------------------------------
     def pipeline_processors(self) -> list[Processor]:
         found = _flatten(call_all_sync(self._hook.kefu_pipeline_processors, kernel=self._kernel))

@@ -32,6 +32,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.bus_memory",
     "kefu.plugins.storage_memory",
     "kefu.plugins.auth",
+    "kefu.plugins.rest_api",
 )
 
 #: Built-ins that cannot be disabled: the kernel cannot serve safely without them.

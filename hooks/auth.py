@@ -32,3 +32,18 @@ def kefu_auth_permits(kernel, principal, action, resource):
     :param resource: the object acted on (a record, a site id) or None.
     :returns: True to allow, False to deny, None to let other plugins answer. May be async.
     """
+
+
+@hookspec
+def kefu_auth_hash_password(kernel, password):
+    """Hash a password the way the login of the enabled auth plugin verifies it.
+
+    Called by features that create agents or change an agent's password (the
+    REST API's agent and site administration) before the agent is stored;
+    the first non-None answer wins.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :param password: the clear-text password (never log it).
+    :returns: the string to keep in :attr:`kefu.core.domain.Agent.password_hash`
+        (a slow salted hash), or None to let other plugins answer. May be async.
+    """

@@ -1,0 +1,71 @@
+"""The REST API (``/v1/...``): conversations, messages, visitors, agents, sites, uploads.
+
+JSON over HTTP with bearer-token auth (tokens come from the auth plugin's
+``POST /v1/auth/login`` and ``POST /v1/visitors/session``). Every query is
+made inside the caller's site. ``GET /v1/openapi.json`` describes every
+endpoint, generated from the same table and models that serve them.
+Settings: ``[uploads]`` (see :class:`~kefu.plugins.rest_api.uploads.UploadSettings`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import orjson
+from aiohttp import web
+
+from kefu.core import __version__
+from kefu.hooks import hookimpl
+from kefu.plugins.rest_api.endpoint import Call, Endpoint, to_route
+from kefu.plugins.rest_api.openapi import build_document
+from kefu.plugins.rest_api.routes import AUTH_ENDPOINTS, REST_ENDPOINTS
+from kefu.plugins.rest_api.uploads import UploadSettings
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    return orjson.dumps(build_document(ALL_ENDPOINTS, version=__version__))
+
+
+async def serve_openapi(call: Call) -> web.Response:
+    return web.Response(body=openapi_document(), content_type="application/json")
+
+
+OPENAPI_ENDPOINT = Endpoint(
+    "GET",
+    "/v1/openapi.json",
+    "get_openapi",
+    "This document",
+    "meta",
+    serve_openapi,
+    auth=False,
+    openapi={
+        "responses": {
+            "200": {
+                "description": "The OpenAPI 3.1 document.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        }
+    },
+)
+SERVED_ENDPOINTS = (*REST_ENDPOINTS, OPENAPI_ENDPOINT)
+ALL_ENDPOINTS = (*AUTH_ENDPOINTS, *SERVED_ENDPOINTS)
+
+
+@hookimpl
+def kefu_config_schema():
+    return {"uploads": UploadSettings}
+
+
+@hookimpl
+def kefu_routes(kernel):
+    return [to_route(endpoint) for endpoint in SERVED_ENDPOINTS]
+
+
+@hookimpl(tryfirst=True)
+def kefu_auth_permits(kernel, principal, action, resource):
+    """``upload.create``, the action this plugin introduces: any agent or visitor of the site
+    may attach files to a chat. Other actions are left to the auth plugin."""
+    if action != "upload.create" or principal is None:
+        return None
+    return isinstance(resource, str) and resource == principal.site_id

@@ -1,0 +1,145 @@
+"""Administration of a site's agents and of sites.
+
+An admin manages its own site: every lookup is scoped to the caller's
+site, so another site's agent or site id is "not found". Creating a site
+is the one operation that makes a new tenant; it may create that site's
+first admin, who then logs in to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+
+from kefu.core.domain import Agent, Site, new_id
+from kefu.core.kernel import Kernel
+from kefu.core.storage import DuplicateError
+from kefu.plugins.rest_api.endpoint import ApiError, Call, not_found
+from kefu.plugins.rest_api.models import (
+    AgentCreate,
+    AgentList,
+    AgentOut,
+    SiteCreated,
+    SiteList,
+    SiteOut,
+)
+
+log = logging.getLogger(__name__)
+
+
+def new_widget_key() -> str:
+    return "wk_" + secrets.token_urlsafe(24)
+
+
+async def hash_password(kernel: Kernel, password: str) -> str:
+    """The auth plugin's slow salted hash (``kefu_auth_hash_password``)."""
+    hashed = await kernel.hooks.hash_password(password)
+    if not hashed:
+        raise ApiError(503, "no_password_hasher", "no enabled plugin hashes passwords")
+    return hashed
+
+
+# -- agents -------------------------------------------------------------------
+async def list_agents(call: Call) -> AgentList:
+    await call.require("agents.manage", call.site_id)
+    agents = await call.kernel.storage.list_agents(call.site_id)
+    return AgentList(agents=[AgentOut.model_validate(a) for a in agents])
+
+
+async def _new_agent(kernel: Kernel, site_id: str, body: AgentCreate) -> Agent:
+    agent = Agent(
+        id=new_id(),
+        site_id=site_id,
+        email=body.email,
+        name=body.name,
+        password_hash=await hash_password(kernel, body.password),
+        roles=list(dict.fromkeys(body.roles)),
+        capacity=body.capacity,
+        skills=list(body.skills),
+    )
+    try:
+        return await kernel.storage.create_agent(agent)
+    except DuplicateError:
+        raise ApiError(409, "conflict", "an agent with this e-mail exists in the site") from None
+
+
+async def create_agent(call: Call) -> AgentOut:
+    await call.require("agents.manage", call.site_id)
+    agent = await _new_agent(call.kernel, call.site_id, call.body)
+    log.info("agent %s created in site %s by %s", agent.id, agent.site_id, call.principal.id)
+    return AgentOut.model_validate(agent)
+
+
+async def get_agent(call: Call) -> AgentOut:
+    agent = await call.kernel.storage.get_agent(call.site_id, call.params["id"])
+    if agent is None:
+        raise not_found("agent")
+    if not (call.principal.kind == "agent" and call.principal.id == agent.id):
+        await call.require("agents.manage", agent)
+    return AgentOut.model_validate(agent)
+
+
+async def patch_agent(call: Call) -> AgentOut:
+    agent = await call.kernel.storage.get_agent(call.site_id, call.params["id"])
+    if agent is None:
+        raise not_found("agent")
+    await call.require("agents.manage", agent)
+    body = call.body
+    changes = body.model_dump(exclude_unset=True, exclude={"password"})
+    if "roles" in changes:
+        changes["roles"] = list(dict.fromkeys(changes["roles"]))
+        if agent.id == call.principal.id and "admin" not in changes["roles"]:
+            raise ApiError(400, "cannot_demote_self", "an admin cannot remove its own admin role")
+    if body.password is not None:
+        changes["password_hash"] = await hash_password(call.kernel, body.password)
+    updated = dataclasses.replace(agent, **{k: v for k, v in changes.items() if v is not None})
+    if not await call.kernel.storage.update_agent(updated):
+        raise not_found("agent")
+    return AgentOut.model_validate(updated)
+
+
+# -- sites --------------------------------------------------------------------
+async def _own_site(call: Call) -> Site:
+    site_id = call.params.get("id", call.site_id)
+    site = await call.kernel.storage.get_site(site_id) if site_id == call.site_id else None
+    if site is None:
+        raise not_found("site")
+    await call.require("sites.manage", site.id)
+    return site
+
+
+async def list_sites(call: Call) -> SiteList:
+    return SiteList(sites=[SiteOut.model_validate(await _own_site(call))])
+
+
+async def get_site(call: Call) -> SiteOut:
+    return SiteOut.model_validate(await _own_site(call))
+
+
+async def create_site(call: Call) -> SiteCreated:
+    await call.require("sites.manage", call.site_id)
+    body = call.body
+    site = Site(id=new_id(), name=body.name, widget_key=new_widget_key(), settings=body.settings)
+    try:
+        site = await call.kernel.storage.create_site(site)
+    except DuplicateError:
+        raise ApiError(409, "conflict", "the site could not be created, try again") from None
+    admin = None
+    if body.admin is not None:
+        spec = AgentCreate(**body.admin.model_dump(), roles=["admin", "agent"])
+        admin = AgentOut.model_validate(await _new_agent(call.kernel, site.id, spec))
+    log.info("site %s created by %s of site %s", site.id, call.principal.id, call.site_id)
+    return SiteCreated(**SiteOut.model_validate(site).model_dump(), admin=admin)
+
+
+async def patch_site(call: Call) -> SiteOut:
+    site = await _own_site(call)
+    body = call.body
+    changes = body.model_dump(exclude_unset=True, exclude={"rotate_widget_key"})
+    if body.rotate_widget_key:
+        changes["widget_key"] = new_widget_key()
+    updated = dataclasses.replace(site, **{k: v for k, v in changes.items() if v is not None})
+    if not await call.kernel.storage.update_site(updated):
+        raise not_found("site")
+    return SiteOut.model_validate(updated)

@@ -1,0 +1,82 @@
+"""Conversations, their message history and visitors: read-only views for consoles and widgets.
+
+Every lookup is made inside the caller's site, so another site's id is
+simply "not found". Visitors only ever see their own conversations.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kefu.core.domain import Conversation
+from kefu.plugins.rest_api.endpoint import ApiError, Call, not_found
+from kefu.plugins.rest_api.models import (
+    ConversationOut,
+    ConversationPage,
+    MessageOut,
+    MessagePage,
+    VisitorOut,
+)
+
+log = logging.getLogger(__name__)
+
+
+async def list_conversations(call: Call) -> ConversationPage:
+    await call.require("conversation.read", call.site_id)
+    query = call.query
+    assignee = call.principal.id if query.assignee == "me" else query.assignee
+    visitor_id = call.principal.id if call.principal.kind == "visitor" else None
+    found = await call.kernel.storage.list_conversations(
+        call.site_id,
+        state=query.state,
+        assignee_id=assignee,
+        visitor_id=visitor_id,
+        limit=query.limit + 1,
+        before=query.before,
+    )
+    page = found[: query.limit]
+    next_before = page[-1].updated_at if len(found) > query.limit else None
+    return ConversationPage(
+        conversations=[ConversationOut.model_validate(c) for c in page], next_before=next_before
+    )
+
+
+async def _conversation(call: Call, action: str) -> Conversation:
+    conversation = await call.kernel.storage.get_conversation(call.site_id, call.params["id"])
+    if conversation is None:
+        raise not_found("conversation")
+    await call.require(action, conversation)
+    return conversation
+
+
+async def get_conversation(call: Call) -> ConversationOut:
+    return ConversationOut.model_validate(await _conversation(call, "conversation.read"))
+
+
+async def list_messages(call: Call) -> MessagePage:
+    """History pages: newest page by default, ``before_seq`` for older, ``after_seq`` for newer."""
+    conversation = await _conversation(call, "message.read")
+    query, storage = call.query, call.kernel.storage
+    if query.after_seq is not None and query.before_seq is not None:
+        raise ApiError(400, "invalid_query", "give after_seq or before_seq, not both")
+    if query.after_seq is not None:
+        found = await storage.list_messages(
+            call.site_id, conversation.id, after_seq=query.after_seq, limit=query.limit + 1
+        )
+        page, has_more = found[: query.limit], len(found) > query.limit
+    else:
+        before = query.before_seq if query.before_seq is not None else conversation.last_seq + 1
+        found = await storage.list_messages_before(
+            call.site_id, conversation.id, before_seq=before, limit=query.limit + 1
+        )
+        has_more = len(found) > query.limit
+        page = found[-query.limit :]
+    return MessagePage(messages=[MessageOut.model_validate(m) for m in page], has_more=has_more)
+
+
+async def get_visitor(call: Call) -> VisitorOut:
+    visitor = await call.kernel.storage.get_visitor(call.site_id, call.params["id"])
+    if visitor is None:
+        raise not_found("visitor")
+    await call.require("visitor.read", visitor)
+    return VisitorOut.model_validate(visitor)

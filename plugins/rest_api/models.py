@@ -1,0 +1,289 @@
+"""Request and response models of the REST API.
+
+They validate what comes in and shape what goes out, and the OpenAPI
+document is generated from them, so the description cannot drift from
+the behaviour. Request models forbid unknown fields; response models read
+the domain records of :mod:`kefu.core.domain` directly (``from_attributes``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from kefu.core.domain import CONVERSATION_STATES
+
+#: Ids in paths and filters: what :func:`kefu.core.domain.new_id` makes, plus short slugs.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+#: Printable text: no control characters (they break logs, UIs and some databases).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+MAX_SEQ = 2**31 - 1
+MAX_JSON_OBJECT_BYTES = 16 * 1024
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=TEXT_PATTERN),
+]
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        to_lower=True,
+        max_length=254,
+        pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+$",
+    ),
+]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+Role = Literal["agent", "admin"]
+Skill = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
+State = Literal[CONVERSATION_STATES]  # type: ignore[valid-type]
+
+
+def _json_object(value: dict[str, Any]) -> dict[str, Any]:
+    """Free-form settings: bounded size and no NUL characters (databases refuse them)."""
+    encoded = orjson.dumps(value)
+    if len(encoded) > MAX_JSON_OBJECT_BYTES:
+        raise ValueError(f"at most {MAX_JSON_OBJECT_BYTES} bytes once encoded")
+    if b"\\u0000" in encoded:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
+
+
+class Request(BaseModel):
+    """Base of request bodies: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Record(BaseModel):
+    """Base of responses built from domain records."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+# -- errors -------------------------------------------------------------------
+class ErrorBody(BaseModel):
+    code: str = Field(description="Machine-readable code, e.g. `not_found`.")
+    message: str = Field(description="Human-readable explanation.")
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape of every HTTP API."""
+
+    error: ErrorBody
+
+
+# -- queries ------------------------------------------------------------------
+class ConversationQuery(BaseModel):
+    state: State | None = Field(None, description="Only conversations in this state.")
+    assignee: Annotated[str, StringConstraints(pattern=ID_PATTERN)] | None = Field(
+        None, description="Only conversations assigned to this agent id (`me`: the caller)."
+    )
+    limit: int = Field(50, ge=1, le=100, description="Page size.")
+    before: float | None = Field(
+        None,
+        ge=0,
+        le=1e11,
+        allow_inf_nan=False,
+        description="Only conversations updated before this UNIX time (the previous "
+        "page's `next_before`).",
+    )
+
+
+class MessageQuery(BaseModel):
+    after_seq: int | None = Field(
+        None, ge=0, le=MAX_SEQ, description="Messages with a greater `seq`, oldest first."
+    )
+    before_seq: int | None = Field(
+        None, ge=1, le=MAX_SEQ, description="The page of messages just before this `seq`."
+    )
+    limit: int = Field(50, ge=1, le=200, description="Page size.")
+
+
+# -- records ------------------------------------------------------------------
+class SiteOut(Record):
+    id: str
+    name: str
+    widget_key: str = Field(description="Public key the chat widget uses to open a session.")
+    created_at: float
+    settings: dict[str, Any]
+
+
+class AgentOut(Record):
+    id: str
+    site_id: str
+    email: str
+    name: str
+    roles: list[str]
+    capacity: int
+    skills: list[str]
+    status: str
+    created_at: float
+
+
+class VisitorOut(Record):
+    id: str
+    site_id: str
+    name: str | None
+    email: str | None
+    referrer: str | None
+    user_agent: str | None
+    page: str | None
+    attributes: dict[str, Any]
+    created_at: float
+    last_seen_at: float
+
+
+class ConversationOut(Record):
+    id: str
+    site_id: str
+    visitor_id: str
+    state: str
+    assignee_id: str | None
+    department: str | None
+    priority: int
+    last_seq: int
+    tags: list[str]
+    meta: dict[str, Any]
+    created_at: float
+    updated_at: float
+    resolved_at: float | None
+
+
+class MessageOut(Record):
+    site_id: str
+    conversation_id: str
+    seq: int
+    cid: str
+    sender_kind: str
+    sender_id: str
+    type: str
+    text: str
+    attachment: dict[str, Any] | None
+    meta: dict[str, Any]
+    created_at: float
+
+
+class ConversationPage(BaseModel):
+    conversations: list[ConversationOut]
+    next_before: float | None = Field(
+        description="Pass as `before` for the next (older) page; null on the last page."
+    )
+
+
+class MessagePage(BaseModel):
+    messages: list[MessageOut] = Field(description="Oldest first.")
+    has_more: bool = Field(
+        description="More messages exist in the paging direction (older for `before_seq` "
+        "and the default latest page, newer for `after_seq`)."
+    )
+
+
+class AgentList(BaseModel):
+    agents: list[AgentOut]
+
+
+class SiteList(BaseModel):
+    sites: list[SiteOut]
+
+
+class UploadOut(BaseModel):
+    url: str = Field(description="Where the file is served (needs a token of the same site).")
+    name: str = Field(description="The sanitised original file name.")
+    size: int = Field(description="Bytes.")
+    mime: str = Field(description="The type found by inspecting the content.")
+
+
+# -- admin bodies ---------------------------------------------------------------
+class AgentCreate(Request):
+    email: Email
+    name: Name
+    password: Password
+    roles: list[Role] = Field(default_factory=lambda: ["agent"], min_length=1, max_length=2)
+    capacity: int = Field(5, ge=0, le=100, description="Concurrent conversations.")
+    skills: list[Skill] = Field(default_factory=list, max_length=50)
+
+
+class AgentPatch(Request):
+    name: Name | None = None
+    password: Password | None = None
+    roles: list[Role] | None = Field(None, min_length=1, max_length=2)
+    capacity: int | None = Field(None, ge=0, le=100)
+    skills: list[Skill] | None = Field(None, max_length=50)
+
+
+class SiteAdmin(Request):
+    email: Email
+    name: Name
+    password: Password
+
+
+class SiteCreate(Request):
+    name: Name
+    settings: JsonObject = Field(default_factory=dict)
+    admin: SiteAdmin | None = Field(
+        None, description="The new site's first admin agent (it can then log in to it)."
+    )
+
+
+class SiteCreated(SiteOut):
+    admin: AgentOut | None = None
+
+
+class SitePatch(Request):
+    name: Name | None = None
+    settings: JsonObject | None = Field(None, description="Replaces the settings object.")
+    rotate_widget_key: bool = Field(
+        False, description="Issue a new widget key; the old one stops working."
+    )
+
+
+# -- auth endpoints (served by the auth plugin, described here) -------------------
+AuthField = Annotated[str, StringConstraints(max_length=2048)]
+
+
+class LoginRequest(BaseModel):
+    site_id: AuthField
+    email: AuthField = Field(description="Compared case-insensitively.")
+    password: AuthField
+
+
+class AgentSummary(BaseModel):
+    id: str
+    site_id: str
+    email: str
+    name: str
+    roles: list[str]
+
+
+class LoginResponse(BaseModel):
+    token: str = Field(description="Send as `Authorization: Bearer <token>`.")
+    expires_at: float
+    agent: AgentSummary
+
+
+class VisitorSessionRequest(BaseModel):
+    widget_key: AuthField
+    token: AuthField | None = Field(
+        None, description="A previous visitor token of the same site, to keep the identity."
+    )
+    name: AuthField | None = None
+    referrer: AuthField | None = None
+    page: AuthField | None = None
+    user_agent: AuthField | None = Field(None, description="Defaults to the `User-Agent` header.")
+    attributes: dict[str, Any] | None = Field(
+        None, description="Merged into the visitor's; 8 KiB at most."
+    )
+
+
+class VisitorSessionResponse(BaseModel):
+    token: str
+    expires_at: float
+    visitor_id: str
+    site_id: str

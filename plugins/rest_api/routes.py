@@ -1,0 +1,227 @@
+"""The endpoint table of ``/v1``: served by :func:`to_route`, described by the OpenAPI document."""
+
+from __future__ import annotations
+
+from kefu.plugins.rest_api import admin, conversations, uploads
+from kefu.plugins.rest_api import models as m
+from kefu.plugins.rest_api.endpoint import Endpoint
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+UPLOAD_FILE = {
+    "responses": {
+        "200": {
+            "description": "The file, with its sniffed type.",
+            "headers": {
+                "Content-Disposition": {
+                    "schema": {"type": "string"},
+                    "description": "`inline` for images, `attachment` otherwise.",
+                },
+                "X-Content-Type-Options": {"schema": {"type": "string", "const": "nosniff"}},
+            },
+            "content": {
+                mime: {"schema": {"type": "string", "format": "binary"}}
+                for mime in uploads.EXTENSIONS
+            },
+        }
+    }
+}
+
+AUTH_ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "POST",
+        "/v1/auth/login",
+        "login",
+        "Log an agent in",
+        "auth",
+        None,
+        response=m.LoginResponse,
+        body=m.LoginRequest,
+        errors=(401, 429),
+        auth=False,
+        description="Exchange an agent's e-mail and password for a bearer token "
+        "(served by the auth plugin).",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/visitors/session",
+        "create_visitor_session",
+        "Open a visitor session",
+        "auth",
+        None,
+        response=m.VisitorSessionResponse,
+        body=m.VisitorSessionRequest,
+        errors=(401,),
+        auth=False,
+        description="The chat widget exchanges its site's widget key (and a previous visitor "
+        "token, to keep the identity) for a signed visitor token (served by the auth plugin).",
+    ),
+)
+
+REST_ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/v1/conversations",
+        "list_conversations",
+        "List conversations",
+        "conversations",
+        conversations.list_conversations,
+        response=m.ConversationPage,
+        query=m.ConversationQuery,
+        description="Newest activity first. Visitors only see their own conversations.",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/conversations/{id}",
+        "get_conversation",
+        "Get a conversation",
+        "conversations",
+        conversations.get_conversation,
+        response=m.ConversationOut,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/conversations/{id}/messages",
+        "list_messages",
+        "Page through a conversation's messages",
+        "conversations",
+        conversations.list_messages,
+        response=m.MessagePage,
+        query=m.MessageQuery,
+        description="Without `after_seq` or `before_seq`: the latest page. With `before_seq`: "
+        "the page just before it (scrolling back). With `after_seq`: what came after it "
+        "(catching up). Messages are always oldest first.",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/visitors/{id}",
+        "get_visitor",
+        "Get a visitor",
+        "visitors",
+        conversations.get_visitor,
+        response=m.VisitorOut,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/agents",
+        "list_agents",
+        "List the site's agents",
+        "agents",
+        admin.list_agents,
+        response=m.AgentList,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/agents",
+        "create_agent",
+        "Create an agent",
+        "agents",
+        admin.create_agent,
+        response=m.AgentOut,
+        status=201,
+        body=m.AgentCreate,
+        errors=(409,),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/agents/{id}",
+        "get_agent",
+        "Get an agent",
+        "agents",
+        admin.get_agent,
+        response=m.AgentOut,
+        description="Admins read any agent of their site; an agent reads itself.",
+    ),
+    Endpoint(
+        "PATCH",
+        "/v1/agents/{id}",
+        "update_agent",
+        "Update an agent",
+        "agents",
+        admin.patch_agent,
+        response=m.AgentOut,
+        body=m.AgentPatch,
+        description="Only the fields given change. A new `password` is hashed.",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/sites",
+        "list_sites",
+        "List sites",
+        "sites",
+        admin.list_sites,
+        response=m.SiteList,
+        description="The caller's own site: no request crosses sites.",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/sites",
+        "create_site",
+        "Create a site",
+        "sites",
+        admin.create_site,
+        response=m.SiteCreated,
+        status=201,
+        body=m.SiteCreate,
+        errors=(409,),
+        description="A new tenant with its own widget key, optionally with its first admin.",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/sites/{id}",
+        "get_site",
+        "Get a site",
+        "sites",
+        admin.get_site,
+        response=m.SiteOut,
+    ),
+    Endpoint(
+        "PATCH",
+        "/v1/sites/{id}",
+        "update_site",
+        "Update a site",
+        "sites",
+        admin.patch_site,
+        response=m.SiteOut,
+        body=m.SitePatch,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/uploads",
+        "create_upload",
+        "Upload a file",
+        "uploads",
+        uploads.create_upload,
+        response=m.UploadOut,
+        status=201,
+        errors=(400, 413, 415),
+        description="A `file` part of a multipart body. Its type is found from its content "
+        "and must be in the `[uploads] allowed_types` list; its size is limited by "
+        "`[uploads] max_bytes`.",
+        openapi=UPLOAD_BODY,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/uploads/{site}/{name}",
+        "get_upload",
+        "Download an uploaded file",
+        "uploads",
+        uploads.get_upload,
+        path_patterns={"name": uploads.STORED_NAME_PATTERN},
+        description="Only for callers of the same site; a token can be given as `?token=` "
+        "where a header cannot be set (an `<img>` tag).",
+        openapi=UPLOAD_FILE,
+    ),
+)

@@ -1,0 +1,155 @@
+"""File uploads: sniffed against an allow-list, size-limited, stored per site.
+
+A file's type is decided by its first bytes, never by the name or the
+declared content type, and it is stored under a random name with the
+canonical extension of that type: ``<data_dir>/uploads/<site>/<id>-<name>.<ext>``.
+Files are served back only to callers of the same site, with
+``X-Content-Type-Options: nosniff`` and a sandboxing CSP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from kefu.core.kernel import Kernel
+from kefu.plugins.rest_api.endpoint import ApiError, Call, read_bounded
+from kefu.plugins.rest_api.models import UploadOut
+
+log = logging.getLogger(__name__)
+
+MimeType = Literal[
+    "image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"
+]
+EXTENSIONS: dict[str, str] = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "application/pdf": "pdf",
+    "text/plain": "txt",
+}
+#: Stored names: a 22-character random id, a dash, the sanitised original stem and extension.
+STORED_NAME_PATTERN = r"^[A-Za-z0-9_-]{22}-[A-Za-z0-9._-]{1,80}$"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+class UploadSettings(BaseModel):
+    """``[uploads]``: what ``POST /v1/uploads`` accepts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_bytes: int = Field(10 * 1024 * 1024, ge=1, le=1024**3, description="Per file.")
+    allowed_types: tuple[MimeType, ...] = tuple(EXTENSIONS)
+
+
+def sniff(data: bytes) -> str | None:
+    """The MIME type of a file from its content, or None when it is not one we know."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data.startswith(b"%PDF-"):
+        return "application/pdf"
+    return "text/plain" if _is_text(data) else None
+
+
+def _is_text(data: bytes) -> bool:
+    """UTF-8 all the way through, without control characters other than whitespace."""
+    if not data or _CONTROL.search(data):
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def safe_name(filename: str | None, mime: str) -> str:
+    """A display name made of ``[A-Za-z0-9._-]`` with the canonical extension of ``mime``."""
+    # Some clients percent-encode the name; Windows browsers may send a full path.
+    base = unquote(filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    stem = base.rsplit(".", 1)[0]
+    stem = _UNSAFE.sub("_", stem).strip("._-")[:60] or "file"
+    return f"{stem}.{EXTENSIONS[mime]}"
+
+
+def upload_dir(kernel: Kernel, site_id: str) -> Path:
+    return kernel.data_dir / "uploads" / site_id
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+async def create_upload(call: Call) -> UploadOut:
+    await call.require("upload.create", call.site_id)
+    settings: UploadSettings = call.kernel.config.section("uploads")
+    request = call.request
+    if (request.content_length or 0) > settings.max_bytes + 64 * 1024:
+        raise ApiError(413, "too_large", f"files are limited to {settings.max_bytes} bytes")
+    if request.content_type != "multipart/form-data":
+        raise ApiError(415, "unsupported_media_type", "send the file as multipart/form-data")
+    try:
+        reader = await request.multipart()
+        part = await reader.next()
+        while part is not None and getattr(part, "name", None) != "file":
+            await part.release()
+            part = await reader.next()
+    except (ValueError, AssertionError) as exc:
+        raise ApiError(400, "invalid_multipart", f"malformed multipart body: {exc}") from None
+    if part is None or not hasattr(part, "filename"):
+        raise ApiError(400, "missing_file", "the multipart body needs a `file` part")
+    data = await read_bounded(part, settings.max_bytes)
+    mime = sniff(data)
+    if mime is None or mime not in settings.allowed_types:
+        allowed = ", ".join(settings.allowed_types)
+        raise ApiError(415, "unsupported_type", f"this kind of file is not accepted ({allowed})")
+    name = safe_name(part.filename, mime)
+    stored = f"{secrets.token_urlsafe(16)}-{name}"
+    await asyncio.to_thread(_write_atomic, upload_dir(call.kernel, call.site_id) / stored, data)
+    log.info("upload %s/%s stored (%d bytes, %s)", call.site_id, stored, len(data), mime)
+    url = f"/v1/uploads/{call.site_id}/{stored}"
+    return UploadOut(url=url, name=name, size=len(data), mime=mime)
+
+
+async def get_upload(call: Call) -> web.StreamResponse:
+    """Serve a stored file to a caller of the same site."""
+    site_id, stored = call.params["site"], call.params["name"]
+    ext = stored.rsplit(".", 1)[-1]
+    mime = next((m for m, e in EXTENSIONS.items() if e == ext), None)
+    if site_id != call.site_id or mime is None:
+        raise ApiError(404, "not_found", "upload not found")
+    path = upload_dir(call.kernel, site_id) / stored
+    if not await asyncio.to_thread(path.is_file):
+        raise ApiError(404, "not_found", "upload not found")
+    disposition = "inline" if mime.startswith("image/") else "attachment"
+    content_type = "text/plain; charset=utf-8" if mime == "text/plain" else mime
+    headers = {
+        "Content-Type": content_type,
+        "Content-Disposition": f'{disposition}; filename="{stored[23:]}"',
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "Cache-Control": "private, max-age=86400",
+    }
+    return web.FileResponse(path, headers=headers)
