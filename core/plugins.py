@@ -32,6 +32,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.bus_memory",
     "kefu.plugins.storage_memory",
     "kefu.plugins.auth",
+    "kefu.plugins.gateway",
+    "kefu.plugins.transport_ws",
+    "kefu.plugins.transport_longpoll",
     "kefu.plugins.rest_api",
 )
 

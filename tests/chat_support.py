@@ -100,17 +100,113 @@ class WsPeer:
                 self.frames.append(orjson.loads(msg.data))
 
     async def quiet(self, seconds: float = 0.2) -> list[dict]:
-        """Everything that arrives within ``seconds`` (used to prove nothing arrives)."""
+        """Consume and return every unread frame, waiting ``seconds`` for more (used to prove
+        that nothing arrives)."""
         try:
             async with asyncio.timeout(seconds):
                 while True:
                     msg = await self.ws.receive()
-                    if msg.type.name != "TEXT" and msg.type.name != "BINARY":
+                    if msg.type.name not in ("TEXT", "BINARY"):
                         break
                     self.frames.append(orjson.loads(msg.data))
         except TimeoutError:
             pass
-        return self.frames
+        frames, self.frames = self.frames, []
+        return frames
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def ws_peer(client: Any, token: str, **kwargs: Any) -> WsPeer:
+    """Connect to ``/v1/ws`` and consume the ``hello`` frame."""
+    peer = WsPeer(await client.ws_connect(f"/v1/ws?token={token}", **kwargs))
+    hello = await peer.expect("hello")
+    assert hello["protocol"] == 1
+    return peer
+
+
+@dataclass
+class Chat:
+    """A site with a visitor tab and an agent, both over WebSocket, in one conversation."""
+
+    site: SiteFixture
+    visitor_token: str
+    agent_token: str
+    visitor: Any  # WsPeer | PollPeer
+    agent: Any
+    conversation_id: str
+
+
+class PollPeer:
+    """A long-poll client with the same interface as :class:`WsPeer`."""
+
+    def __init__(self, client: Any, session: str) -> None:
+        self.client = client
+        self.session = session
+        self.frames: list[dict] = []
+        self.closed_with: str | None = None
+
+    async def send(self, **frame: Any) -> None:
+        await self.send_raw(orjson.dumps(frame))
+
+    async def send_raw(self, body: bytes | str) -> None:
+        resp = await self.client.post(f"/v1/poll/send?session={self.session}", data=body)
+        assert resp.status == 202, await resp.text()
+
+    async def recv(self, wait: float = 1.0) -> list[dict]:
+        resp = await self.client.get(f"/v1/poll/recv?session={self.session}&timeout={wait}")
+        if resp.status != 200:
+            self.closed_with = (await resp.json())["error"]["code"]
+            raise ConnectionError(f"recv: {resp.status} {self.closed_with}")
+        frames = (await resp.json())["frames"]
+        self.frames.extend(frames)
+        return frames
+
+    async def expect(self, op: str, within: float = 3.0, **match: Any) -> dict:
+        async with asyncio.timeout(within):
+            while True:
+                for index, frame in enumerate(self.frames):
+                    if frame.get("op") == op and all(frame.get(k) == v for k, v in match.items()):
+                        return self.frames.pop(index)
+                await self.recv(1.0)
+
+    async def quiet(self, seconds: float = 0.2) -> list[dict]:
+        await self.recv(seconds)
+        frames, self.frames = self.frames, []
+        return frames
+
+    async def close(self) -> None:
+        await self.client.post(f"/v1/poll/close?session={self.session}")
+
+
+async def poll_peer(client: Any, token: str) -> PollPeer:
+    """Open a long-poll session and consume the ``hello`` frame."""
+    resp = await client.post("/v1/poll/open", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 200, await resp.text()
+    peer = PollPeer(client, (await resp.json())["session"])
+    assert (await peer.expect("hello"))["protocol"] == 1
+    return peer
+
+
+async def connect(client: Any, token: str, transport: str = "ws") -> WsPeer | PollPeer:
+    return await (ws_peer if transport == "ws" else poll_peer)(client, token)
+
+
+async def open_chat(
+    client: Any, site: SiteFixture | None = None, visitor_via: str = "ws", agent_via: str = "ws"
+) -> Chat:
+    """A visitor and an agent in one new conversation, the agent watching it."""
+    kernel = app_kernel(client.app)
+    site = site or await add_site(kernel)
+    session = await visitor_session(client, site.site.widget_key)
+    agent_token = await login(client, site.site.id, site.agent.email)
+    agent = await connect(client, agent_token, agent_via)
+    visitor = await connect(client, session["token"], visitor_via)
+    await visitor.send(op="start")
+    started = await visitor.expect("started")
+    conversation_id = started["conversation"]["id"]
+    await agent.expect("conversation", event="started")
+    await agent.send(op="watch", conversation_id=conversation_id)
+    await agent.expect("watching")
+    return Chat(site, session["token"], agent_token, visitor, agent, conversation_id)

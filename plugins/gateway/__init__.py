@@ -1,0 +1,61 @@
+"""The gateway: the transport-independent core of live messaging.
+
+Transports (WebSocket, long-poll, ...) are adapters: they authenticate the
+client, open a :class:`~kefu.plugins.gateway.connection.Connection` through
+``kernel.gateway`` (:class:`~kefu.plugins.gateway.service.Gateway`), feed it
+the client's frames and write out its outbox. Frames are dispatched by ``op``
+to the handlers every plugin contributes through
+``kefu_transport_frame_handlers``; this plugin contributes the built-in ops
+(:mod:`kefu.plugins.gateway.handlers`) the same way. docs/protocol.md is the
+protocol reference.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from kefu.hooks import hookimpl
+from kefu.plugins.gateway.handlers import make_handlers
+from kefu.plugins.gateway.service import Gateway
+from kefu.plugins.gateway.settings import GatewaySettings
+
+_gateways: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _gateway(kernel) -> Gateway:
+    gateway = _gateways.get(kernel)
+    if gateway is None:
+        gateway = _gateways[kernel] = Gateway(kernel)
+    return gateway
+
+
+@hookimpl
+def kefu_config_schema():
+    return {"gateway": GatewaySettings}
+
+
+@hookimpl
+def kefu_transport_frame_handlers(kernel):
+    return make_handlers(_gateway(kernel))
+
+
+@hookimpl
+async def kefu_startup(kernel):
+    gateway = _gateway(kernel)
+    await gateway.start()
+    kernel.gateway = gateway
+
+
+@hookimpl
+async def kefu_shutdown(kernel):
+    gateway = _gateways.pop(kernel, None)
+    if gateway is not None:
+        kernel.gateway = None
+        await gateway.stop()
+
+
+@hookimpl
+def kefu_config_changed(kernel, section, old, new):
+    gateway = _gateways.get(kernel)
+    if gateway is not None:  # processors may read their settings when they are collected
+        gateway.processors = kernel.hooks.pipeline_processors()

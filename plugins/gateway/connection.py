@@ -1,0 +1,162 @@
+"""One client connection as the gateway sees it, whatever carries it.
+
+A transport creates it (through :meth:`Gateway.open`), feeds it the client's
+frames (:meth:`Gateway.receive`) and writes out what :meth:`Connection.take`
+returns. The outbox is bounded: past ``shed_at`` frames new ephemeral frames
+are shed; when it is full an ephemeral frame already queued makes room, and
+when none is left the connection is closed as a slow consumer (the client
+reconnects and resumes from its last ``seq``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import deque
+
+from kefu.core.types import Principal
+
+
+class Connection:
+    """Principal, transport, bounded outbox and rate limiter of one client connection."""
+
+    __slots__ = (
+        "_burst",
+        "_limit",
+        "_outbox",
+        "_rate",
+        "_shed_at",
+        "_stamp",
+        "_tokens",
+        "_waiter",
+        "close_reason",
+        "closed",
+        "id",
+        "last_typing",
+        "opened_at",
+        "principal",
+        "remote",
+        "replaying",
+        "shed",
+        "strikes",
+        "transport",
+        "watching",
+    )
+
+    def __init__(
+        self,
+        principal: Principal,
+        transport: str,
+        *,
+        outbox_frames: int = 1024,
+        shed_ephemeral_at: float = 0.5,
+        rate: float = 20.0,
+        burst: int = 40,
+        remote: str | None = None,
+    ) -> None:
+        self.id = secrets.token_urlsafe(12)
+        self.principal = principal
+        self.transport = transport
+        self.remote = remote
+        self.opened_at = time.time()
+        self.watching: set[str] = set()
+        self.replaying: dict[str, list[tuple[int, bytes]]] | None = None
+        self.closed = False
+        self.close_reason: str | None = None
+        self.strikes = 0
+        self.shed = 0  # ephemeral frames dropped so far
+        self.last_typing: tuple[str, bool, float] | None = None
+        self._outbox: deque[tuple[bytes, bool]] = deque()
+        self._limit = outbox_frames
+        self._shed_at = max(1, int(outbox_frames * shed_ephemeral_at))
+        self._waiter: asyncio.Future | None = None
+        self._rate, self._burst = rate, burst
+        self._tokens, self._stamp = float(burst), time.monotonic()
+
+    def __repr__(self) -> str:
+        p = self.principal
+        return f"<Connection {self.id} {self.transport} {p.kind}:{p.id}@{p.site_id}>"
+
+    # -- outbox -----------------------------------------------------------------
+    def push(self, frame: bytes, ephemeral: bool = False) -> bool:
+        """Queue a serialised frame; False when it was shed or the connection is closed."""
+        if self.closed:
+            return False
+        queued = len(self._outbox)
+        if ephemeral and queued >= self._shed_at:
+            self.shed += 1
+            return False
+        if queued >= self._limit and not self._drop_one_ephemeral():
+            self.close("slow_consumer")
+            return False
+        self._outbox.append((frame, ephemeral))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
+
+    def _drop_one_ephemeral(self) -> bool:
+        for index, (_, ephemeral) in enumerate(self._outbox):
+            if ephemeral:
+                del self._outbox[index]
+                self.shed += 1
+                return True
+        return False
+
+    @property
+    def queued(self) -> int:
+        return len(self._outbox)
+
+    @property
+    def room(self) -> int:
+        """Frames that can still be queued before the slow-consumer policy acts."""
+        return self._limit - len(self._outbox)
+
+    async def wait(self) -> None:
+        """Return once a frame is queued or the connection is closed."""
+        if not self._outbox and not self.closed:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def drain(self, max_frames: int = 256) -> list[bytes]:
+        """Remove and return up to ``max_frames`` queued frames, oldest first."""
+        if self.closed:
+            return []
+        count = min(max_frames, len(self._outbox))
+        return [self._outbox.popleft()[0] for _ in range(count)]
+
+    async def take(self, max_frames: int = 256) -> list[bytes]:
+        """Wait for frames and remove up to ``max_frames``; ``[]`` once closed.
+
+        Cancelling the wait (a long-poll timeout) loses nothing: frames stay
+        queued until the next call.
+        """
+        await self.wait()
+        return self.drain(max_frames)
+
+    def close(self, reason: str) -> None:
+        """Mark closed (idempotent) and wake the transport's writer; queued frames are dropped."""
+        if self.closed:
+            return
+        self.closed, self.close_reason = True, reason
+        self._outbox.clear()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- rate limit ---------------------------------------------------------------
+    def allow(self) -> bool:
+        """Token bucket: True when a frame may be processed now."""
+        stamp = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (stamp - self._stamp) * self._rate)
+        self._stamp = stamp
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            self.strikes = 0
+            return True
+        self.strikes += 1
+        return False

@@ -1,0 +1,327 @@
+"""The gateway's own frame operations, contributed through ``kefu_transport_frame_handlers``.
+
+Each handler is ``async handler(connection, frame) -> reply | None``; a
+:class:`GatewayError` becomes an ``error`` frame echoing the frame's ``ref``.
+Actions checked with ``kernel.hooks.permits`` are listed in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from kefu.core.domain import RESOLVED, Conversation, Message, new_id
+from kefu.core.types import PipelineReject
+from kefu.plugins.gateway.connection import Connection
+from kefu.plugins.gateway.frames import (
+    GatewayError,
+    bool_field,
+    conversation_view,
+    int_field,
+    message_frame,
+    string_field,
+)
+
+log = logging.getLogger(__name__)
+
+CLIENT_MESSAGE_TYPES = ("text", "image", "file")
+MAX_ATTACHMENT_BYTES = 4096
+PRESENCE_STATES = ("online", "away", "offline")
+TYPING_INTERVAL = 1.0  # seconds between two identical typing frames from one connection
+REPLAY_PAGE = 200
+
+
+def make_handlers(gateway: Any) -> dict[str, Callable]:
+    """The built-in ops, bound to one gateway."""
+    kernel = gateway.kernel
+
+    async def start(conn: Connection, frame: dict) -> dict:
+        p = conn.principal
+        if p.kind != "visitor":
+            raise GatewayError("forbidden", "only visitors start conversations; agents watch")
+        department = string_field(frame, "department", required=False, max_len=64)
+        if not await kernel.hooks.permits(p, "conversation.start", p.site_id):
+            raise GatewayError("forbidden", "you may not start a conversation here")
+        async with gateway.serialized(("start", p.site_id, p.id)):
+            current = await kernel.storage.list_conversations(p.site_id, visitor_id=p.id, limit=20)
+            conversation = next((c for c in current if c.state != RESOLVED), None)
+            created = conversation is None
+            if created:
+                conversation = await kernel.storage.create_conversation(
+                    Conversation(
+                        id=new_id(),
+                        site_id=p.site_id,
+                        visitor_id=p.id,
+                        department=department,
+                        meta={"transport": conn.transport},
+                    )
+                )
+        gateway.registry.watch(conn, conversation.id)
+        view = conversation_view(conversation)
+        if created:
+            notice = {"op": "conversation", "event": "started", "conversation": view}
+            await gateway.publish_site_agents(p.site_id, notice)
+            await kernel.emit(
+                "conversation.started",
+                p.site_id,
+                conversation_id=conversation.id,
+                visitor_id=p.id,
+                department=department,
+                transport=conn.transport,
+            )
+        return {"op": "started", "conversation": view, "created": created}
+
+    async def send(conn: Connection, frame: dict) -> None:
+        received = time.perf_counter()
+        p = conn.principal
+        conversation_id = string_field(frame, "conversation_id", max_len=64)
+        cid = string_field(frame, "cid", max_len=64)
+        kind = string_field(frame, "type", required=False, max_len=16, default="text")
+        if kind not in CLIENT_MESSAGE_TYPES:
+            raise GatewayError("invalid_field", "type must be text, image or file", field="type")
+        text = frame.get("text", "")
+        limit = gateway.settings.max_text_chars
+        if not isinstance(text, str) or len(text) > limit:
+            raise GatewayError(
+                "invalid_field", f"text must be a string of at most {limit}", field="text"
+            )
+        attachment = _attachment(frame.get("attachment"), required=kind != "text")
+        if kind == "text" and not text.strip():
+            raise GatewayError("missing_field", "a text message needs text", field="text")
+        conversation = await gateway.conversation_for(conn, conversation_id, "message.send")
+        if conversation.state == RESOLVED:
+            raise GatewayError("conversation_resolved", "this conversation is resolved")
+        message = Message(
+            site_id=p.site_id,
+            conversation_id=conversation_id,
+            cid=cid,
+            sender_kind=p.kind,
+            sender_id=p.id,
+            type=kind,
+            text=text,
+            attachment=attachment,
+        )
+        message = await _run_pipeline(gateway, conn, conversation, message)
+        stored, created = await kernel.storage.append_message(message)
+        if created:
+            await gateway.publish_conversation(
+                conversation, message_frame(stored), origin=conn, seq=stored.seq
+            )
+        gateway.registry.watch(conn, conversation_id)
+        ack = {"op": "ack", "cid": cid, "seq": stored.seq, "conversation_id": conversation_id}
+        if not created:
+            ack["duplicate"] = True
+        if frame.get("ref") is not None:
+            ack["ref"] = frame["ref"]
+        gateway.send(conn, ack)
+        if created:
+            await kernel.emit(
+                "message.stored",
+                p.site_id,
+                conversation_id=conversation_id,
+                seq=stored.seq,
+                cid=cid,
+                sender_kind=p.kind,
+                sender_id=p.id,
+                message_type=kind,
+                transport=conn.transport,
+                ack_ms=(time.perf_counter() - received) * 1000.0,
+            )
+
+    async def resume(conn: Connection, frame: dict) -> dict:
+        conversation_id = string_field(frame, "conversation_id", max_len=64)
+        after = int_field(frame, "after_seq", required=False)
+        await gateway.conversation_for(conn, conversation_id, "conversation.read")
+        if conn.replaying is None:
+            conn.replaying = {}
+        conn.replaying[conversation_id] = []  # live deliveries wait here during the replay
+        gateway.registry.watch(conn, conversation_id)
+        replayed, cursor, more = 0, after, False
+        try:
+            # a replay never overflows the outbox: a quarter stays free for live frames
+            budget = min(gateway.settings.replay_max, conn.room - conn.room // 4 - 1)
+            if budget <= 0:
+                more = True
+            while budget > 0:
+                limit = min(budget, REPLAY_PAGE)
+                page = await kernel.storage.list_messages(
+                    conn.principal.site_id, conversation_id, after_seq=cursor, limit=limit
+                )
+                for message in page:
+                    conn.push(orjson.dumps(message_frame(message)))
+                    cursor = message.seq
+                replayed += len(page)
+                budget -= len(page)
+                if len(page) < limit:
+                    break
+                if budget <= 0:
+                    more = True
+                    break
+        finally:
+            waiting = conn.replaying.pop(conversation_id, [])
+            if not conn.replaying:
+                conn.replaying = None
+        # live messages that arrived meanwhile follow the replay; ``last_seq`` stays the end
+        # of the contiguous run, so a client resuming from it never skips a gap
+        delivered = cursor
+        for seq, data in sorted(waiting, key=lambda item: item[0]):
+            if seq > delivered:
+                conn.push(data)
+                delivered = seq
+                if seq == cursor + 1:
+                    cursor = seq
+        return {
+            "op": "resumed",
+            "conversation_id": conversation_id,
+            "replayed": replayed,
+            "last_seq": cursor,
+            "more": more,
+        }
+
+    async def watch(conn: Connection, frame: dict) -> dict:
+        conversation_id = string_field(frame, "conversation_id", max_len=64)
+        conversation = await gateway.conversation_for(conn, conversation_id, "conversation.read")
+        gateway.registry.watch(conn, conversation_id)
+        return {"op": "watching", "conversation": conversation_view(conversation)}
+
+    async def unwatch(conn: Connection, frame: dict) -> dict:
+        conversation_id = string_field(frame, "conversation_id", max_len=64)
+        gateway.registry.unwatch(conn, conversation_id)
+        return {"op": "unwatched", "conversation_id": conversation_id}
+
+    async def typing(conn: Connection, frame: dict) -> None:
+        conversation_id = string_field(frame, "conversation_id", max_len=64)
+        state = bool_field(frame, "state", True)
+        now = time.monotonic()
+        last = conn.last_typing
+        if (
+            last
+            and last[0] == conversation_id
+            and last[1] == state
+            and now - last[2] < TYPING_INTERVAL
+        ):
+            return None  # coalesced: the peer already knows
+        conversation = await _ephemeral_target(
+            gateway, conn, conversation_id, "conversation.typing"
+        )
+        conn.last_typing = (conversation_id, state, now)
+        p = conn.principal
+        notice = {
+            "op": "typing",
+            "conversation_id": conversation_id,
+            "from": {"kind": p.kind, "id": p.id},
+            "state": state,
+        }
+        await gateway.publish_conversation(conversation, notice, origin=conn, ephemeral=True)
+        return None
+
+    async def read(conn: Connection, frame: dict) -> None:
+        conversation_id = string_field(frame, "conversation_id", max_len=64)
+        seq = int_field(frame, "seq")
+        conversation = await _ephemeral_target(gateway, conn, conversation_id, "conversation.read")
+        p = conn.principal
+        notice = {
+            "op": "read",
+            "conversation_id": conversation_id,
+            "seq": seq,
+            "by": {"kind": p.kind, "id": p.id},
+        }
+        await gateway.publish_conversation(conversation, notice, origin=conn, ephemeral=True)
+        return None
+
+    async def presence(conn: Connection, frame: dict) -> dict:
+        p = conn.principal
+        if p.kind != "agent":
+            raise GatewayError("forbidden", "only agents publish presence")
+        status = string_field(frame, "status", max_len=16)
+        if status not in PRESENCE_STATES:
+            raise GatewayError("invalid_field", "status: online, away or offline", field="status")
+        notice = {"op": "presence", "agent_id": p.id, "status": status}
+        await gateway.publish_site_agents(p.site_id, notice, origin=conn, ephemeral=True)
+        await kernel.emit("agent.presence", p.site_id, agent_id=p.id, status=status)
+        return {"op": "presence_ok", "status": status}
+
+    async def ping(conn: Connection, frame: dict) -> dict:
+        return {"op": "pong", "ts": time.time()}
+
+    return {
+        "start": start,
+        "send": send,
+        "resume": resume,
+        "watch": watch,
+        "unwatch": unwatch,
+        "typing": typing,
+        "read": read,
+        "presence": presence,
+        "ping": ping,
+    }
+
+
+async def _ephemeral_target(gateway: Any, conn: Connection, conversation_id: str, action: str):
+    """The conversation for typing and read receipts; the sender starts watching it."""
+    conversation = await gateway.conversation_for(conn, conversation_id, action)
+    gateway.registry.watch(conn, conversation_id)
+    return conversation
+
+
+def _attachment(value: Any, *, required: bool) -> dict[str, Any] | None:
+    if value is None:
+        if required:
+            raise GatewayError(
+                "missing_field", "image and file messages need an attachment", field="attachment"
+            )
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("url") or value.get("id"), str):
+        raise GatewayError(
+            "invalid_field",
+            "attachment must be an object with a url or an id",
+            field="attachment",
+        )
+    if len(orjson.dumps(value)) > MAX_ATTACHMENT_BYTES:
+        raise GatewayError("invalid_field", "attachment is too large", field="attachment")
+    return value
+
+
+async def _run_pipeline(gateway: Any, conn: Connection, conversation, message: Message) -> Message:
+    """Every processor in priority order; identity fields cannot be changed by a processor."""
+    context = {
+        "kernel": gateway.kernel,
+        "connection": conn,
+        "conversation": conversation,
+        "principal": conn.principal,
+    }
+    fixed = (
+        message.site_id,
+        message.conversation_id,
+        message.cid,
+        message.sender_kind,
+        message.sender_id,
+    )
+    for processor in gateway.processors:
+        try:
+            result = await processor.process(message, context)
+        except PipelineReject as exc:
+            await gateway.kernel.emit(
+                "message.rejected",
+                message.site_id,
+                conversation_id=message.conversation_id,
+                cid=message.cid,
+                processor=processor.name,
+                code=exc.code,
+            )
+            raise GatewayError("rejected", exc.message, reason=exc.code, cid=message.cid) from None
+        if result is not None:
+            message = result
+    (
+        message.site_id,
+        message.conversation_id,
+        message.cid,
+        message.sender_kind,
+        message.sender_id,
+    ) = fixed
+    message.seq = 0
+    return message

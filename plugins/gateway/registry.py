@@ -1,0 +1,102 @@
+"""The connection registry of one process, sharded by key.
+
+Four indexes answer the fan-out questions: every connection by id, a visitor's
+connections (all their tabs), the connections watching a conversation, and the
+agent connections of a site. Each index is split over ``shards`` dictionaries
+chosen by a hash of the key, so no single dictionary grows with the whole
+population (resizes stay small) and a later move to one lock or loop per shard
+needs no change of interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from kefu.plugins.gateway.connection import Connection
+
+
+class _Shard:
+    __slots__ = ("agents", "connections", "visitors", "watchers")
+
+    def __init__(self) -> None:
+        self.connections: dict[str, Connection] = {}
+        self.visitors: dict[tuple[str, str], set[Connection]] = {}
+        self.watchers: dict[str, set[Connection]] = {}
+        self.agents: dict[str, set[Connection]] = {}
+
+
+def _add(index: dict, key: object, conn: Connection) -> None:
+    members = index.get(key)
+    if members is None:
+        index[key] = {conn}
+    else:
+        members.add(conn)
+
+
+def _discard(index: dict, key: object, conn: Connection) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.discard(conn)
+        if not members:
+            del index[key]
+
+
+class Registry:
+    """Where this process's connections are, by id, visitor, conversation and site."""
+
+    def __init__(self, shards: int = 16) -> None:
+        self._shards = tuple(_Shard() for _ in range(shards))
+
+    def _shard(self, key: object) -> _Shard:
+        return self._shards[hash(key) % len(self._shards)]
+
+    def __len__(self) -> int:
+        return sum(len(s.connections) for s in self._shards)
+
+    def __iter__(self) -> Iterator[Connection]:
+        for shard in self._shards:
+            yield from tuple(shard.connections.values())
+
+    def get(self, connection_id: str) -> Connection | None:
+        return self._shard(connection_id).connections.get(connection_id)
+
+    def add(self, conn: Connection) -> None:
+        self._shard(conn.id).connections[conn.id] = conn
+        p = conn.principal
+        if p.kind == "visitor":
+            key = (p.site_id, p.id)
+            _add(self._shard(key).visitors, key, conn)
+        elif p.kind == "agent":
+            _add(self._shard(p.site_id).agents, p.site_id, conn)
+
+    def remove(self, conn: Connection) -> None:
+        if self._shard(conn.id).connections.pop(conn.id, None) is None:
+            return
+        p = conn.principal
+        if p.kind == "visitor":
+            key = (p.site_id, p.id)
+            _discard(self._shard(key).visitors, key, conn)
+        elif p.kind == "agent":
+            _discard(self._shard(p.site_id).agents, p.site_id, conn)
+        for conversation_id in conn.watching:
+            _discard(self._shard(conversation_id).watchers, conversation_id, conn)
+        conn.watching.clear()
+
+    def watch(self, conn: Connection, conversation_id: str) -> None:
+        if conversation_id not in conn.watching and not conn.closed:
+            conn.watching.add(conversation_id)
+            _add(self._shard(conversation_id).watchers, conversation_id, conn)
+
+    def unwatch(self, conn: Connection, conversation_id: str) -> None:
+        conn.watching.discard(conversation_id)
+        _discard(self._shard(conversation_id).watchers, conversation_id, conn)
+
+    def visitor(self, site_id: str, visitor_id: str) -> set[Connection]:
+        key = (site_id, visitor_id)
+        return self._shard(key).visitors.get(key) or set()
+
+    def watchers(self, conversation_id: str) -> set[Connection]:
+        return self._shard(conversation_id).watchers.get(conversation_id) or set()
+
+    def site_agents(self, site_id: str) -> set[Connection]:
+        return self._shard(site_id).agents.get(site_id) or set()

@@ -1,0 +1,29 @@
+"""The ``[gateway]`` section of kefu.toml: frame limits, outbox, rate limits, replay."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from kefu.core.config import Section
+
+
+class GatewaySettings(Section):
+    """Limits every transport applies through the gateway."""
+
+    #: Largest frame processed; a larger one is answered with ``frame_too_large``.
+    max_frame_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: Longest message text, in characters.
+    max_text_chars: int = Field(8000, ge=1)
+    #: Frames a connection may queue for its client before the slow-consumer policy acts.
+    outbox_frames: int = Field(1024, ge=16)
+    #: Past this share of the outbox, new ephemeral frames (typing, presence, read) are shed.
+    shed_ephemeral_at: float = Field(0.5, gt=0, le=1)
+    #: Sustained frames per second a client may send, and the burst above it.
+    rate: float = Field(20.0, gt=0)
+    burst: int = Field(40, ge=1)
+    #: Frames refused in a row for the rate limit before the connection is closed.
+    flood_close_after: int = Field(200, ge=1)
+    #: Messages replayed by one ``resume``; the reply says ``more`` when there are more.
+    replay_max: int = Field(500, ge=1)
+    #: Shards of the connection registry.
+    shards: int = Field(16, ge=1, le=1024)

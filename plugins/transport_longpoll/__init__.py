@@ -1,0 +1,83 @@
+"""HTTP long-polling transport: the gateway's frames for clients that cannot hold a WebSocket.
+
+- ``POST /v1/poll/open`` (token as ``Authorization: Bearer``, ``?token=`` or
+  JSON ``{"token"}``) -> ``{session, recv_timeout, idle_timeout}``;
+- ``POST /v1/poll/send?session=ID`` with one frame or a JSON array of frames;
+  replies and errors arrive through ``recv`` exactly as over a WebSocket;
+- ``GET /v1/poll/recv?session=ID&timeout=S`` waits up to ``S`` seconds and
+  returns ``{"frames": [...]}`` (possibly empty);
+- ``POST /v1/poll/close?session=ID``.
+
+A session is one gateway connection with the same semantics as a WebSocket
+(outbox, rate limit, slow-consumer policy). A session nobody polls for
+``idle_timeout`` seconds expires. A closed session answers 410 with the close
+reason as the error code, then disappears.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from aiohttp import web
+from pydantic import Field
+
+from kefu.core.config import Section
+from kefu.core.types import TransportInfo
+from kefu.hooks import hookimpl
+from kefu.plugins.transport_longpoll.sessions import LongPoll
+
+PATH = "/v1/poll"
+
+
+class LongPollSettings(Section):
+    """The ``[transport_longpoll]`` section."""
+
+    #: Longest wait of one ``recv``, in seconds (clients may ask for less).
+    recv_timeout: float = Field(25.0, gt=0, le=120)
+    #: A session with no request for this long is closed.
+    idle_timeout: float = Field(60.0, gt=0)
+    #: Frames returned by one ``recv`` at most.
+    max_frames_per_recv: int = Field(256, ge=1)
+
+
+_polls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _poll(kernel) -> LongPoll:
+    poll = _polls.get(kernel)
+    if poll is None:
+        poll = _polls[kernel] = LongPoll(kernel)
+    return poll
+
+
+@hookimpl
+def kefu_config_schema():
+    return {"transport_longpoll": LongPollSettings}
+
+
+@hookimpl
+def kefu_transport_adapters(kernel):
+    return [TransportInfo("longpoll", PATH, "HTTP long-polling, JSON frames")]
+
+
+@hookimpl
+def kefu_routes(kernel):
+    poll = _poll(kernel)
+    return [
+        web.post(f"{PATH}/open", poll.open),
+        web.post(f"{PATH}/send", poll.send),
+        web.get(f"{PATH}/recv", poll.recv),
+        web.post(f"{PATH}/close", poll.close),
+    ]
+
+
+@hookimpl
+async def kefu_startup(kernel):
+    _poll(kernel).start()
+
+
+@hookimpl
+async def kefu_shutdown(kernel):
+    poll = _polls.pop(kernel, None)
+    if poll is not None:
+        await poll.stop()

@@ -1,0 +1,148 @@
+"""WebSocket transport: ``GET /v1/ws?token=...`` carrying gateway frames as JSON text.
+
+Compression is off by default (per connection about 14 KiB instead of about
+105 KiB with deflate, DESIGN.md section 6) and ``max_msg_size`` is small. A
+frame above the gateway's ``max_frame_bytes`` but within ``max_msg_size`` is
+refused with a ``frame_too_large`` error frame and the connection stays; a
+frame above ``max_msg_size`` closes it (1009). The writer watches the socket's
+write buffer: a client that stops reading is closed as a slow consumer and
+recovers by reconnecting and resuming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from aiohttp import WSMsgType, web
+from pydantic import Field
+
+from kefu.core.config import Section
+from kefu.core.types import TransportInfo
+from kefu.core.web_app import bearer_token, error_response
+from kefu.hooks import hookimpl
+
+log = logging.getLogger(__name__)
+
+PATH = "/v1/ws"
+
+#: WebSocket close codes per close reason (docs/protocol.md).
+CLOSE_CODES = {
+    "client_closed": 1000,
+    "shutdown": 1001,
+    "invalid_token": 4401,
+    "slow_consumer": 4408,
+    "flood": 4429,
+}
+FATAL_MESSAGES = {
+    "invalid_token": "the token is missing, forged, expired or of an unknown site",
+    "shutdown": "the server is stopping; reconnect and resume",
+    "slow_consumer": "you did not read fast enough; reconnect and resume",
+    "flood": "too many frames past the rate limit",
+}
+
+
+class WsSettings(Section):
+    """The ``[transport_ws]`` section."""
+
+    #: Hard cap of one incoming WebSocket message; larger ones close the connection.
+    max_msg_size: int = Field(128 * 1024, ge=1024)
+    #: Seconds between protocol pings; a peer that does not answer is dropped.
+    heartbeat: float = Field(30.0, gt=0)
+    #: permessage-deflate; off by default because it costs memory per connection.
+    compress: bool = False
+    #: Bytes queued in the socket's write buffer before the writer waits for it to drain.
+    write_buffer_limit: int = Field(256 * 1024, ge=1024)
+    #: Seconds a client may leave the buffer full before it is closed as a slow consumer.
+    send_timeout: float = Field(10.0, gt=0)
+
+
+@hookimpl
+def kefu_config_schema():
+    return {"transport_ws": WsSettings}
+
+
+@hookimpl
+def kefu_transport_adapters(kernel):
+    return [TransportInfo("ws", PATH, "WebSocket, JSON text frames")]
+
+
+@hookimpl
+def kefu_routes(kernel):
+    async def websocket(request: web.Request) -> web.StreamResponse:
+        gateway = getattr(kernel, "gateway", None)
+        if gateway is None:
+            return error_response(503, "unavailable", "the gateway plugin is not running")
+        s = kernel.config.section("transport_ws")
+        ws = web.WebSocketResponse(
+            compress=s.compress, max_msg_size=s.max_msg_size, heartbeat=s.heartbeat
+        )
+        principal = await gateway.authenticate(request, bearer_token(request))
+        await ws.prepare(request)
+        if principal is None:
+            await _close(ws, request, "invalid_token", send_timeout=1.0)
+            return ws
+        conn = await gateway.open(principal, "ws", remote=request.remote)
+        writer = asyncio.create_task(_write(ws, request, conn, s), name=f"kefu-ws-{conn.id}")
+        try:
+            async for msg in ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await gateway.receive(conn, msg.data)
+                if conn.closed:
+                    break
+        finally:
+            await gateway.close(conn, "client_closed")  # keeps an earlier, better reason
+            await asyncio.gather(writer, return_exceptions=True)
+        return ws
+
+    return [web.get(PATH, websocket)]
+
+
+async def _write(ws: web.WebSocketResponse, request: web.Request, conn, s: WsSettings) -> None:
+    """Copy the connection's outbox to the socket until either side closes."""
+    try:
+        while True:
+            frames = await conn.take()
+            if not frames:
+                break
+            async with asyncio.timeout(s.send_timeout):
+                for data in frames:
+                    await ws.send_frame(data, WSMsgType.TEXT)
+                await _drain(request, s.write_buffer_limit)
+    except TimeoutError:
+        conn.close("slow_consumer")
+    except (ConnectionError, RuntimeError):
+        conn.close("client_closed")
+    await _close(ws, request, conn.close_reason or "client_closed")
+
+
+async def _drain(request: web.Request, limit: int) -> None:
+    """Wait while the kernel-side write buffer holds more than ``limit`` bytes."""
+    transport = request.transport
+    while transport is not None and transport.get_write_buffer_size() > limit:
+        if transport.is_closing():
+            raise ConnectionError("transport closing")
+        await asyncio.sleep(0.02)
+
+
+async def _close(
+    ws: web.WebSocketResponse, request: web.Request, reason: str, send_timeout: float = 1.0
+) -> None:
+    """Tell the client why (an ``error`` frame for a fatal reason), then close with a code."""
+    if ws.closed:
+        return
+    try:
+        async with asyncio.timeout(send_timeout):
+            if reason in FATAL_MESSAGES:
+                frame = {
+                    "op": "error",
+                    "code": reason,
+                    "message": FATAL_MESSAGES[reason],
+                    "fatal": True,
+                }
+                await ws.send_frame(orjson.dumps(frame), WSMsgType.TEXT)
+            await ws.close(code=CLOSE_CODES.get(reason, 1000), message=reason.encode())
+    except (TimeoutError, ConnectionError, RuntimeError):
+        if request.transport is not None:
+            request.transport.abort()
