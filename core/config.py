@@ -53,7 +53,7 @@ class PluginsSettings(Section):
 
 
 class StorageSettings(Section):
-    backend: str = "memory"
+    backend: str = "sql"
 
 
 class BusSettings(Section):

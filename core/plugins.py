@@ -31,6 +31,8 @@ ENTRY_POINT_GROUP = "kefu.plugins"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.bus_memory",
     "kefu.plugins.storage_memory",
+    "kefu.plugins.storage_sql",
+    "kefu.plugins.storage_mongo",
     "kefu.plugins.auth",
     "kefu.plugins.gateway",
     "kefu.plugins.transport_ws",

@@ -20,9 +20,17 @@ Every backend passes ``tests/storage_contract/`` (see ``docs/storage.md``).
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Default of ``update_conversation(if_assignee=...)``: "do not compare the assignee"
 #: (``None`` cannot be the sentinel: ``if_assignee=None`` means "only if unassigned").
@@ -138,3 +146,88 @@ class StorageBackend(Protocol):
         self, site_id: str, conversation_id: str, *, before_seq: int, limit: int = 50
     ) -> list[Message]:
         """The ``limit`` messages just before ``before_seq``, oldest first (history pages)."""
+
+
+class GroupCommit(Generic[T, R]):
+    """Group commit for backend authors: concurrent writes share one durable commit.
+
+    ``submit(item)`` queues the item and waits. One writer task takes what is
+    queued (up to ``max_batch`` items) and calls ``flush(items)``, which must
+    write them all in one transaction and return one result (or exception
+    instance) per item, in order. Items that arrive while a flush runs form the
+    next batch, so a batch closes when the previous commit finishes or when it
+    holds ``max_batch`` items; ``window`` (seconds) optionally waits longer to
+    gather more. ``max_batch=1`` turns grouping off (one commit per item).
+    If ``flush`` raises, every item of that batch gets the error.
+    """
+
+    def __init__(
+        self,
+        flush: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]],
+        *,
+        max_batch: int = 256,
+        window: float = 0.0,
+        name: str = "group-commit",
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._flush = flush
+        self.max_batch = max_batch
+        self.window = window
+        self.name = name
+        self._pending: list[tuple[T, asyncio.Future]] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task | None = None
+        self._closed = False
+        self.batches = 0  # flushes so far (tests and benchmarks read these)
+        self.items = 0
+
+    async def submit(self, item: T) -> R:
+        """Queue ``item``; return its result once its batch is committed."""
+        if self._closed:
+            raise StorageError("storage is closed")
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._wakeup.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._run(), name=self.name)
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self.window and self._pending:
+                await asyncio.sleep(self.window)
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                await self._commit(batch)
+            if self._closed:
+                return
+
+    async def _commit(self, batch: list[tuple[T, asyncio.Future]]) -> None:
+        try:
+            results: Sequence[R | BaseException] = await self._flush([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise StorageError(f"{self.name}: flush returned {len(results)} results")
+        except Exception as exc:
+            log.warning("%s: a batch of %d failed: %s", self.name, len(batch), exc)
+            results = [exc] * len(batch)
+        self.batches += 1
+        self.items += len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # the caller was cancelled; its item is stored anyway
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def close(self) -> None:
+        """Refuse new items, commit the queued ones, stop the writer."""
+        self._closed = True
+        self._wakeup.set()
+        if self._writer is not None:
+            await self._writer
+            self._writer = None

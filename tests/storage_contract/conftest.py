@@ -130,7 +130,7 @@ async def _postgres_store(request, tmp_path) -> AsyncIterator[Store]:
 async def _mongo_store(request, tmp_path) -> AsyncIterator[Store]:
     from pymongo import AsyncMongoClient
 
-    from kefu.plugins.storage_mongo import MongoStorage
+    from kefu.plugins.storage_mongo.backend import MongoStorage
 
     url = request.getfixturevalue("mongo_url")
     database = f"kefu_test_{secrets.token_hex(6)}"
@@ -145,9 +145,10 @@ async def _mongo_store(request, tmp_path) -> AsyncIterator[Store]:
 #: Backend name -> async generator of a :class:`Store`. Add yours here.
 MAKERS = {
     "memory": _memory_store,
+    "sqlite": _sqlite_store,
+    "postgres": _postgres_store,
+    "mongo": _mongo_store,
 }
-# the sql and mongo plugins join as soon as they are committed
-_LATER = (_sqlite_store, _postgres_store, _mongo_store)
 
 
 @pytest.fixture(params=sorted(MAKERS))

@@ -1,0 +1,77 @@
+"""SQL storage (``[storage] backend = "sql"``): SQLite by default, PostgreSQL by URL.
+
+The embedded default keeps everything in ``<server.data_dir>/kefu.db`` (SQLite
+in WAL mode). Point ``[sql] url`` at PostgreSQL to run several processes or
+machines on one database. See docs/storage.md for durability and tuning.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kefu.core.config import Section
+from kefu.hooks import hookimpl
+
+from .backend import SqlStorage
+
+__all__ = ["SqlSettings", "SqlStorage", "async_url"]
+
+
+class SqlSettings(Section):
+    """``[sql]``: read at start-up only."""
+
+    #: SQLAlchemy URL. ``sqlite:///path`` and ``postgresql://...`` get their async
+    #: driver (aiosqlite, asyncpg) added. Default: SQLite at <server.data_dir>/kefu.db.
+    url: str | None = None
+    #: PostgreSQL only: keep kefu's tables in this schema (created when missing).
+    pg_schema: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    #: Group commit: most appends one transaction may hold. 1 = one commit per message.
+    batch_max: int = Field(256, ge=1, le=10_000)
+    #: Group commit: extra wait (ms) to gather a batch. 0 = a batch closes when the
+    #: previous commit finishes, which adds no latency.
+    batch_window_ms: float = Field(0.0, ge=0, le=100)
+    #: SQLite only: "full" fsyncs the WAL at every commit (an ack survives power
+    #: loss); "normal" survives a crash of kefu but not of the machine.
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+    #: Connections kept open for reads (and writes, on PostgreSQL).
+    pool_size: int = Field(5, ge=1, le=100)
+    #: Log every SQL statement (debugging).
+    echo: bool = False
+
+
+def async_url(url: str) -> str:
+    """Add the async driver to a URL that names none."""
+    for plain, driver in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+def make_backend(kernel) -> SqlStorage:
+    settings: SqlSettings = kernel.config.section("sql")
+    url = settings.url or f"sqlite:///{(kernel.data_dir / 'kefu.db').resolve()}"
+    return SqlStorage(
+        async_url(url),
+        schema=settings.pg_schema,
+        batch_max=settings.batch_max,
+        batch_window=settings.batch_window_ms / 1000,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        pool_size=settings.pool_size,
+        echo=settings.echo,
+    )
+
+
+@hookimpl
+def kefu_config_schema():
+    return {"sql": SqlSettings}
+
+
+@hookimpl
+def kefu_storage_backends():
+    return {"sql": make_backend}
