@@ -14,7 +14,7 @@ import secrets
 
 from kefu.core.domain import Agent, Site, new_id
 from kefu.core.kernel import Kernel
-from kefu.core.storage import DuplicateError
+from kefu.core.storage import DuplicateError, email_key
 from kefu.plugins.rest_api.endpoint import ApiError, Call, not_found
 from kefu.plugins.rest_api.models import (
     AgentCreate,
@@ -51,7 +51,7 @@ async def _new_agent(kernel: Kernel, site_id: str, body: AgentCreate) -> Agent:
     agent = Agent(
         id=new_id(),
         site_id=site_id,
-        email=body.email,
+        email=email_key(body.email),  # the form the login compares
         name=body.name,
         password_hash=await hash_password(kernel, body.password),
         roles=list(dict.fromkeys(body.roles)),

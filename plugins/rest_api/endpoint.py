@@ -83,6 +83,8 @@ class Endpoint:
     description: str = ""
     #: Path parameter -> regular expression; a value that does not match is a 404.
     path_patterns: dict[str, str] = field(default_factory=dict)
+    #: The aiohttp path when it differs from ``path`` (a regex keeping a sibling route apart).
+    route_path: str = ""
     #: Extra OpenAPI fragments for operations whose body or response is not JSON.
     openapi: dict[str, Any] = field(default_factory=dict)
 
@@ -139,7 +141,8 @@ async def read_json(request: web.Request, model: type[BaseModel]) -> Any:
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     try:
-        return model.model_validate(data)
+        # strict: JSON has types, so `false` is not a number and `"5"` is not an integer
+        return model.model_validate(data, strict=True)
     except ValidationError as exc:
         raise ApiError(400, "invalid_request", validation_message(exc)) from None
 
@@ -192,4 +195,5 @@ def to_route(endpoint: Endpoint) -> web.RouteDef:
             return error_response(exc.status, exc.code, exc.message)
 
     handle.__name__ = endpoint.operation_id
-    return web.route(endpoint.method, endpoint.path, handle, name=endpoint.operation_id)
+    path = endpoint.route_path or endpoint.path
+    return web.route(endpoint.method, path, handle, name=endpoint.operation_id)

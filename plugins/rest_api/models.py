@@ -11,31 +11,31 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from kefu.core.domain import CONVERSATION_STATES
 
 #: Ids in paths and filters: what :func:`kefu.core.domain.new_id` makes, plus short slugs.
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-#: Printable text: no control characters (they break logs, UIs and some databases).
-TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+#: Printable text: no C0/C1 control characters (they break logs, UIs and some databases).
+#: Patterns spell their classes out: ``\s`` differs between Python and JSON Schema (ECMA).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+#: Printable text with at least one character that is not a space.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+EMAIL_PATTERN = r"^[^@\x00-\x20\x7f-\x9f]+@[^@\x00-\x20\x7f-\x9f]+$"
 MAX_SEQ = 2**31 - 1
 MAX_JSON_OBJECT_BYTES = 16 * 1024
 
-Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
-Name = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=TEXT_PATTERN),
-]
-Email = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True,
-        to_lower=True,
-        max_length=254,
-        pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+$",
-    ),
-]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NAME_PATTERN)]
+Email = Annotated[str, StringConstraints(max_length=254, pattern=EMAIL_PATTERN)]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 Role = Literal["agent", "admin"]
 Skill = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
@@ -52,7 +52,49 @@ def _json_object(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
+#: JSON Schema of a JSON value without NUL characters (recursive, so it lives in components).
+NUL_FREE = {"pattern": "^[^\\x00]*$"}
+JSON_VALUE_SCHEMA = {
+    "description": "Any JSON value whose strings and keys hold no NUL character.",
+    "anyOf": [
+        {"type": "string", **NUL_FREE},
+        {"type": ["number", "boolean", "null"]},
+        {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+        {
+            "type": "object",
+            "propertyNames": NUL_FREE,
+            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+        },
+    ],
+}
+JsonObject = Annotated[
+    dict[str, Any],
+    AfterValidator(_json_object),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": NUL_FREE,
+            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+            "description": f"Free-form JSON object, at most {MAX_JSON_OBJECT_BYTES} bytes encoded.",
+        }
+    ),
+]
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's integer includes ``6.0``; strict validation would refuse it."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: Concurrent conversations an agent takes; an integer in a strictly validated JSON body
+#: (``true`` is not one, ``6.0`` is).
+Capacity = Annotated[
+    int,
+    Field(ge=0, le=100, description="Concurrent conversations."),
+    BeforeValidator(_whole_number),
+]
 
 
 class Request(BaseModel):
@@ -206,7 +248,7 @@ class AgentCreate(Request):
     name: Name
     password: Password
     roles: list[Role] = Field(default_factory=lambda: ["agent"], min_length=1, max_length=2)
-    capacity: int = Field(5, ge=0, le=100, description="Concurrent conversations.")
+    capacity: Capacity = 5
     skills: list[Skill] = Field(default_factory=list, max_length=50)
 
 
@@ -214,7 +256,7 @@ class AgentPatch(Request):
     name: Name | None = None
     password: Password | None = None
     roles: list[Role] | None = Field(None, min_length=1, max_length=2)
-    capacity: int | None = Field(None, ge=0, le=100)
+    capacity: Capacity | None = None
     skills: list[Skill] | None = Field(None, max_length=50)
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from kefu.plugins.rest_api.endpoint import Endpoint
-from kefu.plugins.rest_api.models import ErrorResponse
+from kefu.plugins.rest_api.models import JSON_VALUE_SCHEMA, ErrorResponse
 
 REF = "#/components/schemas/{model}"
 ERROR_TEXT = {
@@ -126,7 +126,9 @@ def build_document(endpoints: tuple[Endpoint, ...], *, version: str) -> dict[str
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
-            "schemas": dict(sorted(definitions.get("$defs", {}).items())),
+            "schemas": dict(
+                sorted({**definitions.get("$defs", {}), "JsonValue": JSON_VALUE_SCHEMA}.items())
+            ),
             "securitySchemes": SECURITY_SCHEMES,
         },
     }

@@ -6,6 +6,7 @@ from kefu.plugins.rest_api import admin, conversations, uploads
 from kefu.plugins.rest_api import models as m
 from kefu.plugins.rest_api.endpoint import Endpoint
 
+VISITOR_ID_PATTERN = r"^(?!session$)[A-Za-z0-9_-]{1,64}$"
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -112,6 +113,9 @@ REST_ENDPOINTS: tuple[Endpoint, ...] = (
         "visitors",
         conversations.get_visitor,
         response=m.VisitorOut,
+        # POST /v1/visitors/session (auth plugin) is a sibling: "session" is never an id.
+        path_patterns={"id": VISITOR_ID_PATTERN},
+        route_path="/v1/visitors/{id:(?!session$)[^{}/]+}",
     ),
     Endpoint(
         "GET",

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field
 
 from kefu.core.kernel import Kernel
@@ -102,6 +103,22 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+async def _read_file_part(request: web.Request, limit: int) -> tuple[str | None, bytes]:
+    """The ``file`` part's name and bytes; 400 on a malformed body, 413 past ``limit``."""
+    try:
+        reader = await request.multipart()
+        part = await reader.next()
+        while part is not None and getattr(part, "name", None) != "file":
+            await part.release()
+            part = await reader.next()
+        if not isinstance(part, BodyPartReader):
+            raise ApiError(400, "missing_file", "the multipart body needs a `file` part")
+        return part.filename, await read_bounded(part, limit)
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
+        log.debug("malformed multipart upload: %s", exc)
+        raise ApiError(400, "invalid_multipart", "the multipart body is malformed") from None
+
+
 async def create_upload(call: Call) -> UploadOut:
     await call.require("upload.create", call.site_id)
     settings: UploadSettings = call.kernel.config.section("uploads")
@@ -110,22 +127,12 @@ async def create_upload(call: Call) -> UploadOut:
         raise ApiError(413, "too_large", f"files are limited to {settings.max_bytes} bytes")
     if request.content_type != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "send the file as multipart/form-data")
-    try:
-        reader = await request.multipart()
-        part = await reader.next()
-        while part is not None and getattr(part, "name", None) != "file":
-            await part.release()
-            part = await reader.next()
-    except (ValueError, AssertionError) as exc:
-        raise ApiError(400, "invalid_multipart", f"malformed multipart body: {exc}") from None
-    if part is None or not hasattr(part, "filename"):
-        raise ApiError(400, "missing_file", "the multipart body needs a `file` part")
-    data = await read_bounded(part, settings.max_bytes)
+    filename, data = await _read_file_part(request, settings.max_bytes)
     mime = sniff(data)
     if mime is None or mime not in settings.allowed_types:
         allowed = ", ".join(settings.allowed_types)
         raise ApiError(415, "unsupported_type", f"this kind of file is not accepted ({allowed})")
-    name = safe_name(part.filename, mime)
+    name = safe_name(filename, mime)
     stored = f"{secrets.token_urlsafe(16)}-{name}"
     await asyncio.to_thread(_write_atomic, upload_dir(call.kernel, call.site_id) / stored, data)
     log.info("upload %s/%s stored (%d bytes, %s)", call.site_id, stored, len(data), mime)
