@@ -38,6 +38,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.transport_ws",
     "kefu.plugins.transport_longpoll",
     "kefu.plugins.rest_api",
+    "kefu.plugins.routing",
 )
 
 #: Built-ins that cannot be disabled: the kernel cannot serve safely without them.

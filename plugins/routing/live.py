@@ -1,0 +1,140 @@
+"""The storage-backed routing source: snapshots from records, claims by compare-and-set.
+
+A claim (:meth:`StorageSource.claim`) is safe against every other claimer, in
+this process or another one sharing the storage:
+
+1. re-read the conversation: gone unless still ``queued`` and unassigned;
+2. re-check the agent: present, online and under capacity (open conversations);
+3. write ``assigned`` with ``update_conversation(if_state="queued",
+   if_assignee=None)``: exactly one claimer wins, the others get False;
+4. count the agent's open conversations again and, if a claim made in another
+   process at the same moment pushed it over capacity, give this one back
+   (compare-and-set again) and report ``AGENT_FULL``. Of claims that keep
+   their conversation, the last to verify saw all of them, so the agent never
+   ends up over capacity.
+
+Conventions the gateway writes in ``Conversation.meta`` (read here):
+``queued_at`` (UNIX time it started waiting; ``created_at`` otherwise),
+``declined_by`` (ids of agents who declined or let an offer time out) and
+``assigned_at`` (written here at claim time).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from kefu.core.domain import ASSIGNED, QUEUED, Agent, Conversation
+from kefu.core.storage import StorageBackend
+from kefu.plugins.routing.snapshots import (
+    AGENT_STATUSES,
+    OFFLINE,
+    ONLINE,
+    AgentSnapshot,
+    Claim,
+    ConversationSnapshot,
+)
+from kefu.plugins.routing.stats import AgentStats
+
+log = logging.getLogger(__name__)
+
+#: Upper bound of queued conversations read per site when building snapshots.
+SCAN_LIMIT = 10_000
+
+
+def conversation_snapshot(
+    conversation: Conversation, previous_agent_id: str | None = None
+) -> ConversationSnapshot:
+    """A routing snapshot of a stored conversation; its department is the skill needed."""
+    return ConversationSnapshot(
+        id=conversation.id,
+        site_id=conversation.site_id,
+        skill=conversation.department,
+        priority=conversation.priority,
+        queued_at=float(conversation.meta.get("queued_at", conversation.created_at)),
+        previous_agent_id=previous_agent_id,
+        meta={"visitor_id": conversation.visitor_id},
+    )
+
+
+class StorageSource:
+    """Routing snapshots and atomic claims over a :class:`kefu.core.storage.StorageBackend`."""
+
+    def __init__(
+        self,
+        storage: StorageBackend,
+        stats: AgentStats | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.stats = stats or AgentStats()
+        self.clock = clock
+
+    async def open_count(self, site_id: str, agent: Agent) -> int:
+        """The agent's open (assigned, unresolved) conversations, counted up to capacity + 1."""
+        held = await self.storage.list_conversations(
+            site_id, state=ASSIGNED, assignee_id=agent.id, limit=max(agent.capacity, 0) + 1
+        )
+        return len(held)
+
+    async def agents(self, site_id: str) -> list[AgentSnapshot]:
+        queued = await self.storage.list_conversations(site_id, state=QUEUED, limit=SCAN_LIMIT)
+        declined: dict[str, set[str]] = {}
+        for conversation in queued:
+            for agent_id in conversation.meta.get("declined_by", ()):
+                declined.setdefault(agent_id, set()).add(conversation.id)
+        snapshots = []
+        for agent in await self.storage.list_agents(site_id):
+            snapshot = AgentSnapshot(
+                id=agent.id,
+                site_id=agent.site_id,
+                status=agent.status if agent.status in AGENT_STATUSES else OFFLINE,
+                capacity=agent.capacity,
+                open_count=await self.open_count(site_id, agent),
+                skills=frozenset(agent.skills),
+                declined=frozenset(declined.get(agent.id, ())),
+            )
+            snapshots.append(self.stats.fill(snapshot))
+        return snapshots
+
+    async def previous_agent(self, conversation: Conversation) -> str | None:
+        """Who served this visitor most recently (another conversation), if anyone."""
+        earlier = await self.storage.list_conversations(
+            conversation.site_id, visitor_id=conversation.visitor_id, limit=20
+        )
+        return next(
+            (c.assignee_id for c in earlier if c.id != conversation.id and c.assignee_id), None
+        )
+
+    async def snapshot(self, conversation: Conversation) -> ConversationSnapshot:
+        return conversation_snapshot(conversation, await self.previous_agent(conversation))
+
+    async def claim(self, conversation: ConversationSnapshot, agent: AgentSnapshot) -> Claim:
+        site_id = conversation.site_id
+        stored = await self.storage.get_conversation(site_id, conversation.id)
+        if stored is None or stored.state != QUEUED or stored.assignee_id is not None:
+            return Claim.GONE
+        record = await self.storage.get_agent(site_id, agent.id)
+        if record is None or record.status != ONLINE:
+            return Claim.AGENT_UNAVAILABLE
+        if await self.open_count(site_id, record) >= record.capacity:
+            return Claim.AGENT_FULL
+        now = self.clock()
+        stored.state, stored.assignee_id, stored.updated_at = ASSIGNED, record.id, now
+        stored.meta = {**stored.meta, "assigned_at": now}
+        if not await self.storage.update_conversation(stored, if_state=QUEUED, if_assignee=None):
+            return Claim.GONE
+        if await self.open_count(site_id, record) > record.capacity:
+            await self._give_back(stored, record.id)
+            return Claim.AGENT_FULL
+        self.stats.assigned(site_id, record.id, now)
+        return Claim.CLAIMED
+
+    async def _give_back(self, stored: Conversation, agent_id: str) -> None:
+        stored.state, stored.assignee_id = QUEUED, None
+        stored.meta = {k: v for k, v in stored.meta.items() if k != "assigned_at"}
+        if not await self.storage.update_conversation(
+            stored, if_state=ASSIGNED, if_assignee=agent_id
+        ):
+            log.warning("claim of %s could not be given back: changed meanwhile", stored.id)

@@ -1,0 +1,105 @@
+"""The ``[routing]`` section of kefu.toml and per-site business hours.
+
+Example::
+
+    [routing]
+    policy = "weighted"            # weighted | round_robin | least_open | manual | a plugin's
+    [routing.weights]              # live reloadable; a factor left out keeps its default
+    load = 3.0
+    returning_visitor = 1.0
+    [routing.business_hours."*"]   # every site without its own entry
+    timezone = "Europe/Paris"
+    mon = ["09:00-12:30", "13:30-18:00"]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+
+from kefu.core.config import Section
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_window(text: str) -> tuple[int, int]:
+    """``"09:00-18:00"`` -> minutes since midnight ``(540, 1080)``; an end may be ``24:00``."""
+    try:
+        start, end = (part.strip() for part in text.split("-"))
+        minutes = []
+        for value in (start, end):
+            hours, mins = value.split(":")
+            minutes.append(int(hours) * 60 + int(mins))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time window like '09:00-18:00'") from None
+    first, last = minutes
+    if not (0 <= first < last <= 24 * 60):
+        raise ValueError(f"{text!r}: the start must come before the end, within one day")
+    return first, last
+
+
+class BusinessHours(Section):
+    """Weekly opening hours of one site in its own time zone; no window on a day = closed."""
+
+    timezone: str = "UTC"
+    mon: list[str] = []
+    tue: list[str] = []
+    wed: list[str] = []
+    thu: list[str] = []
+    fri: list[str] = []
+    sat: list[str] = []
+    sun: list[str] = []
+    #: Whole days closed (holidays), as ``YYYY-MM-DD`` in the site's time zone.
+    closed_dates: list[dt.date] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
+
+    @field_validator(*DAYS)
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        for window in value:
+            _parse_window(window)
+        return value
+
+    def is_open(self, ts: float) -> bool:
+        """Whether the site is open at UNIX time ``ts``."""
+        local = dt.datetime.fromtimestamp(ts, ZoneInfo(self.timezone))
+        if local.date() in self.closed_dates:
+            return False
+        minute = local.hour * 60 + local.minute
+        windows = getattr(self, DAYS[local.weekday()])
+        return any(start <= minute < end for start, end in map(_parse_window, windows))
+
+
+Weight = Annotated[float, Field(ge=0, le=1000)]
+
+
+class RoutingSettings(Section):
+    """Which selector routes, the weighted policy's weights, business hours, queue estimates."""
+
+    #: The selector, by the name a plugin registered it under (``kefu_routing_policies``).
+    policy: str = "weighted"
+    #: Weight of each factor of the ``weighted`` policy, by factor name; live reloadable.
+    weights: dict[str, Weight] = {}
+    #: Business hours by site id; ``"*"`` applies to sites without an entry. No entry: always open.
+    business_hours: dict[str, BusinessHours] = {}
+    #: Handle time assumed for the wait estimate until real resolutions were observed.
+    default_handle_time_s: float = Field(300.0, gt=0)
+    #: Re-read queued conversations from storage and drain every N seconds (0 = never).
+    sweep_interval_s: float = Field(5.0, ge=0)
+
+    def hours_for(self, site_id: str) -> BusinessHours | None:
+        """The business hours that apply to ``site_id``; None means always open."""
+        return self.business_hours.get(site_id) or self.business_hours.get("*")
