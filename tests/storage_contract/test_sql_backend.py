@@ -88,6 +88,7 @@ async def test_acknowledged_appends_survive_sigkill(tmp_path):
     proc = await asyncio.create_subprocess_exec(
         *[sys.executable, str(WRITER), str(db), conv.site_id, conv.id, "20"],
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env=env,
     )
     assert proc.stdout is not None
@@ -102,15 +103,18 @@ async def test_acknowledged_appends_survive_sigkill(tmp_path):
         async with asyncio.timeout(30):
             while len(acked) < 400 and (line := await proc.stdout.readline()):
                 record(line)
-        proc.send_signal(signal.SIGKILL)  # mid-flight: more appends are queued and running
+        if proc.returncode is None:  # mid-flight: more appends are queued and running
+            proc.send_signal(signal.SIGKILL)
         for line in (await proc.stdout.read()).splitlines():
             record(line)
     finally:
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert len(acked) >= 400, "the writer acknowledged too little before the deadline"
+    assert proc.stderr is not None
+    child_err = (await proc.stderr.read()).decode(errors="replace")[-2000:]
+    assert proc.returncode == -signal.SIGKILL, f"the writer died by itself:\n{child_err}"
+    assert len(acked) >= 400, f"the writer acknowledged only {len(acked)}:\n{child_err}"
 
     storage = await opened(db)
     try:
