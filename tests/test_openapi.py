@@ -7,6 +7,7 @@ import json
 import os
 import re
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -15,13 +16,15 @@ from aiohttp import web
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
+import kefu.plugins.rest_api
+from kefu.core.kernel import load_kernel
 from kefu.core.web_app import create_app
 from kefu.plugins.rest_api import ALL_ENDPOINTS, AUTH_ENDPOINTS, openapi_document
-from tests.chat_support import PASSWORD, add_site, make_kernel, start_client
+from tests.chat_support import PASSWORD, add_site, start_client
 from tests.rest_support import add_conversation
 
 #: Examples per operation; a larger KEFU_FUZZ_EXAMPLES also randomises the run (deeper search).
-DEFAULT_FUZZ_EXAMPLES = 15
+DEFAULT_FUZZ_EXAMPLES = 12
 FUZZ_EXAMPLES = int(os.environ.get("KEFU_FUZZ_EXAMPLES", DEFAULT_FUZZ_EXAMPLES))
 #: pydantic spellings that are not JSON Schema keywords: a schema carrying one constrains nothing.
 NOT_JSON_SCHEMA = {"ge", "le", "gt", "lt", "min_length", "max_length", "multiple_of"}
@@ -119,8 +122,9 @@ async def test_query_parameters_come_from_the_models(client):
 class ServerThread:
     """A kefu server on its own event loop in a thread, so sync clients can call it."""
 
-    def __init__(self, tmp_path) -> None:
+    def __init__(self, tmp_path, backend: str) -> None:
         self.tmp_path = tmp_path
+        self.backend = backend
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.runner: web.AppRunner | None = None
@@ -134,7 +138,13 @@ class ServerThread:
         return self.run(self._start())
 
     async def _start(self):
-        kernel = make_kernel(self.tmp_path)
+        config = self.tmp_path / "kefu.toml"
+        config.write_text(
+            f'[server]\ndata_dir = "{self.tmp_path / "data"}"\nreload = false\n'
+            f'[storage]\nbackend = "{self.backend}"\n[auth]\npassword_cost = 10\n',
+            encoding="utf-8",
+        )
+        kernel = load_kernel(config, environ={}, entry_points=False)
         self.runner = web.AppRunner(create_app(kernel))
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", 0).start()
@@ -154,9 +164,10 @@ class ServerThread:
         self.loop.close()
 
 
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory):
-    server = ServerThread(tmp_path_factory.mktemp("schemathesis"))
+@pytest.fixture(scope="module", params=["memory", "sql"])
+def live_server(request, tmp_path_factory):
+    """The server on the in-memory backend and on the embedded default (SQLite)."""
+    server = ServerThread(tmp_path_factory.mktemp("schemathesis"), request.param)
     site = server.start()
     login = {"site_id": site.site.id, "email": site.admin.email, "password": PASSWORD}
     resp = requests.post(f"{server.base_url}/v1/auth/login", json=login, timeout=10)
@@ -195,3 +206,28 @@ def test_the_running_api_conforms_to_its_document(case, live_server):
         headers={"Authorization": f"Bearer {live_server.token}"},
         timeout=10,
     )
+
+
+# -- docs/api.md ---------------------------------------------------------------------
+API_MD = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+REST_API_SOURCE = Path(kefu.plugins.rest_api.__file__).parent
+
+
+def test_api_md_has_a_heading_for_every_endpoint():
+    headings = [line for line in API_MD.read_text().splitlines() if line.startswith("#")]
+    missing = [
+        f"{e.method} {e.path}"
+        for e in ALL_ENDPOINTS
+        if not any(f"`{e.method} {e.path}`" in h for h in headings)
+    ]
+    assert not missing, f"docs/api.md has no heading for {missing}"
+
+
+def test_api_md_lists_every_error_code_the_api_returns():
+    text = API_MD.read_text()
+    codes = set()
+    for source in REST_API_SOURCE.glob("*.py"):
+        codes |= set(re.findall(r'ApiError\(\s*\d+,\s*"(\w+)"', source.read_text()))
+    assert len(codes) >= 8
+    missing = sorted(c for c in codes if f"`{c}`" not in text)
+    assert not missing, f"docs/api.md does not document error codes {missing}"
