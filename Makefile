@@ -26,7 +26,7 @@ services:
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff format --check core hooks plugins tests examples
 
 test: $(VENV)/.installed-dev services lint
 	$(BIN)/python -m pytest
