@@ -10,7 +10,10 @@ out: a caller mutating what it got back never changes what is stored.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any, TypeVar
+
+import orjson
 
 from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
 from kefu.core.storage import UNCHANGED, DuplicateError, StorageError, email_key
@@ -21,6 +24,15 @@ R = TypeVar("R")
 
 def _copy(record: R) -> R:
     return copy.deepcopy(record)
+
+
+def _storable(record: R) -> R:
+    """A copy to keep; refuses what a real backend could not store either (non-JSON data)."""
+    try:
+        orjson.dumps(dataclasses.asdict(record))  # type: ignore[call-overload]
+    except TypeError as exc:
+        raise StorageError(f"{type(record).__name__}: {exc}") from None
+    return _copy(record)
 
 
 class MemoryStorage:
@@ -55,7 +67,7 @@ class MemoryStorage:
             raise DuplicateError(f"site {site.id!r} already exists")
         if self._widget_key_taken(site.widget_key, site.id):
             raise DuplicateError("widget key already taken")
-        self._sites[site.id] = _copy(site)
+        self._sites[site.id] = _storable(site)
         return _copy(site)
 
     async def get_site(self, site_id: str) -> Site | None:
@@ -74,7 +86,7 @@ class MemoryStorage:
             return False
         if self._widget_key_taken(site.widget_key, site.id):
             raise DuplicateError("widget key already taken")
-        self._sites[site.id] = _copy(site)
+        self._sites[site.id] = _storable(site)
         return True
 
     # -- agents ---------------------------------------------------------------
@@ -90,7 +102,7 @@ class MemoryStorage:
             raise DuplicateError(f"agent {agent.id!r} already exists")
         if self._email_taken(agent):
             raise DuplicateError(f"e-mail {agent.email!r} is already taken in this site")
-        self._agents[agent.site_id, agent.id] = _copy(agent)
+        self._agents[agent.site_id, agent.id] = _storable(agent)
         return _copy(agent)
 
     async def get_agent(self, site_id: str, agent_id: str) -> Agent | None:
@@ -113,12 +125,12 @@ class MemoryStorage:
             return False
         if self._email_taken(agent):
             raise DuplicateError(f"e-mail {agent.email!r} is already taken in this site")
-        self._agents[agent.site_id, agent.id] = _copy(agent)
+        self._agents[agent.site_id, agent.id] = _storable(agent)
         return True
 
     # -- visitors -------------------------------------------------------------
     async def upsert_visitor(self, visitor: Visitor) -> Visitor:
-        stored = _copy(visitor)
+        stored = _storable(visitor)
         old = self._visitors.get((visitor.site_id, visitor.id))
         if old is not None:
             stored.created_at = old.created_at
@@ -134,7 +146,7 @@ class MemoryStorage:
         key = (conversation.site_id, conversation.id)
         if key in self._conversations:
             raise DuplicateError(f"conversation {conversation.id!r} already exists")
-        stored = _copy(conversation)
+        stored = _storable(conversation)
         stored.last_seq = 0
         self._conversations[key] = stored
         self._messages[key] = []
@@ -180,7 +192,7 @@ class MemoryStorage:
             return False
         if if_assignee is not UNCHANGED and stored.assignee_id != if_assignee:
             return False
-        updated = _copy(conversation)
+        updated = _storable(conversation)
         updated.last_seq = stored.last_seq
         self._conversations[conversation.site_id, conversation.id] = updated
         return True
@@ -194,7 +206,7 @@ class MemoryStorage:
         existing = self._by_cid.get((*key, message.cid))
         if existing is not None:
             return _copy(existing), False
-        stored = _copy(message)
+        stored = _storable(message)
         conversation.last_seq += 1
         stored.seq = conversation.last_seq
         conversation.updated_at = max(conversation.updated_at, stored.created_at)

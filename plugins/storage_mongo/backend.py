@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
+import bson
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.write_concern import WriteConcern
@@ -246,6 +247,10 @@ class MongoStorage:
 
     # -- messages -------------------------------------------------------------
     async def append_message(self, message: Message) -> tuple[Message, bool]:
+        try:  # a message that cannot be encoded fails here, alone, not its whole batch
+            bson.encode(to_doc(message))
+        except (bson.errors.InvalidDocument, OverflowError) as exc:
+            raise StorageError(f"Message: {exc}") from None
         return await self.appender.submit(message)
 
     async def _flush_appends(self, batch: list[Message]) -> list[tuple[Message, bool] | Exception]:

@@ -81,10 +81,17 @@ class SqlStorage:
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
-        options: dict[str, Any] = {"echo": self._echo, "pool_pre_ping": not self.is_sqlite}
-        if not self.url.endswith(":memory:"):
-            options["pool_size"] = self._pool_size
-        engine = create_async_engine(self.url, **options)
+        if self.is_sqlite and ":memory:" in self.url:
+            # one shared connection would mix concurrent transactions
+            raise StorageError("sql: in-memory SQLite is not supported; use backend = 'memory'")
+        options = {"echo": self._echo, "pool_pre_ping": not self.is_sqlite}
+        try:
+            engine = create_async_engine(self.url, pool_size=self._pool_size, **options)
+        except ImportError as exc:
+            hint = "; pip install 'kefu[postgres]'" if "asyncpg" in str(exc) else ""
+            raise StorageError(f"sql: database driver missing: {exc}{hint}") from exc
+        except (ValueError, SQLAlchemyError) as exc:
+            raise StorageError(f"sql: bad [sql] url: {exc}") from exc
         if self.is_sqlite:
             self._prepare_sqlite(engine)
         if self.schema:

@@ -52,7 +52,15 @@ def _port_open(host: str, port: int) -> bool:
 def mongo_url() -> Iterator[str]:
     """``KEFU_MONGO_URL``, else a SecantusDB started for this test session."""
     if os.environ.get("KEFU_MONGO_URL"):
-        yield os.environ["KEFU_MONGO_URL"]
+        url = os.environ["KEFU_MONGO_URL"]
+        try:
+            from pymongo import MongoClient
+
+            with MongoClient(url, serverSelectionTimeoutMS=3000) as client:
+                client.admin.command("ping")
+        except Exception as exc:
+            service_unavailable(f"MongoDB at KEFU_MONGO_URL ({exc})")
+        yield url
         return
     try:
         import pymongo  # noqa: F401

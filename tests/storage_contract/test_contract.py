@@ -225,6 +225,19 @@ async def test_append_to_missing_or_foreign_conversation_fails(storage):
     assert await storage.list_messages(s2.id, conv.id) == []
 
 
+async def test_a_bad_append_fails_alone_in_its_batch(storage):
+    conv = await conversation(storage, (await storage.create_site(site())).id)
+    missing = dataclasses.replace(message(conv), conversation_id="nope")
+    unstorable = message(conv, meta={"when": object()})
+    results = await asyncio.gather(
+        *(storage.append_message(m) for m in (missing, message(conv), unstorable, message(conv))),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], StorageError) and isinstance(results[2], StorageError)
+    assert sorted(r[0].seq for r in (results[1], results[3])) == [1, 2]
+    assert len(await storage.list_messages(conv.site_id, conv.id)) == 2
+
+
 async def test_200_concurrent_appends_get_seqs_1_to_200(store, storage):
     conv = await conversation(storage, (await storage.create_site(site())).id)
     rival = store.make()  # half of the writers go through a second connection

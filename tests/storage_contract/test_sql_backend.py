@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from kefu.core.domain import Conversation, Message, Site, new_id
 from kefu.core.kernel import load_kernel
+from kefu.core.storage import StorageError
 from kefu.plugins.storage_sql import SqlStorage, async_url
 
 WRITER = Path(__file__).with_name("crash_writer.py")
@@ -150,3 +151,16 @@ def test_plain_urls_get_their_async_driver():
     assert async_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
     assert async_url("postgres://u@h/db") == "postgresql+asyncpg://u@h/db"
     assert async_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+
+
+@pytest.mark.parametrize(
+    ("url", "expect"),
+    [
+        ("sqlite+aiosqlite:///:memory:", "in-memory SQLite is not supported"),
+        ("postgresql+nosuchdriver://u@h/db", "bad \\[sql\\] url"),
+        ("not a url", "bad \\[sql\\] url"),
+    ],
+)
+async def test_unusable_urls_fail_at_open_with_a_clear_error(url, expect):
+    with pytest.raises(StorageError, match=expect):
+        await SqlStorage(url).open()
