@@ -5,10 +5,11 @@ The rules (the table in ``docs/protocol.md`` lists the action names):
 - no principal, or a resource in another site: denied, always;
 - an admin (role ``admin``) may do anything inside their own site;
 - an agent may do ``conversation.*``, ``message.*`` and ``visitor.read`` in their site;
-- a visitor may act on their own conversations only (``conversation.*`` and
-  ``message.*`` where ``resource.visitor_id`` is theirs), start a conversation
-  in their site (``conversation.start`` on the site id) and read or update
-  their own visitor record;
+- a visitor may act on their own conversations only (the actions of
+  :data:`VISITOR_CONVERSATION_ACTIONS` where ``resource.visitor_id`` is theirs:
+  never assign or transfer), start a conversation in their site
+  (``conversation.start`` on the site id) and read or update their own visitor
+  record;
 - ``plugins.list`` (install-wide, no resource): admins only;
 - anything else: denied (default deny). A plugin that introduces new actions
   answers for them with ``@hookimpl(tryfirst=True)``.
@@ -24,6 +25,16 @@ from kefu.core.types import Principal
 AGENT_PREFIXES = ("conversation.", "message.")
 AGENT_ACTIONS = frozenset({"visitor.read"})
 VISITOR_SELF_ACTIONS = frozenset({"visitor.read", "visitor.update"})
+VISITOR_CONVERSATION_ACTIONS = frozenset(
+    {
+        "conversation.read",
+        "conversation.typing",
+        "conversation.resolve",
+        "conversation.rate",
+        "message.send",
+        "message.read",
+    }
+)
 VISITOR_SITE_ACTIONS = frozenset({"conversation.start"})
 INSTALL_ACTIONS = frozenset({"plugins.list"})
 
@@ -59,7 +70,7 @@ def _visitor_permits(principal: Principal, action: str, resource: Any) -> bool:
         return action in VISITOR_SITE_ACTIONS
     if isinstance(resource, Visitor):
         return action in VISITOR_SELF_ACTIONS and resource.id == principal.id
-    if action.startswith(AGENT_PREFIXES):
+    if action in VISITOR_CONVERSATION_ACTIONS:
         owner = getattr(resource, "visitor_id", None)
         return owner is not None and owner == principal.id
     return False

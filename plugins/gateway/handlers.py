@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from kefu.core.domain import RESOLVED, Conversation, Message, new_id
+from kefu.core.domain import QUEUED, RESOLVED, Conversation, Message, new_id
 from kefu.core.types import PipelineReject
 from kefu.plugins.gateway.connection import Connection
 from kefu.plugins.gateway.frames import (
@@ -73,6 +73,8 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
                 department=department,
                 transport=conn.transport,
             )
+            if conversation.state == QUEUED:  # routing picks it up from here
+                await kernel.emit("conversation.queued", p.site_id, conversation_id=conversation.id)
         return {"op": "started", "conversation": view, "created": created}
 
     async def send(conn: Connection, frame: dict) -> None:
