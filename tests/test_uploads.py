@@ -7,7 +7,14 @@ from aiohttp import FormData
 
 from kefu.core.errors import ConfigError
 from kefu.plugins.rest_api.uploads import sniff
-from tests.chat_support import add_site, app_kernel, login, make_kernel, start_client
+from tests.chat_support import (
+    add_site,
+    app_kernel,
+    login,
+    make_kernel,
+    open_chat,
+    start_client,
+)
 from tests.rest_support import bearer, build_world
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256))
@@ -177,3 +184,61 @@ async def test_bad_upload_names_are_not_found(client, world, path):
     url = path.format(site=world.site.site.id, stored=stored)
     resp = await client.get(url, headers=world.agent())
     assert resp.status == 404
+
+
+# -- attachments in chat messages ------------------------------------------------------
+async def send_attachment(chat, cid: str, attachment: dict, kind: str = "image") -> dict:
+    await chat.visitor.send(
+        op="send", conversation_id=chat.conversation_id, cid=cid, type=kind, attachment=attachment
+    )
+    return await chat.visitor.expect("error", cid=cid) if cid.startswith("bad") else None
+
+
+async def test_a_message_attachment_must_be_an_upload_of_the_site(client):
+    kernel = app_kernel(client.app)
+    chat = await open_chat(client)
+    visitor = bearer(chat.visitor_token)
+    png = await (await client.post("/v1/uploads", data=form(PNG, "p.png"), headers=visitor)).json()
+    pdf = await (await client.post("/v1/uploads", data=form(PDF, "d.pdf"), headers=visitor)).json()
+    other = await add_site(kernel)
+    other_token = await login(client, other.site.id, other.agent.email)
+    foreign = await client.post("/v1/uploads", data=form(PNG, "x.png"), headers=bearer(other_token))
+    foreign_url = (await foreign.json())["url"]
+
+    claimed = {"url": "https://cdn.test" + png["url"], "mime": "image/gif", "size": 1, "x": "y"}
+    await chat.visitor.send(
+        op="send", conversation_id=chat.conversation_id, cid="ok", type="image", attachment=claimed
+    )
+    await chat.visitor.expect("ack", cid="ok")
+    delivered = await chat.agent.expect("message")
+    assert delivered["attachment"] == {
+        "id": png["id"],
+        "url": png["url"],
+        "name": "p.png",
+        "size": len(PNG),
+        "mime": "image/png",
+    }
+    await chat.visitor.send(
+        op="send",
+        conversation_id=chat.conversation_id,
+        cid="by-id",
+        type="file",
+        attachment={"id": pdf["id"]},
+    )
+    await chat.visitor.expect("ack", cid="by-id")
+    assert (await chat.agent.expect("message"))["attachment"]["mime"] == "application/pdf"
+
+    bad = [
+        {"url": "https://evil.test/malware.exe"},
+        {"url": foreign_url},
+        {"url": png["url"].replace(".png", ".exe")},
+        {"url": f"/v1/uploads/{chat.site.site.id}/aaaaaaaaaaaaaaaaaaaaaa-gone.png"},
+        {"id": "../../secret"},
+        {"url": pdf["url"]},  # a pdf cannot be an image message
+    ]
+    for n, attachment in enumerate(bad):
+        error = await send_attachment(chat, f"bad{n}", attachment)
+        assert (error["code"], error["reason"]) == ("rejected", "invalid_attachment"), attachment
+    assert await chat.agent.quiet(0.1) == []
+    stored = await kernel.storage.list_messages(chat.site.site.id, chat.conversation_id)
+    assert [m.cid for m in stored] == ["ok", "by-id"]

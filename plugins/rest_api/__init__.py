@@ -16,6 +16,7 @@ from aiohttp import web
 
 from kefu.core import __version__
 from kefu.hooks import hookimpl
+from kefu.plugins.rest_api.attachments import PROCESSOR
 from kefu.plugins.rest_api.endpoint import Call, Endpoint, to_route
 from kefu.plugins.rest_api.openapi import build_document
 from kefu.plugins.rest_api.routes import AUTH_ENDPOINTS, REST_ENDPOINTS
@@ -69,3 +70,8 @@ def kefu_auth_permits(kernel, principal, action, resource):
     if action != "upload.create" or principal is None:
         return None
     return isinstance(resource, str) and resource == principal.site_id
+
+
+@hookimpl
+def kefu_pipeline_processors(kernel):
+    return [PROCESSOR]

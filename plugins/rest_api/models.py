@@ -236,6 +236,7 @@ class SiteList(BaseModel):
 
 
 class UploadOut(BaseModel):
+    id: str = Field(description="The stored file; a message attachment may give it or the url.")
     url: str = Field(description="Where the file is served (needs a token of the same site).")
     name: str = Field(description="The sanitised original file name.")
     size: int = Field(description="Bytes.")

@@ -89,8 +89,23 @@ def safe_name(filename: str | None, mime: str) -> str:
     return f"{stem}.{EXTENSIONS[mime]}"
 
 
+def stored_mime(stored: str) -> str | None:
+    """The type of a stored upload, from the canonical extension given at upload time."""
+    ext = stored.rsplit(".", 1)[-1]
+    return next((mime for mime, e in EXTENSIONS.items() if e == ext), None)
+
+
+def upload_url(site_id: str, stored: str) -> str:
+    return f"/v1/uploads/{site_id}/{stored}"
+
+
 def upload_dir(kernel: Kernel, site_id: str) -> Path:
     return kernel.data_dir / "uploads" / site_id
+
+
+def display_name(stored: str) -> str:
+    """The sanitised original name: the stored name without its random prefix."""
+    return stored[23:]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -136,15 +151,14 @@ async def create_upload(call: Call) -> UploadOut:
     stored = f"{secrets.token_urlsafe(16)}-{name}"
     await asyncio.to_thread(_write_atomic, upload_dir(call.kernel, call.site_id) / stored, data)
     log.info("upload %s/%s stored (%d bytes, %s)", call.site_id, stored, len(data), mime)
-    url = f"/v1/uploads/{call.site_id}/{stored}"
-    return UploadOut(url=url, name=name, size=len(data), mime=mime)
+    url = upload_url(call.site_id, stored)
+    return UploadOut(id=stored, url=url, name=name, size=len(data), mime=mime)
 
 
 async def get_upload(call: Call) -> web.StreamResponse:
     """Serve a stored file to a caller of the same site."""
     site_id, stored = call.params["site"], call.params["name"]
-    ext = stored.rsplit(".", 1)[-1]
-    mime = next((m for m, e in EXTENSIONS.items() if e == ext), None)
+    mime = stored_mime(stored)
     if site_id != call.site_id or mime is None:
         raise ApiError(404, "not_found", "upload not found")
     path = upload_dir(call.kernel, site_id) / stored
@@ -154,7 +168,7 @@ async def get_upload(call: Call) -> web.StreamResponse:
     content_type = "text/plain; charset=utf-8" if mime == "text/plain" else mime
     headers = {
         "Content-Type": content_type,
-        "Content-Disposition": f'{disposition}; filename="{stored[23:]}"',
+        "Content-Disposition": f'{disposition}; filename="{display_name(stored)}"',
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "default-src 'none'; sandbox",
         "Cache-Control": "private, max-age=86400",
