@@ -24,7 +24,7 @@ from tests.chat_support import PASSWORD, add_site, start_client
 from tests.rest_support import add_conversation
 
 #: Examples per operation; a larger KEFU_FUZZ_EXAMPLES also randomises the run (deeper search).
-DEFAULT_FUZZ_EXAMPLES = 12
+DEFAULT_FUZZ_EXAMPLES = 10
 FUZZ_EXAMPLES = int(os.environ.get("KEFU_FUZZ_EXAMPLES", DEFAULT_FUZZ_EXAMPLES))
 #: pydantic spellings that are not JSON Schema keywords: a schema carrying one constrains nothing.
 NOT_JSON_SCHEMA = {"ge", "le", "gt", "lt", "min_length", "max_length", "multiple_of"}
