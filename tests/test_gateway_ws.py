@@ -376,6 +376,8 @@ async def test_resolved_conversation_refuses_messages(client):
     conversation = await kernel.storage.get_conversation(chat.site.site.id, chat.conversation_id)
     conversation.state = RESOLVED
     assert await kernel.storage.update_conversation(conversation)
+    # whoever resolves announces it; the gateway drops its cached copy on the event
+    await kernel.emit("conversation.resolved", chat.site.site.id, conversation_id=conversation.id)
     await chat.visitor.send(op="send", conversation_id=chat.conversation_id, cid="r", text="hi")
     assert (await chat.visitor.expect("error"))["code"] == "conversation_resolved"
     await chat.visitor.send(op="start")
@@ -411,3 +413,17 @@ async def test_sustained_flood_closes_the_connection(aiohttp_client, tmp_path):
     assert msg.type == WSMsgType.CLOSE and msg.data == 4429
     assert frames[-1]["code"] == "flood" and frames[-1]["fatal"] is True
     await _survives(chat.agent)
+
+
+async def test_changes_without_an_event_show_after_the_cache_ttl(aiohttp_client, tmp_path):
+    kernel = make_kernel(tmp_path, "[gateway]\nconversation_cache_ttl = 0.2\n")
+    client = await aiohttp_client(create_app(kernel))
+    chat = await open_chat(client)
+    await chat.visitor.send(op="send", conversation_id=chat.conversation_id, cid="1", text="a")
+    await chat.visitor.expect("ack")
+    conversation = await kernel.storage.get_conversation(chat.site.site.id, chat.conversation_id)
+    conversation.state = RESOLVED
+    assert await kernel.storage.update_conversation(conversation)  # e.g. by another process
+    await asyncio.sleep(0.25)
+    await chat.visitor.send(op="send", conversation_id=chat.conversation_id, cid="2", text="b")
+    assert (await chat.visitor.expect("error"))["code"] == "conversation_resolved"

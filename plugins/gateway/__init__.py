@@ -59,3 +59,12 @@ def kefu_config_changed(kernel, section, old, new):
     gateway = _gateways.get(kernel)
     if gateway is not None:  # processors may read their settings when they are collected
         gateway.processors = kernel.hooks.pipeline_processors()
+
+
+@hookimpl
+def kefu_event(kernel, event):
+    # a conversation that changed here (resolved, assigned, ...) is read again on the next send
+    gateway = _gateways.get(kernel)
+    conversation_id = event.data.get("conversation_id")
+    if gateway is not None and event.type.startswith("conversation.") and conversation_id:
+        gateway.forget(event.site_id, conversation_id)

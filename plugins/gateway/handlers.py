@@ -137,7 +137,7 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
     async def resume(conn: Connection, frame: dict) -> dict:
         conversation_id = string_field(frame, "conversation_id", max_len=64)
         after = int_field(frame, "after_seq", required=False)
-        await gateway.conversation_for(conn, conversation_id, "conversation.read")
+        await gateway.conversation_for(conn, conversation_id, "conversation.read", fresh=True)
         if conn.replaying is None:
             conn.replaying = {}
         conn.replaying[conversation_id] = []  # live deliveries wait here during the replay
@@ -186,7 +186,9 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
 
     async def watch(conn: Connection, frame: dict) -> dict:
         conversation_id = string_field(frame, "conversation_id", max_len=64)
-        conversation = await gateway.conversation_for(conn, conversation_id, "conversation.read")
+        conversation = await gateway.conversation_for(
+            conn, conversation_id, "conversation.read", fresh=True
+        )
         gateway.registry.watch(conn, conversation_id)
         return {"op": "watching", "conversation": conversation_view(conversation)}
 
