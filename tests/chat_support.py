@@ -20,11 +20,17 @@ PASSWORD = "correct horse battery staple"
 FAST_HASH = hash_password(PASSWORD, 10)  # tests need speed, not strength
 
 
-def make_kernel(tmp_path: Path, extra: str = "", extra_plugins: tuple = ()) -> Kernel:
+def make_kernel(
+    tmp_path: Path,
+    extra: str = "",
+    extra_plugins: tuple = (),
+    storage: str = "memory",
+    bus: str = "memory",
+) -> Kernel:
     path = tmp_path / "kefu.toml"
     path.write_text(
         f'[server]\ndata_dir = "{tmp_path / "data"}"\nreload = false\n'
-        '[storage]\nbackend = "memory"\n'
+        f'[storage]\nbackend = "{storage}"\n[bus]\nbackend = "{bus}"\n'
         "[auth]\npassword_cost = 10\n" + extra,
         encoding="utf-8",
     )
