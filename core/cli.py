@@ -38,6 +38,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kefu.core.server import serve
 
     kernel = _load(args)
+    if "KEFU_LOG_LEVEL" not in os.environ:
+        logging.getLogger().setLevel(kernel.config.server.log_level.upper())
     serve(kernel, host=args.host, port=args.port)
     return 0
 
@@ -57,9 +59,12 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from kefu.core.web_app import create_app
+
     kernel = _load(args)
     kernel.make_storage()
     kernel.make_bus()
+    create_app(kernel)  # collects every plugin's routes, middlewares and checks
     enabled = [r.name for r in kernel.plugins.records if r.enabled]
     print(
         f"{kernel.config.source}: OK; storage={kernel.config.storage.backend}, "

@@ -18,7 +18,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -42,7 +42,7 @@ class ServerSettings(Section):
     data_dir: str = "kefu-data"
     secret: str | None = Field(None, min_length=32)
     reload: bool = True
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     public_url: str | None = None
 
 
@@ -203,6 +203,17 @@ def validate(raw: dict, source: str, plugin_schemas: Mapping[str, type[BaseModel
         for name, model in models.items()
     }
     return Config(source, raw, sections)
+
+
+def blame_env_override(exc: ConfigError, environ: Mapping[str, str] | None = None) -> ConfigError:
+    """Name the ``KEFU_…`` variable when the offending value came from the environment."""
+    environ = os.environ if environ is None else environ
+    parts = [p for p in exc.key.replace("[", ".").split(".") if p and not p[0].isdigit()]
+    for depth in range(len(parts), 0, -1):
+        name = ENV_PREFIX + ENV_SEPARATOR.join(parts[:depth]).upper()
+        if name in environ:
+            return ConfigError(f"{exc.file} (overridden by {name})", exc.key, exc.message)
+    return exc
 
 
 def changed_sections(old: Config, new: Config) -> list[str]:

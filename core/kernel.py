@@ -10,6 +10,7 @@ from typing import Any
 
 from kefu.core import config as config_mod
 from kefu.core.bus import Bus
+from kefu.core.errors import ConfigError
 from kefu.core.facade import HookFacade, choose_named
 from kefu.core.hookcall import HookFailures
 from kefu.core.plugins import DEFAULT_PLUGINS, PluginSet, make_plugin_manager
@@ -34,6 +35,7 @@ class Kernel:
         self.started = False
         self.reload_failures = 0
         self.announcements: list[str] = []
+        self.listen: tuple[str, int] | None = None  # set by the server before start-up
 
     # -- services chosen by name -----------------------------------------
     def make_storage(self) -> StorageBackend | None:
@@ -69,10 +71,21 @@ class Kernel:
                 f.write(secrets.token_urlsafe(48))
         return path.read_text().strip().encode()
 
+    @property
+    def base_url(self) -> str:
+        """Where users reach this server: ``[server] public_url``, else the listen address."""
+        server = self.config.server
+        if server.public_url:
+            return server.public_url.rstrip("/") + "/"
+        host, port = self.listen or (server.host, server.port)
+        return f"http://{host}:{port}/"
+
     def announce(self, line: str) -> None:
-        """A line for the operator, printed under the start-up banner (e.g. a first password)."""
+        """A line for the operator, printed once under the start-up banner.
+
+        Not logged: announcements may carry a first password that must not end up in log files.
+        """
         self.announcements.append(line)
-        log.warning("%s", line)
 
     async def emit(self, type: str, site_id: str | None = None, **data: Any) -> None:
         """Emit a domain event to every ``kefu_event`` listener."""
@@ -103,7 +116,10 @@ def load_kernel(
         extra=extra_plugins,
     )
     facade = HookFacade(plugin_set.pm, None, HookFailures())
-    config = config_mod.validate(raw, source, facade.config_schema(source))
+    try:
+        config = config_mod.validate(raw, source, facade.config_schema(source))
+    except ConfigError as exc:
+        raise config_mod.blame_env_override(exc, environ) from None
     return Kernel(config, plugin_set, str(path) if path else None)
 
 

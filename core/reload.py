@@ -40,10 +40,18 @@ async def apply_reload(kernel: Kernel) -> bool:
 async def watch_config(kernel: Kernel) -> None:
     """Watch ``kernel.config_path`` until cancelled."""
     # Watch the folder, not the file: editors often save by renaming a new file over it.
+    # Non-recursive and filtered to the one file, so data or log files written beside
+    # the config (kefu-data/, kefu.log) never wake the watcher.
     path = _real(kernel.config_path)
-    async for changes in watchfiles.awatch(os.path.dirname(path), debounce=200, step=50):
-        if any(_real(changed) == path for _, changed in changes):
-            await apply_reload(kernel)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    async for _changes in watchfiles.awatch(
+        os.path.dirname(path),
+        watch_filter=lambda _change, changed: _real(changed) == path,
+        recursive=False,
+        debounce=200,
+        step=50,
+    ):
+        await apply_reload(kernel)
 
 
 def _real(path: str) -> str:

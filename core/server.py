@@ -9,6 +9,7 @@ import sys
 from aiohttp import web
 
 from kefu.core import __version__
+from kefu.core.errors import KefuError
 from kefu.core.kernel import Kernel
 from kefu.core.web_app import create_app
 
@@ -28,11 +29,17 @@ def serve(kernel: Kernel, host: str | None = None, port: int | None = None) -> N
     """Run until interrupted; prints the URL and any operator announcements once started."""
     host = host or kernel.config.server.host
     port = kernel.config.server.port if port is None else port
+    if kernel.config.server.workers > 1:
+        raise KefuError(
+            "[server] workers > 1 is not supported yet: run one process per port "
+            "(several workers need the Redis bus, which is not built yet)"
+        )
     loop_name = _install_uvloop()
+    kernel.listen = (host, port)
     app = create_app(kernel)
 
     async def banner(app: web.Application) -> None:
-        url = kernel.config.server.public_url or f"http://{host}:{port}/"
+        url = kernel.base_url
         print(f"kefu {__version__} serving on {url} ({loop_name}, config: {kernel.config.source})")
         for line in kernel.announcements:
             print(f"  {line}")

@@ -21,6 +21,12 @@ def service_unavailable(what: str) -> None:
     pytest.skip(f"{what} unavailable")
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp_dir(tmp_path, monkeypatch):
+    """A test that starts a kernel on defaults writes ./kefu-data: keep it out of the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def write_config(tmp_path):
     """Write a kefu.toml into a temp dir and return its path."""

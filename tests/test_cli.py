@@ -65,7 +65,16 @@ def test_run_serves_healthz_and_prints_url(tmp_path, config):
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=20)
     assert f"serving on http://127.0.0.1:{port}/" in output
+    # first start: the demo admin's password is printed once, with the real port
+    assert f"admin login at http://127.0.0.1:{port}/v1/auth/login" in output
     assert proc.returncode == 0, output
+
+
+def test_run_refuses_several_workers_until_a_shared_bus_exists(tmp_path, config):
+    config.write_text(config.read_text() + "workers = 2\n")
+    result = kefu("run", "--config", str(config), "--port", str(free_port()), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "workers > 1 is not supported yet" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -75,6 +84,7 @@ def test_run_serves_healthz_and_prints_url(tmp_path, config):
         ('[server]\nport = "x"\n', "server.port: Input should be a valid integer"),
         ('[server]\nsecret = { env = "KEFU_TEST_UNSET" }\n', "server.secret: environment"),
         ("[server\n", "invalid TOML"),
+        ('[server]\nlog_level = "loud"\n', "server.log_level: Input should be"),
     ],
 )
 @pytest.mark.parametrize("command", ["check", "run"])

@@ -42,8 +42,7 @@ async def bootstrap_demo(kernel: Any) -> bool:
     except StorageError as exc:  # another worker process won the race
         log.info("demo bootstrap skipped: %s", exc)
         return False
-    server = kernel.config.server
-    base = server.public_url or f"http://{server.host}:{server.port}/"
+    base = kernel.base_url
     kernel.announce(f"demo site created: site id {site.id!r}, widget key {site.widget_key!r}")
     kernel.announce(
         f"admin login at {base.rstrip('/')}/v1/auth/login: site {site.id!r}, "
