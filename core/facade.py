@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from kefu.core.errors import ConfigError, StartupError
-from kefu.core.hookcall import HookFailures, call_all, call_all_sync, call_first, notify
+from kefu.core.hookcall import (
+    HookFailures,
+    call_all,
+    call_all_sync,
+    call_first,
+    collect_sync,
+    notify,
+)
 from kefu.core.types import (
     BotReply,
     CliCommand,
@@ -226,3 +233,7 @@ class HookFacade:
     # -- events -------------------------------------------------------------
     async def event(self, event: Event) -> None:
         await notify(self._hook.kefu_event, self.failures, kernel=self._kernel, event=event)
+
+    def stats(self) -> list[tuple[str, dict]]:
+        """``(plugin, statistics)`` from every ``kefu_stats``; a raising plugin is left out."""
+        return collect_sync(self._hook.kefu_stats, self.failures, kernel=self._kernel)

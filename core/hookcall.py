@@ -7,7 +7,8 @@ then last-registered first), and awaits whatever is awaitable:
 - :func:`call_all` collects every non-None answer, with the plugin's name;
 - :func:`call_first` returns the first non-None answer after awaiting;
 - :func:`notify` runs every implementation isolated from the others: one that
-  raises is logged with its plugin's name and counted, never fatal.
+  raises is logged with its plugin's name and counted, never fatal;
+  :func:`collect_sync` does the same for sync hooks whose answers are collected.
 """
 
 from __future__ import annotations
@@ -74,6 +75,29 @@ def call_all_sync(caller: pluggy.HookCaller, **kwargs: Any) -> list[tuple[str, A
             if inspect.iscoroutine(value):
                 value.close()
             raise TypeError(f"plugin {impl.plugin_name!r}: hook {caller.name} must not be async")
+        if value is not None:
+            results.append((impl.plugin_name, value))
+    return results
+
+
+def collect_sync(
+    caller: pluggy.HookCaller, failures: HookFailures | None = None, **kwargs: Any
+) -> list[tuple[str, Any]]:
+    """Like :func:`call_all_sync`, each implementation isolated: one that raises (or is
+    async) is logged with its plugin's name, counted and left out."""
+    results = []
+    for impl in _ordered_impls(caller):
+        try:
+            value = _invoke(impl, kwargs)
+            if inspect.isawaitable(value):
+                if inspect.iscoroutine(value):
+                    value.close()
+                raise TypeError(f"hook {caller.name} must not be async")
+        except Exception:
+            log.exception("plugin %r failed in hook %s", impl.plugin_name, caller.name)
+            if failures is not None:
+                failures.record(impl.plugin_name, caller.name)
+            continue
         if value is not None:
             results.append((impl.plugin_name, value))
     return results

@@ -39,6 +39,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.transport_longpoll",
     "kefu.plugins.rest_api",
     "kefu.plugins.routing",
+    "kefu.plugins.metrics_prometheus",
 )
 
 #: Built-ins that cannot be disabled: the kernel cannot serve safely without them.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure the services the tests talk to are up: PostgreSQL and Redis.
+# Makes sure the services the tests talk to are up: PostgreSQL and Redis (and that the
+# prometheus binary is installed).
 # They are normally started before the session; this starts (or installs) them otherwise.
 set -euo pipefail
 
@@ -9,6 +10,19 @@ command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "services: installing ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# Debian's real Prometheus server: tests/test_metrics_prometheus.py scrapes kefu with it.
+# Installed only, never started here (the test runs its own on a free port).
+if ! command -v prometheus >/dev/null; then
+  apt-get update -qq
+  candidate=$(apt-cache policy prometheus 2>/dev/null | awk '/Candidate:/ {print $2}')
+  if [ -n "$candidate" ] && [ "$candidate" != "(none)" ]; then
+    echo "services: installing prometheus $candidate"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "services: no prometheus package available; the Prometheus scrape test cannot run" >&2
+  fi
 fi
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then

@@ -18,6 +18,7 @@ from kefu.hooks import hookimpl
 from kefu.plugins.gateway.handlers import make_handlers
 from kefu.plugins.gateway.service import Gateway
 from kefu.plugins.gateway.settings import GatewaySettings
+from kefu.plugins.gateway.stats import kefu_stats  # noqa: F401  (a hook implementation)
 
 _gateways: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

@@ -41,6 +41,7 @@ from kefu.plugins.gateway.frames import (
     open_envelope,
 )
 from kefu.plugins.gateway.registry import Registry
+from kefu.plugins.gateway.stats import GatewayStats
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class Gateway:
         self._unsubscribe: Callable[[], None] | None = None
         self._locks: dict[Any, list] = {}
         self._conversations: dict[tuple[str, str], tuple[Conversation, float]] = {}
+        self.stats = GatewayStats()
 
     @property
     def settings(self) -> Any:
@@ -121,6 +123,7 @@ class Gateway:
         if self.registry.get(conn.id) is not conn:
             return
         self.registry.remove(conn)
+        self.stats.shed += conn.shed
         await self.kernel.hooks.transport_disconnected(conn, conn.close_reason or reason)
 
     # -- inbound frames ------------------------------------------------------------
@@ -159,6 +162,10 @@ class Gateway:
             self.send(conn, error_frame("bad_frame", "a frame is a JSON object with a string op"))
             return
         ref = frame.get("ref")
+        handler = self.handlers.get(frame["op"])
+        op = frame["op"] if handler is not None else "unknown"
+        stats = self.stats
+        stats.frames_in[op] = stats.frames_in.get(op, 0) + 1
         if not conn.allow():
             if conn.strikes >= self.settings.flood_close_after:
                 conn.close("flood")
@@ -166,10 +173,11 @@ class Gateway:
                 error = error_frame("rate_limited", "slow down; frame not processed", ref)
                 self.send(conn, error, ephemeral=True)
             return
-        handler = self.handlers.get(frame["op"])
         if handler is None:
             self.send(conn, error_frame("unknown_op", f"unknown op {frame['op']!r}", ref))
             return
+        stats.inflight += 1
+        started = time.perf_counter() if stats.armed else 0.0
         try:
             reply = await handler(conn, frame)
         except GatewayError as exc:
@@ -183,6 +191,10 @@ class Gateway:
             log.exception("frame handler for op %r failed", frame["op"])
             self.send(conn, error_frame("internal_error", "the frame was not processed", ref))
             return
+        finally:
+            stats.inflight -= 1
+            if started:
+                stats.timed(op, time.perf_counter() - started)
         if reply is not None:
             if ref is not None:
                 reply = {**reply, "ref": ref}
@@ -190,7 +202,11 @@ class Gateway:
 
     def send(self, conn: Connection, frame: dict[str, Any], ephemeral: bool = False) -> bool:
         """Queue one frame for one connection."""
-        return conn.push(orjson.dumps(frame), ephemeral)
+        if not conn.push(orjson.dumps(frame), ephemeral):
+            return False
+        out, op = self.stats.frames_out, frame.get("op", "unknown")
+        out[op] = out.get(op, 0) + 1
+        return True
 
     # -- authorisation ---------------------------------------------------------------
     async def conversation_for(
@@ -261,6 +277,8 @@ class Gateway:
         """Deliver to the visitor's connections and every watcher, in every process."""
         header = {
             "k": "c",
+            "op": frame.get("op", "unknown"),
+            "t": frame.get("created_at", 0) if seq else 0,  # delivery latency
             "s": conversation.site_id,
             "c": conversation.id,
             "v": conversation.visitor_id,
@@ -280,7 +298,13 @@ class Gateway:
         ephemeral: bool = False,
     ) -> None:
         """Deliver to every agent connection of a site, in every process."""
-        header = {"k": "a", "s": site_id, "e": ephemeral, "o": origin.id if origin else ""}
+        header = {
+            "k": "a",
+            "op": frame.get("op", "unknown"),
+            "s": site_id,
+            "e": ephemeral,
+            "o": origin.id if origin else "",
+        }
         await self._publish(envelope(orjson.dumps(frame), **header))
 
     async def _publish(self, payload: bytes) -> None:
@@ -304,6 +328,7 @@ class Gateway:
                 conversation_id
             )
         seq, sender = head.get("q") or 0, head.get("p")
+        pushed = 0
         for conn in targets:
             p = conn.principal
             if conn.id == origin or p.site_id != site_id:
@@ -312,5 +337,10 @@ class Gateway:
                 continue  # nobody needs their own typing or read receipts back
             if seq and conn.replaying is not None and conversation_id in conn.replaying:
                 conn.replaying[conversation_id].append((seq, frame))
-            else:
-                conn.push(frame, ephemeral)
+            elif conn.push(frame, ephemeral):
+                pushed += 1
+        if pushed:
+            stats, op = self.stats, head.get("op") or "unknown"
+            stats.frames_out[op] = stats.frames_out.get(op, 0) + pushed
+            if stats.armed and head.get("t"):
+                stats.delivery.observe(max(0.0, time.time() - head["t"]))

@@ -75,3 +75,9 @@ def kefu_config_schema():
 @hookimpl
 def kefu_storage_backends():
     return {"sql": make_backend}
+
+
+@hookimpl
+def kefu_stats(kernel):
+    storage = kernel.storage
+    return storage.stats() if isinstance(storage, SqlStorage) else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
+from kefu.core.stats import Histogram
 from kefu.core.storage import (
     UNCHANGED,
     DuplicateError,
@@ -37,6 +39,9 @@ from . import appends
 from .tables import agents, conversations, from_row, messages, metadata, sites, to_row, visitors
 
 log = logging.getLogger(__name__)
+
+BATCH_SIZE_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+BATCH_SECONDS_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 @contextlib.contextmanager
@@ -78,6 +83,9 @@ class SqlStorage:
         self.appender: GroupCommit[Message, tuple[Message, bool]] = GroupCommit(
             self._flush_appends, max_batch=batch_max, window=batch_window, name="kefu-sql-append"
         )
+        # group-commit statistics, recorded once stats() was read (a metrics scrape)
+        self._appending = 0
+        self._batch_stats: tuple[Histogram, Histogram] | None = None
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
@@ -290,11 +298,35 @@ class SqlStorage:
     # -- messages -------------------------------------------------------------
     async def append_message(self, message: Message) -> tuple[Message, bool]:
         to_row(message)  # a message that cannot be encoded fails here, alone
-        return await self.appender.submit(message)
+        self._appending += 1
+        try:
+            return await self.appender.submit(message)
+        finally:
+            self._appending -= 1
 
     async def _flush_appends(self, batch: list[Message]) -> list[tuple[Message, bool] | Exception]:
+        timed = self._batch_stats
+        started = time.perf_counter() if timed is not None else 0.0
         async with self._write("append messages") as conn:
-            return await appends.flush(conn, batch, lock_rows=not self.is_sqlite)
+            results = await appends.flush(conn, batch, lock_rows=not self.is_sqlite)
+        if timed is not None:
+            sizes, seconds = timed
+            sizes.observe(len(batch))
+            seconds.observe(time.perf_counter() - started)
+        return results
+
+    def stats(self) -> dict[str, Any]:
+        """Group commit in the ``kefu_stats`` shape; the histograms start at the first call."""
+        if self._batch_stats is None:
+            self._batch_stats = (Histogram(BATCH_SIZE_BOUNDS), Histogram(BATCH_SECONDS_BOUNDS))
+        sizes, seconds = self._batch_stats
+        return {
+            "storage_appends_waiting": self._appending,
+            "storage_append_batches_total": self.appender.batches,
+            "storage_appends_total": self.appender.items,
+            "storage_append_batch_size": sizes.snapshot(),
+            "storage_append_batch_seconds": seconds.snapshot(),
+        }
 
     async def list_messages(
         self, site_id: str, conversation_id: str, *, after_seq: int = 0, limit: int = 100
