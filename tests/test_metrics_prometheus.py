@@ -279,10 +279,12 @@ async def test_kernel_counters_loop_lag_and_token(aiohttp_client, tmp_path):
 async def test_two_kernels_in_one_process_keep_their_own_series(aiohttp_client, tmp_path):
     one = await aiohttp_client(create_app(kernel_for(tmp_path / "one")))
     two = await aiohttp_client(create_app(kernel_for(tmp_path / "two")))
-    chat = await open_chat(one)
+    chat = await open_chat(one, visitor_via="longpoll")
     await chat.visitor.send(op="send", conversation_id=chat.conversation_id, cid="1", text="hi")
     await chat.visitor.expect("ack")
-    assert (await scrape(one)).total("kefu_messages_stored_total") == 1
+    got = await scrape(one)
+    assert got("kefu_messages_stored_total", transport="longpoll", sender_kind="visitor") == 1
+    assert got("kefu_connections", transport="longpoll", kind="visitor") == 1
     assert (await scrape(two)).total("kefu_messages_stored_total") == 0
     assert (await scrape(two))("kefu_connections", transport="ws", kind="visitor") == 0
 

