@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: run test lint services bench bench-smoke clean
+.PHONY: run test lint services browser bench bench-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +24,15 @@ run: $(VENV)/.installed
 services:
 	@bash tests/services.sh
 
+# Debian's Chromium for the Playwright browser tests (installed when missing).
+browser:
+	@bash tests/browser.sh
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check core hooks plugins tests examples
 
-test: $(VENV)/.installed-dev services lint
+test: $(VENV)/.installed-dev services browser lint
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-dev services

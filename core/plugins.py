@@ -40,6 +40,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.rest_api",
     "kefu.plugins.routing",
     "kefu.plugins.metrics_prometheus",
+    "kefu.plugins.web",
 )
 
 #: Built-ins that cannot be disabled: the kernel cannot serve safely without them.

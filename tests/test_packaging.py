@@ -83,6 +83,11 @@ def test_wheel_contains_all_packages_and_runs(tmp_path):
     for package in _setup_packages():
         init = target.joinpath(*package.split("."), "__init__.py")
         assert init.exists(), f"{package} missing from the wheel"
+    web = target / "kefu" / "plugins" / "web"
+    for asset in ROOT.joinpath("plugins", "web").glob("*/**/*.*"):
+        if asset.suffix in (".html", ".js", ".css", ".svg"):
+            relative = asset.relative_to(ROOT / "plugins" / "web")
+            assert (web / relative).exists(), f"web asset {relative} missing from the wheel"
     code = textwrap.dedent(
         f"""
         import io, json, sys, contextlib

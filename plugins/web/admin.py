@@ -1,0 +1,255 @@
+"""Admin pages: agents, sites and the widget snippet, routing, business hours, canned replies,
+plugins and live status. Server-rendered; every form carries the CSRF field."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from kefu.core.domain import Agent, new_id
+from kefu.core.storage import DuplicateError, email_key
+from kefu.core.types import Principal
+from kefu.core.web_app import error_response
+from kefu.plugins.web import security
+from kefu.plugins.web.status import MessageRate, site_status
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("status", "agents", "sites", "routing", "hours", "canned", "plugins")
+SHORTCUT = re.compile(r"^[a-z0-9_-]{1,32}$")
+MAX_CANNED = 200
+
+
+class FormError(Exception):
+    """A form value that cannot be used; shown on the page."""
+
+
+def _skills(text: str) -> list[str]:
+    return [s.strip() for s in text.replace(";", ",").split(",") if s.strip()][:50]
+
+
+def _capacity(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise FormError("capacity must be a whole number") from None
+    if not 0 <= value <= 100:
+        raise FormError("capacity must be between 0 and 100")
+    return value
+
+
+def _origins(text: str) -> list[str] | None:
+    """One origin per line; an empty box means "use the [web] allowed_origins"."""
+    origins = [line.strip().rstrip("/") for line in text.splitlines() if line.strip()]
+    for origin in origins:
+        if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+            raise FormError(f"{origin!r} is not an origin like https://shop.example")
+    return origins or None
+
+
+def canned_replies(site: Any) -> list[dict[str, str]]:
+    replies = site.settings.get("canned_replies") if site is not None else None
+    return [r for r in replies or () if isinstance(r, dict)]
+
+
+def make_routes(kernel: Any, pages: Any, rate: MessageRate, forget_origins) -> list:
+    """The ``/admin`` pages of the site of the signed-in admin."""
+
+    async def admin_of(request: web.Request) -> Principal:
+        principal = await pages.agent(request)
+        if principal is None:
+            raise web.HTTPSeeOther("/console/login")
+        if not principal.is_admin:
+            raise web.HTTPForbidden(text="administrators only")
+        return principal
+
+    async def show(request: web.Request, section: str, **context: Any) -> web.Response:
+        principal = await admin_of(request)
+        site = await kernel.storage.get_site(principal.site_id)
+        return pages.render(
+            request,
+            f"admin_{section}.html",
+            section=section,
+            sections=SECTIONS,
+            site=site,
+            me=principal,
+            **context,
+        )
+
+    async def form_of(request: web.Request) -> tuple[Principal, dict[str, str]]:
+        principal = await admin_of(request)
+        form = await security.check_form_csrf(request, kernel.secret)
+        if form is None:
+            raise web.HTTPForbidden(text="the form's CSRF field is missing or wrong; reload")
+        return principal, form
+
+    async def index(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPSeeOther("/admin/status")
+
+    async def status_page(request: web.Request) -> web.Response:
+        principal = await admin_of(request)
+        figures = await site_status(kernel, principal.site_id, rate)
+        return await show(request, "status", figures=figures)
+
+    async def status_json(request: web.Request) -> web.Response:
+        principal = await pages.agent(request)
+        if principal is None or not principal.is_admin:
+            return error_response(403, "forbidden", "administrators only")
+        response = web.json_response(await site_status(kernel, principal.site_id, rate))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def agents_page(request: web.Request, error: str | None = None) -> web.Response:
+        principal = await admin_of(request)
+        agents = await kernel.storage.list_agents(principal.site_id)
+        return await show(request, "agents", agents=agents, error=error)
+
+    async def create_agent(request: web.Request) -> web.StreamResponse:
+        principal, form = await form_of(request)
+        try:
+            email, name = email_key(form.get("email", "")), form.get("name", "").strip()
+            password = form.get("password", "")
+            if "@" not in email or not name:
+                raise FormError("an e-mail and a name are required")
+            if not 8 <= len(password) <= 256:
+                raise FormError("the password needs 8 to 256 characters")
+            hashed = await kernel.hooks.hash_password(password)
+            if not hashed:
+                raise FormError("no enabled plugin hashes passwords")
+            roles = ["agent", "admin"] if form.get("admin") == "on" else ["agent"]
+            agent = Agent(
+                new_id(),
+                principal.site_id,
+                email,
+                name[:200],
+                hashed,
+                roles,
+                capacity=_capacity(form.get("capacity", "5")),
+                skills=_skills(form.get("skills", "")),
+            )
+            await kernel.storage.create_agent(agent)
+        except FormError as exc:
+            return await agents_page(request, str(exc))
+        except DuplicateError:
+            return await agents_page(request, "an agent with this e-mail exists already")
+        raise web.HTTPSeeOther("/admin/agents")
+
+    async def update_agent(request: web.Request) -> web.StreamResponse:
+        principal, form = await form_of(request)
+        agent = await kernel.storage.get_agent(principal.site_id, request.match_info["id"])
+        if agent is None:
+            raise web.HTTPNotFound(text="no such agent in your site")
+        try:
+            capacity = _capacity(form.get("capacity", str(agent.capacity)))
+            roles = ["agent", "admin"] if form.get("admin") == "on" else ["agent"]
+            if agent.id == principal.id and "admin" not in roles:
+                raise FormError("you cannot remove your own admin role")
+        except FormError as exc:
+            return await agents_page(request, str(exc))
+        updated = dataclasses.replace(
+            agent, capacity=capacity, skills=_skills(form.get("skills", "")), roles=roles
+        )
+        await kernel.storage.update_agent(updated)
+        await kernel.emit("agent.updated", principal.site_id, agent_id=agent.id)
+        raise web.HTTPSeeOther("/admin/agents")
+
+    async def sites_page(request: web.Request, error: str | None = None) -> web.Response:
+        base = (
+            kernel.base_url
+            if kernel.config.server.public_url
+            else f"{request.scheme}://{request.host}/"
+        )
+        return await show(request, "sites", error=error, base_url=base)
+
+    async def update_site(request: web.Request) -> web.StreamResponse:
+        principal, form = await form_of(request)
+        site = await kernel.storage.get_site(principal.site_id)
+        settings = dict(site.settings)
+        try:
+            origins = _origins(form.get("allowed_origins", ""))
+        except FormError as exc:
+            return await sites_page(request, str(exc))
+        if origins is None:
+            settings.pop("allowed_origins", None)
+        else:
+            settings["allowed_origins"] = origins
+        settings["widget"] = {
+            "title": form.get("title", "").strip()[:80] or None,
+            "greeting": form.get("greeting", "").strip()[:500] or None,
+        }
+        name = form.get("name", "").strip()[:200] or site.name
+        changed = dataclasses.replace(site, name=name, settings=settings)
+        if form.get("rotate") == "on":
+            changed.widget_key = "wk_" + secrets.token_urlsafe(24)
+        await kernel.storage.update_site(changed)
+        forget_origins(site.id)
+        raise web.HTTPSeeOther("/admin/sites")
+
+    async def routing_page(request: web.Request) -> web.Response:
+        try:
+            routing = kernel.config.section("routing")
+        except KeyError:
+            routing = None
+        factors = kernel.hooks.routing_weight_factors()
+        policies = sorted(kernel.hooks.routing_policies())
+        return await show(request, "routing", routing=routing, factors=factors, policies=policies)
+
+    async def hours_page(request: web.Request) -> web.Response:
+        principal = await admin_of(request)
+        try:
+            hours = kernel.config.section("routing").hours_for(principal.site_id)
+        except KeyError:
+            hours = None
+        days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+        open_now = hours is None or hours.is_open(time.time())
+        return await show(request, "hours", hours=hours, days=days, open_now=open_now)
+
+    async def canned_page(request: web.Request, error: str | None = None) -> web.Response:
+        principal = await admin_of(request)
+        site = await kernel.storage.get_site(principal.site_id)
+        return await show(request, "canned", replies=canned_replies(site), error=error)
+
+    async def save_canned(request: web.Request) -> web.StreamResponse:
+        principal, form = await form_of(request)
+        site = await kernel.storage.get_site(principal.site_id)
+        replies = canned_replies(site)
+        shortcut = form.get("shortcut", "").strip().lstrip("/").lower()
+        text = form.get("text", "").strip()
+        if form.get("delete") == "on":
+            replies = [r for r in replies if r.get("shortcut") != shortcut]
+        elif not SHORTCUT.match(shortcut) or not text or len(text) > 4000:
+            return await canned_page(request, "a shortcut (a-z, 0-9, - or _) and a text are needed")
+        else:
+            replies = [r for r in replies if r.get("shortcut") != shortcut]
+            replies.append({"shortcut": shortcut, "text": text})
+            replies = sorted(replies, key=lambda r: r["shortcut"])[:MAX_CANNED]
+        await kernel.storage.update_site(
+            dataclasses.replace(site, settings={**site.settings, "canned_replies": replies})
+        )
+        raise web.HTTPSeeOther("/admin/canned")
+
+    async def plugins_page(request: web.Request) -> web.Response:
+        records = [r.as_dict() for r in kernel.plugins.records]
+        return await show(request, "plugins", plugins=records)
+
+    return [
+        web.get("/admin", index),
+        web.get("/admin/status", status_page),
+        web.get("/admin/status.json", status_json),
+        web.get("/admin/agents", agents_page),
+        web.post("/admin/agents", create_agent),
+        web.post("/admin/agents/{id}", update_agent),
+        web.get("/admin/sites", sites_page),
+        web.post("/admin/sites", update_site),
+        web.get("/admin/routing", routing_page),
+        web.get("/admin/hours", hours_page),
+        web.get("/admin/canned", canned_page),
+        web.post("/admin/canned", save_canned),
+        web.get("/admin/plugins", plugins_page),
+    ]

@@ -1,0 +1,163 @@
+"""Page rendering (jinja2, autoescaped), the demo shop page, agent sign-in and the console."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from kefu.core import __version__
+from kefu.core.types import Principal
+from kefu.core.web_app import error_response
+from kefu.plugins.web import security
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+LANGUAGES = ("en", "zh")
+
+
+class Pages:
+    """Renders templates with the security headers and the browser's CSRF value."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self.env = Environment(
+            loader=FileSystemLoader(TEMPLATES),
+            autoescape=select_autoescape(("html",), default=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    @property
+    def settings(self) -> Any:
+        return self.kernel.config.section("web")
+
+    def render(self, request: web.Request, name: str, status: int = 200, **context: Any):
+        csrf = security.csrf_for(request, self.kernel.secret)
+        html = self.env.get_template(name).render(
+            csrf=csrf, version=__version__, path=request.path, **context
+        )
+        response = web.Response(text=html, content_type="text/html", status=status)
+        security.page_headers(request, response)
+        security.finish(request, response, self.settings)
+        return response
+
+    async def agent(self, request: web.Request) -> Principal | None:
+        """The signed-in agent of the session cookie, or None."""
+        token = request.cookies.get(security.SESSION_COOKIE)
+        principal = await self.kernel.hooks.authenticate(request, token) if token else None
+        return principal if principal is not None and principal.kind == "agent" else None
+
+
+async def site_online(kernel: Any, site_id: str) -> dict[str, Any]:
+    """Within business hours, and an agent online (stored presence or connected here)?"""
+    try:
+        hours = kernel.config.section("routing").hours_for(site_id)
+    except (KeyError, AttributeError):
+        hours = None
+    open_now = hours is None or hours.is_open(time.time())
+    agents = await kernel.storage.list_agents(site_id)
+    online = {a.id for a in agents if a.status == "online"}
+    gateway = getattr(kernel, "gateway", None)
+    if gateway is not None and not any(a.status != "offline" for a in agents):
+        # no presence stored yet: an agent connected to this process counts as online
+        online |= {c.principal.id for c in gateway.registry.site_agents(site_id)}
+    return {
+        "open_hours": open_now,
+        "agents_online": len(online),
+        "online": open_now and bool(online),
+    }
+
+
+def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
+    """The demo page, the widget's config, sign-in, sign-out and the console."""
+
+    async def demo(request: web.Request) -> web.StreamResponse:
+        settings = pages.settings
+        site = await kernel.storage.get_site(settings.demo_site) if settings.demo_page else None
+        return pages.render(request, "demo.html", site=site, demo_enabled=settings.demo_page)
+
+    async def widget_loader(request: web.Request) -> web.StreamResponse:
+        response = web.FileResponse(STATIC / "widget.js")
+        response.headers["Cache-Control"] = "public, max-age=300"
+        return response
+
+    async def widget_config(request: web.Request) -> web.Response:
+        site = await kernel.storage.get_site_by_widget_key(request.query.get("key", ""))
+        if site is None:
+            return error_response(404, "invalid_widget_key", "no site has this widget key")
+        state = await site_online(kernel, site.id)
+        widget = (
+            site.settings.get("widget") if isinstance(site.settings.get("widget"), dict) else {}
+        )
+        body = {
+            "site_id": site.id,
+            "name": widget.get("title") or site.name,
+            "greeting": widget.get("greeting"),
+            "color": widget.get("color"),
+            "languages": list(LANGUAGES),
+            "protocol": 1,
+            **state,
+        }
+        response = web.json_response(body)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def login_page(request: web.Request) -> web.StreamResponse:
+        if await pages.agent(request) is not None:
+            raise web.HTTPSeeOther("/console")
+        return pages.render(request, "login.html", default_site=pages.settings.demo_site)
+
+    async def open_session(request: web.Request) -> web.Response:
+        """Turn a token from ``/v1/auth/login`` into the HttpOnly session cookie."""
+        secret = kernel.secret
+        submitted = request.headers.get(security.CSRF_HEADER)
+        if not security.csrf_valid(secret, request.cookies.get(security.CSRF_COOKIE), submitted):
+            return error_response(403, "csrf_failed", "missing or wrong X-CSRF-Token header")
+        try:
+            body = orjson.loads(await request.read())
+            token = body["token"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return error_response(400, "bad_json", 'send {"token": ...}')
+        principal = await kernel.hooks.authenticate(request, token)
+        if principal is None or principal.kind != "agent":
+            return error_response(401, "invalid_token", "not an agent's token")
+        expires_at = float(body.get("expires_at") or time.time() + 12 * 3600)
+        response = web.json_response({"ok": True, "next": "/console"})
+        security.set_session(request, response, token, expires_at, pages.settings)
+        return response
+
+    async def logout(request: web.Request) -> web.StreamResponse:
+        if await security.check_form_csrf(request, kernel.secret) is None:
+            return error_response(403, "csrf_failed", "the form's CSRF field is missing or wrong")
+        response = web.HTTPSeeOther("/console/login")
+        security.clear_session(response)
+        raise response
+
+    async def console(request: web.Request) -> web.StreamResponse:
+        principal = await pages.agent(request)
+        if principal is None:
+            raise web.HTTPSeeOther("/console/login")
+        agent = await kernel.storage.get_agent(principal.site_id, principal.id)
+        if agent is None:
+            raise web.HTTPSeeOther("/console/login")
+        return pages.render(request, "console.html", agent=agent, is_admin=principal.is_admin)
+
+    return [
+        web.get("/", demo),
+        web.get("/widget.js", widget_loader),
+        web.get("/v1/widget/config", widget_config),
+        web.get("/console/login", login_page),
+        web.post("/console/session", open_session),
+        web.post("/console/logout", logout),
+        web.get("/console", console),
+        web.static("/static", STATIC, append_version=False),
+    ]

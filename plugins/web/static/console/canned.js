@@ -1,0 +1,64 @@
+// Canned replies: typing "/" then a shortcut lists the matching replies; Enter or Tab
+// inserts the chosen one into the composer (it is sent only when the agent sends it).
+import { api } from "../lib/api.js";
+import { h, replace } from "../lib/dom.js";
+
+export class CannedPicker {
+  constructor(list, textarea) {
+    this.list = list;
+    this.textarea = textarea;
+    this.replies = [];
+    this.matches = [];
+    this.index = 0;
+    this.load();
+  }
+
+  async load() {
+    try {
+      this.replies = (await api("/console/canned.json")).replies || [];
+    } catch {
+      this.replies = [];
+    }
+  }
+
+  update() {
+    const value = this.textarea.value;
+    const match = /^\/([\w-]*)$/.exec(value);
+    this.matches = match ? this.replies.filter((r) => r.shortcut.startsWith(match[1].toLowerCase())) : [];
+    this.index = 0;
+    this.render();
+  }
+
+  render() {
+    this.list.hidden = this.matches.length === 0;
+    replace(this.list, ...this.matches.map((r, i) =>
+      h("li", { class: i === this.index ? "active" : "", onmousedown: (e) => { e.preventDefault(); this.pick(i); } },
+        h("strong", {}, `/${r.shortcut}`), " ", h("span", { class: "muted" }, r.text.slice(0, 80)))));
+  }
+
+  pick(i) {
+    const reply = this.matches[i];
+    if (!reply) return;
+    this.textarea.value = reply.text;
+    this.matches = [];
+    this.render();
+    this.textarea.focus();
+  }
+
+  /** Keyboard navigation; true when the key was used here. */
+  handleKey(event) {
+    if (!this.matches.length) return false;
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      const step = event.key === "ArrowDown" ? 1 : -1;
+      this.index = (this.index + step + this.matches.length) % this.matches.length;
+      this.render();
+    } else if (event.key === "Enter" || event.key === "Tab") {
+      this.pick(this.index);
+    } else if (event.key === "Escape") {
+      this.matches = [];
+      this.render();
+    } else return false;
+    event.preventDefault();
+    return true;
+  }
+}

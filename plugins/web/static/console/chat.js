@@ -1,0 +1,250 @@
+// The conversation view: history pages from the REST API, live frames over the connection,
+// replies with canned /shortcuts, attachments, typing and read receipts.
+import { api } from "../lib/api.js";
+import { h, humanSize, timeOf, uuid } from "../lib/dom.js";
+import { SeqTracker } from "../lib/seq.js";
+import { CannedPicker } from "./canned.js";
+
+const PAGE = 50;
+
+export class ChatView {
+  constructor({ client, me, els, onSent }) {
+    this.client = client;
+    this.me = me;
+    this.els = els;
+    this.onSent = onSent;
+    this.conversation = null;
+    this.tracker = new SeqTracker();
+    this.shown = new Set();
+    this.pending = new Map();
+    this.oldest = null;
+    this.lastRead = 0;
+    this.typingAt = 0;
+    this.canned = new CannedPicker(els.canned, els.text);
+    els.composer.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.sendText();
+    });
+    els.text.addEventListener("keydown", (event) => {
+      if (this.canned.handleKey(event)) return;
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        this.sendText();
+      }
+    });
+    els.text.addEventListener("input", () => {
+      this.canned.update();
+      this.typing(els.text.value.length > 0);
+    });
+    els.file.addEventListener("change", () => {
+      if (els.file.files.length) this.upload(els.file.files[0]);
+      els.file.value = "";
+    });
+    els.older.addEventListener("click", () => this.loadOlder());
+    document.addEventListener("visibilitychange", () => this.markRead());
+  }
+
+  get id() {
+    return this.conversation?.id;
+  }
+
+  async open(conversation) {
+    this.conversation = conversation;
+    this.tracker = new SeqTracker();
+    this.shown = new Set();
+    this.pending = new Map();
+    this.lastRead = 0;
+    this.els.empty.hidden = true;
+    this.els.inner.hidden = false;
+    this.els.list.replaceChildren();
+    this.renderHead();
+    const page = await api(`/v1/conversations/${conversation.id}/messages?limit=${PAGE}`);
+    if (this.id !== conversation.id) return;
+    for (const m of page.messages) this.render(fromRecord(m));
+    const last = page.messages.length ? page.messages[page.messages.length - 1].seq : 0;
+    this.tracker = new SeqTracker(last);
+    this.oldest = page.messages.length ? page.messages[0].seq : null;
+    this.els.older.hidden = !page.has_more;
+    this.watch();
+    this.els.text.focus();
+    this.markRead();
+  }
+
+  /** (Re)subscribe and catch up from what is held: after opening and after every reconnect. */
+  watch() {
+    if (!this.conversation) return;
+    this.client.send({ op: "watch", conversation_id: this.id });
+    this.client.send({ op: "resume", conversation_id: this.id, after_seq: this.tracker.last });
+  }
+
+  async loadOlder() {
+    if (!this.oldest) return;
+    const id = this.id;
+    const page = await api(`/v1/conversations/${id}/messages?limit=${PAGE}&before_seq=${this.oldest}`);
+    if (this.id !== id) return;
+    for (const m of page.messages) this.render(fromRecord(m));
+    if (page.messages.length) this.oldest = page.messages[0].seq;
+    this.els.older.hidden = !page.has_more;
+  }
+
+  renderHead() {
+    const c = this.conversation;
+    this.els.title.textContent = `Visitor ${c.visitor_id.slice(0, 6)}`;
+    this.els.state.textContent = c.state;
+    this.els.state.className = `pill ${c.state}`;
+    const resolved = c.state === "resolved";
+    this.els.composer.hidden = resolved;
+  }
+
+  update(conversation) {
+    if (conversation.id !== this.id) return;
+    this.conversation = { ...this.conversation, ...conversation };
+    this.renderHead();
+  }
+
+  // -- incoming -----------------------------------------------------------------------------
+  onMessage(frame) {
+    if (frame.conversation_id !== this.id) return false;
+    const own = this.pending.get(frame.cid);
+    if (own) this.pending.delete(frame.cid);
+    if (!this.tracker.add(frame.seq) && this.shown.has(frame.seq)) return true;
+    this.render(fromFrame(frame, this.me));
+    if (this.tracker.hasGap) this.client.send({ op: "resume", conversation_id: this.id, after_seq: this.tracker.last });
+    if (frame.sender.kind === "visitor") this.els.typing.hidden = true;
+    this.markRead();
+    return true;
+  }
+
+  onAck(frame) {
+    const msg = this.pending.get(frame.cid);
+    if (!msg || frame.conversation_id !== this.id) return;
+    this.pending.delete(frame.cid);
+    this.tracker.add(frame.seq);
+    this.render({ ...msg, seq: frame.seq, pending: false });
+  }
+
+  onResumed(frame) {
+    if (frame.conversation_id !== this.id) return;
+    if (frame.more) {
+      this.client.send({ op: "resume", conversation_id: this.id, after_seq: this.tracker.last });
+      return;
+    }
+    for (const msg of this.pending.values()) this.client.send(this.frameOf(msg));
+  }
+
+  onTyping(frame) {
+    if (frame.conversation_id !== this.id || frame.from.kind !== "visitor") return;
+    this.els.typing.hidden = !frame.state;
+    this.els.typing.textContent = "Visitor is typing…";
+    clearTimeout(this.typingTimer);
+    if (frame.state) this.typingTimer = setTimeout(() => { this.els.typing.hidden = true; }, 6000);
+  }
+
+  onRead(frame) {
+    if (frame.conversation_id !== this.id || frame.by.kind !== "visitor") return;
+    for (const li of this.els.list.querySelectorAll(".msg.mine")) {
+      if (Number(li.dataset.seq) && Number(li.dataset.seq) <= frame.seq) {
+        li.classList.add("read");
+        li.querySelector(".state").textContent = "Read";
+      }
+    }
+  }
+
+  onError(frame) {
+    const msg = frame.cid && this.pending.get(frame.cid);
+    if (msg) this.render({ ...msg, failed: frame.message || frame.code });
+  }
+
+  markRead() {
+    const last = this.tracker.last;
+    if (!this.conversation || document.hidden || last <= this.lastRead) return;
+    this.lastRead = last;
+    this.client.send({ op: "read", conversation_id: this.id, seq: last });
+  }
+
+  // -- outgoing -----------------------------------------------------------------------------
+  sendText() {
+    const text = this.els.text.value.trim();
+    if (!text || !this.conversation) return;
+    this.els.text.value = "";
+    this.canned.update();
+    this.typing(false);
+    this.queue({ type: "text", text });
+  }
+
+  queue(fields) {
+    const msg = { cid: uuid(), mine: true, pending: true, kind: "agent", created_at: Date.now() / 1000, ...fields };
+    this.pending.set(msg.cid, msg);
+    this.render(msg);
+    this.client.send(this.frameOf(msg));
+    this.onSent?.(this.conversation);
+  }
+
+  frameOf(msg) {
+    const frame = { op: "send", conversation_id: this.id, cid: msg.cid, type: msg.type, text: msg.text };
+    if (msg.attachment) frame.attachment = { id: msg.attachment.id, url: msg.attachment.url };
+    return frame;
+  }
+
+  typing(active) {
+    if (!this.conversation) return;
+    const now = Date.now();
+    if (active && now - this.typingAt < 2000) return;
+    this.typingAt = active ? now : 0;
+    this.client.send({ op: "typing", conversation_id: this.id, state: active });
+  }
+
+  async upload(file) {
+    const form = new FormData();
+    form.append("file", file);
+    try {
+      const up = await api("/v1/uploads", { method: "POST", body: form });
+      this.queue({ type: up.mime.startsWith("image/") ? "image" : "file", text: "", attachment: up });
+    } catch (err) {
+      alert(`Upload failed: ${err.message}`);
+    }
+  }
+
+  // -- rendering ----------------------------------------------------------------------------
+  render(msg) {
+    const list = this.els.list;
+    const existing = (msg.seq && list.querySelector(`[data-seq="${msg.seq}"]`)) ||
+      (msg.cid && list.querySelector(`[data-cid="${CSS.escape(msg.cid)}"]`));
+    const state = msg.failed ? `Not sent: ${msg.failed}` : msg.pending ? "Sending…" : "";
+    const li = h("li", { class: `msg ${msg.mine ? "mine" : "theirs"} from-${msg.kind} type-${msg.type}`, dataset: { seq: msg.seq || "", cid: msg.cid || "" } },
+      body(msg),
+      h("span", { class: "meta" }, `${msg.mine ? "You" : label(msg.kind)} · ${timeOf(msg.created_at)} `, h("span", { class: "state" }, state)));
+    if (existing) existing.remove();
+    if (msg.seq) this.shown.add(msg.seq);
+    const next = msg.seq ? Array.from(list.children).find((el) => !el.dataset.seq || Number(el.dataset.seq) > msg.seq) : null;
+    const atBottom = this.els.scroller.scrollHeight - this.els.scroller.scrollTop - this.els.scroller.clientHeight < 80;
+    list.insertBefore(li, next || null);
+    if (atBottom || msg.mine) this.els.scroller.scrollTop = this.els.scroller.scrollHeight;
+  }
+}
+
+function label(kind) {
+  return { visitor: "Visitor", agent: "Agent", bot: "Bot", system: "System" }[kind] || kind;
+}
+
+function fileUrl(attachment) {
+  return new URL(attachment.url || "", location.origin).href;
+}
+
+function body(msg) {
+  const a = msg.attachment;
+  if (a && msg.type === "image") {
+    return h("a", { href: fileUrl(a), target: "_blank", rel: "noopener" }, h("img", { src: fileUrl(a), alt: a.name || "image", class: "image" }));
+  }
+  if (a) return h("a", { href: fileUrl(a), target: "_blank", rel: "noopener", class: "text" }, `${a.name || "file"} (${humanSize(a.size || 0)})`);
+  return h("p", { class: "text" }, msg.text);
+}
+
+function fromRecord(m) {
+  return { seq: m.seq, cid: m.cid, kind: m.sender_kind, mine: m.sender_kind === "agent", type: m.type, text: m.text, attachment: m.attachment, created_at: m.created_at };
+}
+
+function fromFrame(f, me) {
+  return { seq: f.seq, cid: f.cid, kind: f.sender.kind, mine: f.sender.kind === "agent" && f.sender.id === me.id, type: f.type, text: f.text, attachment: f.attachment, created_at: f.created_at };
+}
+

@@ -1,0 +1,101 @@
+// The agent console: one connection (cookie-authenticated, CSRF header on long-poll calls),
+// the inbox, the conversation view, the visitor panel, presence and notifications.
+import { csrf } from "../lib/api.js";
+import { Client } from "../lib/client.js";
+import { ChatView } from "./chat.js";
+import { Inbox } from "./inbox.js";
+import { Notifier } from "./notify.js";
+import { showVisitor, visitorRecord } from "./visitor.js";
+
+const $ = (id) => document.getElementById(id);
+const meta = document.querySelector('meta[name="kefu-agent"]');
+const me = { id: meta.content, name: meta.dataset.name, site: meta.dataset.site };
+const params = new URLSearchParams(location.search);
+
+const client = new Client({
+  base: `${location.origin}/`,
+  credentials: "same-origin",
+  csrf,
+  transport: params.get("transport") || "auto",
+});
+const notifier = new Notifier($("notify-btn"));
+const chat = new ChatView({
+  client,
+  me,
+  els: {
+    empty: $("empty-state"), inner: $("chat-inner"), title: $("chat-title"), state: $("chat-state"),
+    actions: $("chat-actions"), list: $("message-list"), scroller: $("messages"), older: $("older"),
+    typing: $("typing"), canned: $("canned"), composer: $("composer"), text: $("composer-text"),
+    file: $("composer-file"),
+  },
+  onSent: () => inbox.refreshSoon(),
+});
+const inbox = new Inbox({
+  list: $("conversation-list"),
+  tabs: document.querySelector(".tabs"),
+  visitors: visitorRecord,
+  onSelect: (conversation) => openConversation(conversation),
+});
+window.kefuConsole = { client, chat, inbox }; // for debugging and the browser tests
+
+function openConversation(conversation) {
+  chat.open(conversation);
+  showVisitor($("visitor-panel"), conversation, openConversation);
+}
+
+// -- presence -----------------------------------------------------------------------------
+const presence = $("presence");
+presence.value = meta.dataset.status === "offline" ? "online" : meta.dataset.status || "online";
+presence.addEventListener("change", () => client.send({ op: "presence", status: presence.value }));
+
+// -- connection ---------------------------------------------------------------------------
+const pill = $("conn-state");
+function setConn(text, cls) {
+  pill.textContent = text;
+  pill.className = `pill ${cls}`;
+}
+client.on("connecting", () => setConn("connecting…", "away"));
+client.on("open", async ({ transport }) => {
+  setConn(transport === "ws" ? "live" : "live (long-poll)", transport);
+  client.send({ op: "presence", status: presence.value });
+  const mine = await inbox.refresh();
+  for (const c of mine) if (c.id !== chat.id) client.send({ op: "watch", conversation_id: c.id });
+  chat.watch();
+});
+client.on("close", () => setConn("reconnecting…", "down"));
+client.on("auth_failed", () => location.assign("/console/login"));
+
+// -- frames -------------------------------------------------------------------------------
+client.on("message", (frame) => {
+  const onScreen = chat.onMessage(frame);
+  if (frame.sender.kind !== "visitor") return;
+  if (!onScreen) inbox.noteMessage(frame);
+  if (!onScreen || document.hidden) {
+    notifier.notify("New message", frame.text || frame.attachment?.name || "", {
+      tag: frame.conversation_id,
+      quietIfVisible: onScreen,
+      onclick: () => inbox.select(frame.conversation_id),
+    });
+  }
+});
+client.on("ack", (frame) => chat.onAck(frame));
+client.on("resumed", (frame) => chat.onResumed(frame));
+client.on("typing", (frame) => chat.onTyping(frame));
+client.on("read", (frame) => chat.onRead(frame));
+client.on("error", (frame) => chat.onError(frame));
+client.on("watching", (frame) => chat.update(frame.conversation));
+client.on("conversation", (frame) => {
+  const conversation = frame.conversation;
+  if (!conversation) return;
+  inbox.upsert(conversation);
+  chat.update(conversation);
+  if (frame.event === "started") {
+    notifier.notify("New conversation", "A visitor is waiting", { quietIfVisible: false, onclick: () => inbox.select(conversation.id) });
+  }
+  if (conversation.assignee_id === me.id && conversation.id !== chat.id) {
+    client.send({ op: "watch", conversation_id: conversation.id });
+  }
+});
+
+inbox.show("queued");
+client.connect();

@@ -1,0 +1,28 @@
+/* kefu chat widget loader.
+ *   <script src="https://chat.example/widget.js" data-site-key="WIDGET_KEY" async></script>
+ * Optional: data-lang="en|zh", data-transport="auto|ws|longpoll", data-open="true".
+ * Loads the widget's ES modules from the same server and mounts it in a shadow DOM. */
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  if (!script || !script.dataset.siteKey || window.__kefuWidget) return;
+  window.__kefuWidget = true;
+  var src = new URL(script.src, document.baseURI);
+  var version = src.searchParams.get("v") || "";
+  var base = src.href.split("?")[0].replace(/widget\.js$/, "");
+  var options = {
+    base: base,
+    version: version,
+    siteKey: script.dataset.siteKey,
+    lang: script.dataset.lang || "",
+    transport: script.dataset.transport || "auto",
+    open: script.dataset.open === "true",
+  };
+  import(base + "static/widget/app.js" + (version ? "?v=" + encodeURIComponent(version) : ""))
+    .then(function (module) {
+      module.mount(options);
+    })
+    .catch(function (err) {
+      console.error("kefu widget failed to load", err);
+    });
+})();

@@ -1,0 +1,290 @@
+// The visitor widget: session, connection, conversation state, delivery bookkeeping.
+// Resume and duplicate handling follow docs/protocol.md section 4: messages are keyed by seq,
+// unacknowledged ones are re-sent with their cid after every reconnect.
+import { Client } from "../lib/client.js";
+import { uuid } from "../lib/dom.js";
+import { pickLanguage, translator } from "../lib/i18n.js";
+import { SeqTracker } from "../lib/seq.js";
+import { createView } from "./view.js";
+
+const TYPING_IDLE_MS = 4000;
+const TYPING_SHOWN_MS = 6000;
+
+function storage(key) {
+  return {
+    load() {
+      try { return JSON.parse(localStorage.getItem(key)) || {}; } catch { return {}; }
+    },
+    save(value) {
+      try { localStorage.setItem(key, JSON.stringify(value)); } catch { /* private mode */ }
+    },
+  };
+}
+
+async function postJSON(url, body) {
+  // text/plain keeps it a "simple" cross-origin request: no preflight
+  const resp = await fetch(url, { method: "POST", body: JSON.stringify(body), credentials: "omit" });
+  if (!resp.ok) throw new Error(`${url}: ${resp.status}`);
+  return resp.json();
+}
+
+export async function mount(options) {
+  const base = options.base;
+  const store = storage(`kefu:${options.siteKey}`);
+  const saved = store.load();
+  const configResp = await fetch(`${base}v1/widget/config?key=${encodeURIComponent(options.siteKey)}`, { credentials: "omit" });
+  if (!configResp.ok) { console.warn("kefu: unknown widget key"); return; }
+  const config = await configResp.json();
+  const lang = pickLanguage(saved.lang || options.lang);
+  const t = translator(lang);
+
+  const host = document.createElement("div");
+  host.id = "kefu-widget";
+  document.body.append(host);
+  const root = host.attachShadow({ mode: "open" });
+
+  const state = {
+    token: saved.token || null,
+    conversation: saved.conversationId ? { id: saved.conversationId, state: "unknown" } : null,
+    tracker: new SeqTracker(),
+    pending: new Map(), // cid -> message awaiting its ack
+    open: false,
+    unread: 0,
+    lastRead: 0,
+    typingSentAt: 0,
+    starting: false,
+    offline: !config.online && !saved.conversationId,
+  };
+  const persist = () => store.save({ token: state.token, conversationId: state.conversation?.id || null, lang: saved.lang });
+
+  async function session(extra = {}) {
+    const body = { widget_key: options.siteKey, page: location.pathname + location.search, referrer: document.referrer || undefined, ...extra };
+    if (state.token) body.token = state.token;
+    const answer = await postJSON(`${base}v1/visitors/session`, body);
+    state.token = answer.token;
+    client.token = answer.token;
+    persist();
+  }
+
+  const actions = {
+    toggle(open = !state.open) {
+      state.open = open;
+      view.setOpen(open);
+      if (open) { state.unread = 0; view.setBadge(0); flashTitle(); markRead(); }
+    },
+    send(text) { queueMessage({ type: "text", text }); },
+    typing(active) {
+      if (!state.conversation) return;
+      const now = Date.now();
+      if (active && now - state.typingSentAt < 2000) return;
+      state.typingSentAt = active ? now : 0;
+      client.send({ op: "typing", conversation_id: state.conversation.id, state: active });
+      clearTimeout(state.typingTimer);
+      if (active) state.typingTimer = setTimeout(() => actions.typing(false), TYPING_IDLE_MS);
+    },
+    async upload(file) {
+      const form = new FormData();
+      form.append("file", file);
+      try {
+        const resp = await fetch(`${base}v1/uploads?token=${encodeURIComponent(state.token)}`, { method: "POST", body: form, credentials: "omit" });
+        if (!resp.ok) throw new Error(String(resp.status));
+        const up = await resp.json();
+        queueMessage({ type: up.mime.startsWith("image/") ? "image" : "file", text: "", attachment: up });
+      } catch {
+        view.setStatus(t("uploadFailed"));
+        setTimeout(() => view.setStatus(client.open ? null : t("reconnecting")), 3000);
+      }
+    },
+    fileUrl(attachment) {
+      const url = new URL(attachment.url || "", base);
+      url.searchParams.set("token", state.token || "");
+      return url.href;
+    },
+    async leaveMessage({ name, email, message }) {
+      await session({ name, attributes: { email, left_message: true } });
+      view.showLeft();
+      queueMessage({ type: "text", text: message });
+    },
+    rate(score, comment) {
+      client.send({ op: "rate", conversation_id: state.conversation.id, score, comment: comment || undefined, ref: "rate" });
+      view.showRated();
+    },
+    newChat() {
+      state.conversation = null;
+      state.tracker = new SeqTracker();
+      state.lastRead = 0;
+      persist();
+      view.clear();
+      view.setEnded(false);
+    },
+    switchLanguage() {
+      saved.lang = lang === "zh" ? "en" : "zh";
+      persist();
+      location.reload();
+    },
+  };
+
+  const view = createView(root, t, actions, {
+    stylesheet: `${base}static/widget/widget.css${options.version ? `?v=${options.version}` : ""}`,
+    title: config.name,
+    greeting: config.greeting,
+  });
+  view.showOffline(state.offline);
+
+  const client = new Client({ base, token: state.token, transport: options.transport });
+
+  function queueMessage(fields) {
+    const msg = { cid: uuid(), mine: true, pending: true, created_at: Date.now() / 1000, ...fields };
+    state.pending.set(msg.cid, msg);
+    view.upsert(msg);
+    flush();
+  }
+
+  function frameOf(msg) {
+    const frame = { op: "send", conversation_id: state.conversation.id, cid: msg.cid, type: msg.type, text: msg.text };
+    if (msg.attachment) frame.attachment = { id: msg.attachment.id, url: msg.attachment.url };
+    return frame;
+  }
+
+  /** Send what waits: start a conversation first when there is none. */
+  function flush() {
+    if (!client.open || !state.pending.size) return;
+    if (!state.conversation) {
+      if (!state.starting) state.starting = client.send({ op: "start", ref: "start" });
+      return;
+    }
+    for (const msg of state.pending.values()) if (!msg.failed) client.send(frameOf(msg));
+  }
+
+  function resume() {
+    if (state.conversation) client.send({ op: "resume", conversation_id: state.conversation.id, after_seq: state.tracker.last });
+  }
+
+  function markRead() {
+    const last = state.tracker.last;
+    if (!state.conversation || !state.open || document.hidden || last <= state.lastRead) return;
+    state.lastRead = last;
+    client.send({ op: "read", conversation_id: state.conversation.id, seq: last });
+  }
+
+  let flashTimer = null;
+  const originalTitle = document.title;
+  function flashTitle() {
+    const wanted = state.unread > 0 && (!state.open || document.hidden);
+    if (!wanted) {
+      clearInterval(flashTimer);
+      flashTimer = null;
+      document.title = originalTitle;
+      return;
+    }
+    if (flashTimer) return;
+    let on = false;
+    flashTimer = setInterval(() => {
+      on = !on;
+      document.title = on ? `(${state.unread}) ${t("newMessage")}` : originalTitle;
+    }, 1000);
+  }
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && state.open) { state.unread = 0; view.setBadge(0); markRead(); }
+    flashTitle();
+  });
+
+  function ended(rate) {
+    state.conversation.state = "resolved";
+    view.setEnded(true, { rate });
+    view.setQueue(null);
+  }
+
+  client.on("connecting", () => { if (state.everOpen) view.setStatus(t("reconnecting")); });
+  client.on("open", () => {
+    state.everOpen = true;
+    state.starting = false;
+    view.setStatus(null);
+    if (state.conversation) {
+      client.send({ op: "watch", conversation_id: state.conversation.id });
+      resume();
+    } else flush();
+  });
+  client.on("close", () => { if (!client.stopped) view.setStatus(t("reconnecting")); });
+  client.on("auth_failed", async () => {
+    state.token = null;
+    try { await session(); client.connect(); } catch { view.setStatus(t("reconnecting")); }
+  });
+  client.on("started", (frame) => {
+    state.starting = false;
+    const conv = frame.conversation;
+    if (state.conversation?.id !== conv.id) { state.tracker = new SeqTracker(); state.lastRead = 0; }
+    state.conversation = { id: conv.id, state: conv.state };
+    persist();
+    if (conv.last_seq > state.tracker.last) resume();
+    flush();
+  });
+  client.on("watching", (frame) => {
+    const conv = frame.conversation;
+    if (state.conversation?.id !== conv.id) return;
+    state.conversation.state = conv.state;
+    if (conv.state === "resolved") ended(!conv.meta?.rating);
+  });
+  client.on("resumed", (frame) => {
+    if (frame.conversation_id !== state.conversation?.id) return;
+    if (frame.more) { resume(); return; }
+    flush();
+    markRead();
+  });
+  client.on("ack", (frame) => {
+    const msg = state.pending.get(frame.cid);
+    if (!msg) return;
+    state.pending.delete(frame.cid);
+    state.tracker.add(frame.seq);
+    view.upsert({ ...msg, seq: frame.seq, pending: false });
+  });
+  client.on("message", (frame) => {
+    if (frame.conversation_id !== state.conversation?.id) return;
+    if (state.pending.has(frame.cid) && frame.sender.kind === "visitor") state.pending.delete(frame.cid);
+    if (!state.tracker.add(frame.seq)) return; // a duplicate: already shown
+    const mine = frame.sender.kind === "visitor";
+    view.upsert({ ...frame, mine, senderKind: frame.sender.kind, name: frame.sender.name });
+    if (state.tracker.hasGap) resume();
+    if (!mine) {
+      view.setTyping(null);
+      if (!state.open || document.hidden) {
+        state.unread += 1;
+        view.setBadge(state.unread);
+        flashTitle();
+      } else markRead();
+    }
+  });
+  client.on("typing", (frame) => {
+    if (frame.conversation_id !== state.conversation?.id || frame.from.kind === "visitor") return;
+    view.setTyping(frame.state ? t("agent") : null);
+    clearTimeout(state.typingShown);
+    if (frame.state) state.typingShown = setTimeout(() => view.setTyping(null), TYPING_SHOWN_MS);
+  });
+  client.on("read", (frame) => {
+    if (frame.conversation_id === state.conversation?.id && frame.by.kind !== "visitor") view.markRead(frame.seq);
+  });
+  client.on("queue", (frame) => {
+    if (frame.conversation_id !== state.conversation?.id) return;
+    if (frame.position == null) { view.setQueue(null); return; }
+    const eta = frame.eta_s == null ? "" : frame.eta_s < 60 ? t("seconds") : t("minutes", { n: Math.round(frame.eta_s / 60) });
+    view.setQueue(t("queue", { position: frame.position, eta }));
+  });
+  client.on("conversation", (frame) => {
+    const conv = frame.conversation;
+    if (!conv || conv.id !== state.conversation?.id) return;
+    state.conversation.state = conv.state;
+    if (conv.state !== "queued") view.setQueue(null);
+    if (conv.state === "resolved") ended(true);
+  });
+  client.on("error", (frame) => {
+    if (frame.ref === "start") state.starting = false;
+    if (frame.code === "conversation_resolved" && state.conversation) ended(true);
+    const msg = frame.cid && state.pending.get(frame.cid);
+    if (msg && frame.code === "rejected") { msg.failed = true; view.upsert(msg); }
+  });
+
+  await session();
+  client.token = state.token;
+  client.connect();
+  if (options.open) actions.toggle(true);
+}

@@ -1,0 +1,143 @@
+// The widget's DOM, inside a shadow root: launcher with unread badge, chat panel, offline
+// form and satisfaction rating. Every user-supplied string is set as text, never as HTML.
+import { h, humanSize, replace, timeOf } from "../lib/dom.js";
+
+export function createView(root, t, actions, { stylesheet, title, greeting }) {
+  const badge = h("span", { class: "badge", hidden: true });
+  const launcher = h("button", { class: "launcher", type: "button", "aria-label": t("launcher") },
+    h("span", { class: "launcher-icon", "aria-hidden": "true" }), h("span", { class: "launcher-text" }, t("launcher")), badge);
+  const status = h("div", { class: "status", hidden: true, role: "status" });
+  const queue = h("div", { class: "queue", hidden: true, role: "status" });
+  const list = h("ol", { class: "messages", "aria-live": "polite" });
+  const typing = h("div", { class: "typing", hidden: true });
+  const input = h("textarea", { rows: "1", placeholder: t("placeholder"), "aria-label": t("placeholder") });
+  const file = h("input", { type: "file", class: "file", accept: "image/*,application/pdf,text/plain" });
+  const composer = h("form", { class: "composer" },
+    h("label", { class: "attach", title: t("attach") }, h("span", { "aria-hidden": "true" }, "+"), file),
+    input, h("button", { type: "submit", class: "send" }, t("send")));
+  const ended = h("div", { class: "ended", hidden: true });
+  const offline = h("form", { class: "offline", hidden: true },
+    h("h3", {}, t("offlineTitle")), h("p", {}, t("offlineText")),
+    h("input", { name: "name", placeholder: t("name"), required: true, maxlength: "100" }),
+    h("input", { name: "email", type: "email", placeholder: t("email"), required: true, maxlength: "200" }),
+    h("textarea", { name: "message", rows: "4", placeholder: t("message"), required: true, maxlength: "4000" }),
+    h("button", { type: "submit" }, t("leave")));
+  const langButton = h("button", { type: "button", class: "lang" }, t("language"));
+  const panel = h("section", { class: "panel", hidden: true, role: "dialog", "aria-label": title || t("title") },
+    h("header", {}, h("strong", {}, title || t("title")), h("span", { class: "spacer" }), langButton,
+      h("button", { type: "button", class: "close", "aria-label": t("close") }, "×")),
+    status, queue,
+    h("div", { class: "scroll" }, h("p", { class: "greeting" }, greeting || t("greeting")), list, typing, ended),
+    offline, composer);
+  replace(root, h("link", { rel: "stylesheet", href: stylesheet }), h("div", { class: "kefu" }, panel, launcher));
+
+  launcher.addEventListener("click", () => actions.toggle());
+  panel.querySelector(".close").addEventListener("click", () => actions.toggle(false));
+  langButton.addEventListener("click", () => actions.switchLanguage());
+  composer.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    input.value = "";
+    actions.send(text);
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      composer.requestSubmit();
+    }
+  });
+  input.addEventListener("input", () => actions.typing(input.value.length > 0));
+  input.addEventListener("blur", () => actions.typing(false));
+  file.addEventListener("change", () => {
+    if (file.files.length) actions.upload(file.files[0]);
+    file.value = "";
+  });
+  offline.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const data = new FormData(offline);
+    actions.leaveMessage(Object.fromEntries(data.entries()));
+  });
+
+  const scroller = panel.querySelector(".scroll");
+  const scrollDown = () => { scroller.scrollTop = scroller.scrollHeight; };
+
+  function body(msg) {
+    const a = msg.attachment;
+    if (a && msg.type === "image") {
+      return h("a", { href: actions.fileUrl(a), target: "_blank", rel: "noopener" },
+        h("img", { src: actions.fileUrl(a), alt: a.name || "image", class: "image" }));
+    }
+    if (a) {
+      return h("a", { href: actions.fileUrl(a), target: "_blank", rel: "noopener", class: "file-link" },
+        `${a.name || "file"} (${humanSize(a.size || 0)})`);
+    }
+    return h("p", { class: "text" }, msg.text);
+  }
+
+  function render(msg) {
+    const state = msg.failed ? t("failed") : msg.pending ? t("sending") : "";
+    return h("li", {
+      class: `msg ${msg.mine ? "mine" : "theirs"} ${msg.senderKind || ""}`,
+      dataset: { seq: msg.seq || "", cid: msg.cid || "" },
+    },
+    msg.mine || msg.senderKind === "system" ? null : h("span", { class: "who" }, msg.name || t("agent")),
+    body(msg),
+    h("span", { class: "meta" }, timeOf(msg.created_at), h("span", { class: "state" }, state)));
+  }
+
+  return {
+    setOpen(open) {
+      panel.hidden = !open;
+      launcher.classList.toggle("open", open);
+      if (open) { scrollDown(); if (!input.disabled) input.focus(); }
+    },
+    setBadge(count) {
+      badge.hidden = count <= 0;
+      badge.textContent = count > 99 ? "99+" : String(count);
+    },
+    setStatus(text) { status.hidden = !text; status.textContent = text || ""; },
+    setQueue(text) { queue.hidden = !text; queue.textContent = text || ""; },
+    showOffline(show) { offline.hidden = !show; composer.hidden = show; },
+    showLeft() { replace(offline, h("p", { class: "thanks" }, t("left"))); },
+    upsert(msg) {
+      const selector = msg.seq ? `[data-seq="${msg.seq}"]` : null;
+      const existing = (selector && list.querySelector(selector)) ||
+        (msg.cid && list.querySelector(`[data-cid="${CSS.escape(msg.cid)}"]`));
+      const el = render(msg);
+      if (existing) existing.remove();
+      const next = msg.seq
+        ? Array.from(list.children).find((li) => !li.dataset.seq || Number(li.dataset.seq) > msg.seq)
+        : null;
+      list.insertBefore(el, next || null);
+      scrollDown();
+    },
+    markRead(seq) {
+      for (const li of list.querySelectorAll(".msg.mine")) {
+        if (li.dataset.seq && Number(li.dataset.seq) <= seq) {
+          li.classList.add("read");
+          li.querySelector(".state").textContent = t("read");
+        }
+      }
+    },
+    setTyping(name) { typing.hidden = !name; typing.textContent = name ? t("typing", { name }) : ""; if (name) scrollDown(); },
+    setEnded(show, { rate } = {}) {
+      ended.hidden = !show;
+      composer.hidden = show;
+      if (!show) { ended.replaceChildren(); return; }
+      const again = h("button", { type: "button", class: "again", onclick: () => actions.newChat() }, t("newChat"));
+      if (!rate) { replace(ended, h("p", {}, t("resolved")), again); return; }
+      const stars = h("div", { class: "stars", role: "radiogroup", "aria-label": t("rateTitle") });
+      let score = 0;
+      for (let n = 1; n <= 5; n += 1) {
+        stars.append(h("button", { type: "button", class: "star", "aria-label": String(n), dataset: { score: n },
+          onclick: () => { score = n; stars.querySelectorAll(".star").forEach((s) => s.classList.toggle("on", Number(s.dataset.score) <= n)); } }, "★"));
+      }
+      const comment = h("textarea", { rows: "2", placeholder: t("rateComment"), maxlength: "1000" });
+      const submit = h("button", { type: "button", class: "rate", onclick: () => score && actions.rate(score, comment.value.trim()) }, t("rateSend"));
+      replace(ended, h("p", {}, t("resolved")), h("p", { class: "rate-title" }, t("rateTitle")), stars, comment, submit, again);
+    },
+    showRated() { replace(ended, h("p", { class: "thanks" }, t("rated")), h("button", { type: "button", class: "again", onclick: () => actions.newChat() }, t("newChat"))); },
+    clear() { list.replaceChildren(); },
+  };
+}

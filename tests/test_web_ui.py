@@ -1,0 +1,179 @@
+"""The widget, the console and the admin pages in a real browser (Debian's Chromium driven by
+Playwright): chat both ways, a cut connection with nothing lost or doubled, escaping, a widget
+on another origin with the long-poll fallback, screenshots under build/screenshots/."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+import pytest_asyncio
+
+from kefu.core.domain import new_id
+from tests.chat_support import add_site
+from tests.web_support import (
+    console_say,
+    launch_browser,
+    open_conversation,
+    open_widget,
+    screenshot_path,
+    signed_in_agent,
+    start_kefu,
+    start_shop,
+    visitor_page,
+    widget_say,
+)
+
+playwright_api = pytest.importorskip("playwright.async_api")
+expect = playwright_api.expect
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
+
+WEB_CONFIG = '[web]\ndemo_site = "shop"\n'
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def kefu(tmp_path_factory):
+    running = await start_kefu(tmp_path_factory.mktemp("web-ui"), WEB_CONFIG)
+    shop_runner, shop_base = await start_shop(running.base)
+    running.shop_base = shop_base
+    yield running
+    await shop_runner.cleanup()
+    await running.runner.cleanup()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser():
+    async with playwright_api.async_playwright() as playwright:
+        chromium = await launch_browser(playwright)
+        yield chromium
+        await chromium.close()
+
+
+async def new_site(kefu, site_id: str | None = None):
+    return await add_site(kefu.kernel, site_id or f"s-{new_id()[:6].lower()}")
+
+
+def widget(page):
+    return page.locator("#kefu-widget")
+
+
+async def test_visitor_and_agent_chat_both_ways_and_text_stays_text(kefu, browser):
+    shop = await new_site(kefu, "shop")
+    agent = await signed_in_agent(browser, kefu.base, "shop", shop.agent.email)
+    visitor = await visitor_page(browser, kefu.base)  # the demo page at /
+    await open_widget(visitor)
+    hostile = 'Hi <script>window.__pwned=1</script><img src=x onerror="window.__pwned=2"> & co'
+    await widget_say(visitor, hostile)
+    await expect(widget(visitor).locator(".msg.mine[data-seq='1'] .text")).to_have_text(hostile)
+
+    await open_conversation(agent)
+    await expect(agent.locator("#message-list .msg.theirs .text")).to_have_text(hostile)
+    assert await agent.locator("#message-list img").count() == 0
+    assert await agent.evaluate("window.__pwned") is None
+    assert await visitor.evaluate("window.__pwned") is None
+
+    # typing shows on the other side, then the reply arrives and is read
+    await agent.locator("#composer-text").press_sequentially("Hel")
+    await expect(widget(visitor).locator(".typing")).to_be_visible()
+    await console_say(agent, "Hello! How can I help?")
+    await expect(widget(visitor).locator(".msg.theirs .text")).to_have_text(
+        "Hello! How can I help?"
+    )
+    await expect(agent.locator("#message-list .msg.mine.read")).to_have_count(1)
+    await widget_say(visitor, "Is the Yixing pot in stock?")
+    await expect(agent.locator("#message-list .msg.theirs .text").nth(1)).to_have_text(
+        "Is the Yixing pot in stock?"
+    )
+    await expect(agent.locator("#visitor-panel dd").first).to_be_visible()
+    await visitor.screenshot(path=screenshot_path("widget.png"))
+    await agent.screenshot(path=screenshot_path("console.png"))
+    assert visitor.errors.errors == [] and agent.errors.errors == []
+    await agent.context.close()
+    await visitor.context.close()
+
+
+async def test_cut_connection_loses_and_doubles_nothing(kefu, browser):
+    site = await new_site(kefu)
+    agent = await signed_in_agent(browser, kefu.base, site.site.id, site.agent.email)
+    visitor = await visitor_page(browser, f"{kefu.shop_base}shop/{site.site.widget_key}")
+    await open_widget(visitor)
+    await widget_say(visitor, "v1")
+    conversation_id = await open_conversation(agent)
+    await console_say(agent, "a1")
+    await expect(widget(visitor).locator(".msg.theirs")).to_have_count(1)
+
+    await visitor.context.set_offline(True)
+    await expect(widget(visitor).locator(".status")).to_be_visible()  # "Reconnecting…"
+    for text in ("a2", "a3", "a4"):
+        await console_say(agent, text)
+    await widget_say(visitor, "v2")  # typed while offline: kept and sent after the reconnect
+    await widget_say(visitor, "v3")
+    await expect(agent.locator("#message-list .msg.mine:not([data-seq=''])")).to_have_count(4)
+    await asyncio.sleep(0.3)
+    await visitor.context.set_offline(False)
+
+    texts = widget(visitor).locator(".msg .text")
+    await expect(texts).to_have_text(["v1", "a1", "a2", "a3", "a4", "v2", "v3"])
+    await expect(widget(visitor).locator(".msg.mine[data-seq='']")).to_have_count(0)
+    await expect(agent.locator("#message-list .msg .text")).to_have_text(
+        ["v1", "a1", "a2", "a3", "a4", "v2", "v3"]
+    )
+    stored = await kefu.kernel.storage.list_messages(site.site.id, conversation_id, after_seq=0)
+    assert [m.text for m in stored] == ["v1", "a1", "a2", "a3", "a4", "v2", "v3"]
+    assert [m.seq for m in stored] == list(range(1, 8))
+    seqs = await widget(visitor).locator(".msg").evaluate_all("els => els.map(e => e.dataset.seq)")
+    assert seqs == [str(n) for n in range(1, 8)]
+    assert visitor.errors.errors == [] and agent.errors.errors == []
+    await agent.context.close()
+    await visitor.context.close()
+
+
+async def test_widget_on_another_origin_with_long_poll_fallback(kefu, browser):
+    site = await new_site(kefu)
+    agent = await signed_in_agent(browser, kefu.base, site.site.id, site.agent.email)
+    url = f"{kefu.shop_base}shop/{site.site.widget_key}?lang=zh"
+    visitor = await visitor_page(browser, url)
+
+    async def refuse(ws):  # this network lets no WebSocket through
+        await ws.close(code=1011)
+
+    await visitor.route_web_socket(re.compile(r".*/v1/ws.*"), refuse)
+    await visitor.reload()
+    await open_widget(visitor)
+    await expect(widget(visitor).locator(".composer .send")).to_have_text("发送")
+    await widget_say(visitor, "你好 我想问一下运费")
+    await expect(widget(visitor).locator(".msg.mine[data-seq='1']")).to_be_visible(timeout=10000)
+    polling = [c for c in kefu.kernel.gateway.registry if c.principal.kind == "visitor"]
+    assert {c.transport for c in polling if c.principal.site_id == site.site.id} == {"longpoll"}
+
+    await open_conversation(agent)
+    await expect(agent.locator("#message-list .msg.theirs .text")).to_have_text(
+        "你好 我想问一下运费"
+    )
+    await console_say(agent, "Shipping is free over ¥300.")
+    await expect(widget(visitor).locator(".msg.theirs .text")).to_have_text(
+        "Shipping is free over ¥300."
+    )
+    assert visitor.errors.errors == [] and agent.errors.errors == []
+    await agent.context.close()
+    await visitor.context.close()
+
+
+async def test_admin_status_page_shows_live_figures(kefu, browser):
+    site = await new_site(kefu)
+    admin = await signed_in_agent(browser, kefu.base, site.site.id, site.admin.email)
+    visitor = await visitor_page(browser, f"{kefu.shop_base}shop/{site.site.widget_key}")
+    await open_widget(visitor)
+    await widget_say(visitor, "hello from the status test")
+    await admin.goto(f"{kefu.base}admin/status")
+    await expect(admin.locator('[data-stat="connections.visitors"]')).to_have_text("1")
+    await expect(admin.locator('[data-stat="messages.total_since_start"]')).to_have_text("1")
+    await admin.screenshot(path=screenshot_path("admin-status.png"))
+    await admin.goto(f"{kefu.base}admin/sites")
+    await expect(admin.locator("#snippet")).to_contain_text(site.site.widget_key)
+    await admin.goto(f"{kefu.base}admin/plugins")
+    await expect(admin.locator("table.grid")).to_contain_text("web")
+    assert admin.errors.errors == [] and visitor.errors.errors == []
+    await admin.context.close()
+    await visitor.context.close()

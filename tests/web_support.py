@@ -1,0 +1,141 @@
+"""Helpers for the browser tests: a kefu server on a real port, a second "shop" origin,
+Debian's Chromium driven by Playwright, and small page helpers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from kefu.core.kernel import Kernel
+from kefu.core.web_app import create_app
+from tests.chat_support import PASSWORD, make_kernel
+from tests.conftest import ROOT, service_unavailable
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SCREENSHOTS = ROOT / "build" / "screenshots"
+VIEWPORT = {"width": 1280, "height": 760}
+
+SHOP_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Other shop</title></head><body><h1>Another origin's shop</h1>
+<p>This page is served on its own port; the widget below comes from kefu.</p>
+<script src="{kefu}widget.js" data-site-key="{key}" data-lang="{lang}" async></script>
+</body></html>"""
+
+
+@dataclass
+class Running:
+    kernel: Kernel
+    runner: web.AppRunner
+    base: str  # http://127.0.0.1:PORT/
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    return runner, f"http://127.0.0.1:{port}/"
+
+
+async def start_kefu(tmp_path: Path, extra: str = "") -> Running:
+    """kefu on SQLite (the embedded default) on a free port."""
+    kernel = make_kernel(tmp_path, extra, storage="sql")
+    runner, base = await serve(create_app(kernel))
+    kernel.listen = ("127.0.0.1", int(base.rsplit(":", 1)[1].strip("/")))
+    return Running(kernel, runner, base)
+
+
+async def start_shop(kefu_base: str) -> tuple[web.AppRunner, str]:
+    """A shop on another origin: ``/shop/<widget key>?lang=`` embeds the widget."""
+
+    async def shop(request: web.Request) -> web.Response:
+        html = SHOP_PAGE.format(
+            kefu=kefu_base, key=request.match_info["key"], lang=request.query.get("lang", "en")
+        )
+        return web.Response(text=html, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/shop/{key}", shop)
+    return await serve(app)
+
+
+async def launch_browser(playwright: Any) -> Any:
+    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 (once, before the browser starts)
+        service_unavailable(f"Debian's chromium ({CHROMIUM}; `make browser` installs it)")
+    return await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+class PageErrors:
+    """Collects uncaught script errors of a page; tests assert there are none."""
+
+    def __init__(self, page: Any) -> None:
+        self.errors: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+
+async def signed_in_agent(browser: Any, base: str, site_id: str, email: str) -> Any:
+    """A new browser context with an agent signed in to the console (through the form)."""
+    context = await browser.new_context(viewport=VIEWPORT)
+    page = await context.new_page()
+    page.errors = PageErrors(page)
+    await page.goto(f"{base}console/login")
+    await page.fill("input[name=site_id]", site_id)
+    await page.fill("input[name=email]", email)
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(re.compile(r"/console$"))
+    await page.locator("#conn-state.ws, #conn-state.longpoll").wait_for()
+    return page
+
+
+async def visitor_page(browser: Any, url: str, **context_args: Any) -> Any:
+    context = await browser.new_context(viewport={"width": 1000, "height": 720}, **context_args)
+    page = await context.new_page()
+    page.errors = PageErrors(page)
+    await page.goto(url)
+    await page.locator("#kefu-widget .launcher").wait_for()
+    return page
+
+
+async def open_widget(page: Any) -> None:
+    await page.locator("#kefu-widget .launcher").click()
+    await page.locator("#kefu-widget .composer textarea").wait_for()
+
+
+async def widget_say(page: Any, text: str) -> None:
+    box = page.locator("#kefu-widget .composer textarea")
+    await box.fill(text)
+    await box.press("Enter")
+
+
+async def console_say(page: Any, text: str) -> None:
+    box = page.locator("#composer-text")
+    await box.fill(text)
+    await box.press("Enter")
+
+
+async def open_conversation(page: Any) -> str:
+    """Open the newest conversation from whichever inbox tab holds it; its id."""
+    for tab in ("mine", "queued", "open"):
+        await page.locator(f'.tabs [data-tab="{tab}"]').click()
+        item = page.locator("#conversation-list li[data-id]").first
+        try:
+            await item.wait_for(timeout=1500)
+        except Exception:
+            continue
+        conversation_id = await item.get_attribute("data-id")
+        await item.click()
+        await page.locator("#chat-inner:not([hidden])").wait_for()
+        return conversation_id
+    raise AssertionError("no conversation in the inbox")
+
+
+def screenshot_path(name: str) -> str:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return str(SCREENSHOTS / name)
