@@ -24,6 +24,7 @@ from kefu.core.types import (
     PressureReading,
     Principal,
     Processor,
+    RestEndpoint,
     RoutingFilter,
     TransportInfo,
     WeightFactor,
@@ -114,6 +115,20 @@ class HookFacade:
 
     def routes(self) -> list[web.RouteDef]:
         return _flatten(call_all_sync(self._hook.kefu_routes, kernel=self._kernel))
+
+    def rest_endpoints(self) -> list[RestEndpoint]:
+        """Every plugin's REST endpoints; a method and path claimed twice fails naming both."""
+        found: dict[tuple[str, str], tuple[str, RestEndpoint]] = {}
+        for plugin, endpoints in call_all_sync(self._hook.kefu_rest_endpoints, kernel=self._kernel):
+            for endpoint in endpoints:
+                key = (endpoint.method.upper(), endpoint.path)
+                if key in found:
+                    raise StartupError(
+                        f"REST endpoint {key[0]} {key[1]} is provided by both plugin "
+                        f"{found[key][0]!r} and plugin {plugin!r}; disable one of them"
+                    )
+                found[key] = (plugin, endpoint)
+        return [endpoint for _, endpoint in found.values()]
 
     def middlewares(self) -> list[Callable]:
         pairs = [

@@ -78,6 +78,38 @@ class WeightFactor:
 
 
 @dataclass(frozen=True, slots=True)
+class RestEndpoint:
+    """A JSON endpoint a plugin contributes to the REST API (``kefu_rest_endpoints``).
+
+    The REST API plugin serves it (bearer-token auth unless ``auth`` is False, query
+    and body validated with the pydantic models ``query`` and ``body``, the
+    ``response`` model serialised with ``status``) and documents it in
+    ``/v1/openapi.json``. ``handler(call)`` is async and receives the validated
+    request: ``call.kernel``, ``call.principal``, ``call.params`` (path
+    parameters, each matching ``path_patterns`` or an id pattern), ``call.query``,
+    ``call.body``, ``call.site_id`` and ``await call.require(action, resource)``.
+    It returns a ``response`` instance (None for 204) or raises
+    :class:`kefu.core.errors.ApiError`; ``errors`` lists the error statuses it may
+    answer besides the ones validation and auth imply.
+    """
+
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    tag: str
+    handler: Callable[[Any], Awaitable[Any]]
+    response: type | None = None
+    status: int = 200
+    query: type | None = None
+    body: type | None = None
+    errors: tuple[int, ...] = ()
+    auth: bool = True
+    description: str = ""
+    path_patterns: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class BotReply:
     """What a bot answers: texts to send and an optional handoff to humans."""
 

@@ -101,6 +101,23 @@ def kefu_routes(kernel):
 
 
 @hookspec
+def kefu_rest_endpoints(kernel):
+    """Contribute JSON endpoints to the REST API, served and documented like its own.
+
+    Called once while the application is built, by the plugin that serves the
+    REST API (the built-in ``rest_api``), and again to build
+    ``/v1/openapi.json``. That plugin authenticates the caller, validates the
+    query and body with the endpoint's models, turns a raised
+    :class:`kefu.core.errors.ApiError` into its error response and lists the
+    operation in the OpenAPI document. A method and path claimed twice fails
+    start-up naming both plugins. Without a REST API plugin nothing serves them.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :returns: a list of :class:`kefu.core.types.RestEndpoint`, or None. Sync only.
+    """
+
+
+@hookspec
 def kefu_middlewares(kernel):
     """Contribute aiohttp middlewares.
 

@@ -212,6 +212,7 @@ async def open_chat(
     await visitor.send(op="start")
     started = await visitor.expect("started")
     conversation_id = started["conversation"]["id"]
+    await visitor.expect("queue", conversation_id=conversation_id)  # routing: nobody online
     await agent.expect("conversation", event="started")
     await agent.send(op="watch", conversation_id=conversation_id)
     await agent.expect("watching")

@@ -521,6 +521,7 @@ async def test_plugin_routes_on_events_and_drains_when_capacity_frees(
     async def arrive(cid):
         await storage.create_conversation(Conversation(cid, "s", f"v-{cid}", state=QUEUED))
         await kernel.emit("conversation.queued", "s", conversation_id=cid)
+        await service.settle()  # passes run in a task after the event
 
     def assigned():
         return [
@@ -538,6 +539,7 @@ async def test_plugin_routes_on_events_and_drains_when_capacity_frees(
     c1.state, c1.resolved_at = RESOLVED, c1.meta["assigned_at"] + 120
     await storage.update_conversation(c1)
     await kernel.emit("conversation.resolved", "s", conversation_id="c1")
+    await service.settle()
     assert assigned()[-1] == ("c2", "a1")
     assert service.engine.handle_times.mean("s", None) == 120.0
 
@@ -546,12 +548,14 @@ async def test_plugin_routes_on_events_and_drains_when_capacity_frees(
     a2.status = "online"
     await storage.update_agent(a2)
     await kernel.emit("agent.presence", "s", agent_id="a2", status="online")
+    await service.settle()
     assert assigned()[-1] == ("c3", "a2")
 
     await arrive("c4")
     a2.capacity = 2
     await storage.update_agent(a2)
     await kernel.emit("agent.capacity_changed", "s", agent_id="a2")
+    await service.settle()
     assert assigned()[-1] == ("c4", "a2")
     assert len(assigned()) == 4
 

@@ -244,10 +244,13 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
         status = string_field(frame, "status", max_len=16)
         if status not in PRESENCE_STATES:
             raise GatewayError("invalid_field", "status: online, away or offline", field="status")
-        notice = {"op": "presence", "agent_id": p.id, "status": status}
+        extra = {}
+        if "accepting" in frame:  # "accept new chats" switch (routing reads it)
+            extra["accepting"] = bool_field(frame, "accepting", True)
+        notice = {"op": "presence", "agent_id": p.id, "status": status, **extra}
         await gateway.publish_site_agents(p.site_id, notice, origin=conn, ephemeral=True)
-        await kernel.emit("agent.presence", p.site_id, agent_id=p.id, status=status)
-        return {"op": "presence_ok", "status": status}
+        await kernel.emit("agent.presence", p.site_id, agent_id=p.id, status=status, **extra)
+        return {"op": "presence_ok", "status": status, **extra}
 
     async def ping(conn: Connection, frame: dict) -> dict:
         return {"op": "pong", "ts": time.time()}

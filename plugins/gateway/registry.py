@@ -100,3 +100,25 @@ class Registry:
 
     def site_agents(self, site_id: str) -> set[Connection]:
         return self._shard(site_id).agents.get(site_id) or set()
+
+    def agents(
+        self,
+        site_id: str,
+        agent_ids: list[str] | None = None,
+        watching: str | None = None,
+        then_watch: str | None = None,
+    ) -> set[Connection]:
+        """Agent connections of a site: of ``agent_ids`` only, watching ``watching`` only
+        (when given); each one found starts watching ``then_watch`` (when given)."""
+        pool = self.watchers(watching) if watching else self.site_agents(site_id)
+        found = {
+            conn
+            for conn in pool
+            if conn.principal.kind == "agent"
+            and conn.principal.site_id == site_id
+            and (agent_ids is None or conn.principal.id in agent_ids)
+        }
+        if then_watch:
+            for conn in found:
+                self.watch(conn, then_watch)
+        return found

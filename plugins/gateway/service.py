@@ -28,7 +28,8 @@ from typing import Any
 
 import orjson
 
-from kefu.core.domain import Conversation
+from kefu.core.domain import Conversation, Message
+from kefu.core.errors import ApiError
 from kefu.core.storage import StorageError
 from kefu.core.types import Principal
 from kefu.plugins.gateway.connection import Connection
@@ -38,6 +39,7 @@ from kefu.plugins.gateway.frames import (
     GatewayError,
     envelope,
     error_frame,
+    message_frame,
     open_envelope,
 )
 from kefu.plugins.gateway.registry import Registry
@@ -180,7 +182,7 @@ class Gateway:
         started = time.perf_counter() if stats.armed else 0.0
         try:
             reply = await handler(conn, frame)
-        except GatewayError as exc:
+        except (GatewayError, ApiError) as exc:  # ApiError: raised by plugins' ops
             self.send(conn, error_frame(exc.code, exc.message, ref, **exc.extra))
             return
         except StorageError as exc:
@@ -289,6 +291,46 @@ class Gateway:
         }
         await self._publish(envelope(orjson.dumps(frame), **header))
 
+    async def publish_message(
+        self, conversation: Conversation, message: Message, *, origin: Connection | None = None
+    ) -> None:
+        """Deliver a stored message (a plugin's system or bot message) like a sent one."""
+        frame = message_frame(message)
+        await self.publish_conversation(conversation, frame, origin=origin, seq=message.seq)
+
+    async def publish_visitor(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        """Deliver to the conversation's visitor only (every tab), not to watching agents."""
+        header = {
+            "k": "v",
+            "op": frame.get("op", "unknown"),
+            "s": conversation.site_id,
+            "v": conversation.visitor_id,
+        }
+        await self._publish(envelope(orjson.dumps(frame), **header))
+
+    async def publish_agents(
+        self,
+        site_id: str,
+        frame: dict[str, Any],
+        *,
+        agent_ids: list[str] | None = None,
+        watchers_of: str | None = None,
+        watch: str | None = None,
+    ) -> None:
+        """Deliver to agent connections of a site, in every process: only those of
+        ``agent_ids`` when given, only those watching ``watchers_of`` when given (never
+        the visitor: private notes travel this way). Each connection reached starts
+        watching ``watch`` when given (an agent given a conversation receives it)."""
+        header = {
+            "k": "g",
+            "op": frame.get("op", "unknown"),
+            "s": site_id,
+            "a": agent_ids,
+            "c": watchers_of,
+            "w": watch,
+        }
+        await self._publish(envelope(orjson.dumps(frame), **header))
+
     async def publish_site_agents(
         self,
         site_id: str,
@@ -321,8 +363,13 @@ class Gateway:
             return
         site_id, origin, ephemeral = head.get("s"), head.get("o"), bool(head.get("e"))
         conversation_id = head.get("c")
-        if head.get("k") == "a":
+        kind = head.get("k")
+        if kind == "a":
             targets = self.registry.site_agents(site_id)
+        elif kind == "v":
+            targets = self.registry.visitor(site_id, head.get("v"))
+        elif kind == "g":
+            targets = self.registry.agents(site_id, head.get("a"), head.get("c"), head.get("w"))
         else:
             targets = self.registry.visitor(site_id, head.get("v")) | self.registry.watchers(
                 conversation_id

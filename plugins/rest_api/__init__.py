@@ -3,33 +3,63 @@
 JSON over HTTP with bearer-token auth (tokens come from the auth plugin's
 ``POST /v1/auth/login`` and ``POST /v1/visitors/session``). Every query is
 made inside the caller's site. ``GET /v1/openapi.json`` describes every
-endpoint, generated from the same table and models that serve them.
+endpoint, generated from the same table and models that serve them, plus
+the endpoints other plugins contribute through ``kefu_rest_endpoints``
+(served and documented the same way).
 Settings: ``[uploads]`` (see :class:`~kefu.plugins.rest_api.uploads.UploadSettings`).
 """
 
 from __future__ import annotations
 
 import functools
+import weakref
 
 import orjson
 from aiohttp import web
 
 from kefu.core import __version__
+from kefu.core.kernel import Kernel
 from kefu.hooks import hookimpl
 from kefu.plugins.rest_api.attachments import PROCESSOR
-from kefu.plugins.rest_api.endpoint import Call, Endpoint, to_route
+from kefu.plugins.rest_api.endpoint import Call, Endpoint, contributed, to_route
 from kefu.plugins.rest_api.openapi import build_document
 from kefu.plugins.rest_api.routes import AUTH_ENDPOINTS, REST_ENDPOINTS
 from kefu.plugins.rest_api.uploads import UploadSettings
 
+#: The document of each kernel, built once (the endpoint table is fixed at start-up).
+_DOCUMENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def plugin_endpoints(kernel: Kernel | None) -> tuple[Endpoint, ...]:
+    """The endpoints other plugins contribute through ``kefu_rest_endpoints``."""
+    if kernel is None:
+        return ()
+    return tuple(contributed(e) for e in kernel.hooks.rest_endpoints())
+
+
+def documented_endpoints(kernel: Kernel | None = None) -> tuple[Endpoint, ...]:
+    """Every endpoint of the document: this plugin's, the auth plugin's, other plugins'."""
+    return (*ALL_ENDPOINTS, *plugin_endpoints(kernel))
+
+
+def openapi_document(kernel: Kernel | None = None) -> bytes:
+    """The OpenAPI document; with a kernel, other plugins' endpoints are in it too."""
+    if kernel is None:
+        return _builtin_document()
+    document = _DOCUMENTS.get(kernel)
+    if document is None:
+        endpoints = documented_endpoints(kernel)
+        document = _DOCUMENTS[kernel] = orjson.dumps(build_document(endpoints, version=__version__))
+    return document
+
 
 @functools.cache
-def openapi_document() -> bytes:
+def _builtin_document() -> bytes:
     return orjson.dumps(build_document(ALL_ENDPOINTS, version=__version__))
 
 
 async def serve_openapi(call: Call) -> web.Response:
-    return web.Response(body=openapi_document(), content_type="application/json")
+    return web.Response(body=openapi_document(call.kernel), content_type="application/json")
 
 
 OPENAPI_ENDPOINT = Endpoint(
@@ -60,7 +90,8 @@ def kefu_config_schema():
 
 @hookimpl
 def kefu_routes(kernel):
-    return [to_route(endpoint) for endpoint in SERVED_ENDPOINTS]
+    served = (*SERVED_ENDPOINTS, *plugin_endpoints(kernel))
+    return [to_route(endpoint) for endpoint in served]
 
 
 @hookimpl(tryfirst=True)

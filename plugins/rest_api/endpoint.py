@@ -17,22 +17,15 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from kefu.core.errors import ApiError
 from kefu.core.kernel import Kernel
-from kefu.core.types import Principal
+from kefu.core.types import Principal, RestEndpoint
 from kefu.core.web_app import KERNEL_KEY, error_response, request_principal
 from kefu.plugins.rest_api.models import ID_PATTERN
 
 log = logging.getLogger(__name__)
 
 MAX_JSON_BODY = 64 * 1024
-
-
-class ApiError(Exception):
-    """Raised by handlers; becomes ``{"error": {"code", "message"}}`` with ``status``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 def not_found(what: str) -> ApiError:
@@ -106,6 +99,26 @@ class Endpoint:
         if self.path_params:
             statuses.add(404)
         return sorted(statuses)
+
+
+def contributed(endpoint: RestEndpoint) -> Endpoint:
+    """An endpoint another plugin contributed (``kefu_rest_endpoints``), as this table's kind."""
+    return Endpoint(
+        endpoint.method.upper(),
+        endpoint.path,
+        endpoint.operation_id,
+        endpoint.summary,
+        endpoint.tag,
+        endpoint.handler,
+        response=endpoint.response,
+        status=endpoint.status,
+        query=endpoint.query,
+        body=endpoint.body,
+        errors=endpoint.errors,
+        auth=endpoint.auth,
+        description=endpoint.description,
+        path_patterns=dict(endpoint.path_patterns),
+    )
 
 
 def validation_message(exc: ValidationError) -> str:

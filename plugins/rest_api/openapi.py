@@ -17,7 +17,8 @@ ERROR_TEXT = {
     401: "Missing, invalid or expired token (`unauthorized`).",
     403: "The caller is not allowed to do this (`forbidden`).",
     404: "No such record in the caller's site (`not_found`).",
-    409: "A unique value is taken (`conflict`).",
+    409: "The request conflicts with the current state: a unique value is taken (`conflict`), "
+    "or the record is not in a state that allows it (the code says which).",
     413: "The body or file is too large (`too_large`).",
     429: "Too many failed attempts; see `Retry-After` (`too_many_attempts`).",
     415: "Unsupported body or file type (`unsupported_media_type`, `unsupported_type`).",

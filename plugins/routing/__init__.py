@@ -8,6 +8,12 @@ a score from every plugin's ``kefu_routing_weight_factors``), ``round_robin``,
 take wait in a per-site line (priority, then oldest first) that drains as soon
 as capacity frees. See ``docs/routing.md``.
 
+Around the engine, the live agent workflow: presence (with automatic away after
+a disconnect), capacity, accept/decline, transfer, reassignment of unanswered
+conversations, resolve/reopen, manual picks and business hours, as frame ops
+(:mod:`~kefu.plugins.routing.ops`) and REST endpoints
+(:mod:`~kefu.plugins.routing.api`); see ``docs/protocol.md``.
+
 Everything here is ``trylast``: a third party's policy, filter or factor is
 collected alongside (or, for a policy name, instead of) the built-ins.
 """
@@ -18,8 +24,10 @@ import logging
 import weakref
 
 from kefu.hooks import hookimpl
+from kefu.plugins.routing.api import make_endpoints
 from kefu.plugins.routing.factors import BUILTIN_FACTORS
 from kefu.plugins.routing.filters import BUILTIN_FILTERS
+from kefu.plugins.routing.ops import make_ops
 from kefu.plugins.routing.policies import BUILTIN_POLICIES
 from kefu.plugins.routing.service import RoutingService
 from kefu.plugins.routing.settings import RoutingSettings
@@ -84,3 +92,43 @@ async def kefu_event(kernel, event):
     service = _SERVICES.get(kernel)
     if service is not None:
         await service.on_event(event)
+
+
+@hookimpl
+def kefu_transport_frame_handlers(kernel):
+    return make_ops(lambda: _SERVICES.get(kernel))
+
+
+@hookimpl
+def kefu_rest_endpoints(kernel):
+    return make_endpoints(service_of)
+
+
+@hookimpl
+def kefu_transport_connected(kernel, connection):
+    service = _SERVICES.get(kernel)
+    if service is not None and connection.principal.kind == "agent":
+        service.presence.connected(connection.principal)
+
+
+@hookimpl
+def kefu_transport_disconnected(kernel, connection):
+    service = _SERVICES.get(kernel)
+    if service is not None and connection.principal.kind == "agent":
+        service.presence.disconnected(connection.principal)
+
+
+#: Actions on a conversation only its assignee (or an admin) may take once it is assigned.
+ASSIGNEE_ACTIONS = frozenset({"conversation.resolve", "conversation.transfer"})
+
+
+@hookimpl(tryfirst=True)
+def kefu_auth_permits(kernel, principal, action, resource):
+    """Narrow the auth plugin's rules: an agent who is not an admin may not resolve or
+    transfer a conversation assigned to someone else. Never grants anything."""
+    if action not in ASSIGNEE_ACTIONS or principal is None or principal.kind != "agent":
+        return None
+    assignee = getattr(resource, "assignee_id", None)
+    if assignee is not None and assignee != principal.id and not principal.is_admin:
+        return False
+    return None

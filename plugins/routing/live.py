@@ -15,8 +15,11 @@ this process or another one sharing the storage:
 
 Conventions the gateway writes in ``Conversation.meta`` (read here):
 ``queued_at`` (UNIX time it started waiting; ``created_at`` otherwise),
-``declined_by`` (ids of agents who declined or let an offer time out) and
-``assigned_at`` (written here at claim time).
+``declined_by`` (ids of agents who declined or let an offer time out),
+``previous_assignee`` (who held it before it was reopened), and, written here at
+claim time, ``assigned_at`` and ``assigned_seq`` (the conversation's ``last_seq``
+then: the assignee answers with a message after it); ``accepted_at`` and
+``answered_at`` are written by the agent workflow.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def conversation_snapshot(
         skill=conversation.department,
         priority=conversation.priority,
         queued_at=float(conversation.meta.get("queued_at", conversation.created_at)),
-        previous_agent_id=previous_agent_id,
+        previous_agent_id=conversation.meta.get("previous_assignee") or previous_agent_id,
         meta={"visitor_id": conversation.visitor_id},
     )
 
@@ -111,30 +114,49 @@ class StorageSource:
         return conversation_snapshot(conversation, await self.previous_agent(conversation))
 
     async def claim(self, conversation: ConversationSnapshot, agent: AgentSnapshot) -> Claim:
-        site_id = conversation.site_id
-        stored = await self.storage.get_conversation(site_id, conversation.id)
+        stored = await self.storage.get_conversation(conversation.site_id, conversation.id)
         if stored is None or stored.state != QUEUED or stored.assignee_id is not None:
             return Claim.GONE
-        record = await self.storage.get_agent(site_id, agent.id)
-        if record is None or record.status != ONLINE:
+        return await self.take(stored, agent.id)
+
+    async def take(self, stored: Conversation, agent_id: str, *, online: bool = True) -> Claim:
+        """Give ``stored`` (as just read: queued, or assigned to someone else for a
+        transfer) to ``agent_id``, compare-and-set on its state and assignee as read.
+
+        The agent must exist, be online (unless ``online`` is False) and have room;
+        the capacity is checked again after the write and the conversation given back
+        when a concurrent claim filled the agent.
+        """
+        site_id = stored.site_id
+        record = await self.storage.get_agent(site_id, agent_id)
+        if record is None or (online and record.status != ONLINE):
             return Claim.AGENT_UNAVAILABLE
         if await self.open_count(site_id, record) >= record.capacity:
             return Claim.AGENT_FULL
+        before = (stored.state, stored.assignee_id, stored.meta, stored.updated_at)
         now = self.clock()
         stored.state, stored.assignee_id, stored.updated_at = ASSIGNED, record.id, now
-        stored.meta = {**stored.meta, "assigned_at": now}
-        if not await self.storage.update_conversation(stored, if_state=QUEUED, if_assignee=None):
+        stored.meta = assigned_meta(stored.meta, now, stored.last_seq)
+        if not await self.storage.update_conversation(
+            stored, if_state=before[0], if_assignee=before[1]
+        ):
             return Claim.GONE
         if await self.open_count(site_id, record) > record.capacity:
-            await self._give_back(stored, record.id)
+            stored.state, stored.assignee_id, stored.meta, stored.updated_at = before
+            if not await self.storage.update_conversation(
+                stored, if_state=ASSIGNED, if_assignee=record.id
+            ):
+                log.warning("claim of %s could not be given back: changed meanwhile", stored.id)
             return Claim.AGENT_FULL
         self.stats.assigned(site_id, record.id, now)
         return Claim.CLAIMED
 
-    async def _give_back(self, stored: Conversation, agent_id: str) -> None:
-        stored.state, stored.assignee_id = QUEUED, None
-        stored.meta = {k: v for k, v in stored.meta.items() if k != "assigned_at"}
-        if not await self.storage.update_conversation(
-            stored, if_state=ASSIGNED, if_assignee=agent_id
-        ):
-            log.warning("claim of %s could not be given back: changed meanwhile", stored.id)
+
+#: ``meta`` keys describing the current assignment; a new assignment starts them afresh.
+ASSIGNMENT_KEYS = ("assigned_at", "assigned_seq", "accepted_at", "answered_at")
+
+
+def assigned_meta(meta: dict, now: float, seq: int) -> dict:
+    """``meta`` of a conversation just assigned: when, and the ``seq`` an answer must follow."""
+    kept = {k: v for k, v in meta.items() if k not in ASSIGNMENT_KEYS}
+    return {**kept, "assigned_at": now, "assigned_seq": seq}

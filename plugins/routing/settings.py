@@ -16,14 +16,20 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from typing import Annotated
+import logging
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+import orjson
+from pydantic import Field, ValidationError, field_validator
 
 from kefu.core.config import Section
 
+log = logging.getLogger(__name__)
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: Key of ``Site.settings`` holding the site's own business hours (they beat the config).
+SITE_HOURS_KEY = "business_hours"
 
 
 @functools.lru_cache(maxsize=256)
@@ -99,7 +105,32 @@ class RoutingSettings(Section):
     default_handle_time_s: float = Field(300.0, gt=0)
     #: Re-read queued conversations from storage and drain every N seconds (0 = never).
     sweep_interval_s: float = Field(5.0, ge=0)
+    #: Seconds an assigned agent has to accept or answer before the conversation goes to
+    #: someone else, who is not offered it again (0 = never reassign).
+    answer_timeout_s: float = Field(120.0, ge=0)
+    #: Seconds after an online agent's last connection closed before they are set away.
+    away_grace_s: float = Field(30.0, ge=0)
+    #: The wait estimate sent to visitors is rounded up to this step; smaller changes are
+    #: not sent again.
+    eta_step_s: float = Field(10.0, gt=0)
 
     def hours_for(self, site_id: str) -> BusinessHours | None:
         """The business hours that apply to ``site_id``; None means always open."""
         return self.business_hours.get(site_id) or self.business_hours.get("*")
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_hours(encoded: bytes) -> BusinessHours | None:
+    try:
+        return BusinessHours.model_validate(orjson.loads(encoded))
+    except ValidationError as exc:
+        log.warning("ignored invalid business hours in site settings: %s", exc)
+        return None
+
+
+def site_hours(settings: dict[str, Any]) -> BusinessHours | None:
+    """The business hours a site's settings hold (``business_hours``), None if none or invalid."""
+    value = settings.get(SITE_HOURS_KEY)
+    if not isinstance(value, dict):
+        return None
+    return _parse_hours(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
