@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import struct
+import zlib
 
 import pytest
 import pytest_asyncio
@@ -52,6 +54,23 @@ async def browser():
 
 async def new_site(kefu, site_id: str | None = None):
     return await add_site(kefu.kernel, site_id or f"s-{new_id()[:6].lower()}")
+
+
+def tiny_png() -> bytes:
+    """A real 2x1 PNG (uploads are sniffed by content)."""
+    rows = b"\x00\xff\x00\x00\x00\x00\xff"  # one filter byte, two RGB pixels
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 2, 1, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def widget(page):
@@ -124,6 +143,14 @@ async def test_cut_connection_loses_and_doubles_nothing(kefu, browser):
     assert [m.seq for m in stored] == list(range(1, 8))
     seqs = await widget(visitor).locator(".msg").evaluate_all("els => els.map(e => e.dataset.seq)")
     assert seqs == [str(n) for n in range(1, 8)]
+
+    # with the panel closed, a new message shows as an unread badge and flashes the title
+    await widget(visitor).locator(".launcher").click()
+    await console_say(agent, "a5")
+    await expect(widget(visitor).locator(".badge")).to_have_text("1")
+    await expect(visitor).to_have_title(re.compile(r"^\(1\) "))
+    await widget(visitor).locator(".launcher").click()
+    await expect(widget(visitor).locator(".badge")).to_be_hidden()
     assert visitor.errors.errors == [] and agent.errors.errors == []
     await agent.context.close()
     await visitor.context.close()
@@ -155,8 +182,40 @@ async def test_widget_on_another_origin_with_long_poll_fallback(kefu, browser):
     await expect(widget(visitor).locator(".msg.theirs .text")).to_have_text(
         "Shipping is free over ¥300."
     )
+    # an image: uploaded cross-origin, sent, shown on both sides
+    picture = {"name": "pot.png", "mimeType": "image/png", "buffer": tiny_png()}
+    await widget(visitor).locator("input.file").set_input_files(picture)
+    sent = widget(visitor).locator(".msg.mine[data-seq='3'] img.image")
+    await expect(sent).to_be_visible()
+    received = agent.locator("#message-list img.image")
+    await expect(received).to_be_visible()
+    for page, image in ((visitor, sent), (agent, received)):  # really loaded, with its token
+        loaded = "img => img.complete && img.naturalWidth === 2"
+        await page.wait_for_function(loaded, arg=await image.element_handle(), timeout=5000)
     assert visitor.errors.errors == [] and agent.errors.errors == []
     await agent.context.close()
+    await visitor.context.close()
+
+
+async def test_offline_site_offers_leave_a_message(kefu, browser):
+    site = await new_site(kefu)  # nobody signed in: the site is offline
+    visitor = await visitor_page(browser, f"{kefu.shop_base}shop/{site.site.widget_key}")
+    await widget(visitor).locator(".launcher").click()
+    form = widget(visitor).locator("form.offline")
+    await expect(form).to_be_visible()
+    await expect(widget(visitor).locator(".composer")).to_be_hidden()
+    await form.locator("input[name=name]").fill("Mei")
+    await form.locator("input[name=email]").fill("mei@example.com")
+    await form.locator("textarea[name=message]").fill("Do you ship to Hangzhou?")
+    await form.locator("button[type=submit]").click()
+    await expect(widget(visitor).locator(".msg.mine[data-seq='1']")).to_be_visible()
+    storage = kefu.kernel.storage
+    (conversation,) = await storage.list_conversations(site.site.id)
+    (message,) = await storage.list_messages(site.site.id, conversation.id, after_seq=0)
+    visitor_record = await storage.get_visitor(site.site.id, conversation.visitor_id)
+    assert message.text == "Do you ship to Hangzhou?" and visitor_record.name == "Mei"
+    assert visitor_record.attributes["email"] == "mei@example.com"
+    assert visitor.errors.errors == []
     await visitor.context.close()
 
 
