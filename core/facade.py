@@ -106,6 +106,9 @@ class HookFacade:
         order += [n for n in stops if n not in starts]
         return [(name, starts.get(name), stops.get(name)) for name in order]
 
+    async def shutdown_requested(self) -> None:
+        await notify(self._hook.kefu_shutdown_requested, self.failures, kernel=self._kernel)
+
     def ready_checks(self) -> dict[str, Callable]:
         return {
             name: check

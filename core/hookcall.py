@@ -20,7 +20,13 @@ from typing import Any
 
 import pluggy
 
+from kefu.core.errors import StartupError
+
 log = logging.getLogger(__name__)
+
+
+class PluginHookError(StartupError, TypeError):
+    """A sync-only hook implementation raised or was async: reported as one line."""
 
 
 class HookFailures:
@@ -70,11 +76,19 @@ def call_all_sync(caller: pluggy.HookCaller, **kwargs: Any) -> list[tuple[str, A
     """Like :func:`call_all` for hooks documented as sync only (routes, schemas, registries)."""
     results = []
     for impl in _ordered_impls(caller):
-        value = _invoke(impl, kwargs)
+        try:
+            value = _invoke(impl, kwargs)
+        except Exception as exc:
+            raise PluginHookError(
+                f"plugin {impl.plugin_name!r} failed in hook {caller.name}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         if inspect.isawaitable(value):
             if inspect.iscoroutine(value):
                 value.close()
-            raise TypeError(f"plugin {impl.plugin_name!r}: hook {caller.name} must not be async")
+            raise PluginHookError(
+                f"plugin {impl.plugin_name!r}: hook {caller.name} must not be async"
+            )
         if value is not None:
             results.append((impl.plugin_name, value))
     return results

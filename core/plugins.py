@@ -110,6 +110,13 @@ def make_plugin_manager(
     records: list[PluginRecord] = []
 
     def offer(name: str, origin: str, module_name: str, version: str, load) -> None:
+        earlier = next((r for r in records if r.name == name), None)
+        if earlier is not None:
+            log.warning(
+                "plugin %r offered again (%s %s); the %s one stays",
+                name, origin, module_name, earlier.origin,
+            )  # fmt: skip
+            return
         record = PluginRecord(name, origin, module_name, version)
         records.append(record)
         if name in disable_set:

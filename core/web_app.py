@@ -125,7 +125,14 @@ def create_app(kernel: Kernel) -> web.Application:
     app.router.add_get("/-/plugins", list_plugins)
     app.router.add_routes(kernel.hooks.routes())
     app.cleanup_ctx.append(_services)
+    app.on_shutdown.append(_shutdown_requested)
     return app
+
+
+async def _shutdown_requested(app: web.Application) -> None:
+    kernel = app[KERNEL_KEY]
+    kernel.started = False  # /readyz turns 503 while draining
+    await kernel.hooks.shutdown_requested()
 
 
 def _storage_ping(kernel: Kernel):

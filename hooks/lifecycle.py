@@ -70,6 +70,22 @@ def kefu_shutdown(kernel):
 
 
 @hookspec
+def kefu_shutdown_requested(kernel):
+    """Start closing long-lived connections because the server is stopping.
+
+    Called once when the server begins to stop (SIGINT, SIGTERM), after it
+    stopped accepting new connections and before it waits for open requests
+    to finish, so that WebSockets and long-polls end promptly instead of
+    holding shutdown until they time out. Resources are released later, in
+    :func:`kefu_shutdown`.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel` being stopped.
+    :returns: None. May be async. Every implementation runs even if another
+        one raises; failures are logged with the plugin's name.
+    """
+
+
+@hookspec
 def kefu_ready_checks(kernel):
     """Contribute readiness checks to ``GET /readyz``.
 

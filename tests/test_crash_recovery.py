@@ -241,3 +241,25 @@ async def test_acknowledged_messages_survive_sigkill(server):
         final = await _connect(http, base, agent_token)
         total = await _resume_all(final, conversation_id, 0)
         assert len(set(final.seen.values())) == len(final.seen) == total
+
+
+async def test_sigterm_with_open_websockets_stops_promptly(server):
+    """kefu_shutdown_requested closes sockets first: clients get 1001 and the process exits fast."""
+    banner = await server.start()
+    widget_key = re.search(r"widget key '([^']+)'", banner).group(1)
+    async with aiohttp.ClientSession() as http:
+        peers = []
+        for _ in range(3):
+            session = await _post(
+                http, f"{server.base}/v1/visitors/session", {"widget_key": widget_key}
+            )
+            peers.append(await _connect(http, server.base, session["token"]))
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(server.proc.wait, 20)
+        elapsed = time.monotonic() - started
+        for peer in peers:
+            await asyncio.wait_for(peer.reader, 5)
+            assert peer.ws.close_code == 1001
+    assert server.proc.returncode == 0
+    assert elapsed < 5, f"shutdown took {elapsed:.1f}s"

@@ -116,3 +116,25 @@ def test_unknown_backend_name_lists_available(write_config, tmp_path):
     kernel = load_kernel(path)
     with pytest.raises(StartupError, match=r"unknown bus 'kafka' \(available: .*memory"):
         kernel.make_bus()
+
+
+def test_plugin_offered_twice_is_registered_once(caplog):
+    with caplog.at_level(logging.WARNING):
+        plugin_set = make_plugin_manager(
+            enable=["tests.plugins.raising_listener", "tests.plugins.raising_listener"]
+        )
+    assert [r.name for r in plugin_set.records].count("tests.plugins.raising_listener") == 1
+    assert "offered again" in caplog.text
+
+
+def test_raising_sync_hook_is_a_one_line_startup_error(data_dir_config):
+    class Broken:
+        @hookimpl
+        def kefu_routes(self, kernel):
+            raise KeyError("route table")
+
+    from kefu.core.web_app import create_app
+
+    kernel = load_kernel(data_dir_config, extra_plugins=(("broken", Broken()),))
+    with pytest.raises(StartupError, match="plugin 'broken' failed in hook kefu_routes: KeyError"):
+        create_app(kernel)

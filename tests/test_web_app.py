@@ -158,3 +158,41 @@ async def test_middlewares_apply_by_priority_not_registration_order(
     client = await aiohttp_client(create_app(kernel))
     resp = await client.get("/healthz")
     assert resp.headers["X-Order"] == "io"  # inner ran closest to the handler
+
+
+async def test_shutdown_requested_runs_before_open_requests_are_awaited(data_dir_config):
+    """A plugin holding a long request open ends it on kefu_shutdown_requested."""
+    import asyncio
+    import time
+
+    import aiohttp
+
+    release = asyncio.Event()
+
+    class Holder:
+        @hookimpl
+        def kefu_routes(self, kernel):
+            async def hold(request):
+                await release.wait()
+                return web.json_response({"released": True})
+
+            return [web.get("/hold", hold)]
+
+        @hookimpl
+        def kefu_shutdown_requested(self, kernel):
+            release.set()
+
+    kernel = load_kernel(data_dir_config, extra_plugins=(("holder", Holder()),))
+    runner = web.AppRunner(create_app(kernel), shutdown_timeout=30)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    async with aiohttp.ClientSession() as session:
+        pending = asyncio.ensure_future(session.get(f"http://127.0.0.1:{port}/hold"))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await runner.cleanup()
+        resp = await pending
+        assert (await resp.json()) == {"released": True}
+    assert time.monotonic() - started < 5

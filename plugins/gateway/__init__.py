@@ -56,6 +56,14 @@ async def kefu_shutdown(kernel):
 
 
 @hookimpl
+async def kefu_shutdown_requested(kernel):
+    # close sockets first, so the server does not wait for them to time out
+    gateway = _gateways.get(kernel)
+    if gateway is not None:
+        await gateway.close_all("shutdown")
+
+
+@hookimpl
 def kefu_config_changed(kernel, section, old, new):
     gateway = _gateways.get(kernel)
     if gateway is not None:  # processors may read their settings when they are collected

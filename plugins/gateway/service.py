@@ -82,8 +82,12 @@ class Gateway:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        await self.close_all("shutdown")
+
+    async def close_all(self, reason: str) -> None:
+        """Close every connection of this process (clients reconnect and resume)."""
         for conn in list(self.registry):
-            await self.close(conn, "shutdown")
+            await self.close(conn, reason)
 
     # -- connections ---------------------------------------------------------------
     async def authenticate(self, request: Any, token: str | None) -> Principal | None:

@@ -77,6 +77,13 @@ async def kefu_startup(kernel):
 
 
 @hookimpl
+async def kefu_shutdown_requested(kernel):
+    poll = _polls.get(kernel)
+    if poll is not None:
+        await poll.end_all("shutdown")
+
+
+@hookimpl
 async def kefu_shutdown(kernel):
     poll = _polls.pop(kernel, None)
     if poll is not None:

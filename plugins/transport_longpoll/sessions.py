@@ -49,8 +49,12 @@ class LongPoll:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        await self.end_all("shutdown")
+
+    async def end_all(self, reason: str) -> None:
+        """End every session, waking its pending receive."""
         for session in list(self.sessions.values()):
-            await self._end(session, "shutdown")
+            await self._end(session, reason)
 
     async def _sweep(self) -> None:
         while True:
