@@ -115,7 +115,13 @@ async def test_a_real_chat_moves_the_series(aiohttp_client, tmp_path):
     await chat.agent.send(op="send", conversation_id=chat.conversation_id, cid="a1", text="yes?")
     await chat.agent.expect("ack")
     await chat.visitor.expect("message", cid="a1")
-    after = await scrape(client)
+    # the dispatch timing of a send is recorded after its ack went out: wait for it
+    for _ in range(100):
+        after = await scrape(client)
+        done = after("kefu_gateway_dispatch_seconds_count", op="send")
+        if done - assigned("kefu_gateway_dispatch_seconds_count", op="send") >= 2:
+            break
+        await asyncio.sleep(0.02)
 
     def moved(name: str, **labels: str) -> float:
         return after(name, **labels) - assigned(name, **labels)
