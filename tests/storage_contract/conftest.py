@@ -165,6 +165,13 @@ async def store(request, tmp_path) -> AsyncIterator[Store]:
         yield made
 
 
+@pytest.fixture(params=sorted(set(MAKERS) - {"memory"}))
+async def durable_store(request, tmp_path) -> AsyncIterator[Store]:
+    """The backends that keep data across close and reopen (memory forgets, by design)."""
+    async for made in MAKERS[request.param](request, tmp_path):
+        yield made
+
+
 @pytest.fixture
 async def storage(store: Store) -> AsyncIterator[StorageBackend]:
     """An opened backend; closed after the test."""

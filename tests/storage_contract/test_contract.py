@@ -282,9 +282,9 @@ async def test_list_messages_after_seq_and_history_pages(storage):
     assert await storage.list_messages_before(s2.id, conv.id, before_seq=11) == []
 
 
-async def test_data_survives_close_and_reopen(store):
-    if not store.durable:
-        pytest.skip(f"{store.kind} keeps nothing after close, by design")
+async def test_data_survives_close_and_reopen(durable_store):
+    store = durable_store
+    assert store.durable
     first = store.make()
     await first.open()
     s1 = await first.create_site(site())
