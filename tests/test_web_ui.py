@@ -73,6 +73,15 @@ def tiny_png() -> bytes:
     )
 
 
+async def stored_status(kefu, site_id: str, agent_id: str, wanted: str) -> None:
+    """Wait until the routing plugin has stored the agent's presence."""
+    for _ in range(100):
+        if (await kefu.kernel.storage.get_agent(site_id, agent_id)).status == wanted:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"agent {agent_id} never became {wanted}")
+
+
 def widget(page):
     return page.locator("#kefu-widget")
 
@@ -96,7 +105,7 @@ async def test_visitor_and_agent_chat_both_ways_and_text_stays_text(kefu, browse
     await agent.locator("#composer-text").press_sequentially("Hel")
     await expect(widget(visitor).locator(".typing")).to_be_visible()
     await console_say(agent, "Hello! How can I help?")
-    await expect(widget(visitor).locator(".msg.theirs .text")).to_have_text(
+    await expect(widget(visitor).locator(".msg.theirs:not(.notice) .text")).to_have_text(
         "Hello! How can I help?"
     )
     await expect(agent.locator("#message-list .msg.mine.read")).to_have_count(1)
@@ -132,7 +141,7 @@ async def test_cut_connection_loses_and_doubles_nothing(kefu, browser):
     await asyncio.sleep(0.3)
     await visitor.context.set_offline(False)
 
-    texts = widget(visitor).locator(".msg .text")
+    texts = widget(visitor).locator(".msg:not(.notice) .text")
     await expect(texts).to_have_text(["v1", "a1", "a2", "a3", "a4", "v2", "v3"])
     await expect(widget(visitor).locator(".msg.mine[data-seq='']")).to_have_count(0)
     await expect(agent.locator("#message-list .msg .text")).to_have_text(
@@ -141,7 +150,11 @@ async def test_cut_connection_loses_and_doubles_nothing(kefu, browser):
     stored = await kefu.kernel.storage.list_messages(site.site.id, conversation_id, after_seq=0)
     assert [m.text for m in stored] == ["v1", "a1", "a2", "a3", "a4", "v2", "v3"]
     assert [m.seq for m in stored] == list(range(1, 8))
-    seqs = await widget(visitor).locator(".msg").evaluate_all("els => els.map(e => e.dataset.seq)")
+    seqs = (
+        await widget(visitor)
+        .locator(".msg:not(.notice)")
+        .evaluate_all("els => els.map(e => e.dataset.seq)")
+    )
     assert seqs == [str(n) for n in range(1, 8)]
 
     # with the panel closed, a new message shows as an unread badge and flashes the title
@@ -179,7 +192,7 @@ async def test_widget_on_another_origin_with_long_poll_fallback(kefu, browser):
         "你好 我想问一下运费"
     )
     await console_say(agent, "Shipping is free over ¥300.")
-    await expect(widget(visitor).locator(".msg.theirs .text")).to_have_text(
+    await expect(widget(visitor).locator(".msg.theirs:not(.notice) .text")).to_have_text(
         "Shipping is free over ¥300."
     )
     # an image: uploaded cross-origin, sent, shown on both sides
@@ -195,6 +208,47 @@ async def test_widget_on_another_origin_with_long_poll_fallback(kefu, browser):
     assert visitor.errors.errors == [] and agent.errors.errors == []
     await agent.context.close()
     await visitor.context.close()
+
+
+async def test_transfer_moves_the_chat_to_a_second_agent(kefu, browser):
+    site = await new_site(kefu)
+    bob = await signed_in_agent(browser, kefu.base, site.site.id, site.agent.email)
+    visitor = await visitor_page(browser, f"{kefu.shop_base}shop/{site.site.widget_key}")
+    await open_widget(visitor)
+    await widget_say(visitor, "I need a refund for order 1182")
+    conversation_id = await open_conversation(bob)  # routing gave it to Bob, the one online
+    await expect(widget(visitor).locator(".notice")).to_have_text("Bob joined the chat.")
+    await console_say(bob, "Let me hand you to billing.")
+    await expect(widget(visitor).locator(".msg.theirs:not(.notice) .text")).to_have_count(1)
+
+    ada = await signed_in_agent(browser, kefu.base, site.site.id, site.admin.email)
+    await stored_status(kefu, site.site.id, site.admin.id, "online")
+    await bob.locator('#chat-actions [data-action="transfer"]').click()
+    await bob.locator("#transfer-panel select").select_option(f"agent:{site.admin.id}")
+    await bob.locator("#transfer-panel textarea").fill("refund of order 1182")
+    await bob.locator('#transfer-panel button[type="submit"]').click()
+    await expect(bob.locator('.tabs [data-count="mine"]')).to_have_text("")
+
+    await expect(ada.locator('.tabs [data-count="mine"]')).to_have_text("1")
+    assert await open_conversation(ada) == conversation_id
+    await expect(ada.locator("#handover")).to_have_text(
+        "Handed over with a note: refund of order 1182"
+    )
+    await expect(ada.locator("#message-list .msg .text")).to_have_count(2)  # the history
+    await console_say(ada, "Hi, Ada from billing here. Refund on its way.")
+    await expect(widget(visitor).locator(".msg.theirs:not(.notice) .text").last).to_have_text(
+        "Hi, Ada from billing here. Refund on its way."
+    )
+    await expect(widget(visitor).locator(".notice").last).to_have_text("Ada joined the chat.")
+    stored = await kefu.kernel.storage.get_conversation(site.site.id, conversation_id)
+    assert stored.assignee_id == site.admin.id and stored.state == "assigned"
+
+    # Ada resolves; the visitor is asked for a rating
+    await ada.locator('#chat-actions [data-action="resolve"]').click()
+    await expect(widget(visitor).locator(".ended .stars")).to_be_visible()
+    assert bob.errors.errors == [] and ada.errors.errors == [] and visitor.errors.errors == []
+    for page in (bob, ada, visitor):
+        await page.context.close()
 
 
 async def test_offline_site_offers_leave_a_message(kefu, browser):

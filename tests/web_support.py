@@ -4,6 +4,7 @@ Debian's Chromium driven by Playwright, and small page helpers."""
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,12 +85,23 @@ async def signed_in_agent(browser: Any, base: str, site_id: str, email: str) -> 
     context = await browser.new_context(viewport=VIEWPORT)
     page = await context.new_page()
     page.errors = PageErrors(page)
+    started, log = time.monotonic(), []  # the requests, reported if sign-in fails
+    for event in ("request", "requestfinished", "requestfailed"):
+        page.on(
+            event, lambda r, e=event: log.append(f"{time.monotonic() - started:.2f} {e} {r.url}")
+        )
     await page.goto(f"{base}console/login")
     await page.fill("input[name=site_id]", site_id)
     await page.fill("input[name=email]", email)
     await page.fill("input[name=password]", PASSWORD)
     await page.click("button[type=submit]")
-    await page.wait_for_url(re.compile(r"/console$"))
+    try:
+        await page.wait_for_url(re.compile(r"/console$"))
+    except Exception as exc:
+        error = await page.locator("#login-error").text_content()
+        raise AssertionError(
+            f"sign-in failed: {error!r}; {page.errors.errors}; {page.url}; {log}"
+        ) from exc
     await page.locator("#conn-state.ws, #conn-state.longpoll").wait_for()
     return page
 

@@ -78,10 +78,20 @@ def kefu_routes(kernel):
             {"conversations": [{k: getattr(c, k) for k in keys} for c in found]}
         )
 
+    async def agents(request: web.Request) -> web.Response:
+        """The site's agents for the transfer form: name, presence, skills (no e-mails)."""
+        principal = await state.pages.agent(request)
+        if principal is None:
+            return web.json_response({"error": {"code": "unauthorized"}}, status=401)
+        found = await kernel.storage.list_agents(principal.site_id)
+        keys = ("id", "name", "status", "skills", "capacity")
+        return web.json_response({"agents": [{k: getattr(a, k) for k in keys} for a in found]})
+
     return [
         *pages.make_routes(kernel, state.pages),
         *admin.make_routes(kernel, state.pages, state.rate, state.origins.forget),
         web.get("/console/canned.json", canned),
+        web.get("/console/agents.json", agents),
         web.get("/console/visitors/{id}/conversations.json", visitor_conversations),
     ]
 

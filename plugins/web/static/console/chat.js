@@ -3,12 +3,14 @@
 import { api } from "../lib/api.js";
 import { h, humanSize, timeOf, uuid } from "../lib/dom.js";
 import { SeqTracker } from "../lib/seq.js";
+import { placeFor } from "../widget/view.js";
 import { CannedPicker } from "./canned.js";
 
 const PAGE = 50;
 
 export class ChatView {
-  constructor({ client, me, els, onSent }) {
+  constructor({ client, me, els, onSent, onHead }) {
+    this.onHead = onHead;
     this.client = client;
     this.me = me;
     this.els = els;
@@ -94,6 +96,7 @@ export class ChatView {
     this.els.state.className = `pill ${c.state}`;
     const resolved = c.state === "resolved";
     this.els.composer.hidden = resolved;
+    this.onHead?.(c);
   }
 
   update(conversation) {
@@ -214,11 +217,10 @@ export class ChatView {
     const li = h("li", { class: `msg ${msg.mine ? "mine" : "theirs"} from-${msg.kind} type-${msg.type}`, dataset: { seq: msg.seq || "", cid: msg.cid || "" } },
       body(msg),
       h("span", { class: "meta" }, `${msg.mine ? "You" : label(msg.kind)} · ${timeOf(msg.created_at)} `, h("span", { class: "state" }, state)));
-    if (existing) existing.remove();
     if (msg.seq) this.shown.add(msg.seq);
-    const next = msg.seq ? Array.from(list.children).find((el) => !el.dataset.seq || Number(el.dataset.seq) > msg.seq) : null;
     const atBottom = this.els.scroller.scrollHeight - this.els.scroller.scrollTop - this.els.scroller.clientHeight < 80;
-    list.insertBefore(li, next || null);
+    if (existing) existing.replaceWith(li); // an ack keeps the message where it was typed
+    else list.insertBefore(li, msg.seq ? placeFor(list, msg.seq) : null);
     if (atBottom || msg.mine) this.els.scroller.scrollTop = this.els.scroller.scrollHeight;
   }
 }

@@ -81,7 +81,10 @@ export class Inbox {
   select(id) {
     this.current = id;
     this.unread.delete(id);
-    for (const li of this.list.children) li.classList.toggle("active", li.dataset.id === id);
+    for (const li of this.list.children) {
+      li.classList.toggle("active", li.dataset.id === id);
+      if (li.dataset.id === id) li.classList.remove("unread");
+    }
     const conversation = this.conversations.get(id);
     if (conversation) this.onSelect(conversation);
   }

@@ -4,6 +4,7 @@ import { api, ApiError } from "../lib/api.js";
 
 const form = document.getElementById("login-form");
 const error = document.getElementById("login-error");
+form.querySelector("button").disabled = false; // signing in needs this script: ready now
 
 form.addEventListener("submit", async (event) => {
   event.preventDefault();

@@ -1,7 +1,8 @@
 // The agent console: one connection (cookie-authenticated, CSRF header on long-poll calls),
 // the inbox, the conversation view, the visitor panel, presence and notifications.
-import { csrf } from "../lib/api.js";
+import { api, csrf } from "../lib/api.js";
 import { Client } from "../lib/client.js";
+import { Actions } from "./actions.js";
 import { ChatView } from "./chat.js";
 import { Inbox } from "./inbox.js";
 import { Notifier } from "./notify.js";
@@ -9,8 +10,9 @@ import { showVisitor, visitorRecord } from "./visitor.js";
 
 const $ = (id) => document.getElementById(id);
 const meta = document.querySelector('meta[name="kefu-agent"]');
-const me = { id: meta.content, name: meta.dataset.name, site: meta.dataset.site };
+const me = { id: meta.content, name: meta.dataset.name, site: meta.dataset.site, admin: meta.dataset.admin === "true" };
 const params = new URLSearchParams(location.search);
+const handoverNotes = new Map(); // conversation id -> the transferring agent's note
 
 const client = new Client({
   base: `${location.origin}/`,
@@ -29,7 +31,32 @@ const chat = new ChatView({
     file: $("composer-file"),
   },
   onSent: () => inbox.refreshSoon(),
+  onHead: (conversation) => {
+    actions.render(conversation);
+    const note = handoverNotes.get(conversation.id);
+    $("handover").hidden = !note;
+    $("handover").textContent = note ? `Handed over with a note: ${note}` : "";
+  },
 });
+const actions = new Actions({
+  client,
+  me,
+  bar: $("chat-actions"),
+  panel: $("transfer-panel"),
+  status: $("chat-status"),
+  onDone: () => reload(chat.id),
+});
+
+/** Read a conversation again (its meta says whether it was accepted) and redraw. */
+async function reload(id) {
+  inbox.refreshSoon();
+  if (!id || id !== chat.id) return;
+  try {
+    chat.update(await api(`/v1/conversations/${encodeURIComponent(id)}`));
+  } catch {
+    /* gone from view: the inbox refresh shows where it is */
+  }
+}
 const inbox = new Inbox({
   list: $("conversation-list"),
   tabs: document.querySelector(".tabs"),
@@ -84,11 +111,22 @@ client.on("typing", (frame) => chat.onTyping(frame));
 client.on("read", (frame) => chat.onRead(frame));
 client.on("error", (frame) => chat.onError(frame));
 client.on("watching", (frame) => chat.update(frame.conversation));
+client.on("assignment", (frame) => {
+  const conversation = frame.conversation;
+  if (frame.note) handoverNotes.set(conversation.id, frame.note);
+  inbox.upsert(conversation);
+  reload(conversation.id);
+  const verb = frame.reason === "transfer" ? "transferred to you" : "assigned to you";
+  notifier.notify(`Conversation ${verb}`, frame.note || "A visitor is waiting for your answer", {
+    quietIfVisible: false,
+    onclick: () => inbox.select(conversation.id),
+  });
+});
 client.on("conversation", (frame) => {
   const conversation = frame.conversation;
   if (!conversation) return;
   inbox.upsert(conversation);
-  chat.update(conversation);
+  if (conversation.id === chat.id) reload(conversation.id);
   if (frame.event === "started") {
     notifier.notify("New conversation", "A visitor is waiting", { quietIfVisible: false, onclick: () => inbox.select(conversation.id) });
   }

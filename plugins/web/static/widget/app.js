@@ -189,6 +189,19 @@ export async function mount(options) {
     flashTitle();
   });
 
+  /** Routing's answer (business hours, agents online) when it offers one; else the config's. */
+  async function checkAvailability() {
+    try {
+      const resp = await fetch(`${base}v1/availability?token=${encodeURIComponent(state.token)}`, { credentials: "omit" });
+      if (!resp.ok) return;
+      const answer = await resp.json();
+      state.offline = answer.available === false && !state.conversation;
+      view.showOffline(state.offline);
+    } catch {
+      /* keep the widget config's answer */
+    }
+  }
+
   function ended(rate) {
     state.conversation.state = "resolved";
     view.setEnded(true, { rate });
@@ -216,6 +229,7 @@ export async function mount(options) {
     if (state.conversation?.id !== conv.id) { state.tracker = new SeqTracker(); state.lastRead = 0; }
     state.conversation = { id: conv.id, state: conv.state };
     persist();
+    if (conv.state === "queued") client.send({ op: "queue_status", conversation_id: conv.id });
     if (conv.last_seq > state.tracker.last) resume();
     flush();
   });
@@ -224,6 +238,7 @@ export async function mount(options) {
     if (state.conversation?.id !== conv.id) return;
     state.conversation.state = conv.state;
     if (conv.state === "resolved") ended(!conv.meta?.rating);
+    else if (conv.state === "queued") client.send({ op: "queue_status", conversation_id: conv.id });
   });
   client.on("resumed", (frame) => {
     if (frame.conversation_id !== state.conversation?.id) return;
@@ -265,9 +280,26 @@ export async function mount(options) {
   });
   client.on("queue", (frame) => {
     if (frame.conversation_id !== state.conversation?.id) return;
-    if (frame.position == null) { view.setQueue(null); return; }
-    const eta = frame.eta_s == null ? "" : frame.eta_s < 60 ? t("seconds") : t("minutes", { n: Math.round(frame.eta_s / 60) });
+    if (frame.position == null || frame.state === "assigned") { view.setQueue(null); return; }
+    if (frame.available === false) { view.setQueue(t(frame.reason === "closed" ? "queueClosed" : "queueNoAgents")); return; }
+    const eta = frame.eta_s == null ? "" : frame.eta_s < 60 ? t("seconds") : t("minutes", { n: Math.ceil(frame.eta_s / 60) });
     view.setQueue(t("queue", { position: frame.position, eta }));
+  });
+  client.on("agent_joined", (frame) => {
+    if (frame.conversation_id !== state.conversation?.id) return;
+    view.setQueue(null);
+    view.notice(t("assigned", { name: frame.agent?.name || t("agent") }));
+  });
+  client.on("agent_left", (frame) => {
+    if (frame.conversation_id === state.conversation?.id) client.send({ op: "queue_status", conversation_id: frame.conversation_id });
+  });
+  client.on("resolved", (frame) => {
+    if (frame.conversation_id === state.conversation?.id) ended(true);
+  });
+  client.on("reopened", (frame) => {
+    if (frame.conversation_id !== state.conversation?.id) return;
+    state.conversation.state = "queued";
+    view.setEnded(false);
   });
   client.on("conversation", (frame) => {
     const conv = frame.conversation;
@@ -285,6 +317,7 @@ export async function mount(options) {
 
   await session();
   client.token = state.token;
+  await checkAvailability();
   client.connect();
   if (options.open) actions.toggle(true);
 }

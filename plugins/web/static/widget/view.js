@@ -2,6 +2,15 @@
 // form and satisfaction rating. Every user-supplied string is set as text, never as HTML.
 import { h, humanSize, replace, timeOf } from "../lib/dom.js";
 
+/** Where a stored message goes: before the first later one, else before unsent ones. */
+export function placeFor(list, seq) {
+  for (const li of list.children) {
+    if (li.classList.contains("notice")) continue;
+    if (!li.dataset.seq || Number(li.dataset.seq) > seq) return li;
+  }
+  return null;
+}
+
 export function createView(root, t, actions, { stylesheet, title, greeting }) {
   const badge = h("span", { class: "badge", hidden: true });
   const launcher = h("button", { class: "launcher", type: "button", "aria-label": t("launcher") },
@@ -105,11 +114,8 @@ export function createView(root, t, actions, { stylesheet, title, greeting }) {
       const existing = (selector && list.querySelector(selector)) ||
         (msg.cid && list.querySelector(`[data-cid="${CSS.escape(msg.cid)}"]`));
       const el = render(msg);
-      if (existing) existing.remove();
-      const next = msg.seq
-        ? Array.from(list.children).find((li) => !li.dataset.seq || Number(li.dataset.seq) > msg.seq)
-        : null;
-      list.insertBefore(el, next || null);
+      if (existing) existing.replaceWith(el); // an ack keeps the message where it was typed
+      else list.insertBefore(el, msg.seq ? placeFor(list, msg.seq) : null);
       scrollDown();
     },
     markRead(seq) {
@@ -138,6 +144,10 @@ export function createView(root, t, actions, { stylesheet, title, greeting }) {
       replace(ended, h("p", {}, t("resolved")), h("p", { class: "rate-title" }, t("rateTitle")), stars, comment, submit, again);
     },
     showRated() { replace(ended, h("p", { class: "thanks" }, t("rated")), h("button", { type: "button", class: "again", onclick: () => actions.newChat() }, t("newChat"))); },
+    notice(text) {
+      list.append(h("li", { class: "msg theirs system notice", dataset: { seq: "", cid: "" } }, h("p", { class: "text" }, text)));
+      scrollDown();
+    },
     clear() { list.replaceChildren(); },
   };
 }

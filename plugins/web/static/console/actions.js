@@ -1,0 +1,99 @@
+// The conversation's workflow buttons (routing ops, docs/protocol.md section 9): take from
+// the queue, accept or decline an assignment, transfer to an agent or a department with a
+// note, resolve, reopen. Each is one frame; the reply (or an error) updates the view.
+import { api } from "../lib/api.js";
+import { h, replace } from "../lib/dom.js";
+
+let refs = 0;
+
+export class Actions {
+  constructor({ client, me, bar, panel, status, onDone }) {
+    this.client = client;
+    this.me = me;
+    this.bar = bar; // where the buttons go
+    this.panel = panel; // where the transfer form opens
+    this.status = status; // one line for errors
+    this.onDone = onDone;
+    this.pending = new Map(); // ref -> op
+    this.conversation = null;
+    for (const op of ["accept_ok", "decline_ok", "transfer_ok", "resolve_ok", "reopen_ok", "pick_ok"]) {
+      client.on(op, (frame) => this.done(frame));
+    }
+    client.on("error", (frame) => {
+      if (!this.pending.has(frame.ref)) return;
+      this.pending.delete(frame.ref);
+      this.say(`${frame.code}: ${frame.message}`);
+    });
+  }
+
+  say(text) {
+    this.status.hidden = !text;
+    this.status.textContent = text || "";
+  }
+
+  send(op, fields = {}) {
+    const ref = `act-${++refs}`;
+    this.pending.set(ref, op);
+    this.say("");
+    if (!this.client.send({ op, ref, conversation_id: this.conversation.id, ...fields })) {
+      this.pending.delete(ref);
+      this.say("Not connected; try again in a moment.");
+    }
+  }
+
+  done(frame) {
+    if (!this.pending.delete(frame.ref)) return;
+    this.panel.hidden = true;
+    this.onDone(frame.conversation);
+  }
+
+  render(conversation) {
+    this.conversation = conversation;
+    const c = conversation;
+    const mine = c.assignee_id === this.me.id;
+    const accepted = Boolean(c.meta?.accepted_at);
+    const button = (label, onclick, cls = "ghost") => h("button", { type: "button", class: cls, dataset: { action: label.toLowerCase() }, onclick }, label);
+    const buttons = [];
+    if (c.state === "queued") buttons.push(button("Take", () => this.send("pick"), ""));
+    if (c.state === "assigned" && mine && !accepted) {
+      buttons.push(button("Accept", () => this.send("accept"), ""), button("Decline", () => this.send("decline")));
+    }
+    if (c.state === "assigned" && (mine || this.me.admin)) {
+      buttons.push(button("Transfer", () => this.openTransfer()), button("Resolve", () => this.send("resolve")));
+    }
+    if (c.state === "resolved") buttons.push(button("Reopen", () => this.send("reopen")));
+    replace(this.bar, ...buttons);
+    this.panel.hidden = true;
+  }
+
+  async openTransfer() {
+    let agents = [];
+    try {
+      agents = (await api("/console/agents.json")).agents;
+    } catch (err) {
+      this.say(`Cannot list agents: ${err.message}`);
+      return;
+    }
+    const others = agents.filter((a) => a.id !== this.me.id);
+    const departments = [...new Set(agents.flatMap((a) => a.skills))].sort();
+    const target = h("select", { name: "target", "aria-label": "Transfer to" },
+      h("optgroup", { label: "Agents" }, ...others.map((a) =>
+        h("option", { value: `agent:${a.id}`, disabled: a.status !== "online" }, `${a.name} (${a.status})`))),
+      departments.length ? h("optgroup", { label: "Departments" }, ...departments.map((d) => h("option", { value: `department:${d}` }, d))) : null);
+    const note = h("textarea", { name: "note", rows: "2", maxlength: "2000", placeholder: "Note for the next agent (the visitor does not see it)" });
+    const form = h("form", { class: "transfer-form" },
+      h("label", {}, "Transfer to ", target), note,
+      h("div", { class: "row" }, h("button", { type: "submit" }, "Transfer"),
+        h("button", { type: "button", class: "ghost", onclick: () => { this.panel.hidden = true; } }, "Cancel")));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const [kind, id] = target.value.split(/:(.*)/s);
+      const fields = kind === "agent" ? { agent_id: id } : { department: id };
+      if (note.value.trim()) fields.note = note.value.trim();
+      this.send("transfer", fields);
+    });
+    replace(this.panel, form);
+    this.panel.hidden = false;
+    target.focus();
+  }
+}
