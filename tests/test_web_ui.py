@@ -285,6 +285,14 @@ async def test_admin_status_page_shows_live_figures(kefu, browser):
     await admin.screenshot(path=screenshot_path("admin-status.png"))
     await admin.goto(f"{kefu.base}admin/sites")
     await expect(admin.locator("#snippet")).to_contain_text(site.site.widget_key)
+    # business hours: closed every day, saved through the routing plugin's REST endpoint
+    await admin.goto(f"{kefu.base}admin/hours")
+    await admin.fill("#hours-form input[name=timezone]", "Asia/Shanghai")
+    await admin.locator("#hours-form button[type=submit]").click()
+    await expect(admin.locator("#open-now")).to_have_text("closed")
+    assert (await kefu.kernel.storage.get_site(site.site.id)).settings["business_hours"]
+    await admin.locator("#hours-reset").click()
+    await expect(admin.locator("#open-now")).to_have_text("open")
     await admin.goto(f"{kefu.base}admin/plugins")
     await expect(admin.locator("table.grid")).to_contain_text("web")
     assert admin.errors.errors == [] and visitor.errors.errors == []
