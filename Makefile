@@ -35,11 +35,12 @@ lint: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev services browser lint
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.installed-dev services
-	$(BIN)/python -m pytest tests/bench -p no:cacheprovider -s
+# Load harness (tests/bench/run.py, docs/performance.md): report in build/bench/.
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.bench.run
 
-bench-smoke: $(VENV)/.installed-dev services
-	$(BIN)/python -m pytest tests/bench -p no:cacheprovider -s -m smoke
+bench-smoke: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.bench.run --smoke
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

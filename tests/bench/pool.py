@@ -1,0 +1,151 @@
+"""The driver's side of the client processes, plus the measuring window and the lag probe."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import multiprocessing
+import time
+from array import array
+from typing import Any
+
+import aiohttp
+
+from tests.bench.client import Dialer, Participant, Stats
+from tests.bench.servers import ServerProcess, loop_lag, scrape_metrics
+from tests.bench.worker import Channel, worker_main
+
+
+class WorkerError(RuntimeError):
+    """A command failed inside a client process (its traceback is the message)."""
+
+
+class Pool:
+    """Client processes (multiprocessing, spawned) answering commands over pipes."""
+
+    def __init__(self, count: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.procs: list[Any] = []
+        self.channels: list[Channel] = []
+        for index in range(count):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, args=(child, index), daemon=True)
+            proc.start()
+            child.close()
+            self.procs.append(proc)
+            self.channels.append(Channel(parent))
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._readers = [asyncio.ensure_future(self._read(c)) for c in self.channels]
+
+    def __len__(self) -> int:
+        return len(self.procs)
+
+    async def _read(self, channel: Channel) -> None:
+        while True:
+            ident, ok, result = await channel.recv()
+            future = self._waiting.pop(ident, None)
+            if future is not None and not future.done():
+                if ok:
+                    future.set_result(result)
+                else:
+                    future.set_exception(WorkerError(result))
+
+    async def call(self, index: int, command: str, deadline_s: float = 600.0, **args: Any) -> Any:
+        ident = next(self._ids)
+        future = self._waiting[ident] = asyncio.get_running_loop().create_future()
+        self.channels[index].send((ident, command, args))
+        async with asyncio.timeout(deadline_s):
+            return await future
+
+    async def each(
+        self, command: str, per_worker: list[dict] | None = None, deadline_s: float = 600.0, **args
+    ) -> list[Any]:
+        """The same command on every worker (``per_worker`` adds each one's own arguments)."""
+        calls = [
+            self.call(i, command, deadline_s, **{**args, **(per_worker[i] if per_worker else {})})
+            for i in range(len(self))
+        ]
+        return await asyncio.gather(*calls)
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            with contextlib.suppress(OSError):
+                channel.send((0, "exit", {}))
+        for reader in self._readers:
+            reader.cancel()
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.terminate()
+
+
+class Probe:
+    """One extra connection that sends ``ping`` every ``interval`` s and times the ``pong``.
+
+    The round trip includes the server's event-loop delay at that moment (and loopback and
+    client costs), so it measures lag where the exporter's histogram is absent (the relay).
+    """
+
+    def __init__(self, base: str, token: str, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.dialer = Dialer(base, "ws", ["127.0.0.2"], Stats())
+        self.peer = Participant("visitor", "probe", token, "probe", self.dialer)
+        self.peer.closing = True  # a probe does not reconnect
+        self.samples = array("d")
+        self._task: asyncio.Task | None = None
+
+    async def open(self) -> None:
+        await self.peer.connect()
+
+    def start(self) -> None:
+        self.samples = array("d")
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+                await self.peer.request({"op": "ping"}, wait_s=5.0)
+                self.samples.append(time.monotonic() - started)
+            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+
+    async def stop(self) -> list[float]:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        return sorted(self.samples)
+
+    async def close(self) -> None:
+        await self.peer.close()
+        await self.dialer.close()
+
+
+class Window:
+    """Server CPU seconds, RSS and loop lag between :meth:`open` and :meth:`close`."""
+
+    def __init__(self, server: ServerProcess, http: aiohttp.ClientSession, probe: Probe) -> None:
+        self.server, self.http, self.probe = server, http, probe
+
+    async def open(self) -> None:
+        self.metrics = await scrape_metrics(self.http, self.server.base)
+        self.cpu = self.server.cpu()
+        self.started = time.monotonic()
+        self.probe.start()
+
+    async def close(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.started
+        cpu = self.server.cpu() - self.cpu
+        probe = await self.probe.stop()
+        metrics = await scrape_metrics(self.http, self.server.base)
+        return {
+            "elapsed_s": round(elapsed, 2),
+            "cpu_s": round(cpu, 3),
+            "cpu_percent": round(100 * cpu / elapsed, 1) if elapsed else None,
+            "rss_mib": round(self.server.rss() / 2**20, 1),
+            "loop_lag": loop_lag(self.metrics, metrics),
+            "probe_samples": probe,
+        }

@@ -1,0 +1,248 @@
+"""The scenarios of issue 7, run against one target with the client processes of a pool.
+
+- :func:`idle`: open N visitor WebSockets as fast as allowed (ramp), hold them; RSS per
+  connection and the CPU of holding them (heartbeats);
+- :func:`chat`: V visitors and A agents, each agent holding V/A conversations, every
+  participant sending open-loop; latencies, CPU per delivered message, loop lag;
+- :func:`storm`: cut a fraction of the visitors' connections at once while agents keep
+  writing to them; time until every one has reconnected, resumed and re-sent;
+- :func:`sweep`: the chat load at rising offered rates, to find the highest that keeps
+  p99 delivery within the target;
+- :func:`verify`: drain, then check the population against storage (lost, duplicated).
+
+Each returns a JSON-ready dict. Everything runs on loopback and is bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from array import array
+from typing import Any
+
+import aiohttp
+
+from tests.bench.pool import Pool, Probe, Window
+from tests.bench.report import merge, quantile, summary_ms
+from tests.bench.targets import Target
+
+log = logging.getLogger(__name__)
+
+P99_TARGET_MS = 50.0
+
+
+def _split(items: list, parts: int) -> list[list]:
+    return [items[i::parts] for i in range(parts)]
+
+
+def _window(result: dict[str, Any]) -> dict[str, Any]:
+    """A :class:`Window` result with its probe samples summarised."""
+    out = dict(result)
+    out["probe"] = summary_ms(out.pop("probe_samples"))
+    return out
+
+
+async def idle(
+    target: Target,
+    pool: Pool,
+    http: aiohttp.ClientSession,
+    probe: Probe,
+    n: int,
+    hold_s: float,
+    settle_s: float = 2.0,
+) -> dict[str, Any]:
+    tokens = await target.visitors(http, n, signed=True)
+    server = target.server
+    await asyncio.sleep(settle_s)
+    rss_before = server.rss()
+    cpu_before = server.cpu()
+    chunks = _split(tokens, len(pool))
+    opened = await pool.each("open_idle", [{"tokens": c} for c in chunks], base=target.base)
+    cpu_ramp = server.cpu() - cpu_before
+    count = sum(r["opened"] for r in opened)
+    ramp_s = max(r["last"] for r in opened) - min(r["first"] for r in opened)
+    await asyncio.sleep(settle_s)  # let allocations settle before reading RSS
+    rss_after = server.rss()
+    window = Window(server, http, probe)
+    await window.open()
+    await asyncio.sleep(hold_s)
+    held = _window(await window.close())
+    connect = sorted(t for r in opened for t in r["connect_s"])
+    await pool.each("close")
+    per_conn = (rss_after - rss_before) / count if count else None
+    return {
+        "connections": count,
+        "failed": sum(r["failed"] for r in opened),
+        "failures": sorted({f for r in opened for f in r["failures"]}),
+        "ramp_s": round(ramp_s, 2),
+        "ramp_per_s": round(count / ramp_s, 1) if ramp_s > 0 else None,
+        "connect_ms": summary_ms(connect),
+        "server_cpu_ramp_us_per_conn": round(cpu_ramp / count * 1e6, 1) if count else None,
+        "rss_before_mib": round(rss_before / 2**20, 1),
+        "rss_after_mib": round(rss_after / 2**20, 1),
+        "rss_per_conn_kib": round(per_conn / 1024, 2) if per_conn is not None else None,
+        "hold_s": hold_s,
+        "cpu_percent": held["cpu_percent"],
+        "cpu_us_per_conn_s": round(held["cpu_s"] / held["elapsed_s"] / count * 1e6, 3)
+        if count
+        else None,
+        "loop_lag": held["loop_lag"],
+        "probe": held["probe"],
+    }
+
+
+async def populate(
+    target: Target,
+    pool: Pool,
+    http: aiohttp.ClientSession,
+    visitors: int,
+    agents: int,
+    transport: str,
+    jitter: float = 1.0,
+) -> dict[str, Any]:
+    """Visitors start conversations; agent ``j`` holds those of visitors ``k % A == j``.
+
+    An agent and its visitors go to the same client process.
+    """
+    started = time.monotonic()
+    v_tokens = await target.visitors(http, visitors)
+    a_tokens = await target.agents(http, agents)
+    tokens_s = time.monotonic() - started
+    plans: list[dict] = [{"visitors": [], "agents": []} for _ in range(len(pool))]
+    for j, (ident, token) in enumerate(a_tokens):
+        plan = plans[j % len(pool)]
+        held = []
+        for k in range(j, visitors, agents):
+            held.append(len(plan["visitors"]))
+            plan["visitors"].append(v_tokens[k])
+        plan["agents"].append((ident, token, held))
+    results = await pool.each(
+        "open_chat", plans, base=target.base, transport=transport, jitter=jitter
+    )
+    return {
+        "population": f"{sum(r['visitors'] for r in results):,} / "
+        f"{sum(r['agents'] for r in results):,}",
+        "tokens_s": round(tokens_s, 1),
+        "setup_s": round(time.monotonic() - started, 1),
+        "setup_failed": sum(r["failed"] for r in results),
+        "setup_failures": sorted({f for r in results for f in r["failures"]}),
+    }
+
+
+async def load(
+    target: Target,
+    pool: Pool,
+    http: aiohttp.ClientSession,
+    probe: Probe,
+    rate: float,
+    duration: float,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One open-loop window at ``rate`` messages/s offered, across all client processes."""
+    window = Window(target.server, http, probe)
+    await window.open()
+    parts = await pool.each(
+        "load", rate=rate / len(pool), duration=duration, seed=seed, deadline_s=duration + 120
+    )
+    measured = _window(await window.close())
+    delivered = sum(p["delivered"] for p in parts)
+    errors: dict[str, int] = {}
+    closes: dict[str, int] = {}
+    for p in parts:
+        for table, into in ((p["errors"], errors), (p["closes"], closes)):
+            for key, n in table.items():
+                into[key] = into.get(key, 0) + n
+    lag = merge([p["lag"] for p in parts])
+    return {
+        "offered_per_s": rate,
+        "duration_s": duration,
+        "sent": sum(p["sent"] for p in parts),
+        "acked": sum(p["acked"] for p in parts),
+        "delivered": delivered,
+        "delivered_per_s": round(delivered / duration, 1),
+        "late_unacked": sum(p["late"] for p in parts),
+        "duplicates_delivered": sum(p["duplicates"] for p in parts),
+        "resent": sum(p["resent"] for p in parts),
+        "delivery": summary_ms(merge([p["delivery"] for p in parts])),
+        "ack": summary_ms(merge([p["ack"] for p in parts])),
+        "client_lag": {"p99": round(quantile(lag, 0.99) * 1000, 2) if lag else 0.0},
+        "cpu_us_per_msg": round(measured["cpu_s"] / delivered * 1e6, 1) if delivered else None,
+        "errors": errors,
+        "closes": closes,
+        **{k: measured[k] for k in ("cpu_s", "cpu_percent", "rss_mib", "loop_lag", "probe")},
+    }
+
+
+async def storm(
+    target: Target,
+    pool: Pool,
+    http: aiohttp.ClientSession,
+    probe: Probe,
+    fraction: float,
+    background_rate: float,
+    background_s: float,
+    wait_s: float = 30.0,
+) -> dict[str, Any]:
+    """Cut ``fraction`` of every process's visitors at one instant under background load.
+
+    The cut comes a third into ``background_s`` seconds of open-loop traffic in both
+    directions, so agents keep writing to visitors who are away.
+    """
+    at = time.time() + background_s / 3
+    traffic = asyncio.ensure_future(
+        load(target, pool, http, probe, background_rate, background_s, seed=7)
+    )
+    parts = await pool.each("storm", at=at, fraction=fraction, wait_s=wait_s)
+    background = await traffic
+    resumes = merge([_pack(p["resume_s"]) for p in parts])
+    dropped = sum(p["dropped"] for p in parts)
+    resumed = sum(p["resumed"] for p in parts)
+    return {
+        "dropped": dropped,
+        "resumed": resumed,
+        "all_resumed_s": round(resumes[-1], 2) if resumes and resumed == dropped else None,
+        "resume": summary_ms(resumes),
+        "background_per_s": background_rate,
+        "background": {k: background[k] for k in ("delivery", "ack", "closes", "errors")},
+    }
+
+
+def _pack(values: list[float]) -> bytes:
+    return array("d", values).tobytes()
+
+
+async def sweep(
+    target: Target,
+    pool: Pool,
+    http: aiohttp.ClientSession,
+    probe: Probe,
+    rates: list[float],
+    step_s: float,
+) -> dict[str, Any]:
+    """Rising offered rates until p99 delivery exceeds the target (or messages go missing)."""
+    steps, best = [], None
+    for n, rate in enumerate(rates):
+        step = await load(target, pool, http, probe, rate, step_s, seed=100 + n)
+        step["ok"] = (
+            step["delivery"]["p99"] <= P99_TARGET_MS
+            and step["late_unacked"] == 0
+            and not step["closes"]
+        )
+        steps.append(step)
+        log.info("sweep %s: %.0f msg/s -> p99 %.1f ms", target.kind, rate, step["delivery"]["p99"])
+        if not step["ok"]:
+            break
+        best = rate
+        await pool.each("drain", wait_s=target.drain_s)
+    return {"steps": steps, "best_rate": best}
+
+
+async def verify(target: Target, pool: Pool) -> dict[str, Any]:
+    """Drain (re-sending what has no ack), then check the population against storage."""
+    drain_s = target.drain_s
+    drained = await pool.each("drain", wait_s=drain_s, deadline_s=drain_s + 60)
+    records = await pool.each("records")
+    result = target.check(records)
+    result["pending_after_drain"] = sum(d["pending"] for d in drained)
+    return result

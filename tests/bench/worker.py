@@ -1,0 +1,313 @@
+"""A load-client process: many participants on one event loop, driven over a pipe.
+
+The driver (:mod:`tests.bench.scenarios`) starts several of these with multiprocessing
+(each may hold up to the per-process file-descriptor limit) and sends commands; each
+command runs as a task, so a storm can be ordered while a load phase is running. An
+agent and the visitors whose conversations it holds live in the same process, which
+lets the process check on its own that every acknowledged message reached the other
+side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import random
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from tests.bench.client import Dialer, Participant, Stats
+from tests.bench.servers import raise_nofile
+
+log = logging.getLogger(__name__)
+
+CONNECT_CONCURRENCY = 48  # connection attempts in flight per process
+SOURCES_PER_WORKER = 8
+
+
+def source_addresses(index: int, count: int = SOURCES_PER_WORKER) -> list[str]:
+    """Loopback addresses this worker binds to: 127.<20+index>.0.1, .2, ..."""
+    return [f"127.{20 + index}.{k // 250}.{k % 250 + 1}" for k in range(count)]
+
+
+class Channel:
+    """Pickled messages over a multiprocessing pipe, awaited on the running loop."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def recv(self) -> Any:
+        loop = asyncio.get_running_loop()
+        fd = self.conn.fileno()
+        while not self.conn.poll():
+            ready = loop.create_future()
+            loop.add_reader(fd, _wake, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+        os.set_blocking(fd, True)  # the loop made it non-blocking; a message may be large
+        return self.conn.recv()
+
+    def send(self, message: Any) -> None:
+        os.set_blocking(self.conn.fileno(), True)
+        self.conn.send(message)
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def bounded(items: list, action: Any, limit: int = CONNECT_CONCURRENCY) -> list:
+    """``action(item)`` for every item with at most ``limit`` in flight; exceptions returned."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(item: Any) -> Any:
+        async with gate:
+            try:
+                return await action(item)
+            except Exception as exc:
+                return exc
+
+    return await asyncio.gather(*(one(item) for item in items))
+
+
+class Worker:
+    """The participants of one process and the commands the driver may give."""
+
+    def __init__(self, index: int, channel: Channel) -> None:
+        self.index = index
+        self.channel = channel
+        self.stats = Stats()
+        self.dialers: dict[str, Dialer] = {}
+        self.visitors: list[Participant] = []
+        self.agents: list[Participant] = []
+        self.owner: dict[str, Participant] = {}  # conversation -> its agent
+        self.visitor_of: dict[str, Participant] = {}  # conversation -> its visitor
+        self.tags = itertools.count()
+
+    async def serve(self) -> None:
+        tasks: set[asyncio.Task] = set()
+        while True:
+            ident, command, args = await self.channel.recv()
+            if command == "exit":
+                break
+            task = asyncio.ensure_future(self._run(ident, command, args))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        for participant in self.visitors + self.agents:
+            participant.closing = True
+        for dialer in self.dialers.values():
+            await dialer.close()
+
+    async def _run(self, ident: int, command: str, args: dict) -> None:
+        try:
+            result = await getattr(self, f"cmd_{command}")(**args)
+            self.channel.send((ident, True, result))
+        except Exception:
+            self.channel.send((ident, False, traceback.format_exc()))
+
+    def _dialer(self, base: str, transport: str, jitter: float) -> Dialer:
+        key = f"{transport} {base}"
+        if key not in self.dialers:
+            self.dialers[key] = Dialer(
+                base, transport, source_addresses(self.index), self.stats, jitter
+            )
+        return self.dialers[key]
+
+    def _participant(self, kind: str, ident: str, token: str, dialer: Dialer) -> Participant:
+        return Participant(kind, ident, token, f"w{self.index}.{next(self.tags)}", dialer)
+
+    # -- commands ---------------------------------------------------------------------
+    async def cmd_open_idle(self, base: str, tokens: list[tuple[str, str]]) -> dict:
+        """Open one WebSocket per visitor token as fast as allowed; no conversation."""
+        dialer = self._dialer(base, "ws", 1.0)
+        people = [self._participant("visitor", i, t, dialer) for i, t in tokens]
+        times: list[float] = []
+
+        async def connect(p: Participant) -> None:
+            started = time.monotonic()
+            await p.connect()
+            times.append(time.monotonic() - started)
+
+        first = time.time()
+        results = await bounded(people, connect)
+        last = time.time()
+        failed = [r for r in results if isinstance(r, Exception)]
+        self.visitors += [p for p, r in zip(people, results, strict=True) if r is None]
+        return {
+            "opened": len(people) - len(failed),
+            "failed": len(failed),
+            "failures": sorted({type(e).__name__ for e in failed}),
+            "first": first,
+            "last": last,
+            "connect_s": times,
+        }
+
+    async def cmd_open_chat(
+        self,
+        base: str,
+        transport: str,
+        visitors: list[tuple[str, str]],
+        agents: list[tuple[str, str, list[int]]],
+        jitter: float = 1.0,
+    ) -> dict:
+        """Visitors connect and start their conversation, then their agents connect and watch.
+
+        Agents come second so that they are not sent a notice for every conversation
+        started during set-up (each agent connection receives them all).
+        """
+        dialer = self._dialer(base, transport, jitter)
+        people = [self._participant("visitor", i, t, dialer) for i, t in visitors]
+
+        async def join(p: Participant) -> str:
+            await p.connect()
+            return await p.start()
+
+        results = await bounded(people, join)
+        failed = [r for r in results if isinstance(r, Exception)]
+        ready = [p for p, r in zip(people, results, strict=True) if not isinstance(r, Exception)]
+        self.visitors += ready
+        for p, r in zip(people, results, strict=True):
+            if isinstance(r, str):
+                self.visitor_of[r] = p
+        crew = [self._participant("agent", i, t, dialer) for i, t, _ in agents]
+
+        async def staff(pair: tuple[Participant, list[int]]) -> None:
+            agent, held = pair
+            await agent.connect()
+            for n, k in enumerate(held):
+                if isinstance(results[k], str):
+                    await agent.watch(results[k])
+                    self.owner[results[k]] = agent
+                if n % 15 == 14:
+                    await asyncio.sleep(0.8)  # stay under the gateway's per-connection rate
+
+        staffed = await bounded(list(zip(crew, [a[2] for a in agents], strict=True)), staff)
+        failed += [r for r in staffed if isinstance(r, Exception)]
+        self.agents += [a for a, r in zip(crew, staffed, strict=True) if r is None]
+        return {
+            "visitors": len(ready),
+            "agents": len(self.agents),
+            "failed": len(failed),
+            "failures": sorted({repr(e)[:120] for e in failed}),
+        }
+
+    async def cmd_load(
+        self, rate: float, duration: float, seed: int = 0, grace: float = 10.0
+    ) -> dict:
+        """Open-loop sends at ``rate`` per second (Poisson arrivals) for ``duration`` seconds.
+
+        Each arrival picks a random participant holding a conversation; the send goes out
+        whether or not earlier ones were acknowledged. Then up to ``grace`` seconds for the
+        window's acks and deliveries to arrive. Returns the samples of the window.
+        """
+        senders = [p for p in self.visitors + self.agents if p.convs]
+        stats = self.stats
+        stats.reset()
+        opened = time.time()
+        stats.window = (opened, float("inf"))
+        rnd = random.Random(seed * 1000 + self.index)
+        start = time.monotonic()
+        due, end = start, start + duration
+        sleep = asyncio.sleep
+        try:
+            while senders:
+                due += rnd.expovariate(rate)
+                if due >= end:
+                    break
+                delay = due - time.monotonic()
+                if delay > 0.0005:
+                    await sleep(delay)
+                stats.lag.append(time.monotonic() - due)
+                await senders[rnd.randrange(len(senders))].send_message()
+            await sleep(max(0.0, end - time.monotonic()))
+        finally:
+            stats.window = (opened, time.time())
+        settle = time.monotonic() + grace
+        everyone = self.visitors + self.agents
+        while time.monotonic() < settle:
+            if not any(p.pending for p in everyone) and not self._behind():
+                break
+            await sleep(0.1)
+        result = stats.export()
+        result["late"] = sum(len(p.pending) for p in everyone)
+        return result
+
+    async def cmd_drain(self, wait_s: float) -> dict:
+        """Wait until every send is acknowledged and both sides hold every acked message."""
+        deadline = time.monotonic() + wait_s
+        everyone = self.visitors + self.agents
+        while time.monotonic() < deadline:
+            pending = sum(len(p.pending) for p in everyone)
+            behind = self._behind()
+            if not pending and not behind:
+                break
+            for p in everyone:  # no ack for 5 s: "maybe stored", re-send with the same cid
+                p.resend(older_than=time.time() - 5.0)
+            await asyncio.sleep(0.25)
+        return {"pending": sum(len(p.pending) for p in everyone), "behind": self._behind()}
+
+    def _behind(self) -> int:
+        """Acknowledged messages one side of their conversation has not received yet."""
+        missing = 0
+        for conversation_id, visitor in self.visitor_of.items():
+            sides = [c for c in (visitor, self.owner.get(conversation_id)) if c is not None]
+            convs = [p.convs.get(conversation_id) for p in sides]
+            top = max((c.top for c in convs if c is not None), default=0)
+            missing += sum(max(0, top - (c.last_seq if c else 0)) for c in convs)
+        return missing
+
+    async def cmd_storm(self, at: float, fraction: float, wait_s: float) -> dict:
+        """At wall time ``at`` cut ``fraction`` of the visitors' links at once; time the resumes."""
+        victims = self.visitors[: round(len(self.visitors) * fraction)]
+        await asyncio.sleep(max(0.0, at - time.time()))
+        cut = time.monotonic()
+        for p in victims:
+            p.drop()
+        deadline = cut + wait_s
+        while time.monotonic() < deadline:
+            if all(p.resumed_at > cut for p in victims):
+                break
+            await asyncio.sleep(0.05)
+        resumed = [p.resumed_at - cut for p in victims if p.resumed_at > cut]
+        return {"dropped": len(victims), "resumed": len(resumed), "resume_s": resumed}
+
+    async def cmd_records(self) -> dict:
+        """Per conversation: acknowledged (cid, seq) pairs and how far each side got."""
+        conversations: dict[str, dict] = {}
+        for p in self.visitors + self.agents:
+            for cid, (conversation_id, seq) in p.acked.items():
+                entry = conversations.setdefault(conversation_id, {"acked": {}, "last": {}})
+                entry["acked"][cid] = seq
+        for p in self.visitors + self.agents:
+            for conversation_id, conv in p.convs.items():
+                entry = conversations.setdefault(conversation_id, {"acked": {}, "last": {}})
+                entry["last"][p.kind] = conv.last_seq
+        unacked = sum(len(p.pending) for p in self.visitors + self.agents)
+        return {"conversations": conversations, "unacked": unacked, "behind": self._behind()}
+
+    async def cmd_close(self) -> dict:
+        everyone, self.visitors, self.agents = self.visitors + self.agents, [], []
+        self.owner.clear()
+        self.visitor_of.clear()
+        await bounded(everyone, Participant.close, 256)
+        return {"closed": len(everyone)}
+
+
+def worker_main(conn: Connection, index: int) -> None:
+    """Process entry point (multiprocessing target)."""
+    logging.basicConfig(level=logging.WARNING)
+    raise_nofile()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(Worker(index, Channel(conn)).serve())
