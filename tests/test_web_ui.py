@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import struct
 import zlib
 
 import pytest
 import pytest_asyncio
 
-from kefu.core.domain import new_id
 from tests.chat_support import add_site
 from tests.web_support import (
     console_say,
@@ -53,7 +53,7 @@ async def browser():
 
 
 async def new_site(kefu, site_id: str | None = None):
-    return await add_site(kefu.kernel, site_id or f"s-{new_id()[:6].lower()}")
+    return await add_site(kefu.kernel, site_id or f"s-{secrets.token_hex(3)}")
 
 
 def tiny_png() -> bytes:

@@ -13,11 +13,16 @@ export class CannedPicker {
     this.load();
   }
 
+  /** The agent_tools plugin's replies (site-wide and the agent's own) when it runs, else
+   * the ones kept by the admin page in the site's settings. */
   async load() {
-    try {
-      this.replies = (await api("/console/canned.json")).replies || [];
-    } catch {
-      this.replies = [];
+    for (const path of ["/v1/canned_replies", "/console/canned.json"]) {
+      try {
+        this.replies = (await api(path)).replies || [];
+        return;
+      } catch {
+        this.replies = [];
+      }
     }
   }
 

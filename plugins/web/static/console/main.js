@@ -3,6 +3,7 @@
 import { api, csrf } from "../lib/api.js";
 import { Client } from "../lib/client.js";
 import { Actions } from "./actions.js";
+import { Annotations } from "./annotations.js";
 import { ChatView } from "./chat.js";
 import { Inbox } from "./inbox.js";
 import { Notifier } from "./notify.js";
@@ -65,8 +66,11 @@ const inbox = new Inbox({
 });
 window.kefuConsole = { client, chat, inbox }; // for debugging and the browser tests
 
+const annotations = new Annotations({ client, panel: $("annotations") });
+
 function openConversation(conversation) {
   chat.open(conversation);
+  annotations.open(conversation);
   showVisitor($("visitor-panel"), conversation, openConversation);
 }
 

@@ -39,8 +39,6 @@ export async function showVisitor(panel, conversation, onOpen) {
     custom.length
       ? h("dl", {}, ...custom.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "string" ? v : JSON.stringify(v))]))
       : h("p", { class: "muted" }, "none"),
-    h("h3", {}, "Conversation tags"),
-    h("div", { class: "tags" }, ...(conversation.tags || []).map((t) => h("span", { class: "pill" }, t))),
     h("h3", {}, "Previous conversations"),
     earlier.length
       ? h("ul", {}, ...earlier.map((c) => h("li", {}, h("a", { href: "#", onclick: (e) => { e.preventDefault(); onOpen(c); } },

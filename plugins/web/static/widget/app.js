@@ -5,28 +5,11 @@ import { Client } from "../lib/client.js";
 import { uuid } from "../lib/dom.js";
 import { pickLanguage, translator } from "../lib/i18n.js";
 import { SeqTracker } from "../lib/seq.js";
+import { postJSON, storage, TitleFlasher } from "./support.js";
 import { createView } from "./view.js";
 
 const TYPING_IDLE_MS = 4000;
 const TYPING_SHOWN_MS = 6000;
-
-function storage(key) {
-  return {
-    load() {
-      try { return JSON.parse(localStorage.getItem(key)) || {}; } catch { return {}; }
-    },
-    save(value) {
-      try { localStorage.setItem(key, JSON.stringify(value)); } catch { /* private mode */ }
-    },
-  };
-}
-
-async function postJSON(url, body) {
-  // text/plain keeps it a "simple" cross-origin request: no preflight
-  const resp = await fetch(url, { method: "POST", body: JSON.stringify(body), credentials: "omit" });
-  if (!resp.ok) throw new Error(`${url}: ${resp.status}`);
-  return resp.json();
-}
 
 export async function mount(options) {
   const base = options.base;
@@ -101,21 +84,27 @@ export async function mount(options) {
       return url.href;
     },
     async leaveMessage({ name, email, message }) {
-      await session({ name, attributes: { email, left_message: true } });
-      view.showLeft();
-      queueMessage({ type: "text", text: message });
+      await session({ name, attributes: { email } });
+      state.leaving = { name, email, text: message, cid: uuid() };
+      sendLeave();
     },
     rate(score, comment) {
       client.send({ op: "rate", conversation_id: state.conversation.id, score, comment: comment || undefined, ref: "rate" });
-      view.showRated();
+    },
+    endChat() {
+      if (state.conversation && state.conversation.state !== "resolved") {
+        client.send({ op: "resolve", conversation_id: state.conversation.id, ref: "end" });
+      }
     },
     newChat() {
       state.conversation = null;
       state.tracker = new SeqTracker();
       state.lastRead = 0;
+      state.endedShown = false;
       persist();
       view.clear();
       view.setEnded(false);
+      view.canEnd(false);
     },
     switchLanguage() {
       saved.lang = lang === "zh" ? "en" : "zh";
@@ -156,6 +145,14 @@ export async function mount(options) {
     for (const msg of state.pending.values()) if (!msg.failed) client.send(frameOf(msg));
   }
 
+  /** The offline form: the agent_tools plugin's `leave_message` op (stored once per cid);
+   * without it, the message starts a conversation like any other. */
+  function sendLeave() {
+    const leaving = state.leaving;
+    if (!leaving || !client.open) return;
+    client.send({ op: "leave_message", ref: "leave", email: leaving.email, text: leaving.text, name: leaving.name || undefined, cid: leaving.cid });
+  }
+
   function resume() {
     if (state.conversation) client.send({ op: "resume", conversation_id: state.conversation.id, after_seq: state.tracker.last });
   }
@@ -167,23 +164,8 @@ export async function mount(options) {
     client.send({ op: "read", conversation_id: state.conversation.id, seq: last });
   }
 
-  let flashTimer = null;
-  const originalTitle = document.title;
-  function flashTitle() {
-    const wanted = state.unread > 0 && (!state.open || document.hidden);
-    if (!wanted) {
-      clearInterval(flashTimer);
-      flashTimer = null;
-      document.title = originalTitle;
-      return;
-    }
-    if (flashTimer) return;
-    let on = false;
-    flashTimer = setInterval(() => {
-      on = !on;
-      document.title = on ? `(${state.unread}) ${t("newMessage")}` : originalTitle;
-    }, 1000);
-  }
+  const title = new TitleFlasher(() => `(${state.unread}) ${t("newMessage")}`);
+  const flashTitle = () => title.set(state.unread > 0 && (!state.open || document.hidden));
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && state.open) { state.unread = 0; view.setBadge(0); markRead(); }
     flashTitle();
@@ -203,6 +185,8 @@ export async function mount(options) {
   }
 
   function ended(rate) {
+    if (state.conversation.state === "resolved" && state.endedShown) return;
+    state.endedShown = true;
     state.conversation.state = "resolved";
     view.setEnded(true, { rate });
     view.setQueue(null);
@@ -217,6 +201,7 @@ export async function mount(options) {
       client.send({ op: "watch", conversation_id: state.conversation.id });
       resume();
     } else flush();
+    sendLeave();
   });
   client.on("close", () => { if (!client.stopped) view.setStatus(t("reconnecting")); });
   client.on("auth_failed", async () => {
@@ -229,6 +214,7 @@ export async function mount(options) {
     if (state.conversation?.id !== conv.id) { state.tracker = new SeqTracker(); state.lastRead = 0; }
     state.conversation = { id: conv.id, state: conv.state };
     persist();
+    view.canEnd(true);
     if (conv.state === "queued") client.send({ op: "queue_status", conversation_id: conv.id });
     if (conv.last_seq > state.tracker.last) resume();
     flush();
@@ -238,7 +224,8 @@ export async function mount(options) {
     if (state.conversation?.id !== conv.id) return;
     state.conversation.state = conv.state;
     if (conv.state === "resolved") ended(!conv.meta?.rating);
-    else if (conv.state === "queued") client.send({ op: "queue_status", conversation_id: conv.id });
+    else view.canEnd(true);
+    if (conv.state === "queued") client.send({ op: "queue_status", conversation_id: conv.id });
   });
   client.on("resumed", (frame) => {
     if (frame.conversation_id !== state.conversation?.id) return;
@@ -299,7 +286,9 @@ export async function mount(options) {
   client.on("reopened", (frame) => {
     if (frame.conversation_id !== state.conversation?.id) return;
     state.conversation.state = "queued";
+    state.endedShown = false;
     view.setEnded(false);
+    view.canEnd(true);
   });
   client.on("conversation", (frame) => {
     const conv = frame.conversation;
@@ -308,7 +297,32 @@ export async function mount(options) {
     if (conv.state !== "queued") view.setQueue(null);
     if (conv.state === "resolved") ended(true);
   });
+  client.on("leave_message_ok", (frame) => {
+    state.leaving = null;
+    view.showLeft();
+    if (state.conversation?.id !== frame.conversation_id) {
+      state.conversation = { id: frame.conversation_id, state: "queued" };
+      state.tracker = new SeqTracker();
+      persist();
+    }
+    client.send({ op: "watch", conversation_id: frame.conversation_id });
+    resume();
+  });
+  client.on("csat_request", (frame) => {
+    if (frame.conversation_id === state.conversation?.id) ended(true);
+  });
+  client.on("rate_ok", () => view.showRated());
+  client.on("resolve_ok", (frame) => {
+    if (frame.conversation?.id === state.conversation?.id) ended(true);
+  });
   client.on("error", (frame) => {
+    if (frame.ref === "leave" && state.leaving) {
+      const { text } = state.leaving; // no leave_message op here: send it as a chat message
+      state.leaving = null;
+      if (frame.code === "unknown_op") { view.showLeft(); queueMessage({ type: "text", text }); }
+      else view.setStatus(frame.message);
+    }
+    if (frame.ref === "rate") view.setStatus(frame.message);
     if (frame.ref === "start") state.starting = false;
     if (frame.code === "conversation_resolved" && state.conversation) ended(true);
     const msg = frame.cid && state.pending.get(frame.cid);

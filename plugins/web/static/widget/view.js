@@ -32,8 +32,9 @@ export function createView(root, t, actions, { stylesheet, title, greeting }) {
     h("textarea", { name: "message", rows: "4", placeholder: t("message"), required: true, maxlength: "4000" }),
     h("button", { type: "submit" }, t("leave")));
   const langButton = h("button", { type: "button", class: "lang" }, t("language"));
+  const endButton = h("button", { type: "button", class: "end", hidden: true }, t("endChat"));
   const panel = h("section", { class: "panel", hidden: true, role: "dialog", "aria-label": title || t("title") },
-    h("header", {}, h("strong", {}, title || t("title")), h("span", { class: "spacer" }), langButton,
+    h("header", {}, h("strong", {}, title || t("title")), h("span", { class: "spacer" }), endButton, langButton,
       h("button", { type: "button", class: "close", "aria-label": t("close") }, "×")),
     status, queue,
     h("div", { class: "scroll" }, h("p", { class: "greeting" }, greeting || t("greeting")), list, typing, ended),
@@ -43,6 +44,7 @@ export function createView(root, t, actions, { stylesheet, title, greeting }) {
   launcher.addEventListener("click", () => actions.toggle());
   panel.querySelector(".close").addEventListener("click", () => actions.toggle(false));
   langButton.addEventListener("click", () => actions.switchLanguage());
+  endButton.addEventListener("click", () => actions.endChat());
   composer.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = input.value.trim();
@@ -127,8 +129,10 @@ export function createView(root, t, actions, { stylesheet, title, greeting }) {
       }
     },
     setTyping(name) { typing.hidden = !name; typing.textContent = name ? t("typing", { name }) : ""; if (name) scrollDown(); },
+    canEnd(show) { endButton.hidden = !show; },
     setEnded(show, { rate } = {}) {
       ended.hidden = !show;
+      if (show) endButton.hidden = true;
       composer.hidden = show;
       if (!show) { ended.replaceChildren(); return; }
       const again = h("button", { type: "button", class: "again", onclick: () => actions.newChat() }, t("newChat"));
