@@ -138,11 +138,11 @@ async def test_admin_forms_need_their_csrf_field(aiohttp_client, tmp_path):
     assert resp.status == 303
     dee = await kernel.storage.get_agent_by_email(site.site.id, "dee@shop.test")
     assert dee.capacity == 3 and dee.roles == ["agent"] and dee.password_hash.startswith("scrypt$")
-    canned = {"csrf": csrf, "shortcut": "/hello", "text": "Hi! <b>How</b> can I help?"}
-    resp = await client.post("/admin/canned", data=canned, headers=admin, allow_redirects=False)
+    eve = {**form, "csrf": csrf, "name": "<b>Eve</b>", "email": "eve@shop.test"}
+    resp = await client.post("/admin/agents", data=eve, headers=admin, allow_redirects=False)
     assert resp.status == 303
-    page = await (await client.get("/admin/canned", headers=admin)).text()
-    assert "Hi! &lt;b&gt;How&lt;/b&gt; can I help?" in page  # escaped by the template
+    page = await (await client.get("/admin/agents", headers=admin)).text()
+    assert "&lt;b&gt;Eve&lt;/b&gt;" in page and "<b>Eve</b>" not in page  # escaped
 
 
 async def test_widget_endpoints_answer_cors_for_allowed_origins_only(aiohttp_client, tmp_path):

@@ -56,13 +56,6 @@ def kefu_config_schema():
 def kefu_routes(kernel):
     state = _state(kernel)
 
-    async def canned(request: web.Request) -> web.Response:
-        principal = await state.pages.agent(request)
-        if principal is None:
-            return web.json_response({"error": {"code": "unauthorized"}}, status=401)
-        site = await kernel.storage.get_site(principal.site_id)
-        return web.json_response({"replies": admin.canned_replies(site)})
-
     async def visitor_conversations(request: web.Request) -> web.Response:
         """A visitor's conversations, newest first (the REST list has no visitor filter)."""
         principal = await state.pages.agent(request)
@@ -90,7 +83,6 @@ def kefu_routes(kernel):
     return [
         *pages.make_routes(kernel, state.pages),
         *admin.make_routes(kernel, state.pages, state.rate, state.origins.forget),
-        web.get("/console/canned.json", canned),
         web.get("/console/agents.json", agents),
         web.get("/console/visitors/{id}/conversations.json", visitor_conversations),
     ]

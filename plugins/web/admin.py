@@ -22,8 +22,6 @@ from kefu.plugins.web.status import MessageRate, site_status
 log = logging.getLogger(__name__)
 
 SECTIONS = ("status", "agents", "sites", "routing", "hours", "canned", "plugins")
-SHORTCUT = re.compile(r"^[a-z0-9_-]{1,32}$")
-MAX_CANNED = 200
 
 
 class FormError(Exception):
@@ -51,11 +49,6 @@ def _origins(text: str) -> list[str] | None:
         if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
             raise FormError(f"{origin!r} is not an origin like https://shop.example")
     return origins or None
-
-
-def canned_replies(site: Any) -> list[dict[str, str]]:
-    replies = site.settings.get("canned_replies") if site is not None else None
-    return [r for r in replies or () if isinstance(r, dict)]
 
 
 def make_routes(kernel: Any, pages: Any, rate: MessageRate, forget_origins) -> list:
@@ -210,29 +203,8 @@ def make_routes(kernel: Any, pages: Any, rate: MessageRate, forget_origins) -> l
         open_now = hours is None or hours.is_open(time.time())
         return await show(request, "hours", hours=hours, days=days, open_now=open_now)
 
-    async def canned_page(request: web.Request, error: str | None = None) -> web.Response:
-        principal = await admin_of(request)
-        site = await kernel.storage.get_site(principal.site_id)
-        return await show(request, "canned", replies=canned_replies(site), error=error)
-
-    async def save_canned(request: web.Request) -> web.StreamResponse:
-        principal, form = await form_of(request)
-        site = await kernel.storage.get_site(principal.site_id)
-        replies = canned_replies(site)
-        shortcut = form.get("shortcut", "").strip().lstrip("/").lower()
-        text = form.get("text", "").strip()
-        if form.get("delete") == "on":
-            replies = [r for r in replies if r.get("shortcut") != shortcut]
-        elif not SHORTCUT.match(shortcut) or not text or len(text) > 4000:
-            return await canned_page(request, "a shortcut (a-z, 0-9, - or _) and a text are needed")
-        else:
-            replies = [r for r in replies if r.get("shortcut") != shortcut]
-            replies.append({"shortcut": shortcut, "text": text})
-            replies = sorted(replies, key=lambda r: r["shortcut"])[:MAX_CANNED]
-        await kernel.storage.update_site(
-            dataclasses.replace(site, settings={**site.settings, "canned_replies": replies})
-        )
-        raise web.HTTPSeeOther("/admin/canned")
+    async def canned_page(request: web.Request) -> web.Response:
+        return await show(request, "canned")
 
     async def plugins_page(request: web.Request) -> web.Response:
         records = [r.as_dict() for r in kernel.plugins.records]
@@ -250,6 +222,5 @@ def make_routes(kernel: Any, pages: Any, rate: MessageRate, forget_origins) -> l
         web.get("/admin/routing", routing_page),
         web.get("/admin/hours", hours_page),
         web.get("/admin/canned", canned_page),
-        web.post("/admin/canned", save_canned),
         web.get("/admin/plugins", plugins_page),
     ]

@@ -13,16 +13,12 @@ export class CannedPicker {
     this.load();
   }
 
-  /** The agent_tools plugin's replies (site-wide and the agent's own) when it runs, else
-   * the ones kept by the admin page in the site's settings. */
+  /** The site's and the agent's own replies, kept by the agent_tools plugin. */
   async load() {
-    for (const path of ["/v1/canned_replies", "/console/canned.json"]) {
-      try {
-        this.replies = (await api(path)).replies || [];
-        return;
-      } catch {
-        this.replies = [];
-      }
+    try {
+      this.replies = (await api("/v1/canned_replies")).replies || [];
+    } catch {
+      this.replies = []; // the plugin is disabled: "/" lists nothing
     }
   }
 
