@@ -293,8 +293,12 @@ class Participant:
 
     async def close(self) -> None:
         self.closing = True
-        if self.link is not None:
-            await self.link.close()
+        link, self.link = self.link, None
+        if link is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(3.0):
+                    await link.close()
+            link.abort()
 
 
 class WsLink:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import multiprocessing
 import time
 from array import array
@@ -15,6 +16,8 @@ import aiohttp
 from tests.bench.client import Dialer, Participant, Stats
 from tests.bench.servers import ServerProcess, loop_lag, scrape_metrics
 from tests.bench.worker import Channel, worker_main
+
+log = logging.getLogger(__name__)
 
 
 class WorkerError(RuntimeError):
@@ -45,6 +48,7 @@ class Pool:
     async def _read(self, channel: Channel) -> None:
         while True:
             ident, ok, result = await channel.recv()
+            log.debug("reply %s ok=%s", ident, ok)
             future = self._waiting.pop(ident, None)
             if future is not None and not future.done():
                 if ok:
@@ -56,6 +60,7 @@ class Pool:
         ident = next(self._ids)
         future = self._waiting[ident] = asyncio.get_running_loop().create_future()
         self.channels[index].send((ident, command, args))
+        log.debug("call %s: %s to worker %s", ident, command, index)
         async with asyncio.timeout(deadline_s):
             return await future
 

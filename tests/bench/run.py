@@ -40,9 +40,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "workers": 4,
         "idle": {"n": 15_000, "hold_s": 35.0},
-        "chat": {"visitors": 5_000, "agents": 250, "rate": 2_000.0, "duration": 60.0},
+        "chat": {"visitors": 5_000, "agents": 250, "rate": 2_000.0, "duration": 30.0},
         "storm": {"fraction": 1.0, "background_rate": 500.0, "background_s": 24.0, "wait_s": 30.0},
-        "sweep": {"rates": [500.0, 1_000.0, 1_500.0, 2_500.0, 3_000.0], "step_s": 20.0},
+        "sweep": {"rates": [250.0, 500.0, 1_000.0, 1_500.0, 2_000.0, 3_000.0], "step_s": 20.0},
         "longpoll": {"visitors": 1_000, "agents": 50, "rate": 300.0, "duration": 30.0},
     },
     "smoke": {
@@ -105,7 +105,7 @@ async def run_target(
             await _scenarios(target, pool, http, probe, profile, wanted, results)
         finally:
             await probe.close()
-            await pool.each("close")
+            await pool.each("close", deadline_s=120)
             results["server_alive_at_end"] = target.server.alive()
             await target.server.stop()
     return results
@@ -131,12 +131,11 @@ async def _scenarios(target, pool, http, probe, profile, wanted, results) -> Non
         if "chat" in wanted:
             step("chat")
             chat = await scenarios.load(target, pool, http, probe, c["rate"], c["duration"])
-            results["chat"] = {**setup, **chat}
-            await pool.each("drain", wait_s=target.drain_s)
+            results["chat"] = {**setup, **chat, "drain": await scenarios.drain(target, pool)}
         if "storm" in wanted and profile.get("storm"):
             step("storm")
             results["storm"] = await scenarios.storm(target, pool, http, probe, **profile["storm"])
-            await pool.each("drain", wait_s=target.drain_s)
+            results["storm"]["drain"] = await scenarios.drain(target, pool)
         if "sweep" in wanted and profile.get("sweep") and target.kind == "kefu":
             step("sweep")
             results["sweep"] = await scenarios.sweep(target, pool, http, probe, **profile["sweep"])
@@ -145,7 +144,8 @@ async def _scenarios(target, pool, http, probe, profile, wanted, results) -> Non
         for name in ("chat", "storm"):
             if name in results:
                 results[name]["loss"] = loss
-        await pool.each("close")
+        step("close chat population")
+        await pool.each("close", deadline_s=120)
     if "longpoll" in wanted and profile.get("longpoll"):
         lp = profile["longpoll"]
         step("long-poll population")
@@ -157,7 +157,7 @@ async def _scenarios(target, pool, http, probe, profile, wanted, results) -> Non
         step("verify long-poll population")
         results["longpoll"] = {**setup, **chat, "loss": await scenarios.verify(target, pool)}
         step("close long-poll population")
-        await pool.each("close")
+        await pool.each("close", deadline_s=120)
     step("end")
 
 
@@ -221,9 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--disable", action="append", default=[], help="a kefu plugin")
     parser.add_argument("--out", help="report directory (default build/bench)")
     parser.add_argument("--keep", help="keep the servers' files and logs in this directory")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every worker call")
     parser.set_defaults(profile="full")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.verbose:
+        logging.getLogger("tests.bench").setLevel(logging.DEBUG)
     raise_nofile()
     try:
         import uvloop

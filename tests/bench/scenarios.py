@@ -234,15 +234,25 @@ async def sweep(
         if not step["ok"]:
             break
         best = rate
-        await pool.each("drain", wait_s=target.drain_s)
+        step["drain"] = await drain(target, pool)
     return {"steps": steps, "best_rate": best}
 
 
+async def drain(target: Target, pool: Pool) -> dict[str, Any]:
+    """Until every client holds every acked message (re-sending what has no ack)."""
+    drained = await pool.each("drain", wait_s=target.drain_s, deadline_s=target.drain_s + 60)
+    return {
+        "pending": sum(d["pending"] for d in drained),
+        "behind": sum(d["behind"] for d in drained),
+        "drain_s": max(d["drain_s"] for d in drained),
+    }
+
+
 async def verify(target: Target, pool: Pool) -> dict[str, Any]:
-    """Drain (re-sending what has no ack), then check the population against storage."""
-    drain_s = target.drain_s
-    drained = await pool.each("drain", wait_s=drain_s, deadline_s=drain_s + 60)
-    records = await pool.each("records")
+    """Drain, then check the population against storage."""
+    drained = await drain(target, pool)
+    records = await pool.each("records", deadline_s=120)
     result = target.check(records)
-    result["pending_after_drain"] = sum(d["pending"] for d in drained)
+    result["pending_after_drain"] = drained["pending"]
+    result["drain_s"] = drained["drain_s"]
     return result

@@ -64,7 +64,7 @@ class Target:
     @property
     def drain_s(self) -> float:
         """How long to wait for stragglers: the relay never replays, so waiting is pointless."""
-        return 30.0 if self.kind == "kefu" else 3.0
+        return 600.0 if self.kind == "kefu" else 3.0
 
     async def visitors(
         self, http: aiohttp.ClientSession, count: int, signed: bool = False

@@ -239,19 +239,30 @@ class Worker:
         result["late"] = sum(len(p.pending) for p in everyone)
         return result
 
-    async def cmd_drain(self, wait_s: float) -> dict:
-        """Wait until every send is acknowledged and both sides hold every acked message."""
-        deadline = time.monotonic() + wait_s
+    async def cmd_drain(self, wait_s: float, stall_s: float = 20.0) -> dict:
+        """Wait until every send is acknowledged and both sides hold every acked message.
+
+        Gives up after ``wait_s`` seconds, or ``stall_s`` seconds without progress (an
+        overloaded server catching up keeps making progress, a lost message does not).
+        """
+        started = time.monotonic()
+        deadline, stalled = started + wait_s, started + stall_s
         everyone = self.visitors + self.agents
-        while time.monotonic() < deadline:
-            pending = sum(len(p.pending) for p in everyone)
-            behind = self._behind()
-            if not pending and not behind:
+        best = None
+        while time.monotonic() < min(deadline, stalled):
+            left = sum(len(p.pending) for p in everyone) + self._behind()
+            if not left:
                 break
-            for p in everyone:  # no ack for 5 s: "maybe stored", re-send with the same cid
-                p.resend(older_than=time.time() - 5.0)
+            if best is None or left < best:
+                best, stalled = left, time.monotonic() + stall_s
+            for p in everyone:  # no ack for 10 s: "maybe stored", re-send with the same cid
+                p.resend(older_than=time.time() - 10.0)
             await asyncio.sleep(0.25)
-        return {"pending": sum(len(p.pending) for p in everyone), "behind": self._behind()}
+        return {
+            "pending": sum(len(p.pending) for p in everyone),
+            "behind": self._behind(),
+            "drain_s": round(time.monotonic() - started, 1),
+        }
 
     def _behind(self) -> int:
         """Acknowledged messages one side of their conversation has not received yet."""
