@@ -39,6 +39,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.transport_longpoll",
     "kefu.plugins.rest_api",
     "kefu.plugins.routing",
+    "kefu.plugins.agent_tools",
     "kefu.plugins.metrics_prometheus",
     "kefu.plugins.web",
 )

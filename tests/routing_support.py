@@ -104,6 +104,13 @@ async def visitor(client: Any, site: SiteFixture, department: str | None = None)
     return Visitor(session["token"], peer, started["conversation"]["id"])
 
 
+async def joined(peer: Any, agent: Agent, within: float = 3.0) -> dict:
+    """The visitor's ``agent_joined`` frame naming ``agent`` (earlier joins stay buffered)."""
+    return await peer.expect(
+        "agent_joined", within=within, agent={"id": agent.id, "name": agent.name}
+    )
+
+
 async def settle(client: Any) -> None:
     """Wait until no routing pass is pending."""
     await service_of(app_kernel(client.app)).settle()

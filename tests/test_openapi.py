@@ -221,6 +221,11 @@ def test_the_running_api_conforms_to_its_document(case, live_server):
 # -- docs/api.md ---------------------------------------------------------------------
 API_MD = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 REST_API_SOURCE = Path(kefu.plugins.rest_api.__file__).parent
+#: Plugins that contribute endpoints through kefu_rest_endpoints: their codes are documented too.
+ENDPOINT_SOURCES = [
+    REST_API_SOURCE,
+    *(REST_API_SOURCE.parent / p for p in ("routing", "agent_tools")),
+]
 
 
 def test_api_md_has_a_heading_for_every_endpoint():
@@ -236,7 +241,7 @@ def test_api_md_has_a_heading_for_every_endpoint():
 def test_api_md_lists_every_error_code_the_api_returns():
     text = API_MD.read_text()
     codes = set()
-    for source in REST_API_SOURCE.glob("*.py"):
+    for source in (path for folder in ENDPOINT_SOURCES for path in folder.glob("*.py")):
         codes |= set(re.findall(r'ApiError\(\s*\d+,\s*"(\w+)"', source.read_text()))
     assert len(codes) >= 8
     missing = sorted(c for c in codes if f"`{c}`" not in text)

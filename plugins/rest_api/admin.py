@@ -96,6 +96,8 @@ async def patch_agent(call: Call) -> AgentOut:
     updated = dataclasses.replace(agent, **{k: v for k, v in changes.items() if v is not None})
     if not await call.kernel.storage.update_agent(updated):
         raise not_found("agent")
+    # routing drains when capacity or skills change
+    await call.kernel.emit("agent.updated", agent.site_id, agent_id=agent.id)
     return AgentOut.model_validate(updated)
 
 

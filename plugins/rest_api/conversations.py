@@ -20,6 +20,19 @@ from kefu.plugins.rest_api.models import (
 
 log = logging.getLogger(__name__)
 
+#: The ``meta`` keys a visitor reads of their own conversations: tags, private notes and
+#: routing data (who declined, left messages) are for agents.
+VISITOR_META = ("transport", "rating")
+
+
+def conversation_out(call: Call, conversation: Conversation) -> ConversationOut:
+    """The conversation as the caller may see it."""
+    out = ConversationOut.model_validate(conversation)
+    if call.principal.kind == "visitor":
+        out.tags = []
+        out.meta = {k: v for k, v in out.meta.items() if k in VISITOR_META}
+    return out
+
 
 async def list_conversations(call: Call) -> ConversationPage:
     await call.require("conversation.read", call.site_id)
@@ -37,7 +50,7 @@ async def list_conversations(call: Call) -> ConversationPage:
     page = found[: query.limit]
     next_before = page[-1].updated_at if len(found) > query.limit else None
     return ConversationPage(
-        conversations=[ConversationOut.model_validate(c) for c in page], next_before=next_before
+        conversations=[conversation_out(call, c) for c in page], next_before=next_before
     )
 
 
@@ -50,7 +63,7 @@ async def _conversation(call: Call, action: str) -> Conversation:
 
 
 async def get_conversation(call: Call) -> ConversationOut:
-    return ConversationOut.model_validate(await _conversation(call, "conversation.read"))
+    return conversation_out(call, await _conversation(call, "conversation.read"))
 
 
 async def list_messages(call: Call) -> MessagePage:

@@ -95,6 +95,8 @@ def _operation(endpoint: Endpoint, refs: dict[tuple[type, str], dict]) -> dict[s
     if endpoint.response is not None:
         schema = refs[(endpoint.response, "serialization")]
         responses[str(endpoint.status)] = {"description": "Success.", "content": _json(schema)}
+    elif endpoint.status == 204:
+        responses["204"] = {"description": "Done; no content."}
     error_schema = refs[(ErrorResponse, "serialization")]
     for status in endpoint.error_statuses():
         responses[str(status)] = {"description": ERROR_TEXT[status], "content": _json(error_schema)}

@@ -103,6 +103,9 @@ class ConversationState(BaseModel):
     created_at: float
     updated_at: float
     resolved_at: float | None
+    meta: dict[str, float] = Field(
+        description="When it was queued, assigned, accepted and first answered (UNIX times)."
+    )
 
 
 class QueuePosition(BaseModel):

@@ -87,14 +87,23 @@ class StorageSource:
         for conversation in queued:
             for agent_id in conversation.meta.get("declined_by", ()):
                 declined.setdefault(agent_id, set()).add(conversation.id)
+        # one query counts everyone's open conversations; past SCAN_LIMIT, one per agent
+        held = await self.storage.list_conversations(site_id, state=ASSIGNED, limit=SCAN_LIMIT)
+        counts: dict[str | None, int] = {}
+        for conversation in held:
+            counts[conversation.assignee_id] = counts.get(conversation.assignee_id, 0) + 1
         snapshots = []
         for agent in await self.storage.list_agents(site_id):
+            if len(held) < SCAN_LIMIT:
+                open_count = counts.get(agent.id, 0)
+            else:
+                open_count = await self.open_count(site_id, agent)
             snapshot = AgentSnapshot(
                 id=agent.id,
                 site_id=agent.site_id,
                 status=agent.status if agent.status in AGENT_STATUSES else OFFLINE,
                 capacity=agent.capacity,
-                open_count=await self.open_count(site_id, agent),
+                open_count=open_count,
                 skills=frozenset(agent.skills),
                 declined=frozenset(declined.get(agent.id, ())),
             )

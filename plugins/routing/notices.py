@@ -28,8 +28,12 @@ log = logging.getLogger(__name__)
 CLOSED, NO_AGENTS = "closed", "no_agents"
 
 
+#: ``meta`` keys routing frames show: when it waited, was assigned, accepted, answered.
+VIEW_META = ("queued_at", "assigned_at", "accepted_at", "answered_at")
+
+
 def conversation_view(c: Conversation) -> dict[str, Any]:
-    """The conversation as routing frames show it (no notes or routing data)."""
+    """The conversation as routing frames show it (no notes, no declines)."""
     return {
         "id": c.id,
         "site_id": c.site_id,
@@ -43,6 +47,7 @@ def conversation_view(c: Conversation) -> dict[str, Any]:
         "created_at": c.created_at,
         "updated_at": c.updated_at,
         "resolved_at": c.resolved_at,
+        "meta": {k: c.meta[k] for k in VIEW_META if k in c.meta},
     }
 
 

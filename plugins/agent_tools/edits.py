@@ -1,0 +1,74 @@
+"""Read-modify-write of conversation and site records, serialised per record.
+
+Notes, tags, ratings and offline messages live in ``Conversation.meta`` /
+``Conversation.tags``; welcome messages and canned replies in ``Site.settings``.
+Storage writes a whole record, so two edits of one record in this process are
+serialised by a lock, and a conversation edit is a compare-and-set on the state
+and assignee it read: a concurrent routing change (assignment, resolution) makes
+it read again instead of being overwritten. Two workers editing the same
+conversation's meta at the same instant can still lose one edit (the storage
+interface has no compare-and-set on ``meta``); each edit is small and retried by
+its client on error, which makes this rare and harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from kefu.core.domain import Conversation, Site
+from kefu.core.errors import ApiError
+
+ATTEMPTS = 5
+
+
+class Edits:
+    """Per-record locks of one kernel."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self._locks: dict[Any, list] = {}
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, key: Any) -> AsyncIterator[None]:
+        entry = self._locks.setdefault(key, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._locks[key]
+
+    async def conversation(
+        self, site_id: str, conversation_id: str, change: Callable[[Conversation], Any]
+    ) -> tuple[Conversation, Any]:
+        """Apply ``change`` (which may raise :class:`ApiError`) to a fresh copy and store it;
+        returns the stored record and what ``change`` returned."""
+        storage = self.kernel.storage
+        async with self._locked(("c", site_id, conversation_id)):
+            for _ in range(ATTEMPTS):
+                found = await storage.get_conversation(site_id, conversation_id)
+                if found is None:
+                    raise ApiError(404, "conversation_not_found", "no such conversation")
+                state, assignee = found.state, found.assignee_id
+                result = change(found)
+                if await storage.update_conversation(found, if_state=state, if_assignee=assignee):
+                    return found, result
+        raise ApiError(409, "conflict", "the conversation keeps changing; try again")
+
+    async def site(self, site_id: str, change: Callable[[dict], Any]) -> tuple[Site, Any]:
+        """Apply ``change`` to a copy of the site's settings and store the site."""
+        storage = self.kernel.storage
+        async with self._locked(("s", site_id)):
+            site = await storage.get_site(site_id)
+            if site is None:
+                raise ApiError(404, "not_found", "site not found")
+            settings = dict(site.settings)
+            result = change(settings)
+            site.settings = settings
+            await storage.update_site(site)
+            return site, result
