@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Makes sure Debian's Chromium is installed for the browser tests (tests/test_web_ui.py).
+# Makes sure Debian's Chromium is installed for the browser tests (tests/test_web_ui.py),
+# with a small Chinese font so the widget's Chinese texts show in the screenshots.
 # Playwright drives it through executable_path; Playwright's own browser download is never
-# used. Installs only when /usr/bin/chromium is absent.
+# used. Installs only what is absent.
 set -euo pipefail
 
-if [ -x /usr/bin/chromium ]; then
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -d /usr/share/fonts/truetype/wqy ] || need+=(fonts-wqy-microhei)
+if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
-echo "browser: installing chromium"
+echo "browser: installing ${need[*]}"
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 if [ ! -x /usr/bin/chromium ]; then
   echo "browser: chromium did not install; the browser tests cannot run" >&2
   exit 1

@@ -31,6 +31,7 @@ export async function mount(options) {
     conversation: saved.conversationId ? { id: saved.conversationId, state: "unknown" } : null,
     tracker: new SeqTracker(),
     pending: new Map(), // cid -> message awaiting its ack
+    names: new Map(), // agent id -> display name (from agent_joined)
     open: false,
     unread: 0,
     lastRead: 0,
@@ -245,7 +246,8 @@ export async function mount(options) {
     if (state.pending.has(frame.cid) && frame.sender.kind === "visitor") state.pending.delete(frame.cid);
     if (!state.tracker.add(frame.seq)) return; // a duplicate: already shown
     const mine = frame.sender.kind === "visitor";
-    view.upsert({ ...frame, mine, senderKind: frame.sender.kind, name: frame.sender.name });
+    const name = frame.sender.name || state.names.get(frame.sender.id);
+    view.upsert({ ...frame, mine, senderKind: frame.sender.kind, name });
     if (state.tracker.hasGap) resume();
     if (!mine) {
       view.setTyping(null);
@@ -275,6 +277,7 @@ export async function mount(options) {
   client.on("agent_joined", (frame) => {
     if (frame.conversation_id !== state.conversation?.id) return;
     view.setQueue(null);
+    if (frame.agent?.name) state.names.set(frame.agent.id, frame.agent.name);
     view.notice(t("assigned", { name: frame.agent?.name || t("agent") }));
   });
   client.on("agent_left", (frame) => {
