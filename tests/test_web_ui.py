@@ -8,12 +8,15 @@ import asyncio
 import re
 import secrets
 import struct
+import time
 import zlib
 
 import pytest
 import pytest_asyncio
 
+from kefu.core.domain import Visitor, new_id
 from tests.chat_support import add_site
+from tests.rest_support import add_conversation
 from tests.web_support import (
     console_say,
     launch_browser,
@@ -249,6 +252,71 @@ async def test_transfer_moves_the_chat_to_a_second_agent(kefu, browser):
     assert bob.errors.errors == [] and ada.errors.errors == [] and visitor.errors.errors == []
     for page in (bob, ada, visitor):
         await page.context.close()
+
+
+async def test_canned_replies_notes_tags_and_rating(kefu, browser):
+    site = await new_site(kefu)
+    ada = await signed_in_agent(browser, kefu.base, site.site.id, site.admin.email)
+    await ada.goto(f"{kefu.base}admin/canned")
+    await ada.fill("#canned-form input[name=shortcut]", "ship")
+    await ada.fill("#canned-form textarea[name=text]", "Shipping takes 2 days, {visitor.name}.")
+    await ada.locator("#canned-form button[type=submit]").click()
+    await expect(ada.locator("#canned-rows")).to_contain_text("/ship")
+    await ada.goto(f"{kefu.base}console")
+    await ada.locator("#conn-state.ws").wait_for()
+
+    visitor = await visitor_page(browser, f"{kefu.shop_base}shop/{site.site.widget_key}")
+    await open_widget(visitor)
+    await widget_say(visitor, "How long is shipping?")
+    await open_conversation(ada)
+    box = ada.locator("#composer-text")
+    await box.fill("/sh")
+    await box.dispatch_event("input")
+    await expect(ada.locator("#canned li")).to_have_count(1)
+    await box.press("Enter")  # picks the reply into the composer
+    await expect(box).to_have_value("Shipping takes 2 days, {visitor.name}.")
+    await box.press("Enter")  # sends it; the server fills in the placeholders
+    reply = widget(visitor).locator(".msg.theirs:not(.notice) .text")
+    await expect(reply).to_have_text(re.compile(r"^Shipping takes 2 days, .+\.$"))
+
+    await ada.fill("#annotations .tag-form input", "shipping")
+    await ada.locator("#annotations .tag-form button").click()
+    await expect(ada.locator("#annotations .tag")).to_contain_text("shipping")
+    await ada.fill("#annotations .note-form textarea", "asked about <b>shipping</b>")
+    await ada.locator("#annotations .note-form button").click()
+    await expect(ada.locator("#annotations .notes li p")).to_have_text(
+        "asked about <b>shipping</b>"
+    )
+    await expect(widget(visitor).locator(".msg")).to_have_count(3)  # notes never reach visitors
+
+    await ada.locator('#chat-actions [data-action="resolve"]').click()
+    await widget(visitor).locator('.stars [data-score="4"]').click()
+    await widget(visitor).locator(".ended .rate").click()
+    await expect(widget(visitor).locator(".ended .thanks")).to_be_visible()
+    conversation = (await kefu.kernel.storage.list_conversations(site.site.id))[0]
+    assert conversation.tags == ["shipping"] and conversation.meta["rating"]["score"] == 4
+    assert ada.errors.errors == [] and visitor.errors.errors == []
+    await ada.context.close()
+    await visitor.context.close()
+
+
+async def test_console_pages_back_through_long_histories(kefu, browser):
+    site = await new_site(kefu)
+    storage = kefu.kernel.storage
+    visitor = await storage.upsert_visitor(Visitor(new_id(), site.site.id, name="Long talker"))
+    await add_conversation(kefu.kernel, site.site.id, visitor.id, messages=75, at=time.time())
+    agent = await signed_in_agent(browser, kefu.base, site.site.id, site.agent.email)
+    await open_conversation(agent)
+    texts = agent.locator("#message-list .msg .text")
+    await expect(texts).to_have_count(50)
+    await expect(texts.first).to_have_text("m26")
+    await agent.locator("#older").click()
+    await expect(texts).to_have_count(75)
+    await expect(texts.first).to_have_text("m1")
+    await expect(agent.locator("#older")).to_be_hidden()
+    await expect(agent.locator("#visitor-panel h2")).to_have_text("Long talker")
+    assert agent.errors.errors == []
+    await agent.context.close()
 
 
 async def test_offline_site_offers_leave_a_message(kefu, browser):
