@@ -41,6 +41,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.routing",
     "kefu.plugins.agent_tools",
     "kefu.plugins.metrics_prometheus",
+    "kefu.plugins.bot_intents",
     "kefu.plugins.web",
 )
 
