@@ -1,5 +1,5 @@
-// Canned replies: typing "/" then a shortcut lists the matching replies; Enter or Tab
-// inserts the chosen one into the composer (it is sent only when the agent sends it).
+// Canned replies: typing "/" then a shortcut lists the matching replies with their text;
+// Enter or Tab completes the shortcut, and sending it sends the reply.
 import { api } from "../lib/api.js";
 import { h, replace } from "../lib/dom.js";
 
@@ -37,10 +37,12 @@ export class CannedPicker {
         h("strong", {}, `/${r.shortcut}`), " ", h("span", { class: "muted" }, r.text.slice(0, 80)))));
   }
 
+  /** The composer gets the exact `/shortcut`: sent as is, the server replaces it with the
+   * reply and fills in `{visitor.name}` and the other placeholders (docs/protocol.md). */
   pick(i) {
     const reply = this.matches[i];
     if (!reply) return;
-    this.textarea.value = reply.text;
+    this.textarea.value = `/${reply.shortcut}`;
     this.matches = [];
     this.render();
     this.textarea.focus();

@@ -124,6 +124,14 @@ export class ChatView {
     this.pending.delete(frame.cid);
     this.tracker.add(frame.seq);
     this.render({ ...msg, seq: frame.seq, pending: false });
+    if (msg.type === "text" && msg.text.startsWith("/")) this.refetch(frame.seq); // a canned reply
+  }
+
+  /** Show what was stored as `seq` (a `/shortcut` is stored as the reply it stands for). */
+  async refetch(seq) {
+    const id = this.id;
+    const page = await api(`/v1/conversations/${id}/messages?after_seq=${seq - 1}&limit=1`);
+    if (this.id === id && page.messages.length) this.render(fromRecord(page.messages[0]));
   }
 
   onResumed(frame) {
