@@ -325,6 +325,30 @@ async def test_console_pages_back_through_long_histories(kefu, browser):
     await agent.context.close()
 
 
+async def test_queue_position_and_wait_reach_the_widget(kefu, browser):
+    site = await new_site(kefu)
+    site.agent.capacity = 1
+    await kefu.kernel.storage.update_agent(site.agent)
+    agent = await signed_in_agent(browser, kefu.base, site.site.id, site.agent.email)
+    shop = f"{kefu.shop_base}shop/{site.site.widget_key}"
+    first, second = await visitor_page(browser, shop), await visitor_page(browser, shop)
+    await open_widget(first)
+    await widget_say(first, "first in line")
+    await expect(widget(first).locator(".notice")).to_have_text("Bob joined the chat.")
+    await open_widget(second)
+    await widget_say(second, "second in line")
+    banner = widget(second).locator(".queue")
+    await expect(banner).to_contain_text("You are number 1 in line. Estimated wait:")
+    await agent.locator('.tabs [data-tab="mine"]').click()
+    await agent.locator("#conversation-list li[data-id]").first.click()
+    await agent.locator('#chat-actions [data-action="resolve"]').click()
+    await expect(banner).to_be_hidden()  # the freed slot goes to the second visitor
+    await expect(widget(second).locator(".notice")).to_have_text("Bob joined the chat.")
+    for page in (agent, first, second):
+        assert page.errors.errors == []
+        await page.context.close()
+
+
 async def test_offline_site_offers_leave_a_message(kefu, browser):
     site = await new_site(kefu)  # nobody signed in: the site is offline
     visitor = await visitor_page(browser, f"{kefu.shop_base}shop/{site.site.widget_key}")
@@ -337,6 +361,8 @@ async def test_offline_site_offers_leave_a_message(kefu, browser):
     await form.locator("textarea[name=message]").fill("Do you ship to Hangzhou?")
     await form.locator("button[type=submit]").click()
     await expect(widget(visitor).locator(".msg.mine[data-seq='1']")).to_be_visible()
+    await expect(widget(visitor).locator(".notice")).to_contain_text("We got your message")
+    await expect(widget(visitor).locator(".queue")).to_contain_text("agents are busy or away")
     storage = kefu.kernel.storage
     (conversation,) = await storage.list_conversations(site.site.id)
     (message,) = await storage.list_messages(site.site.id, conversation.id, after_seq=0)

@@ -270,7 +270,12 @@ export async function mount(options) {
   client.on("queue", (frame) => {
     if (frame.conversation_id !== state.conversation?.id) return;
     if (frame.position == null || frame.state === "assigned") { view.setQueue(null); return; }
-    if (frame.available === false) { view.setQueue(t(frame.reason === "closed" ? "queueClosed" : "queueNoAgents")); return; }
+    if (frame.available === false) { // nobody can answer now: offer the leave-a-message form
+      view.setQueue(t(frame.reason === "closed" ? "queueClosed" : "queueNoAgents"));
+      if (!state.leaving) view.showOffline(true);
+      return;
+    }
+    view.showOffline(false);
     const eta = frame.eta_s == null ? "" : frame.eta_s < 60 ? t("seconds") : t("minutes", { n: Math.ceil(frame.eta_s / 60) });
     view.setQueue(t("queue", { position: frame.position, eta }));
   });
@@ -302,7 +307,8 @@ export async function mount(options) {
   });
   client.on("leave_message_ok", (frame) => {
     state.leaving = null;
-    view.showLeft();
+    view.showOffline(false);
+    view.notice(t("left"));
     if (state.conversation?.id !== frame.conversation_id) {
       state.conversation = { id: frame.conversation_id, state: "queued" };
       state.tracker = new SeqTracker();
@@ -322,7 +328,11 @@ export async function mount(options) {
     if (frame.ref === "leave" && state.leaving) {
       const { text } = state.leaving; // no leave_message op here: send it as a chat message
       state.leaving = null;
-      if (frame.code === "unknown_op") { view.showLeft(); queueMessage({ type: "text", text }); }
+      if (frame.code === "unknown_op") {
+        view.showOffline(false);
+        view.notice(t("left"));
+        queueMessage({ type: "text", text });
+      }
       else view.setStatus(frame.message);
     }
     if (frame.ref === "rate") view.setStatus(frame.message);

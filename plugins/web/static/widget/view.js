@@ -110,7 +110,6 @@ export function createView(root, t, actions, { stylesheet, title, greeting }) {
     setStatus(text) { status.hidden = !text; status.textContent = text || ""; },
     setQueue(text) { queue.hidden = !text; queue.textContent = text || ""; },
     showOffline(show) { offline.hidden = !show; composer.hidden = show; },
-    showLeft() { replace(offline, h("p", { class: "thanks" }, t("left"))); },
     upsert(msg) {
       const selector = msg.seq ? `[data-seq="${msg.seq}"]` : null;
       const existing = (selector && list.querySelector(selector)) ||
