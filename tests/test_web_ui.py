@@ -118,6 +118,7 @@ async def test_visitor_and_agent_chat_both_ways_and_text_stays_text(kefu, browse
         "Hello! How can I help?"
     )
     await expect(agent.locator("#message-list .msg.mine.read")).to_have_count(1)
+    await expect(agent.locator('#chat-actions [data-action="accept"]')).to_have_count(0)  # answered
     await widget_say(visitor, "Is the Yixing pot in stock?")
     await expect(agent.locator("#message-list .msg.theirs .text").nth(1)).to_have_text(
         "Is the Yixing pot in stock?"

@@ -7,7 +7,8 @@ import { h, replace } from "../lib/dom.js";
 let refs = 0;
 
 export class Actions {
-  constructor({ client, me, bar, panel, status, onDone }) {
+  constructor({ client, me, bar, panel, status, onDone, answered }) {
+    this.answered = answered; // () => true once this agent wrote in the conversation
     this.client = client;
     this.me = me;
     this.bar = bar; // where the buttons go
@@ -51,7 +52,7 @@ export class Actions {
     this.conversation = conversation;
     const c = conversation;
     const mine = c.assignee_id === this.me.id;
-    const accepted = Boolean(c.meta?.accepted_at);
+    const accepted = Boolean(c.meta?.accepted_at) || this.answered(); // answering accepts too
     const button = (label, onclick, cls = "ghost") => h("button", { type: "button", class: cls, dataset: { action: label.toLowerCase() }, onclick }, label);
     const buttons = [];
     if (c.state === "queued") buttons.push(button("Take", () => this.send("pick"), ""));

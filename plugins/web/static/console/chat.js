@@ -62,7 +62,7 @@ export class ChatView {
     this.renderHead();
     const page = await api(`/v1/conversations/${conversation.id}/messages?limit=${PAGE}`);
     if (this.id !== conversation.id) return;
-    for (const m of page.messages) this.render(fromRecord(m));
+    for (const m of page.messages) this.render(fromRecord(m, this.me));
     const last = page.messages.length ? page.messages[page.messages.length - 1].seq : 0;
     this.tracker = new SeqTracker(last);
     this.oldest = page.messages.length ? page.messages[0].seq : null;
@@ -84,7 +84,7 @@ export class ChatView {
     const id = this.id;
     const page = await api(`/v1/conversations/${id}/messages?limit=${PAGE}&before_seq=${this.oldest}`);
     if (this.id !== id) return;
-    for (const m of page.messages) this.render(fromRecord(m));
+    for (const m of page.messages) this.render(fromRecord(m, this.me));
     if (page.messages.length) this.oldest = page.messages[0].seq;
     this.els.older.hidden = !page.has_more;
   }
@@ -131,7 +131,7 @@ export class ChatView {
   async refetch(seq) {
     const id = this.id;
     const page = await api(`/v1/conversations/${id}/messages?after_seq=${seq - 1}&limit=1`);
-    if (this.id === id && page.messages.length) this.render(fromRecord(page.messages[0]));
+    if (this.id === id && page.messages.length) this.render(fromRecord(page.messages[0], this.me));
   }
 
   onResumed(frame) {
@@ -184,7 +184,7 @@ export class ChatView {
   }
 
   queue(fields) {
-    const msg = { cid: uuid(), mine: true, pending: true, kind: "agent", created_at: Date.now() / 1000, ...fields };
+    const msg = { cid: uuid(), mine: true, self: true, pending: true, kind: "agent", created_at: Date.now() / 1000, ...fields };
     this.pending.set(msg.cid, msg);
     this.render(msg);
     this.client.send(this.frameOf(msg));
@@ -222,9 +222,9 @@ export class ChatView {
     const existing = (msg.seq && list.querySelector(`[data-seq="${msg.seq}"]`)) ||
       (msg.cid && list.querySelector(`[data-cid="${CSS.escape(msg.cid)}"]`));
     const state = msg.failed ? `Not sent: ${msg.failed}` : msg.pending ? "Sending…" : "";
-    const li = h("li", { class: `msg ${msg.mine ? "mine" : "theirs"} from-${msg.kind} type-${msg.type}`, dataset: { seq: msg.seq || "", cid: msg.cid || "" } },
+    const li = h("li", { class: `msg ${msg.mine ? "mine" : "theirs"} ${msg.self ? "self" : ""} from-${msg.kind} type-${msg.type}`, dataset: { seq: msg.seq || "", cid: msg.cid || "" } },
       body(msg),
-      h("span", { class: "meta" }, `${msg.mine ? "You" : label(msg.kind)} · ${timeOf(msg.created_at)} `, h("span", { class: "state" }, state)));
+      h("span", { class: "meta" }, `${msg.self ? "You" : label(msg.kind)} · ${timeOf(msg.created_at)} `, h("span", { class: "state" }, state)));
     if (msg.seq) this.shown.add(msg.seq);
     const atBottom = this.els.scroller.scrollHeight - this.els.scroller.scrollTop - this.els.scroller.clientHeight < 80;
     if (existing) existing.replaceWith(li); // an ack keeps the message where it was typed
@@ -250,11 +250,11 @@ function body(msg) {
   return h("p", { class: "text" }, msg.text);
 }
 
-function fromRecord(m) {
-  return { seq: m.seq, cid: m.cid, kind: m.sender_kind, mine: m.sender_kind === "agent", type: m.type, text: m.text, attachment: m.attachment, created_at: m.created_at };
+function fromRecord(m, me) {
+  return { seq: m.seq, cid: m.cid, kind: m.sender_kind, mine: m.sender_kind === "agent", self: m.sender_id === me.id, type: m.type, text: m.text, attachment: m.attachment, created_at: m.created_at };
 }
 
 function fromFrame(f, me) {
-  return { seq: f.seq, cid: f.cid, kind: f.sender.kind, mine: f.sender.kind === "agent" && f.sender.id === me.id, type: f.type, text: f.text, attachment: f.attachment, created_at: f.created_at };
+  return { seq: f.seq, cid: f.cid, kind: f.sender.kind, mine: f.sender.kind === "agent", self: f.sender.id === me.id, type: f.type, text: f.text, attachment: f.attachment, created_at: f.created_at };
 }
 

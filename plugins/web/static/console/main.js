@@ -31,7 +31,10 @@ const chat = new ChatView({
     typing: $("typing"), canned: $("canned"), composer: $("composer"), text: $("composer-text"),
     file: $("composer-file"),
   },
-  onSent: () => inbox.refreshSoon(),
+  onSent: (conversation) => {
+    inbox.refreshSoon();
+    actions.render(conversation);
+  },
   onHead: (conversation) => {
     actions.render(conversation);
     const note = handoverNotes.get(conversation.id);
@@ -46,6 +49,7 @@ const actions = new Actions({
   panel: $("transfer-panel"),
   status: $("chat-status"),
   onDone: () => reload(chat.id),
+  answered: () => Boolean($("message-list").querySelector(".msg.self")),
 });
 
 /** Read a conversation again (its meta says whether it was accepted) and redraw. */
