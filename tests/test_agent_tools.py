@@ -158,7 +158,7 @@ async def test_canned_replies_expand_shortcuts_with_placeholders(world):
 
 
 async def test_welcome_message_follows_the_started_reply(world):
-    client, _ = world
+    client, events = world
     site = await site_of(client)
     admin = await console(client, site.admin, online=False)
     text = "Hi {visitor.name|there}, welcome to {site.name}!"
@@ -178,6 +178,7 @@ async def test_welcome_message_follows_the_started_reply(world):
     assert welcome["conversation_id"] == first["conversation"]["id"]
     resp = await client.get("/v1/welcome_message", headers=agent.auth())
     assert (await resp.json())["source"] == "site"
+    assert [e.data["text"] for e in events.of("site.welcome_message_changed")] == [text]
 
 
 async def test_leave_a_message_when_nobody_can_answer(world):

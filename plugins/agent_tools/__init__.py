@@ -8,7 +8,8 @@ it, a frame op (``kefu_transport_frame_handlers``): ``note``, ``tag``, ``rate``,
 (welcome message), ``conversation.resolved`` (asks for a rating) and
 ``conversation.transferred`` (keeps the transfer's note as a private note), and
 emits ``conversation.note_added``, ``conversation.tagged``, ``conversation.rated``,
-``canned_reply.created/updated/deleted`` and ``offline_message.created``.
+``canned_reply.created/updated/deleted``, ``site.welcome_message_changed`` and
+``offline_message.created``.
 Settings: ``[agent_tools]`` (:mod:`~kefu.plugins.agent_tools.settings`).
 """
 

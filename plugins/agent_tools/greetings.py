@@ -62,6 +62,9 @@ class Greetings:
                 settings[WELCOME_KEY] = text
 
         await self.edits.site(principal.site_id, change)
+        await self.kernel.emit(
+            "site.welcome_message_changed", principal.site_id, text=text, by_id=principal.id
+        )
         return await self.welcome_text(principal.site_id)
 
     async def welcome(self, site_id: str, conversation_id: str) -> None:
