@@ -4,6 +4,8 @@ leave-a-message form when nobody can answer, and the rating asked at resolve."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -94,6 +96,30 @@ async def test_tags_are_normalised_bounded_and_for_agents(world):
     resp = await client.get(f"/v1/conversations/{guest.conversation_id}", headers=guest.auth())
     assert (await resp.json())["tags"] == []  # internal labels are not the visitor's
     assert events.of("conversation.tagged")[-1].data["tags"] == ["refund", "late"]
+
+
+async def test_concurrent_edits_of_one_conversation_lose_nothing(aiohttp_client, tmp_path):
+    client = await routing_client(aiohttp_client, tmp_path, storage="sql")  # real awaits
+    _, desk, guest = await chat(client)
+    url = f"/v1/conversations/{guest.conversation_id}/tags"
+
+    async def add(tag):
+        resp = await client.patch(url, json={"add": [tag]}, headers=desk.auth())
+        assert resp.status == 200
+
+    async def note(n):
+        resp = await client.post(
+            f"/v1/conversations/{guest.conversation_id}/notes",
+            json={"text": f"n{n}"},
+            headers=desk.auth(),
+        )
+        assert resp.status == 201
+
+    await asyncio.gather(*(add(f"t{n}") for n in range(10)), *(note(n) for n in range(10)))
+    resp = await client.get(f"/v1/conversations/{guest.conversation_id}", headers=desk.auth())
+    stored = await resp.json()
+    assert sorted(stored["tags"]) == sorted(f"t{n}" for n in range(10))
+    assert sorted(n["text"] for n in stored["meta"]["notes"]) == sorted(f"n{n}" for n in range(10))
 
 
 async def test_canned_replies_expand_shortcuts_with_placeholders(world):

@@ -14,8 +14,8 @@ its client on error, which makes this rare and harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from kefu.core.domain import Conversation, Site
@@ -29,19 +29,14 @@ class Edits:
 
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
-        self._locks: dict[Any, list] = {}
+        # a lock lives while someone holds or waits for it, then its entry goes away
+        self._locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
-    @contextlib.asynccontextmanager
-    async def _locked(self, key: Any) -> AsyncIterator[None]:
-        entry = self._locks.setdefault(key, [asyncio.Lock(), 0])
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._locks[key]
+    def _locked(self, key: Any) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
 
     async def conversation(
         self, site_id: str, conversation_id: str, change: Callable[[Conversation], Any]
