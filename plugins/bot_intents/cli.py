@@ -32,6 +32,18 @@ def _threshold_arg(value: str) -> float | None:
     return threshold
 
 
+def _fraction_arg(value: str) -> float:
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction such as 0.01, got {value!r}"
+        ) from None
+    if not 0.0 <= fraction <= 1.0:
+        raise argparse.ArgumentTypeError(f"a fraction is in 0..1 (0.01 = one point), got {value}")
+    return fraction
+
+
 def _configure_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset",
@@ -49,7 +61,7 @@ def _configure_eval(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-accuracy-drop",
-        type=float,
+        type=_fraction_arg,
         default=0.01,
         metavar="FRACTION",
         help="auto threshold: in-scope accuracy it may cost on val (default 0.01 = 1 point)",
