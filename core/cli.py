@@ -131,7 +131,15 @@ def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
         log.debug("plugin commands unavailable: %s", exc)
         return
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for command in HookFacade(plugin_set.pm, None, HookFailures()).cli_commands():
+    try:
+        commands = HookFacade(plugin_set.pm, None, HookFailures()).cli_commands()
+    except KefuError as exc:
+        log.warning("plugin commands unavailable: %s", exc)
+        return
+    for command in commands:
+        if command.name in sub.choices:
+            log.warning("plugin command %r ignored: the name is already taken", command.name)
+            continue
         p = sub.add_parser(command.name, help=command.help)
         command.configure(p)
         p.set_defaults(func=command.run)

@@ -157,3 +157,17 @@ def test_misspelled_hook_stops_startup_naming_plugin_and_hook(tmp_path, config):
     result = kefu("check", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 2
     assert "plugin 'tests.plugins.misspelled_hook': unknown hook 'kefu_evnt'" in result.stderr
+
+
+def test_plugin_command_with_a_taken_name_is_ignored_not_a_crash(monkeypatch, capsys):
+    from kefu.core import cli
+    from kefu.core.types import CliCommand
+
+    clash = CliCommand("plugins", "shadows a kernel command", lambda p: None, lambda a: 99)
+    monkeypatch.setattr(
+        "kefu.core.facade.HookFacade.cli_commands", lambda self: [clash, clash], raising=True
+    )
+    parser = cli.build_parser()
+    cli._add_plugin_commands(parser)  # must not raise argparse's "conflicting subparser"
+    assert cli.main(["plugins", "--json"]) == 0
+    assert '"plugins"' in capsys.readouterr().out
