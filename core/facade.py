@@ -226,6 +226,13 @@ class HookFacade:
             message=message,
         )
 
+    async def bot_takes(self, conversation: Any) -> bool:
+        """Whether a bot answers this new conversation first (``kefu_bot_takes``)."""
+        answer = await call_first(
+            self._hook.kefu_bot_takes, kernel=self._kernel, conversation=conversation
+        )
+        return answer is True
+
     def bot_actions(self) -> dict[str, Callable]:
         results = call_all_sync(self._hook.kefu_bot_actions)
         return {name: action for name, (_, action) in merge_named("bot action", results).items()}

@@ -26,3 +26,18 @@ def kefu_bot_actions():
         callable ``action(context: dict) -> dict`` whose result is merged into
         the dialogue's slots, or None. Sync only.
     """
+
+
+@hookspec
+def kefu_bot_takes(kernel, conversation):
+    """Decide whether a bot answers a new conversation first.
+
+    Called by the gateway before it stores a conversation a visitor starts.
+    A conversation a bot takes starts in the ``bot`` state and is not routed
+    until the bot hands it off (``bot.handoff``, then ``conversation.queued``).
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :param conversation: the conversation record about to be stored.
+    :returns: True to start it with the bot, False to refuse, or None to let
+        other plugins answer (no answer: it is queued for routing). May be async.
+    """

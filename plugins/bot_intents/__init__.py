@@ -1,4 +1,4 @@
-"""Intent recognition for the bot, in English, Chinese and other languages.
+"""The bot: intent recognition and hot-reloadable dialogue flows.
 
 Quick start::
 
@@ -14,18 +14,88 @@ Features are word 1-2 grams (one token per CJK character, so no word segmentatio
 needed) plus ``char_wb`` 1-4 grams, TF-IDF weighted; the model is a linear SVM whose
 scores go through a softmax with a fitted temperature. ``kefu bot eval --dataset PATH``
 measures it on a CLINC-style or BANKING77-style dataset (see ``docs/bot.md``).
+
+Flows (``[bot] flows``, YAML, ``docs/bot.md``) are checked (``kefu bot validate``),
+compiled and swapped in live by :mod:`~kefu.plugins.bot_intents.service`; conversations
+of a site an active flow serves start with the bot and are handed to routing.
 """
 
 from __future__ import annotations
 
+import weakref
+
 from kefu.hooks import hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+_SERVICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def service_of(kernel):
+    """The running bot service of a kernel, None before start-up or without storage."""
+    return _SERVICES.get(kernel)
 
 
 @hookimpl
 def kefu_cli_commands():
-    """``kefu bot`` with its sub-commands (``kefu bot eval``)."""
+    """``kefu bot`` with its sub-commands (``eval``, ``validate``)."""
     from kefu.plugins.bot_intents.cli import bot_command
 
     return [bot_command()]
+
+
+@hookimpl
+def kefu_config_schema():
+    from kefu.plugins.bot_intents.settings import BotSettings
+
+    return {"bot": BotSettings}
+
+
+@hookimpl
+async def kefu_startup(kernel):
+    if kernel.storage is None:
+        return
+    from kefu.plugins.bot_intents.service import BotService
+
+    service = BotService(kernel)
+    _SERVICES[kernel] = service
+    await service.start()
+
+
+@hookimpl
+async def kefu_shutdown(kernel):
+    service = _SERVICES.pop(kernel, None)
+    if service is not None:
+        await service.stop()
+
+
+@hookimpl(trylast=True)
+def kefu_bot_takes(kernel, conversation):
+    service = _SERVICES.get(kernel)
+    return True if service is not None and service.takes(conversation) else None
+
+
+@hookimpl(trylast=True)
+async def kefu_bot_reply(kernel, conversation, message):
+    service = _SERVICES.get(kernel)
+    return None if service is None else await service.reply(conversation, message)
+
+
+@hookimpl
+async def kefu_event(kernel, event):
+    service = _SERVICES.get(kernel)
+    if service is not None:
+        await service.on_event(event)
+
+
+@hookimpl
+def kefu_rest_endpoints(kernel):
+    from kefu.plugins.bot_intents.api import make_endpoints
+
+    return make_endpoints(service_of)
+
+
+@hookimpl
+def kefu_stats(kernel):
+    service = _SERVICES.get(kernel)
+    return None if service is None else service.stats()

@@ -104,10 +104,49 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_validate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE", help="flow files (YAML) to check")
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """Check flow files; problems as ``file:line: message`` on stderr, exit 1 if any."""
+    from pathlib import Path
+
+    from kefu.plugins.bot_intents.flow_yaml import MAX_FLOW_BYTES
+    from kefu.plugins.bot_intents.validate import check_flow, format_problems
+
+    failed = 0
+    for name in args.files:
+        path = Path(name)
+        try:
+            if path.stat().st_size > MAX_FLOW_BYTES:  # refused before it is read
+                size = path.stat().st_size
+                print(f"{name}:1: the file is {size:,} bytes; a flow may have at most "
+                      f"{MAX_FLOW_BYTES:,}", file=sys.stderr)  # fmt: skip
+                failed += 1
+                continue
+            data = path.read_bytes()
+        except OSError as exc:
+            print(f"{name}:0: cannot read: {exc.strerror or exc}", file=sys.stderr)
+            failed += 1
+            continue
+        checked, problems = check_flow(data)
+        if problems:
+            print(format_problems(name, problems), file=sys.stderr)
+            failed += 1
+        else:
+            spec = checked.spec
+            print(f"{name}: ok: flow {spec.id!r}, {len(spec.states)} states, "
+                  f"{len(spec.intents)} intents")  # fmt: skip
+    return 1 if failed else 0
+
+
 #: (name, help, configure, run) of every ``kefu bot`` sub-command.
 SUBCOMMANDS: list[tuple[str, str, Callable[[Any], None], Callable[[Any], int]]] = [
     ("eval", "train and evaluate intent recognition on a dataset", _configure_eval, run_eval),
-]
+    ("validate", "check dialogue flow files (errors as file:line)", _configure_validate,
+     run_validate),
+]  # fmt: skip
 
 
 def configure_bot(parser: argparse.ArgumentParser) -> None:
@@ -130,7 +169,7 @@ def run_bot(args: argparse.Namespace) -> int:
 def bot_command() -> CliCommand:
     return CliCommand(
         name="bot",
-        help="bot tools: evaluate intent recognition",
+        help="bot tools: evaluate intent recognition, validate flows",
         configure=configure_bot,
         run=run_bot,
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from kefu.core.domain import QUEUED, RESOLVED, Conversation, Message, new_id
+from kefu.core.domain import BOT, QUEUED, RESOLVED, Conversation, Message, new_id
 from kefu.core.types import PipelineReject
 from kefu.plugins.gateway.connection import Connection
 from kefu.plugins.gateway.frames import (
@@ -51,15 +51,16 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
             conversation = next((c for c in current if c.state != RESOLVED), None)
             created = conversation is None
             if created:
-                conversation = await kernel.storage.create_conversation(
-                    Conversation(
-                        id=new_id(),
-                        site_id=p.site_id,
-                        visitor_id=p.id,
-                        department=department,
-                        meta={"transport": conn.transport},
-                    )
+                conversation = Conversation(
+                    id=new_id(),
+                    site_id=p.site_id,
+                    visitor_id=p.id,
+                    department=department,
+                    meta={"transport": conn.transport},
                 )
+                if await kernel.hooks.bot_takes(conversation):  # routing waits for a handoff
+                    conversation.state = BOT
+                conversation = await kernel.storage.create_conversation(conversation)
         gateway.registry.watch(conn, conversation.id)
         view = conversation_view(conversation)
         if created:

@@ -1,0 +1,111 @@
+"""Admin REST endpoints of the bot's flows: list versions, activate one, roll back.
+
+Admins (``sites.manage``) see and change only flows that serve their site.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from kefu.core.errors import ApiError
+from kefu.core.types import RestEndpoint
+
+SHA = r"[0-9a-f]{64}"
+FLOW_ID = r"[A-Za-z0-9_.-]{1,64}"
+
+
+class FlowVersionView(BaseModel):
+    sha256: str
+    active: bool
+    created_at: float
+    source: str
+    states: int
+    intents: int
+
+
+class FlowView(BaseModel):
+    id: str
+    active: str | None
+    versions: list[FlowVersionView]
+
+
+class FlowList(BaseModel):
+    flows: list[FlowView]
+    rejected: int
+    errors: dict[str, str]
+
+
+def make_endpoints(service_of: Callable[[Any], Any]) -> list[RestEndpoint]:
+    async def service(call: Any) -> Any:
+        await call.require("sites.manage", call.site_id)
+        found = service_of(call.kernel)
+        if found is None:
+            raise ApiError(503, "unavailable", "the bot is not running")
+        return found
+
+    def visible(svc: Any, site_id: str, flow_id: str | None = None) -> list[dict]:
+        flows = []
+        for flow in svc.registry.describe():
+            if flow_id is not None and flow["id"] != flow_id:
+                continue
+            active = svc.registry.get(flow["active"]) if flow["active"] else None
+            any_version = active or svc.registry.get(flow["versions"][0]["sha256"])
+            if any_version is not None and any_version.spec.serves(site_id):
+                flows.append(flow)
+        return flows
+
+    async def list_flows(call: Any) -> FlowList:
+        svc = await service(call)
+        stats = svc.registry.stats
+        return FlowList(
+            flows=visible(svc, call.site_id), rejected=stats.rejected, errors=stats.last_error
+        )
+
+    def one(svc: Any, call: Any) -> FlowView:
+        found = visible(svc, call.site_id, call.params["flow_id"])
+        if not found:
+            raise ApiError(404, "not_found", "no such flow for your site")
+        return FlowView(**found[0])
+
+    async def activate(call: Any) -> FlowView:
+        svc = await service(call)
+        one(svc, call)
+        try:
+            svc.registry.activate(call.params["flow_id"], call.params["sha256"])
+        except KeyError:
+            raise ApiError(404, "not_found", "no such version of this flow") from None
+        return one(svc, call)
+
+    async def rollback(call: Any) -> FlowView:
+        svc = await service(call)
+        one(svc, call)
+        try:
+            svc.registry.rollback(call.params["flow_id"])
+        except KeyError:
+            raise ApiError(409, "no_earlier_version", "nothing was active before") from None
+        return one(svc, call)
+
+    patterns = {"flow_id": FLOW_ID, "sha256": SHA}
+    base = "/v1/bot/flows"
+    return [
+        RestEndpoint(
+            "GET", base, "list_bot_flows", "Bot flows and their versions", "bot", list_flows,
+            response=FlowList, errors=(503,),
+            description="Every kept version with its sha256; `errors` holds the last refusal "
+            "per flow file (a refused file never becomes active).",
+        ),
+        RestEndpoint(
+            "POST", f"{base}/{{flow_id}}/versions/{{sha256}}/activate", "activate_bot_flow",
+            "Activate a kept version of a flow", "bot", activate, response=FlowView,
+            errors=(404, 503), path_patterns=patterns,
+            description="New conversations start on it; running ones keep their version.",
+        ),
+        RestEndpoint(
+            "POST", f"{base}/{{flow_id}}/rollback", "rollback_bot_flow",
+            "Activate the version active before the current one", "bot", rollback,
+            response=FlowView, errors=(404, 409, 503), path_patterns=patterns,
+        ),
+    ]  # fmt: skip

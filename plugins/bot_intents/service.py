@@ -1,0 +1,260 @@
+"""The bot of one kernel: flow files in, dialogue turns out, handoff to routing.
+
+- **Taking conversations.** ``kefu_bot_takes`` answers True for a new conversation of a
+  site that an active flow serves: the gateway stores it in state ``bot`` and routing
+  is not asked (it listens to ``conversation.queued``).
+- **Turns.** On ``conversation.started`` the flow's greeting is stored as ``bot``
+  messages. On ``message.stored`` from the visitor of a conversation in state ``bot``,
+  ``kefu_bot_reply`` is asked (this plugin answers last, so another bot plugin may
+  answer instead); the texts are stored and delivered like any message (cid
+  ``bot-<seq>-<n>``, so a retried turn is stored once).
+- **Sessions.** The dialogue state lives in ``conversation.meta["bot"]``, written with
+  compare-and-set on the state ``bot``; it names its flow version, which it keeps.
+- **Handoff.** The conversation becomes ``queued`` (department from the flow, if any;
+  ``meta.queued_at``, ``meta.bot_handoff``), then ``bot.handoff`` {conversation_id,
+  reason, department, flow_id, version} and ``conversation.queued`` are emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import weakref
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import watchfiles
+
+from kefu.core.domain import BOT, QUEUED, Conversation, Message
+from kefu.core.types import BotReply
+from kefu.plugins.bot_intents.engine import CompiledFlow, Session
+from kefu.plugins.bot_intents.versions import FlowRegistry, FlowRejected
+
+log = logging.getLogger(__name__)
+
+META_KEY = "bot"
+
+
+class BotService:
+    """Flows, sessions and the handoff of one running kernel."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        settings = kernel.config.section("bot")
+        self.executor = (
+            ProcessPoolExecutor(settings.training_processes)
+            if settings.training_processes
+            else None
+        )
+        self.registry = FlowRegistry(lambda: self.actions.keys(), self.executor)
+        self.actions: dict[str, Any] = {}
+        self.paths = [self._resolve(p) for p in settings.flows]
+        self.counts = {"turns": 0, "failed_turns": 0, "handoffs": 0, "reload_failures": 0}
+        self._locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._tasks: set[asyncio.Task] = set()
+        self._watcher: asyncio.Task | None = None
+
+    def _resolve(self, path: str) -> str:
+        base = Path(self.kernel.config_path).parent if self.kernel.config_path else Path.cwd()
+        return os.path.realpath(base / path)
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        self.actions = self.kernel.hooks.bot_actions()
+        for path in self.paths:
+            await self.load(path)
+        if self.paths and self.kernel.config.section("bot").watch:
+            self._watcher = asyncio.create_task(self._watch(), name="kefu-bot-flows")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._watcher, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def load(self, path: str) -> CompiledFlow | None:
+        """Publish a flow file; a refused or unreadable one leaves the active version."""
+        try:
+            data = await asyncio.to_thread(Path(path).read_bytes)
+            return await self.registry.publish(data, path)
+        except FlowRejected:
+            self.counts["reload_failures"] += 1
+        except OSError as exc:
+            self.counts["reload_failures"] += 1
+            self.registry.stats.last_error[path] = str(exc)
+            log.error("bot flow %s unreadable, the active version stays: %s", path, exc)
+        return None
+
+    async def _watch(self) -> None:
+        # folders, not files: editors often save by renaming a new file over the old one
+        folders = sorted({os.path.dirname(p) for p in self.paths})
+        wanted = set(self.paths)
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
+        async for changes in watchfiles.awatch(
+            *folders,
+            watch_filter=lambda _c, changed: os.path.realpath(changed) in wanted,
+            recursive=False,
+            debounce=200,
+            step=50,
+        ):
+            for path in sorted({os.path.realpath(p) for _, p in changes}):  # noqa: ASYNC240
+                if os.path.exists(path):  # noqa: ASYNC240 - a cheap lstat per change
+                    await self.load(path)
+
+    def later(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def lock(self, conversation_id: str) -> asyncio.Lock:
+        found = self._locks.get(conversation_id)
+        if found is None:
+            found = self._locks[conversation_id] = asyncio.Lock()
+        return found
+
+    # -- hooks ----------------------------------------------------------------------
+    def takes(self, conversation: Conversation) -> bool:
+        return self.registry.for_site(conversation.site_id) is not None
+
+    def _session(self, conversation: Conversation) -> tuple[CompiledFlow, Session] | None:
+        saved = conversation.meta.get(META_KEY)
+        if isinstance(saved, dict):
+            flow = self.registry.get(str(saved.get("version")))
+            if flow is not None:
+                return flow, Session.from_dict(saved)
+        return None
+
+    async def _save(self, conversation: Conversation, session: Session) -> None:
+        conversation.meta = {**conversation.meta, META_KEY: session.to_dict()}
+        await self.kernel.storage.update_conversation(conversation, if_state=BOT)
+
+    async def reply(self, conversation: Conversation, message: Message) -> BotReply | None:
+        """The ``kefu_bot_reply`` answer: one turn of the conversation's session."""
+        found = self._session(conversation)
+        texts: list[str] = []
+        if found is None:
+            flow = self.registry.for_site(conversation.site_id)
+            if flow is None:
+                return None
+            session, _greeting = await flow.start(conversation.id, self.actions, message.text)
+        else:
+            flow, session = found
+        try:
+            turn = await flow.step(session, message.text or "", self.actions)
+        except Exception:
+            self.counts["failed_turns"] += 1
+            log.exception("bot turn failed in %s (%r)", conversation.id, flow)
+            return None
+        self.counts["turns"] += 1
+        texts.extend(turn.texts)
+        await self._save(conversation, session)
+        if turn.handoff is None:
+            return BotReply(tuple(texts))
+        return BotReply(tuple(texts), True, turn.handoff.reason, turn.handoff.department)
+
+    # -- events ---------------------------------------------------------------------
+    async def on_event(self, event: Any) -> None:
+        data, site_id = event.data, event.site_id
+        if site_id is None or not self.registry.active:
+            return
+        if event.type == "conversation.started":
+            self.later(self.greet(site_id, data["conversation_id"]))
+        elif event.type == "message.stored" and data.get("sender_kind") == "visitor":
+            await self.turn(site_id, data["conversation_id"], int(data["seq"]))
+
+    async def greet(self, site_id: str, conversation_id: str) -> None:
+        try:
+            async with self.lock(conversation_id):
+                storage = self.kernel.storage
+                conversation = await storage.get_conversation(site_id, conversation_id)
+                if conversation is None or conversation.state != BOT:
+                    return
+                if self._session(conversation) is not None:
+                    return  # the visitor spoke first
+                flow = self.registry.for_site(site_id)
+                if flow is None:
+                    return
+                session, turn = await flow.start(conversation_id, self.actions)
+                await self._save(conversation, session)
+                await self._deliver(conversation, turn.texts, "greeting")
+        except Exception:
+            log.exception("bot greeting for %s failed", conversation_id)
+
+    async def turn(self, site_id: str, conversation_id: str, seq: int) -> None:
+        """Answer the visitor's message ``seq`` if the conversation is the bot's."""
+        async with self.lock(conversation_id):
+            storage = self.kernel.storage
+            conversation = await storage.get_conversation(site_id, conversation_id)
+            if conversation is None or conversation.state != BOT:
+                return
+            found = await storage.list_messages(
+                site_id, conversation_id, after_seq=seq - 1, limit=1
+            )
+            if not found or found[0].sender_kind != "visitor":
+                return
+            answer = await self.kernel.hooks.bot_reply(conversation, found[0])
+            if answer is None:
+                return
+            await self._deliver(conversation, answer.texts, str(seq))
+            if answer.handoff:
+                await self.hand_off(conversation, answer.handoff_reason, answer.department)
+
+    async def _deliver(self, conversation: Conversation, texts: tuple[str, ...], key: str) -> None:
+        gateway = getattr(self.kernel, "gateway", None)
+        sender = (conversation.meta.get(META_KEY) or {}).get("flow_id") or "bot"
+        for i, text in enumerate(texts):
+            message = Message(
+                conversation.site_id, conversation.id, f"bot-{key}-{i}", "bot", sender, text=text
+            )
+            stored, created = await self.kernel.storage.append_message(message)
+            if created and gateway is not None:
+                await gateway.publish_message(conversation, stored)
+
+    async def hand_off(
+        self, conversation: Conversation, reason: str | None, department: str | None
+    ) -> bool:
+        """Move a bot conversation to the queue and tell routing; False if it moved already."""
+        storage = self.kernel.storage
+        fresh = await storage.get_conversation(conversation.site_id, conversation.id)
+        if fresh is None or fresh.state != BOT:
+            return False
+        now = time.time()
+        saved = fresh.meta.get(META_KEY) or {}
+        fresh.state, fresh.updated_at = QUEUED, now
+        if department:
+            fresh.department = department
+        fresh.meta = {**fresh.meta, "queued_at": now, "bot_handoff": {"reason": reason, "at": now}}
+        if not await storage.update_conversation(fresh, if_state=BOT):
+            return False
+        self.counts["handoffs"] += 1
+        site_id = fresh.site_id
+        await self.kernel.emit(
+            "bot.handoff",
+            site_id,
+            conversation_id=fresh.id,
+            reason=reason,
+            department=fresh.department,
+            flow_id=saved.get("flow_id"),
+            version=saved.get("version"),
+        )
+        await self.kernel.emit("conversation.queued", site_id, conversation_id=fresh.id)
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        s = self.registry.stats
+        return {
+            **self.counts,
+            "flow_versions": len(self.registry.versions),
+            "flows_published": s.published,
+            "flows_rejected": s.rejected,
+            "flow_activations": s.activations,
+            "flows_active": len(self.registry.active),
+        }
