@@ -139,7 +139,7 @@ async def test_cut_connection_loses_and_doubles_nothing(kefu, browser):
     await widget_say(visitor, "v1")
     conversation_id = await open_conversation(agent)
     await console_say(agent, "a1")
-    await expect(widget(visitor).locator(".msg.theirs")).to_have_count(1)
+    await expect(widget(visitor).locator(".msg.theirs:not(.notice)")).to_have_count(1)
 
     await visitor.context.set_offline(True)
     await expect(widget(visitor).locator(".status")).to_be_visible()  # "Reconnecting…"
