@@ -231,7 +231,7 @@ async def test_watched_file_reloads_and_an_invalid_edit_keeps_the_last_good(
         await asyncio.sleep(0.05)
     assert bot.registry.active["small"] != first
     stats = dict(app_kernel(client.app).hooks.stats())
-    assert stats["bot_intents"]["flows_rejected"] == 1
+    assert stats["bot_intents"]["bot_flows_rejected"] == 1
 
 
 # -- end to end: widget -> bot -> handoff -> routing -> agent ---------------------------

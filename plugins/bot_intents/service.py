@@ -251,10 +251,10 @@ class BotService:
     def stats(self) -> dict[str, Any]:
         s = self.registry.stats
         return {
-            **self.counts,
-            "flow_versions": len(self.registry.versions),
-            "flows_published": s.published,
-            "flows_rejected": s.rejected,
-            "flow_activations": s.activations,
-            "flows_active": len(self.registry.active),
+            **{f"bot_{name}": value for name, value in self.counts.items()},
+            "bot_flow_versions": len(self.registry.versions),
+            "bot_flows_published": s.published,
+            "bot_flows_rejected": s.rejected,
+            "bot_flow_activations": s.activations,
+            "bot_flows_active": len(self.registry.active),
         }
