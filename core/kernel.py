@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,27 @@ class Kernel:
         self.reload_failures = 0
         self.announcements: list[str] = []
         self.listen: tuple[str, int] | None = None  # set by the server before start-up
+        self._plugin_state: dict[str, Any] = {}
+
+    # -- per-kernel plugin state --------------------------------------------
+    def plugin_state(self, key: str, factory: Callable[[Kernel], Any]) -> Any:
+        """The object a plugin keeps for this kernel under ``key``, made on first use.
+
+        Plugins keep their state here instead of in module globals, so two
+        kernels in one process (tests, several apps) never share it.
+        """
+        value = self._plugin_state.get(key)
+        if value is None:
+            value = self._plugin_state[key] = factory(self)
+        return value
+
+    def existing_plugin_state(self, key: str) -> Any | None:
+        """The state kept under ``key`` if it was made, else None."""
+        return self._plugin_state.get(key)
+
+    def drop_plugin_state(self, key: str) -> Any | None:
+        """Forget the state kept under ``key`` (at shutdown) and return it."""
+        return self._plugin_state.pop(key, None)
 
     # -- services chosen by name -----------------------------------------
     def make_storage(self) -> StorageBackend | None:

@@ -196,3 +196,12 @@ async def test_shutdown_requested_runs_before_open_requests_are_awaited(data_dir
         resp = await pending
         assert (await resp.json()) == {"released": True}
     assert time.monotonic() - started < 5
+
+
+def test_plugin_state_is_per_kernel(data_dir_config):
+    first, second = load_kernel(data_dir_config), load_kernel(data_dir_config)
+    made = first.plugin_state("demo", lambda kernel: {"kernel": kernel})
+    assert first.plugin_state("demo", lambda kernel: {"other": True}) is made
+    assert second.existing_plugin_state("demo") is None
+    assert first.drop_plugin_state("demo") is made
+    assert first.existing_plugin_state("demo") is None

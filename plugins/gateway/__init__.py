@@ -12,22 +12,15 @@ protocol reference.
 
 from __future__ import annotations
 
-import weakref
-
 from kefu.hooks import hookimpl
 from kefu.plugins.gateway.handlers import make_handlers
 from kefu.plugins.gateway.service import Gateway
 from kefu.plugins.gateway.settings import GatewaySettings
 from kefu.plugins.gateway.stats import kefu_stats  # noqa: F401  (a hook implementation)
 
-_gateways: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 
 def _gateway(kernel) -> Gateway:
-    gateway = _gateways.get(kernel)
-    if gateway is None:
-        gateway = _gateways[kernel] = Gateway(kernel)
-    return gateway
+    return kernel.plugin_state("gateway", Gateway)
 
 
 @hookimpl
@@ -49,7 +42,7 @@ async def kefu_startup(kernel):
 
 @hookimpl
 async def kefu_shutdown(kernel):
-    gateway = _gateways.pop(kernel, None)
+    gateway = kernel.drop_plugin_state("gateway")
     if gateway is not None:
         kernel.gateway = None
         await gateway.stop()
@@ -58,14 +51,14 @@ async def kefu_shutdown(kernel):
 @hookimpl
 async def kefu_shutdown_requested(kernel):
     # close sockets first, so the server does not wait for them to time out
-    gateway = _gateways.get(kernel)
+    gateway = kernel.existing_plugin_state("gateway")
     if gateway is not None:
         await gateway.close_all("shutdown")
 
 
 @hookimpl
 def kefu_config_changed(kernel, section, old, new):
-    gateway = _gateways.get(kernel)
+    gateway = kernel.existing_plugin_state("gateway")
     if gateway is not None:  # processors may read their settings when they are collected
         gateway.processors = kernel.hooks.pipeline_processors()
 
@@ -73,7 +66,7 @@ def kefu_config_changed(kernel, section, old, new):
 @hookimpl
 def kefu_event(kernel, event):
     # a conversation that changed here (resolved, assigned, ...) is read again on the next send
-    gateway = _gateways.get(kernel)
+    gateway = kernel.existing_plugin_state("gateway")
     conversation_id = event.data.get("conversation_id")
     if gateway is not None and event.type.startswith("conversation.") and conversation_id:
         gateway.forget(event.site_id, conversation_id)

@@ -17,23 +17,16 @@ and the endpoint, the probe and every scrape-time read are gone. Settings:
 
 from __future__ import annotations
 
-import weakref
-
 from aiohttp import web
 
 from kefu.hooks import hookimpl
 from kefu.plugins.metrics_prometheus.exporter import Exporter
 from kefu.plugins.metrics_prometheus.settings import MetricsSettings
 
-_exporters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 
 def exporter_of(kernel) -> Exporter:
     """The kernel's exporter, created on first use."""
-    exporter = _exporters.get(kernel)
-    if exporter is None:
-        exporter = _exporters[kernel] = Exporter(kernel)
-    return exporter
+    return kernel.plugin_state("metrics_prometheus", Exporter)
 
 
 @hookimpl
@@ -55,7 +48,7 @@ async def kefu_startup(kernel):
 @hookimpl
 async def kefu_shutdown(kernel):
     # kept: connections closed later in the shutdown are still counted (and nothing is rebuilt)
-    exporter = _exporters.get(kernel)
+    exporter = kernel.existing_plugin_state("metrics_prometheus")
     if exporter is not None:
         await exporter.stop()
 

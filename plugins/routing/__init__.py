@@ -21,7 +21,6 @@ collected alongside (or, for a policy name, instead of) the built-ins.
 from __future__ import annotations
 
 import logging
-import weakref
 
 from kefu.hooks import hookimpl
 from kefu.plugins.routing.api import make_endpoints
@@ -34,13 +33,9 @@ from kefu.plugins.routing.settings import RoutingSettings
 
 log = logging.getLogger(__name__)
 
-#: The running service of each started kernel (a process may hold several in tests).
-_SERVICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def service_of(kernel) -> RoutingService | None:
     """The routing service of a started kernel, None before start-up or without storage."""
-    return _SERVICES.get(kernel)
+    return kernel.existing_plugin_state("routing")
 
 
 @hookimpl
@@ -69,34 +64,34 @@ async def kefu_startup(kernel):
         log.warning("routing: no storage backend is enabled; conversations will not be routed")
         return
     service = RoutingService(kernel)
-    _SERVICES[kernel] = service
+    kernel.plugin_state("routing", lambda _kernel: service)
     await service.start()
 
 
 @hookimpl
 async def kefu_shutdown(kernel):
-    service = _SERVICES.pop(kernel, None)
+    service = kernel.drop_plugin_state("routing")
     if service is not None:
         await service.stop()
 
 
 @hookimpl
 def kefu_config_changed(kernel, section, old, new):
-    service = _SERVICES.get(kernel)
+    service = kernel.existing_plugin_state("routing")
     if section == "routing" and service is not None:
         service.reconfigure(new)
 
 
 @hookimpl
 async def kefu_event(kernel, event):
-    service = _SERVICES.get(kernel)
+    service = kernel.existing_plugin_state("routing")
     if service is not None:
         await service.on_event(event)
 
 
 @hookimpl
 def kefu_transport_frame_handlers(kernel):
-    return make_ops(lambda: _SERVICES.get(kernel))
+    return make_ops(lambda: kernel.existing_plugin_state("routing"))
 
 
 @hookimpl
@@ -106,14 +101,14 @@ def kefu_rest_endpoints(kernel):
 
 @hookimpl
 def kefu_transport_connected(kernel, connection):
-    service = _SERVICES.get(kernel)
+    service = kernel.existing_plugin_state("routing")
     if service is not None and connection.principal.kind == "agent":
         service.presence.connected(connection.principal)
 
 
 @hookimpl
 def kefu_transport_disconnected(kernel, connection):
-    service = _SERVICES.get(kernel)
+    service = kernel.existing_plugin_state("routing")
     if service is not None and connection.principal.kind == "agent":
         service.presence.disconnected(connection.principal)
 

@@ -16,8 +16,6 @@ reason as the error code, then disappears.
 
 from __future__ import annotations
 
-import weakref
-
 from aiohttp import web
 from pydantic import Field
 
@@ -40,14 +38,8 @@ class LongPollSettings(Section):
     max_frames_per_recv: int = Field(256, ge=1)
 
 
-_polls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _poll(kernel) -> LongPoll:
-    poll = _polls.get(kernel)
-    if poll is None:
-        poll = _polls[kernel] = LongPoll(kernel)
-    return poll
+    return kernel.plugin_state("transport_longpoll", LongPoll)
 
 
 @hookimpl
@@ -78,13 +70,13 @@ async def kefu_startup(kernel):
 
 @hookimpl
 async def kefu_shutdown_requested(kernel):
-    poll = _polls.get(kernel)
+    poll = kernel.existing_plugin_state("transport_longpoll")
     if poll is not None:
         await poll.end_all("shutdown")
 
 
 @hookimpl
 async def kefu_shutdown(kernel):
-    poll = _polls.pop(kernel, None)
+    poll = kernel.drop_plugin_state("transport_longpoll")
     if poll is not None:
         await poll.stop()
