@@ -117,7 +117,8 @@ class Participant:
         self.stats: Stats = dialer.stats
         self.link: WsLink | LpLink | None = None
         self.convs: dict[str, Conv] = {}
-        self.pending: dict[str, tuple[float, dict]] = {}  # cid -> (sent at, frame)
+        # cid -> (sent at, for the ack latency; 0 after a retry), frame, last attempt)
+        self.pending: dict[str, tuple[float, dict, float]] = {}
         self.acked: dict[str, tuple[str, int]] = {}  # cid -> (conversation, seq)
         self.waiters: dict[int, asyncio.Future] = {}
         self.ref = self.n = self.turn = 0
@@ -187,7 +188,7 @@ class Participant:
             "cid": cid,
             "text": f"{now:.6f}|{PAD}",
         }
-        self.pending[cid] = (now, frame)
+        self.pending[cid] = (now, frame, now)
         self.stats.sent += 1
         link = self.link
         if link is not None:
@@ -277,15 +278,19 @@ class Participant:
         finally:
             self.reconnecting = False
 
-    def resend(self, older_than: float = 0.0) -> int:
-        """Re-send unacknowledged messages (same cid) sent before ``older_than`` (0: all)."""
+    def resend(self, older_than: float = 0.0, most: int = 30) -> int:
+        """Re-send up to ``most`` unacknowledged messages (same cid) last tried before
+        ``older_than`` (0: any); ``most`` keeps a retry burst under the gateway's rate limit."""
         link, count = self.link, 0
         if link is None:
             return 0
-        for cid, (sent, frame) in list(self.pending.items()):
-            if older_than and sent > older_than:
+        now = time.time()
+        for cid, (_, frame, tried) in list(self.pending.items()):
+            if count >= most:
+                break
+            if older_than and tried > older_than:
                 continue
-            self.pending[cid] = (0.0, frame)  # no ack latency across an outage or a retry
+            self.pending[cid] = (0.0, frame, now)  # no ack latency across an outage or a retry
             self.stats.resent += 1
             count += 1
             self.dialer.spawn(link.send(frame))

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import os
 import time
 from array import array
 from typing import Any
@@ -152,5 +153,6 @@ class Window:
             "cpu_percent": round(100 * cpu / elapsed, 1) if elapsed else None,
             "rss_mib": round(self.server.rss() / 2**20, 1),
             "loop_lag": loop_lag(self.metrics, metrics),
+            "load_average": round(os.getloadavg()[0], 2),  # other tenants of the machine
             "probe_samples": probe,
         }

@@ -97,6 +97,7 @@ ROWS = [
     ("idle", "loop lag max (ms, ≤ bucket)", "loop_lag.max_le_ms", "≤ 50", True),
     ("idle", "ping round trip p99 (ms)", "probe.p99", "", True),
     ("idle", "ping round trip max (ms)", "probe.max", "", True),
+    ("idle", "machine load average (1 min)", "load_average", "", True),
     ("chat", "visitors / agents", "population", "5,000 / 250", False),
     ("chat", "offered (msg/s)", "offered_per_s", "2,000", False),
     ("chat", "delivered (msg/s)", "delivered_per_s", "", False),
@@ -109,6 +110,7 @@ ROWS = [
     ("chat", "loop lag max (ms, ≤ bucket)", "loop_lag.max_le_ms", "≤ 50", True),
     ("chat", "ping round trip p99 (ms)", "probe.p99", "", True),
     ("chat", "client scheduler lag p99 (ms)", "client_lag.p99", "", True),
+    ("chat", "machine load average (1 min)", "load_average", "", True),
     ("chat", "lost / duplicated (stored)", "loss.summary", "0 / 0", True),
     ("storm", "connections dropped", "dropped", "5,000", False),
     ("storm", "all resumed after (s)", "all_resumed_s", "≤ 10", True),
@@ -127,12 +129,15 @@ ROWS = [
 def markdown(run: dict[str, Any]) -> str:
     kefu, relay = run["results"].get("kefu", {}), run["results"].get("relay", {})
     m = run["machine"]
+    overrides = run["settings"].get("kefu_overrides", "").strip().replace("\n", "; ")
     lines = [
         f"# kefu load harness: {run['profile']} run, {run['started']}",
         "",
         f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
         f"Python {m['python']}; load average at start {m['load_average_at_start']}. "
         "Server and load clients share the machine.",
+        "",
+        f"kefu settings over the bench defaults: `{overrides}`." if overrides else "",
         "",
         "| scenario | metric | kefu | relay | kefu / relay | target (issue 7) |",
         "|---|---|---:|---:|---:|---|",

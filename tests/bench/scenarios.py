@@ -89,6 +89,7 @@ async def idle(
         else None,
         "loop_lag": held["loop_lag"],
         "probe": held["probe"],
+        "load_average": held["load_average"],
     }
 
 
@@ -170,7 +171,10 @@ async def load(
         "cpu_us_per_msg": round(measured["cpu_s"] / delivered * 1e6, 1) if delivered else None,
         "errors": errors,
         "closes": closes,
-        **{k: measured[k] for k in ("cpu_s", "cpu_percent", "rss_mib", "loop_lag", "probe")},
+        **{
+            k: measured[k]
+            for k in ("cpu_s", "cpu_percent", "rss_mib", "loop_lag", "probe", "load_average")
+        },
     }
 
 

@@ -63,8 +63,9 @@ def rss_bytes(pid: int) -> int:
 class ServerProcess:
     """A server subprocess on a loopback port; ``kind`` is ``kefu`` or ``relay``."""
 
-    def __init__(self, kind: str, workdir: Path, settings: str = "") -> None:
+    def __init__(self, kind: str, workdir: Path, settings: str = "", backlog: int = 128) -> None:
         self.kind = kind
+        self.backlog = backlog  # the relay's listen backlog (kefu run: aiohttp's default, 128)
         self.workdir = workdir
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -79,7 +80,14 @@ class ServerProcess:
     def command(self) -> list[str]:
         if self.kind == "relay":
             script = str(Path(__file__).with_name("relay.py"))
-            return [sys.executable, script, "--port", str(self.port)]
+            return [
+                sys.executable,
+                script,
+                "--port",
+                str(self.port),
+                "--backlog",
+                str(self.backlog),
+            ]
         config = self.workdir / "kefu.toml"
         config.write_text(
             f'[server]\nport = {self.port}\ndata_dir = "{self.workdir / "data"}"\n'

@@ -256,7 +256,7 @@ class Worker:
             if best is None or left < best:
                 best, stalled = left, time.monotonic() + stall_s
             for p in everyone:  # no ack for 10 s: "maybe stored", re-send with the same cid
-                p.resend(older_than=time.time() - 10.0)
+                p.resend(older_than=time.time() - 10.0, most=4)
             await asyncio.sleep(0.25)
         return {
             "pending": sum(len(p.pending) for p in everyone),
@@ -300,8 +300,15 @@ class Worker:
             for conversation_id, conv in p.convs.items():
                 entry = conversations.setdefault(conversation_id, {"acked": {}, "last": {}})
                 entry["last"][p.kind] = conv.last_seq
-        unacked = sum(len(p.pending) for p in self.visitors + self.agents)
-        return {"conversations": conversations, "unacked": unacked, "behind": self._behind()}
+        everyone = self.visitors + self.agents
+        unacked = sum(len(p.pending) for p in everyone)
+        away = sum(1 for p in everyone if p.link is None)
+        return {
+            "conversations": conversations,
+            "unacked": unacked,
+            "behind": self._behind(),
+            "disconnected": away,
+        }
 
     async def cmd_close(self) -> dict:
         everyone, self.visitors, self.agents = self.visitors + self.agents, [], []
