@@ -33,6 +33,7 @@ from kefu.plugins.routing.settings import RoutingSettings
 
 log = logging.getLogger(__name__)
 
+
 def service_of(kernel) -> RoutingService | None:
     """The routing service of a started kernel, None before start-up or without storage."""
     return kernel.existing_plugin_state("routing")
