@@ -103,6 +103,7 @@ class Participant:
         "pending",
         "reconnecting",
         "ref",
+        "refused",
         "resumed_at",
         "stats",
         "tag",
@@ -123,6 +124,7 @@ class Participant:
         self.waiters: dict[int, asyncio.Future] = {}
         self.ref = self.n = self.turn = 0
         self.closing = self.reconnecting = False
+        self.refused = False  # the server dropped a frame (rate limit, storage error, ...)
         self.dropped_at = self.resumed_at = 0.0
 
     # -- requests -----------------------------------------------------------------
@@ -233,6 +235,7 @@ class Participant:
                 future.set_result(frame)
         elif op == "error":
             stats.count(stats.errors, frame.get("code", "?"))
+            self.refused = True
 
     # -- connection loss ----------------------------------------------------------------
     def drop(self) -> None:
@@ -280,9 +283,16 @@ class Participant:
 
     def resend(self, older_than: float = 0.0, most: int = 30) -> int:
         """Re-send up to ``most`` unacknowledged messages (same cid) last tried before
-        ``older_than`` (0: any); ``most`` keeps a retry burst under the gateway's rate limit."""
+        ``older_than`` (0: any); ``most`` keeps a retry burst under the gateway's rate limit.
+
+        A live WebSocket loses nothing, it may only be slow: an ack that is merely late is
+        not retried (retries of a saturated server only add to its load). Retries follow a
+        reconnect, or a frame the server refused (an error frame, a failed long-poll POST).
+        """
         link, count = self.link, 0
         if link is None:
+            return 0
+        if older_than and not self.refused:
             return 0
         now = time.time()
         for cid, (_, frame, tried) in list(self.pending.items()):
@@ -294,6 +304,8 @@ class Participant:
             self.stats.resent += 1
             count += 1
             self.dialer.spawn(link.send(frame))
+        if count < most:
+            self.refused = False  # every refused frame had its retry
         return count
 
     async def close(self) -> None:
@@ -360,13 +372,16 @@ class LpLink:
         task.add_done_callback(self.tasks.discard)
 
     async def _post(self, body: bytes) -> None:
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        try:
             async with self.http.post(
                 f"{self.url}/send", params={"session": self.session}, data=body
             ) as resp:
                 if resp.status != 202:
                     self.owner.stats.count(self.owner.stats.errors, f"http_{resp.status}")
+                    self.owner.refused = True
                 await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            self.owner.refused = True
 
     async def _read(self) -> None:
         owner, reason = self.owner, "closed"
