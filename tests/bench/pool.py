@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from tests.bench.client import Dialer, Participant, Stats
-from tests.bench.servers import ServerProcess, loop_lag, scrape_metrics
+from tests.bench.servers import ServerProcess, gc_collections, loop_lag, scrape_metrics
 from tests.bench.worker import Channel, worker_main
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ class Window:
             "cpu_percent": round(100 * cpu / elapsed, 1) if elapsed else None,
             "rss_mib": round(self.server.rss() / 2**20, 1),
             "loop_lag": loop_lag(self.metrics, metrics),
+            "gc_collections": gc_collections(self.metrics, metrics),
             "load_average": round(os.getloadavg()[0], 2),  # other tenants of the machine
             "probe_samples": probe,
         }

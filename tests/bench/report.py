@@ -91,6 +91,7 @@ def _fmt(value: Any) -> str:
 ROWS = [
     ("idle", "connections held", "connections", "15,000", False),
     ("idle", "ramp (connections/s)", "ramp_per_s", "≥ 2,000", False),
+    ("idle", "accept-queue overflows during the ramp", "listen_overflows", "", True),
     ("idle", "server RSS per connection (KiB)", "rss_per_conn_kib", "≤ 24, ≤ 1.6x relay", True),
     ("idle", "server CPU while holding (%)", "cpu_percent", "", True),
     ("idle", "loop lag p99 (ms, ≤ bucket)", "loop_lag.p99_le_ms", "≤ 10", True),
@@ -115,6 +116,7 @@ ROWS = [
     ("storm", "connections dropped", "dropped", "5,000", False),
     ("storm", "all resumed after (s)", "all_resumed_s", "≤ 10", True),
     ("storm", "resume p50 (ms)", "resume.p50", "", True),
+    ("storm", "accept-queue overflows", "listen_overflows", "", True),
     ("storm", "lost (stored)", "loss.summary", "0", True),
     ("sweep", "highest offered rate with p99 ≤ 50 ms", "best_rate", "report", False),
     ("longpoll", "visitors / agents", "population", "", False),

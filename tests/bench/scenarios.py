@@ -25,6 +25,7 @@ import aiohttp
 
 from tests.bench.pool import Pool, Probe, Window
 from tests.bench.report import merge, quantile, summary_ms
+from tests.bench.servers import listen_overflows
 from tests.bench.targets import Target
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,11 @@ async def idle(
     await asyncio.sleep(settle_s)
     rss_before = server.rss()
     cpu_before = server.cpu()
+    overflows = listen_overflows()
     chunks = _split(tokens, len(pool))
     opened = await pool.each("open_idle", [{"tokens": c} for c in chunks], base=target.base)
     cpu_ramp = server.cpu() - cpu_before
+    overflows = listen_overflows() - overflows
     count = sum(r["opened"] for r in opened)
     ramp_s = max(r["last"] for r in opened) - min(r["first"] for r in opened)
     await asyncio.sleep(settle_s)  # let allocations settle before reading RSS
@@ -78,6 +81,7 @@ async def idle(
         "ramp_s": round(ramp_s, 2),
         "ramp_per_s": round(count / ramp_s, 1) if ramp_s > 0 else None,
         "connect_ms": summary_ms(connect),
+        "listen_overflows": overflows,  # handshakes the full accept queue dropped (retried)
         "server_cpu_ramp_us_per_conn": round(cpu_ramp / count * 1e6, 1) if count else None,
         "rss_before_mib": round(rss_before / 2**20, 1),
         "rss_after_mib": round(rss_after / 2**20, 1),
@@ -88,6 +92,7 @@ async def idle(
         if count
         else None,
         "loop_lag": held["loop_lag"],
+        "gc_collections": held["gc_collections"],
         "probe": held["probe"],
         "load_average": held["load_average"],
     }
@@ -173,7 +178,15 @@ async def load(
         "closes": closes,
         **{
             k: measured[k]
-            for k in ("cpu_s", "cpu_percent", "rss_mib", "loop_lag", "probe", "load_average")
+            for k in (
+                "cpu_s",
+                "cpu_percent",
+                "rss_mib",
+                "loop_lag",
+                "gc_collections",
+                "probe",
+                "load_average",
+            )
         },
     }
 
@@ -194,6 +207,7 @@ async def storm(
     directions, so agents keep writing to visitors who are away.
     """
     at = time.time() + background_s / 3
+    overflows = listen_overflows()
     traffic = asyncio.ensure_future(
         load(target, pool, http, probe, background_rate, background_s, seed=7)
     )
@@ -207,6 +221,7 @@ async def storm(
         "resumed": resumed,
         "all_resumed_s": round(resumes[-1], 2) if resumes and resumed == dropped else None,
         "resume": summary_ms(resumes),
+        "listen_overflows": listen_overflows() - overflows,
         "background_per_s": background_rate,
         "background": {k: background[k] for k in ("delivery", "ack", "closes", "errors")},
     }

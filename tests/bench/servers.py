@@ -45,6 +45,20 @@ def raise_nofile() -> int:
     return soft
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because an accept queue was full
+    (``TcpExt ListenOverflows``, machine-wide; 0 where it cannot be read)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(table.get("ListenOverflows", 0))
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process so far."""
     with open(f"/proc/{pid}/stat", "rb") as f:
@@ -213,3 +227,15 @@ def loop_lag(before: dict[str, float] | None, after: dict[str, float] | None) ->
         "p99_le_ms": bound(0.99) * 1000,
         "max_le_ms": bound(1.0) * 1000,
     }
+
+
+def gc_collections(before: dict | None, after: dict | None) -> dict[str, int] | None:
+    """Python GC collections per generation in the server over a window (from /metrics)."""
+    if not before or not after:
+        return None
+    found = {}
+    for generation in ("0", "1", "2"):
+        key = f'python_gc_collections_total{{generation="{generation}"}}'
+        if key in after:
+            found[f"gen{generation}"] = int(after[key] - before.get(key, 0.0))
+    return found or None
