@@ -46,4 +46,5 @@ def serve(kernel: Kernel, host: str | None = None, port: int | None = None) -> N
         sys.stdout.flush()
 
     app.on_startup.append(banner)
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    # aiohttp's default backlog (128) overflows during connection ramps and reconnect storms
+    web.run_app(app, host=host, port=port, print=None, access_log=None, backlog=4096)
