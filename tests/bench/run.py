@@ -39,6 +39,9 @@ log = logging.getLogger("tests.bench")
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "workers": 4,
+        # routing passes grow with queued conversations x agents (docs/performance.md):
+        # with it, starting 5,000 conversations alone takes most of an hour
+        "disable": ["routing"],
         "idle": {"n": 15_000, "hold_s": 35.0},
         "chat": {"visitors": 5_000, "agents": 250, "rate": 2_000.0, "duration": 30.0},
         "storm": {"fraction": 1.0, "background_rate": 100.0, "background_s": 24.0, "wait_s": 40.0},
@@ -188,7 +191,8 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.workers:
         profile["workers"] = args.workers
     wanted = set(args.scenario or SCENARIOS)
-    settings = kefu_settings(args.set, args.disable)
+    disabled = args.disable + ([] if args.all_plugins else profile.get("disable", []))
+    settings = kefu_settings(args.set, sorted(set(disabled)))
     run: dict[str, Any] = {
         "profile": args.profile,
         "started": dt.datetime.now().strftime("%Y-%m-%dT%H:%M:%S"),
@@ -244,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--param", action="append", default=[], help="e.g. chat.rate=1000")
     parser.add_argument("--set", action="append", default=[], help="section.key=value")
     parser.add_argument("--disable", action="append", default=[], help="a kefu plugin")
+    parser.add_argument(
+        "--all-plugins", action="store_true", help="ignore the profile's disabled plugins"
+    )
     parser.add_argument("--out", help="report directory (default build/bench)")
     parser.add_argument(
         "--relay-backlog", type=int, default=128, help="listen backlog of the baseline relay"
