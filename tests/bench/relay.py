@@ -236,7 +236,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--heartbeat", type=float, default=30.0)
-    parser.add_argument("--backlog", type=int, default=128)
+    parser.add_argument("--backlog", type=int, default=4096)
     args = parser.parse_args()
     try:
         import uvloop

@@ -104,7 +104,7 @@ async def run_target(
     wanted: set[str],
     workdir: Path,
     settings: str,
-    backlog: int = 128,
+    backlog: int = 4096,
 ) -> dict[str, Any]:
     target = Target(kind, workdir / kind, settings if kind == "kefu" else "", backlog)
     results: dict[str, Any] = {}
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", help="report directory (default build/bench)")
     parser.add_argument(
-        "--relay-backlog", type=int, default=128, help="listen backlog of the baseline relay"
+        "--relay-backlog", type=int, default=4096, help="listen backlog of the baseline relay"
     )
     parser.add_argument("--keep", help="keep the servers' files and logs in this directory")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every worker call")

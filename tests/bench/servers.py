@@ -77,9 +77,9 @@ def rss_bytes(pid: int) -> int:
 class ServerProcess:
     """A server subprocess on a loopback port; ``kind`` is ``kefu`` or ``relay``."""
 
-    def __init__(self, kind: str, workdir: Path, settings: str = "", backlog: int = 128) -> None:
+    def __init__(self, kind: str, workdir: Path, settings: str = "", backlog: int = 4096) -> None:
         self.kind = kind
-        self.backlog = backlog  # the relay's listen backlog (kefu run: aiohttp's default, 128)
+        self.backlog = backlog  # the relay's listen backlog, as kefu run's
         self.workdir = workdir
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"

@@ -29,7 +29,7 @@ SITE = "demo"
 class Target:
     """``kefu`` or ``relay``: start it, hand out tokens, check deliveries against storage."""
 
-    def __init__(self, kind: str, workdir: Path, settings: str = "", backlog: int = 128) -> None:
+    def __init__(self, kind: str, workdir: Path, settings: str = "", backlog: int = 4096) -> None:
         self.kind = kind
         self.server = ServerProcess(kind, workdir, settings, backlog)
         self.admin_token: str | None = None
