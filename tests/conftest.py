@@ -11,6 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # makes tests.plugins importable by dotted path
 
+pytest_plugins = ["tests.routing_support"]  # its `world` fixture serves the routing test files
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kefu.core.domain import Agent, new_id
 from kefu.core.web_app import create_app
 from kefu.hooks import hookimpl
@@ -132,3 +134,11 @@ class Events:
 
     def of(self, type: str) -> list:
         return [e for e in self.seen if e.type == type]
+
+
+@pytest.fixture
+async def world(aiohttp_client, tmp_path):
+    """A routing test app with an event recorder: ``(client, events)``."""
+    events = Events()
+    client = await routing_client(aiohttp_client, tmp_path, extra_plugins=(("ev", events),))
+    return client, events

@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-import pytest
 
 from kefu.core.domain import new_id
 from tests.chat_support import app_kernel, visitor_session, ws_peer
 from tests.routing_support import (
-    Events,
     add_agent,
     console,
     joined,
@@ -21,13 +19,6 @@ from tests.routing_support import (
     site_of,
     visitor,
 )
-
-
-@pytest.fixture
-async def world(aiohttp_client, tmp_path):
-    events = Events()
-    client = await routing_client(aiohttp_client, tmp_path, extra_plugins=(("ev", events),))
-    return client, events
 
 
 async def chat(client, capacity=5):

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from tests.chat_support import add_site, app_kernel, ws_peer
 from tests.routing_support import (
     ROUTING,
@@ -20,13 +18,6 @@ from tests.routing_support import (
     site_of,
     visitor,
 )
-
-
-@pytest.fixture
-async def world(aiohttp_client, tmp_path):
-    events = Events()
-    client = await routing_client(aiohttp_client, tmp_path, extra_plugins=(("ev", events),))
-    return client, events
 
 
 async def test_accept_and_decline_and_the_decliner_is_not_offered_it_again(world):
