@@ -117,6 +117,7 @@ class BotReply:
     handoff: bool = False
     handoff_reason: str | None = None
     department: str | None = None
+    choices: tuple[str, ...] = ()  # quick replies offered with the last text
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,10 @@ dialogues already running. Each visitor utterance is one :meth:`CompiledFlow.ste
 
 1. global transitions, in order; 2. the current state's transitions, in order;
 3. the state's next unfilled slot (whole text, or the ``regex``'s group 1 / match),
-re-asked up to ``retries`` times, then ``on_fail``; 4. the fallback reply, and a
-handoff once ``max_misses`` turns in a row matched nothing.
+re-asked up to ``retries`` times, then ``on_fail``; 4. with a ``clarify`` block, a
+"did you mean" question when the best intents were not confident enough
+(:mod:`~kefu.plugins.bot_intents.clarify`; its answer is checked first next turn);
+5. the fallback reply, and a handoff once ``max_misses`` turns in a row matched nothing.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from kefu.plugins.bot_intents import clarify
 from kefu.plugins.bot_intents.classifier import IntentClassifier, IntentPrediction
 from kefu.plugins.bot_intents.flows import FlowSpec, Handoff, Response, Slot, State, Transition
+from kefu.plugins.bot_intents.strategy import StrategyContext, choose
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,8 @@ class Session:
     turn: int = 0
     ended: bool = False
     handed_off: bool = False
+    clarify: list[str] = field(default_factory=list)  # intents a pending question offers
+    clarify_misses: int = 0  # clarifying questions in a row left unanswered
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -74,7 +80,10 @@ class Turn:
     state: str
     handoff: Handoff | None = None
     ended: bool = False
-    matched: str | None = None  # "global", "transition", "slot", "fallback"
+    matched: str | None = None  # "global", "transition", "slot", "clarify", "fallback"
+    choices: tuple[str, ...] = ()  # quick replies offered with the last text (clarify)
+    exposures: tuple = ()  # (Experiment, variant) of A/B variants said (strategy.choose)
+    entered: tuple[str, ...] = ()  # states entered during the step, in order
 
 
 class _Reply:
@@ -84,11 +93,20 @@ class _Reply:
         self.flow, self.session = flow, session
         self.texts: list[str] = []
         self.handoff: Handoff | None = None
+        self.choices: tuple[str, ...] = ()
+        self.context: StrategyContext | None = None  # dynamic replies and A/B tests
+        self.exposures: list = []
+        self.entered: list[str] = []
 
     def say(self, response: Response | None) -> None:
         if response is None:
             return
         s = self.session
+        if response.cases:  # when: conditions / experiments (strategy.py)
+            experiments = self.flow.spec.experiments
+            response = choose(response, self.context, experiments, self.exposures, s.language)
+            if response is None:
+                return
         salt = f"{s.id}:{s.turn}:{len(self.texts)}"
         self.texts.append(response.pick(s.language, salt, s.slots))
 
@@ -120,17 +138,26 @@ class CompiledFlow:
 
     # -- sessions ---------------------------------------------------------------------
     async def start(
-        self, session_id: str, actions: Mapping[str, Action] | None = None, text: str = ""
+        self,
+        session_id: str,
+        actions: Mapping[str, Action] | None = None,
+        text: str = "",
+        context: StrategyContext | None = None,
     ) -> tuple[Session, Turn]:
         """A new session on this version, entering the start state (its greeting)."""
         language = detect_language(text, self.spec.language)
         session = Session(session_id, self.spec.id, self.sha256, self.spec.start, language)
         reply = _Reply(self, session)
+        reply.context = context
         await self._enter(reply, self.spec.start, actions or {})
         return session, self._turn(reply, "start")
 
     async def step(
-        self, session: Session, text: str, actions: Mapping[str, Action] | None = None
+        self,
+        session: Session,
+        text: str,
+        actions: Mapping[str, Action] | None = None,
+        context: StrategyContext | None = None,
     ) -> Turn:
         """Answer one utterance; ``session`` must belong to this version."""
         if session.version != self.sha256:
@@ -139,13 +166,21 @@ class CompiledFlow:
         session.turn += 1
         session.language = detect_language(text, session.language)
         reply = _Reply(self, session)
+        reply.context = context
         if session.ended or session.handed_off:  # a finished dialogue starts over
             session.ended = session.handed_off = False
             session.misses = 0
             await self._enter(reply, self.spec.start, actions)
             reply.texts.clear()
+            reply.exposures.clear()
         prediction: list[IntentPrediction | None] = []
         state = self.spec.states[session.state]
+        chosen = clarify.resolve(self, session, state, text)  # the answer to "did you mean"
+        if chosen is not None:
+            session.misses = 0
+            reply.say(chosen.say)
+            await self._follow(reply, chosen.goto, chosen.handoff, actions)
+            return self._turn(reply, "clarify")
         for where, transitions in (("global", self.spec.global_transitions),
                                    ("transition", state.transitions)):  # fmt: skip
             for transition in transitions:
@@ -169,12 +204,18 @@ class CompiledFlow:
             if slot.on_fail_goto or slot.on_fail_handoff:
                 await self._follow(reply, slot.on_fail_goto, slot.on_fail_handoff, actions)
                 return self._turn(reply, "slot")
+        if clarify.ask(self, reply, state, text, prediction):
+            return self._turn(reply, "clarify")
         return self._turn(self._fallback(reply), "fallback")
 
     # -- internals ---------------------------------------------------------------------
     def _turn(self, reply: _Reply, matched: str) -> Turn:
         s = reply.session
-        return Turn(tuple(reply.texts), self.sha256, s.state, reply.handoff, s.ended, matched)
+        texts, choices = tuple(reply.texts), reply.choices
+        turn = Turn(texts, self.sha256, s.state, reply.handoff, s.ended, matched, choices)
+        if reply.exposures or reply.entered:
+            turn = replace(turn, exposures=tuple(reply.exposures), entered=tuple(reply.entered))
+        return turn
 
     def _fallback(self, reply: _Reply) -> _Reply:
         session, fallback = reply.session, self.spec.fallback
@@ -236,6 +277,7 @@ class CompiledFlow:
         session = reply.session
         state = self.spec.states[name]
         session.state, session.retries = name, 0
+        reply.entered.append(name)
         for slot in state.slots:  # a state entered again asks again
             session.slots.pop(slot.name, None)
         reply.say(state.say)

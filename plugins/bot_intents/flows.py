@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kefu.plugins.bot_intents.experiments import Experiment, parse_experiment
 from kefu.plugins.bot_intents.flow_yaml import FlowError, LineDict, line_of
+from kefu.plugins.bot_intents.strategy import Condition, ConditionError, parse_condition
 
 #: The DSL versions this engine reads (the file's ``dsl`` key).
 DSL_VERSIONS = (1,)
@@ -22,11 +24,27 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 @dataclass(frozen=True)
+class Case:
+    """A reply variant with ``when:`` conditions and/or an ``experiment`` (docs/bot.md)."""
+
+    when: Condition | None = None
+    response: Response | None = None  # the text (None for an experiment)
+    experiment: str | None = None
+    arms: Mapping[str, Response] = field(default_factory=dict)  # variant name -> text
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Response:
-    """What the bot says: variants, per language (``""`` = any language)."""
+    """What the bot says: variants, per language (``""`` = any language).
+
+    With ``cases`` (dynamic replies, :mod:`.strategy`), the first case whose ``when``
+    holds is said; ``variants`` are then the unconditional defaults (possibly none).
+    """
 
     variants: Mapping[str, tuple[str, ...]]
     line: int = 0
+    cases: tuple[Case, ...] = ()
 
     def pick(self, language: str, salt: str, values: Mapping[str, Any]) -> str:
         """One variant (deterministic for ``salt``) with ``{slot}`` placeholders filled."""
@@ -40,7 +58,11 @@ class Response:
         return PLACEHOLDER.sub(lambda m: str(values.get(m[1], m[0])), text)
 
     def texts(self) -> list[str]:
-        return [text for variants in self.variants.values() for text in variants]
+        found = [text for variants in self.variants.values() for text in variants]
+        for case in self.cases:
+            for response in (case.response, *case.arms.values()):
+                found.extend(response.texts() if response is not None else ())
+        return found
 
 
 @dataclass(frozen=True)
@@ -92,6 +114,7 @@ class State:
     end: bool = False
     handoff: Handoff | None = None
     line: int = 0
+    clarify: Any = None  # clarify.Clarify, False (off in this state) or None (the flow's)
 
 
 @dataclass(frozen=True)
@@ -109,6 +132,7 @@ class Intent:
     name: str
     examples: tuple[str, ...]
     line: int = 0
+    title: Response | None = None  # shown in clarifying questions (clarify.py)
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,8 @@ class FlowSpec:
     states: Mapping[str, State] = field(default_factory=dict)
     global_transitions: tuple[Transition, ...] = ()
     fallback: Fallback = field(default_factory=Fallback)
+    clarify: Any = None  # clarify.Clarify: ask when the best intent is not confident enough
+    experiments: Mapping[str, Experiment] = field(default_factory=dict)
 
     def serves(self, site_id: str) -> bool:
         return "*" in self.sites or site_id in self.sites
@@ -165,6 +191,8 @@ class _Parser:
 
     def response(self, value: Any, where: str, line: int) -> Response | None:
         line = line_of(value, line)
+        if isinstance(value, list) and any(isinstance(item, LineDict) for item in value):
+            return self._cases(value, where, line)
         if isinstance(value, LineDict):
             variants = {}
             for lang, texts in value.items():
@@ -177,6 +205,60 @@ class _Parser:
             return Response(variants, line)
         found = self._variants(value, where, line)
         return Response({"": found}, line) if found else None
+
+    def _cases(self, value: Any, where: str, line: int) -> Response | None:
+        """Dynamic variants: ``- when: {...}`` / ``text:`` / ``experiment:`` + ``variants:``."""
+        cases: list[Case] = []
+        defaults: dict[str, tuple[str, ...]] = {}
+        unconditional_experiment = False
+        for i, item in enumerate(value):
+            at, here = value.line_of(i), f"{where}[{i}]"
+            allowed = {"when", "text", "experiment", "variants"}
+            found = self.mapping(item, here, allowed, at)
+            if found is None:
+                continue
+            when = None
+            if "when" in found:
+                try:
+                    when = parse_condition(found["when"], found.line_of("when"))
+                except ConditionError as exc:
+                    self.fail(found.line_of("when"), f"{here}.{exc}")
+                    continue
+            if ("text" in found) == ("experiment" in found):
+                self.fail(found.line, f"{here} needs exactly one of text, experiment")
+                continue
+            if "text" in found:
+                if "variants" in found:
+                    self.fail(found.line_of("variants"), f"{here}: variants go with experiment")
+                text = self.response(found["text"], f"{here}.text", found.line_of("text"))
+                if text is None:
+                    continue
+                if when is None and not text.cases:
+                    for lang, texts in text.variants.items():
+                        defaults[lang] = defaults.get(lang, ()) + texts
+                else:
+                    cases.append(Case(when, text, line=found.line))
+                continue
+            exp = self.text(found["experiment"], f"{here}.experiment", found.line_of("experiment"))
+            arms_raw = found.get("variants")
+            if not isinstance(arms_raw, LineDict) or not arms_raw:
+                self.fail(found.line, f"{here}.variants: a mapping of variant names to texts")
+                continue
+            arms = {}
+            for name, body in arms_raw.items():
+                arm = self.response(body, f"{here}.variants.{name}", arms_raw.line_of(name))
+                if arm is not None:
+                    arms[str(name)] = arm
+            if exp is None or len(arms) != len(arms_raw):
+                continue
+            unconditional_experiment |= when is None
+            cases.append(Case(when, None, exp, arms, found.line))
+        if unconditional_experiment and defaults:
+            self.fail(line, f"{where}: an experiment without when: leaves no room for a default")
+        if not cases and not defaults:
+            self.fail(line, f"{where} needs at least one variant")
+            return None
+        return Response(defaults, line, tuple(cases))
 
     def _variants(self, value: Any, where: str, line: int) -> tuple[str, ...] | None:
         items = value if isinstance(value, list) else [value]
@@ -280,7 +362,7 @@ class _Parser:
 
     def state(self, name: str, value: Any, line: int) -> State | None:
         where = f"state {name!r}"
-        allowed = {"say", "slots", "action", "then", "on", "next", "end", "handoff"}
+        allowed = {"say", "slots", "action", "then", "on", "next", "end", "handoff", "clarify"}
         found = self.mapping(value, where, allowed, line)
         if found is None:
             return None
@@ -324,12 +406,21 @@ class _Parser:
             end,
             handoff,
             line,
+            self.clarify(found, where),
         )
+
+    def clarify(self, found: LineDict, where: str) -> Any:
+        if "clarify" not in found:
+            return None
+        from kefu.plugins.bot_intents.clarify import parse_clarify
+
+        name = f"{where}.clarify" if where else "clarify"
+        return parse_clarify(self, found["clarify"], name, found.line_of("clarify"))
 
 
 TOP_KEYS = {
     "dsl", "id", "sites", "language", "threshold", "intents", "start", "states", "global",
-    "fallback",
+    "fallback", "clarify", "experiments",
 }  # fmt: skip
 
 
@@ -362,7 +453,7 @@ def parse_flow(document: Any) -> tuple[FlowSpec | None, list[FlowError]]:
         for name, body in raw_intents.items():
             at = raw_intents.line_of(name)
             where = f"intent {name!r}"
-            found = p.mapping(body, where, {"examples"}, at)
+            found = p.mapping(body, where, {"examples", "title"}, at)
             examples = found.get("examples") if found is not None else None
             if (
                 not isinstance(examples, list)
@@ -371,7 +462,10 @@ def parse_flow(document: Any) -> tuple[FlowSpec | None, list[FlowError]]:
             ):
                 p.fail(at, f"{where} needs examples: a list of utterances")
                 continue
-            intents[str(name)] = Intent(str(name), tuple(examples), at)
+            title = found.get("title")
+            if title is not None:
+                title = p.response(title, f"{where}.title", found.line_of("title"))
+            intents[str(name)] = Intent(str(name), tuple(examples), at, title)
     states: dict[str, State] = {}
     raw_states = top.get("states")
     if not isinstance(raw_states, LineDict) or not raw_states:
@@ -382,6 +476,21 @@ def parse_flow(document: Any) -> tuple[FlowSpec | None, list[FlowError]]:
             if state is not None:
                 states[str(name)] = state
     global_transitions = p.transitions(top.get("global"), "global", top.line_of("global"))
+    experiments: dict[str, Experiment] = {}
+    raw_experiments = top.get("experiments") or LineDict()
+    if not isinstance(raw_experiments, LineDict):
+        p.fail(top.line_of("experiments"), "experiments must be a mapping of ids to experiments")
+    else:
+        for exp_id, body in raw_experiments.items():
+            at = raw_experiments.line_of(exp_id)
+            experiment, found_problems = parse_experiment(exp_id, body, at)
+            for message in found_problems:
+                p.fail(at, message)
+            if experiment is not None:
+                experiments[experiment.id] = experiment
+    clarify = p.clarify(top, "")
+    if clarify is False:
+        p.fail(top.line_of("clarify"), "clarify: false is for states; omit it at the top")
     fallback = Fallback()
     if "fallback" in top:
         found = p.mapping(
@@ -417,5 +526,7 @@ def parse_flow(document: Any) -> tuple[FlowSpec | None, list[FlowError]]:
         states=states,
         global_transitions=global_transitions,
         fallback=fallback,
+        clarify=clarify or None,
+        experiments=experiments,
     )
     return spec, []

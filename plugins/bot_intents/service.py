@@ -31,6 +31,7 @@ import watchfiles
 
 from kefu.core.domain import BOT, QUEUED, Conversation, Message
 from kefu.core.types import BotReply
+from kefu.plugins.bot_intents.abtests import AbTests
 from kefu.plugins.bot_intents.engine import CompiledFlow, Session
 from kefu.plugins.bot_intents.versions import FlowRegistry, FlowRejected
 
@@ -51,6 +52,8 @@ class BotService:
             else None
         )
         self.registry = FlowRegistry(lambda: self.actions.keys(), self.executor)
+        self.ab = AbTests(self, settings)  # dynamic replies and A/B tests (abtests.py)
+        self.registry.known_names = self.ab.strategy.names
         self.actions: dict[str, Any] = {}
         self.paths = [self._resolve(p) for p in settings.flows]
         self.counts = {"turns": 0, "failed_turns": 0, "handoffs": 0, "reload_failures": 0}
@@ -148,16 +151,19 @@ class BotService:
         else:
             flow, session = found
         try:
-            turn = await flow.step(session, message.text or "", self.actions)
+            context = await self.ab.context(conversation, flow)
+            turn = await flow.step(session, message.text or "", self.actions, context)
         except Exception:
             self.counts["failed_turns"] += 1
             log.exception("bot turn failed in %s (%r)", conversation.id, flow)
             return None
         self.counts["turns"] += 1
         texts.extend(turn.texts)
+        ab_events = self.ab.note_turn(conversation, turn, flow)
         await self._save(conversation, session)
+        await self.ab.announce(conversation.site_id, ab_events)
         if turn.handoff is None:
-            return BotReply(tuple(texts))
+            return BotReply(tuple(texts), choices=turn.choices)
         return BotReply(tuple(texts), True, turn.handoff.reason, turn.handoff.department)
 
     # -- events ---------------------------------------------------------------------
@@ -165,6 +171,7 @@ class BotService:
         data, site_id = event.data, event.site_id
         if site_id is None or not self.registry.active:
             return
+        await self.ab.on_event(event)
         if event.type == "conversation.started":
             self.later(self.greet(site_id, data["conversation_id"]))
         elif event.type == "message.stored" and data.get("sender_kind") == "visitor":
@@ -182,9 +189,12 @@ class BotService:
                 flow = self.registry.for_site(site_id)
                 if flow is None:
                     return
-                session, turn = await flow.start(conversation_id, self.actions)
+                context = await self.ab.context(conversation, flow)
+                session, turn = await flow.start(conversation_id, self.actions, context=context)
+                ab_events = self.ab.note_turn(conversation, turn, flow)
                 await self._save(conversation, session)
                 await self._deliver(conversation, turn.texts, "greeting")
+                await self.ab.announce(site_id, ab_events)
         except Exception:
             log.exception("bot greeting for %s failed", conversation_id)
 
@@ -203,17 +213,21 @@ class BotService:
             answer = await self.kernel.hooks.bot_reply(conversation, found[0])
             if answer is None:
                 return
-            await self._deliver(conversation, answer.texts, str(seq))
+            await self._deliver(conversation, answer.texts, str(seq), answer.choices)
             if answer.handoff:
                 await self.hand_off(conversation, answer.handoff_reason, answer.department)
 
-    async def _deliver(self, conversation: Conversation, texts: tuple[str, ...], key: str) -> None:
+    async def _deliver(
+        self, conversation: Conversation, texts: tuple[str, ...], key: str, choices: tuple = ()
+    ) -> None:
         gateway = getattr(self.kernel, "gateway", None)
         sender = (conversation.meta.get(META_KEY) or {}).get("flow_id") or "bot"
         for i, text in enumerate(texts):
             message = Message(
                 conversation.site_id, conversation.id, f"bot-{key}-{i}", "bot", sender, text=text
             )
+            if choices and i == len(texts) - 1:  # quick replies (meta.choices) with the last
+                message.meta = {"choices": list(choices)}
             stored, created = await self.kernel.storage.append_message(message)
             if created and gateway is not None:
                 await gateway.publish_message(conversation, stored)

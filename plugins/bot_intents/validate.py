@@ -11,13 +11,15 @@ reached, and regexes that do not compile, are too long or nest unbounded quantif
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from re import _constants as sre_constants
 from re import _parser as sre_parse
 
+from kefu.plugins.bot_intents.clarify import problems as clarify_problems
 from kefu.plugins.bot_intents.flow_yaml import FlowError, load_yaml
 from kefu.plugins.bot_intents.flows import PLACEHOLDER, FlowSpec, Response, Transition, parse_flow
+from kefu.plugins.bot_intents.strategy import flow_problems as dynamic_problems
 
 #: Longest regex a flow may use.
 MAX_REGEX_CHARS = 200
@@ -33,9 +35,12 @@ class CheckedFlow:
 
 
 def check_flow(
-    data: bytes | str, actions: Collection[str] | None = None
+    data: bytes | str,
+    actions: Collection[str] | None = None,
+    known: Mapping[str, set[str]] | None = None,
 ) -> tuple[CheckedFlow | None, list[FlowError]]:
-    """Parse and check a flow file's content; ``actions`` None skips the action-name check."""
+    """Parse and check a flow file's content; ``actions`` None skips the action-name check,
+    ``known`` None the campaign and segment names of ``when:`` (``{"campaign": {...}}``)."""
     try:
         document = load_yaml(data)
     except FlowError as exc:
@@ -45,6 +50,7 @@ def check_flow(
         return None, problems
     patterns: dict[str, re.Pattern] = {}
     problems = list(_meaning(spec, actions, patterns))
+    problems.extend(dynamic_problems(spec, _responses(spec), known))
     problems.sort(key=lambda p: p.line)
     return (None, problems) if problems else (CheckedFlow(spec, patterns), [])
 
@@ -163,6 +169,7 @@ def _meaning(
                     yield FlowError(
                         response.line, f"placeholder {{{name}}} is not a slot of this flow"
                     )
+    yield from clarify_problems(spec)
     yield from _graph(spec)
 
 

@@ -94,7 +94,23 @@ export function createView(root, t, actions, { stylesheet, title, greeting }) {
     },
     msg.mine || msg.senderKind === "system" ? null : h("span", { class: "who" }, msg.name || t("agent")),
     body(msg),
+    choices(msg),
     h("span", { class: "meta" }, timeOf(msg.created_at), h("span", { class: "state" }, state)));
+  }
+
+  // A bot's clarifying question offers its candidates (meta.choices) as quick replies:
+  // a click sends the choice's text like a typed message.
+  function choices(msg) {
+    const offered = msg.mine ? null : msg.meta?.choices;
+    if (!Array.isArray(offered) || !offered.length) return null;
+    return h("div", { class: "choices" }, offered.slice(0, 8).map((choice) => h("button", {
+      type: "button", class: "choice", onclick: () => actions.send(String(choice)) }, String(choice))));
+  }
+
+  /** Quick replies only on the newest message: an answered question loses its buttons. */
+  function pruneChoices() {
+    const last = list.lastElementChild;
+    for (const box of list.querySelectorAll(".choices")) if (box.parentElement !== last) box.remove();
   }
 
   return {
@@ -117,6 +133,7 @@ export function createView(root, t, actions, { stylesheet, title, greeting }) {
       const el = render(msg);
       if (existing) existing.replaceWith(el); // an ack keeps the message where it was typed
       else list.insertBefore(el, msg.seq ? placeFor(list, msg.seq) : null);
+      pruneChoices();
       scrollDown();
     },
     markRead(seq) {
