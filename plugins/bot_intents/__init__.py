@@ -90,9 +90,25 @@ async def kefu_event(kernel, event):
 
 @hookimpl
 def kefu_rest_endpoints(kernel):
+    from kefu.plugins.bot_intents.ab_api import make_ab_endpoints
     from kefu.plugins.bot_intents.api import make_endpoints
 
-    return make_endpoints(service_of)
+    return make_endpoints(service_of) + make_ab_endpoints(service_of)
+
+
+@hookimpl
+def kefu_transport_frame_handlers(kernel):
+    """``track``: the widget's ``kefu.track(name, props)``, an A/B conversion (abtests.py)."""
+
+    async def track(conn, frame):
+        service = _SERVICES.get(kernel)
+        if service is None:
+            from kefu.core.errors import ApiError
+
+            raise ApiError(503, "unavailable", "the bot is not running")
+        return await service.ab.track(conn, frame)
+
+    return {"track": track}
 
 
 @hookimpl

@@ -141,11 +141,19 @@ def run_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _ab_cli() -> Any:
+    from kefu.plugins.bot_intents import ab_cli
+
+    return ab_cli
+
+
 #: (name, help, configure, run) of every ``kefu bot`` sub-command.
 SUBCOMMANDS: list[tuple[str, str, Callable[[Any], None], Callable[[Any], int]]] = [
     ("eval", "train and evaluate intent recognition on a dataset", _configure_eval, run_eval),
     ("validate", "check dialogue flow files (errors as file:line)", _configure_validate,
      run_validate),
+    ("ab-report", "report of an A/B experiment (rates, intervals, sample-ratio check)",
+     lambda p: _ab_cli().configure_ab_report(p), lambda a: _ab_cli().run_ab_report(a)),
 ]  # fmt: skip
 
 

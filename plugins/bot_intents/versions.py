@@ -63,6 +63,8 @@ class FlowRegistry:
     ) -> None:
         self._actions = actions
         self._executor = executor
+        #: campaign and segment names of the config (``when:`` checks); None: not checked
+        self.known_names: Callable[[], dict[str, set[str]]] | None = None
         self.versions: dict[str, CompiledFlow] = {}
         self.history: dict[str, list[str]] = {}  # flow id -> shas, oldest first
         self.active: dict[str, str] = {}  # flow id -> sha
@@ -101,7 +103,8 @@ class FlowRegistry:
 
     async def _compile(self, raw: bytes, sha: str, source: str) -> CompiledFlow:
         actions = None if self._actions is None else set(self._actions())
-        checked, problems = check_flow(raw, actions)
+        known = None if self.known_names is None else self.known_names()
+        checked, problems = check_flow(raw, actions, known)
         if checked is None:
             raise FlowRejected(source, problems)
         classifier = await self._classifier(checked.spec)

@@ -1,7 +1,9 @@
 /* kefu chat widget loader.
  *   <script src="https://chat.example/widget.js" data-site-key="WIDGET_KEY" async></script>
  * Optional: data-lang="en|zh", data-transport="auto|ws|longpoll", data-open="true".
- * Loads the widget's ES modules from the same server and mounts it in a shadow DOM. */
+ * Loads the widget's ES modules from the same server and mounts it in a shadow DOM.
+ * Page API: kefu.track(name, props) reports a conversion event such as "purchase" (bot A/B
+ * tests, docs/bot.md); calls made before the widget connected are kept (up to 50). */
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -17,6 +19,11 @@
     lang: script.dataset.lang || "",
     transport: script.dataset.transport || "auto",
     open: script.dataset.open === "true",
+    queued: [],
+  };
+  var api = (window.kefu = window.kefu || {});
+  api.track = function (name, props) {
+    if (options.queued.length < 50) options.queued.push([name, props]);
   };
   import(base + "static/widget/app.js" + (version ? "?v=" + encodeURIComponent(version) : ""))
     .then(function (module) {

@@ -154,6 +154,20 @@ export async function mount(options) {
     client.send({ op: "leave_message", ref: "leave", email: leaving.email, text: leaving.text, name: leaving.name || undefined, cid: leaving.cid });
   }
 
+  /** kefu.track(name, props): a conversion event for the bot's A/B tests (the `track` op). */
+  const TRACK_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
+  const tracked = []; // frames waiting for a connection
+  function track(name, props) {
+    if (typeof name !== "string" || !TRACK_NAME.test(name)) {
+      console.warn("kefu.track: a name of 1-64 letters, digits, _ . : -", name);
+      return false;
+    }
+    const frame = { op: "track", name, ref: "track" };
+    if (props && typeof props === "object") frame.props = props;
+    if (!client.send(frame) && tracked.length < 50) tracked.push(frame);
+    return true;
+  }
+
   function resume() {
     if (state.conversation) client.send({ op: "resume", conversation_id: state.conversation.id, after_seq: state.tracker.last });
   }
@@ -203,6 +217,7 @@ export async function mount(options) {
       resume();
     } else flush();
     sendLeave();
+    while (tracked.length && client.send(tracked[0])) tracked.shift();
   });
   client.on("close", () => { if (!client.stopped) view.setStatus(t("reconnecting")); });
   client.on("auth_failed", async () => {
@@ -347,4 +362,7 @@ export async function mount(options) {
   await checkAvailability();
   client.connect();
   if (options.open) actions.toggle(true);
+  const api = (window.kefu = window.kefu || {});
+  api.track = track;
+  for (const [name, props] of options.queued || []) track(name, props);
 }
