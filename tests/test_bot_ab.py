@@ -239,6 +239,9 @@ def test_config_campaigns_and_segments_are_checked():
     with pytest.raises(ValueError, match="unique"):
         window = {"start": "2026-01-01T00:00:00Z", "end": "2026-02-01T00:00:00Z"}
         BotSettings(campaigns=[{"name": "x", **window}, {"name": "x", **window}])
+    with pytest.raises(ValueError, match="no segment 'vip'"):
+        window = {"start": "2026-01-01T00:00:00Z", "end": "2026-02-01T00:00:00Z"}
+        BotSettings(campaigns=[{"name": "x", "segments": ["vip"], **window}])
     with pytest.raises(ValueError, match="compares with a non-number"):
         BotSettings(segments={"big": {"orders": ">=many"}})
     local = BotSettings(campaigns=[{"name": "x", "start": "2026-01-01T00:00:00",

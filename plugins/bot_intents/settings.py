@@ -101,6 +101,14 @@ class BotSettings(Section):
             raise ValueError(f"campaign names must be unique: {', '.join(repeated)}")
         return value
 
+    @model_validator(mode="after")
+    def _campaign_segments(self) -> BotSettings:
+        for campaign in self.campaigns:
+            unknown = [s for s in campaign.segments if s not in self.segments]
+            if unknown:
+                raise ValueError(f"campaign {campaign.name!r}: no segment {unknown[0]!r}")
+        return self
+
     @field_validator("segments")
     @classmethod
     def _segments(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
