@@ -1,4 +1,4 @@
-"""Admin REST endpoints of the bot's flows: list versions, activate one, roll back.
+"""Admin REST endpoints of the bot's flows: list versions, read one, activate one, roll back.
 
 Admins (``sites.manage``) see and change only flows that serve their site.
 """
@@ -24,11 +24,15 @@ class FlowVersionView(BaseModel):
     source: str
     states: int
     intents: int
+    activated_by: str | None = None  # file, api, rollback: what last activated it
+    activated_at: float | None = None
+    loaded: bool = True  # compiled in memory (kept versions compile on first use)
 
 
 class FlowView(BaseModel):
     id: str
     active: str | None
+    sites: list[str] = ["*"]
     versions: list[FlowVersionView]
 
 
@@ -36,6 +40,14 @@ class FlowList(BaseModel):
     flows: list[FlowView]
     rejected: int
     errors: dict[str, str]
+    rejections: dict[str, int] = {}  # refusals per file
+
+
+class FlowSource(BaseModel):
+    flow_id: str
+    sha256: str
+    source: str
+    text: str
 
 
 def make_endpoints(service_of: Callable[[Any], Any]) -> list[RestEndpoint]:
@@ -51,9 +63,7 @@ def make_endpoints(service_of: Callable[[Any], Any]) -> list[RestEndpoint]:
         for flow in svc.registry.describe():
             if flow_id is not None and flow["id"] != flow_id:
                 continue
-            active = svc.registry.get(flow["active"]) if flow["active"] else None
-            any_version = active or svc.registry.get(flow["versions"][0]["sha256"])
-            if any_version is not None and any_version.spec.serves(site_id):
+            if "*" in flow["sites"] or site_id in flow["sites"]:
                 flows.append(flow)
         return flows
 
@@ -61,7 +71,10 @@ def make_endpoints(service_of: Callable[[Any], Any]) -> list[RestEndpoint]:
         svc = await service(call)
         stats = svc.registry.stats
         return FlowList(
-            flows=visible(svc, call.site_id), rejected=stats.rejected, errors=stats.last_error
+            flows=visible(svc, call.site_id),
+            rejected=stats.rejected,
+            errors=stats.last_error,
+            rejections=stats.rejections,
         )
 
     def one(svc: Any, call: Any) -> FlowView:
@@ -74,7 +87,7 @@ def make_endpoints(service_of: Callable[[Any], Any]) -> list[RestEndpoint]:
         svc = await service(call)
         one(svc, call)
         try:
-            svc.registry.activate(call.params["flow_id"], call.params["sha256"])
+            await svc.activate(call.params["flow_id"], call.params["sha256"])
         except KeyError:
             raise ApiError(404, "not_found", "no such version of this flow") from None
         return one(svc, call)
@@ -83,10 +96,22 @@ def make_endpoints(service_of: Callable[[Any], Any]) -> list[RestEndpoint]:
         svc = await service(call)
         one(svc, call)
         try:
-            svc.registry.rollback(call.params["flow_id"])
+            await svc.rollback(call.params["flow_id"])
         except KeyError:
             raise ApiError(409, "no_earlier_version", "nothing was active before") from None
         return one(svc, call)
+
+    async def version_source(call: Any) -> FlowSource:
+        svc = await service(call)
+        flow = one(svc, call)
+        sha = call.params["sha256"]
+        found = next((v for v in flow.versions if v.sha256 == sha), None)
+        text = None if found is None else svc.registry.source_text(sha)
+        if text is None:
+            raise ApiError(404, "not_found", "no such version of this flow")
+        return FlowSource(
+            flow_id=flow.id, sha256=sha, source=found.source, text=text.decode("utf-8")
+        )
 
     patterns = {"flow_id": FLOW_ID, "sha256": SHA}
     base = "/v1/bot/flows"
@@ -96,6 +121,12 @@ def make_endpoints(service_of: Callable[[Any], Any]) -> list[RestEndpoint]:
             response=FlowList, errors=(503,),
             description="Every kept version with its sha256; `errors` holds the last refusal "
             "per flow file (a refused file never becomes active).",
+        ),
+        RestEndpoint(
+            "GET", f"{base}/{{flow_id}}/versions/{{sha256}}", "get_bot_flow_version",
+            "The YAML source of a kept version", "bot", version_source, response=FlowSource,
+            errors=(404, 503), path_patterns=patterns,
+            description="`text` is the exact content whose sha256 names the version.",
         ),
         RestEndpoint(
             "POST", f"{base}/{{flow_id}}/versions/{{sha256}}/activate", "activate_bot_flow",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -33,6 +34,7 @@ from kefu.core.domain import BOT, QUEUED, Conversation, Message
 from kefu.core.types import BotReply
 from kefu.plugins.bot_intents.abtests import AbTests
 from kefu.plugins.bot_intents.engine import CompiledFlow, Session
+from kefu.plugins.bot_intents.store import FlowStore
 from kefu.plugins.bot_intents.versions import FlowRegistry, FlowRejected
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class BotService:
         self.registry = FlowRegistry(lambda: self.actions.keys(), self.executor)
         self.ab = AbTests(self, settings)  # dynamic replies and A/B tests (abtests.py)
         self.registry.known_names = self.ab.strategy.names
+        self.registry.store = FlowStore(Path(kernel.data_dir) / "bot")  # survives restarts
         self.actions: dict[str, Any] = {}
         self.paths = [self._resolve(p) for p in settings.flows]
         self.counts = {"turns": 0, "failed_turns": 0, "handoffs": 0, "reload_failures": 0}
@@ -68,8 +71,9 @@ class BotService:
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         self.actions = self.kernel.hooks.bot_actions()
+        await self.registry.restore()  # kept versions and active pointers (store.py)
         for path in self.paths:
-            await self.load(path)
+            await self.load(path, startup=True)
         if self.paths and self.kernel.config.section("bot").watch:
             self._watcher = asyncio.create_task(self._watch(), name="kefu-bot-flows")
 
@@ -83,10 +87,17 @@ class BotService:
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def load(self, path: str) -> CompiledFlow | None:
-        """Publish a flow file; a refused or unreadable one leaves the active version."""
+    async def load(self, path: str, startup: bool = False) -> CompiledFlow | None:
+        """Publish a flow file; a refused or unreadable one leaves the active version.
+
+        At start-up a file whose content is the one last published from it is not
+        activated again: the version active before the restart (perhaps another one,
+        chosen through the admin API) stays. A file changed meanwhile is published.
+        """
         try:
             data = await asyncio.to_thread(Path(path).read_bytes)
+            if startup and self._unchanged(path, data):
+                return None
             return await self.registry.publish(data, path)
         except FlowRejected:
             self.counts["reload_failures"] += 1
@@ -127,10 +138,31 @@ class BotService:
     def takes(self, conversation: Conversation) -> bool:
         return self.registry.for_site(conversation.site_id) is not None
 
-    def _session(self, conversation: Conversation) -> tuple[CompiledFlow, Session] | None:
+    def _unchanged(self, path: str, data: bytes) -> bool:
+        registry, sha = self.registry, hashlib.sha256(data).hexdigest()
+        store = registry.store
+        if store is None or store.seen(path) != sha or sha not in registry.kept:
+            return False
+        return registry.kept[sha]["flow_id"] in registry.active
+
+    async def activate(self, flow_id: str, sha: str) -> CompiledFlow:
+        """Activate a kept version (compiled again if needed). :raises KeyError:"""
+        flow = await self.registry.load(sha)
+        if flow is None:
+            raise KeyError(sha)
+        return self.registry.activate(flow_id, sha)
+
+    async def rollback(self, flow_id: str) -> CompiledFlow:
+        """Activate the version active before the current one. :raises KeyError:"""
+        target = self.registry.rollback_target(flow_id)
+        if target is None or await self.registry.load(target) is None:
+            raise KeyError(flow_id)
+        return self.registry.rollback(flow_id)
+
+    async def _session(self, conversation: Conversation) -> tuple[CompiledFlow, Session] | None:
         saved = conversation.meta.get(META_KEY)
         if isinstance(saved, dict):
-            flow = self.registry.get(str(saved.get("version")))
+            flow = await self.registry.load(str(saved.get("version")))
             if flow is not None:
                 return flow, Session.from_dict(saved)
         return None
@@ -141,7 +173,7 @@ class BotService:
 
     async def reply(self, conversation: Conversation, message: Message) -> BotReply | None:
         """The ``kefu_bot_reply`` answer: one turn of the conversation's session."""
-        found = self._session(conversation)
+        found = await self._session(conversation)
         texts: list[str] = []
         if found is None:
             flow = self.registry.for_site(conversation.site_id)
@@ -184,7 +216,7 @@ class BotService:
                 conversation = await storage.get_conversation(site_id, conversation_id)
                 if conversation is None or conversation.state != BOT:
                     return
-                if self._session(conversation) is not None:
+                if await self._session(conversation) is not None:
                     return  # the visitor spoke first
                 flow = self.registry.for_site(site_id)
                 if flow is None:

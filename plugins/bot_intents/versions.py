@@ -6,7 +6,10 @@ change), and makes the new version active for its flow in one assignment. Conten
 that fails a check raises :class:`FlowRejected`; the active version is untouched,
 the failure is logged and counted. Every version ever compiled is kept by its
 sha256, so a session can always finish on the version it began with, and an admin
-can activate any of them or roll back to the one active before.
+can activate any of them or roll back to the one active before. With a
+:class:`~kefu.plugins.bot_intents.store.FlowStore` (``store``) every version's content,
+the active pointer and the activation log are written to disk and :meth:`restore`
+reads them back at start-up; a kept version is compiled again on demand (:meth:`load`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from kefu.plugins.bot_intents.classifier import (
 from kefu.plugins.bot_intents.engine import CompiledFlow
 from kefu.plugins.bot_intents.flow_yaml import FlowError
 from kefu.plugins.bot_intents.flows import FlowSpec
+from kefu.plugins.bot_intents.store import FlowStore
 from kefu.plugins.bot_intents.validate import check_flow, format_problems
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,7 @@ class FlowStats:
     rejected: int = 0
     activations: int = 0
     last_error: dict[str, str] = field(default_factory=dict)  # source -> message
+    rejections: dict[str, int] = field(default_factory=dict)  # source -> refusals
 
 
 class FlowRegistry:
@@ -72,34 +77,134 @@ class FlowRegistry:
         self.stats = FlowStats()
         self._lock = asyncio.Lock()
         self._classifiers: OrderedDict[str, IntentClassifier | None] = OrderedDict()
+        #: every kept version, compiled or not: sha -> flow_id, created_at, source, counts
+        self.kept: dict[str, dict] = {}
+        self.activation_log: dict[str, list[dict]] = {}  # flow id -> {sha256, by, at}
+        self.store: FlowStore | None = None  # persistence (store.py); None: memory only
+        self._texts: dict[str, bytes] = {}  # contents when there is no store
+        self._loading: dict[str, asyncio.Future] = {}
 
     # -- publishing -----------------------------------------------------------------
     async def publish(
-        self, data: bytes | str, source: str, *, activate: bool = True
+        self, data: bytes | str, source: str, *, activate: bool = True, by: str = "file"
     ) -> CompiledFlow:
         """Check and compile ``data``; make it active unless ``activate`` is False.
+
+        ``by`` names what activated it in the activation log (``file``, ``api``...).
 
         :raises FlowRejected: the content failed a check (nothing changed).
         """
         raw = data.encode("utf-8") if isinstance(data, str) else data
         sha = hashlib.sha256(raw).hexdigest()
         async with self._lock:  # publications take effect in the order they were made
-            flow = self.versions.get(sha)
+            flow = self.versions.get(sha) or await self.load(sha)
             if flow is None:
                 try:
                     flow = await self._compile(raw, sha, source)
                 except FlowRejected as exc:
                     self.stats.rejected += 1
+                    self.stats.rejections[source] = self.stats.rejections.get(source, 0) + 1
                     self.stats.last_error[source] = str(exc)
                     log.error("bot flow %s refused, the active version stays:\n%s", source, exc)
                     raise
                 self.versions[sha] = flow
-                self.history.setdefault(flow.id, []).append(sha)
-                self.stats.published += 1
+                if sha not in self.kept:
+                    self.history.setdefault(flow.id, []).append(sha)
+                    self.stats.published += 1
+                    await self._keep(flow, raw)
+                elif self.store is not None:  # kept, but its stored content was lost
+                    await asyncio.to_thread(self.store.save_version, sha, raw)
             self.stats.last_error.pop(source, None)
+            if self.store is not None:
+                self.store.saw(source, sha)
             if activate:
-                self._activate(flow)
+                self._activate(flow, by)
             return flow
+
+    async def _keep(self, flow: CompiledFlow, raw: bytes) -> None:
+        spec = flow.spec
+        self.kept[flow.sha256] = {
+            "sha256": flow.sha256, "flow_id": flow.id, "created_at": flow.created_at,
+            "source": flow.source, "states": len(spec.states), "intents": len(spec.intents),
+            "sites": list(spec.sites),
+        }  # fmt: skip
+        if self.store is None:
+            self._texts[flow.sha256] = raw
+            return
+        await asyncio.to_thread(self.store.save_version, flow.sha256, raw)
+        self._persist(flow.id)
+
+    def _persist(self, flow_id: str) -> None:
+        if self.store is None:
+            return
+        record = {
+            "id": flow_id,
+            "active": self.active.get(flow_id),
+            "versions": [self.kept[sha] for sha in self.history.get(flow_id, [])],
+            "activations": self.activation_log.get(flow_id, []),
+        }
+        try:
+            self.store.save_flow(record)
+        except OSError:
+            log.exception("bot flow %s: could not save its versions", flow_id)
+
+    def source_text(self, sha: str) -> bytes | None:
+        """The exact content of a kept version."""
+        if self.store is not None:
+            return self.store.read(sha)
+        return self._texts.get(sha)
+
+    # -- restart --------------------------------------------------------------------
+    async def restore(self) -> None:
+        """Read the kept versions and active pointers from the store (at start-up).
+
+        Only the active versions are compiled now; the others when first needed.
+        """
+        if self.store is None:
+            return
+        for record in await asyncio.to_thread(self.store.flows):
+            flow_id = record["id"]
+            for meta in record.get("versions") or []:
+                sha = meta.get("sha256") if isinstance(meta, dict) else None
+                if sha and sha not in self.kept and self.store.has(sha):
+                    self.kept[sha] = {**meta, "flow_id": flow_id}
+                    self.history.setdefault(flow_id, []).append(sha)
+            entries = [a for a in record.get("activations") or [] if a.get("sha256") in self.kept]
+            self.activation_log[flow_id] = entries
+            self.activations[flow_id] = [a["sha256"] for a in entries]
+            active = record.get("active")
+            flow = await self.load(active) if active in self.kept else None
+            if flow is not None:
+                self.active[flow_id] = active
+                log.info("bot flow %s: version %s active again", flow_id, active[:12])
+
+    async def load(self, sha: str) -> CompiledFlow | None:
+        """A kept version, compiled from its stored content if needed; None if unknown."""
+        flow = self.versions.get(sha)
+        if flow is not None or sha not in self.kept:
+            return flow
+        pending = self._loading.get(sha)
+        if pending is None:
+            pending = self._loading[sha] = asyncio.ensure_future(self._load(sha))
+            pending.add_done_callback(lambda _f: self._loading.pop(sha, None))
+        return await asyncio.shield(pending)
+
+    async def _load(self, sha: str) -> CompiledFlow | None:
+        meta = self.kept[sha]
+        raw = self.source_text(sha) if self.store is None else None
+        if self.store is not None:
+            raw = await asyncio.to_thread(self.store.read, sha)
+        if raw is None:
+            log.error("bot flow %s: kept version %s has no content", meta["flow_id"], sha[:12])
+            return None
+        try:
+            flow = await self._compile(raw, sha, str(meta.get("source", "")))
+        except FlowRejected as exc:
+            log.error("bot flow version %s no longer passes its checks:\n%s", sha[:12], exc)
+            return None
+        flow.created_at = float(meta.get("created_at") or flow.created_at)
+        self.versions[sha] = flow
+        return flow
 
     async def _compile(self, raw: bytes, sha: str, source: str) -> CompiledFlow:
         actions = None if self._actions is None else set(self._actions())
@@ -133,20 +238,26 @@ class FlowRegistry:
         return classifier
 
     # -- activation -----------------------------------------------------------------
-    def _activate(self, flow: CompiledFlow) -> None:
+    def _activate(self, flow: CompiledFlow, by: str = "file") -> None:
         if self.active.get(flow.id) == flow.sha256:
             return
         self.active[flow.id] = flow.sha256  # the atomic swap: one assignment
         self.activations.setdefault(flow.id, []).append(flow.sha256)
+        entry = {"sha256": flow.sha256, "by": by, "at": time.time()}
+        self.activation_log.setdefault(flow.id, []).append(entry)
         self.stats.activations += 1
         log.info("bot flow %s: version %s active (%s)", flow.id, flow.sha256[:12], flow.source)
+        self._persist(flow.id)
 
-    def activate(self, flow_id: str, sha: str) -> CompiledFlow:
-        """Make a kept version active again. :raises KeyError: no such version of that flow."""
+    def activate(self, flow_id: str, sha: str, by: str = "api") -> CompiledFlow:
+        """Make a kept version active again. :raises KeyError: no such version of that flow.
+
+        The version must be compiled (``await load(sha)`` first after a restart).
+        """
         flow = self.versions.get(sha)
         if flow is None or flow.id != flow_id:
             raise KeyError(sha)
-        self._activate(flow)
+        self._activate(flow, by)
         return flow
 
     def rollback(self, flow_id: str) -> CompiledFlow:
@@ -160,8 +271,14 @@ class FlowRegistry:
         if not earlier:
             raise KeyError(flow_id)
         flow = self.versions[earlier[-1]]
-        self._activate(flow)
+        self._activate(flow, "rollback")
         return flow
+
+    def rollback_target(self, flow_id: str) -> str | None:
+        """The version :meth:`rollback` would activate (to :meth:`load` it first)."""
+        current = self.active.get(flow_id)
+        earlier = [sha for sha in self.activations.get(flow_id, [])[:-1] if sha != current]
+        return earlier[-1] if earlier else None
 
     # -- lookups --------------------------------------------------------------------
     def get(self, sha: str) -> CompiledFlow | None:
@@ -183,16 +300,20 @@ class FlowRegistry:
         out = []
         for flow_id, shas in sorted(self.history.items()):
             active = self.active.get(flow_id)
+            last: dict[str, dict] = {}  # sha -> its latest activation
+            for entry in self.activation_log.get(flow_id, []):
+                last[entry["sha256"]] = entry
             versions = [
                 {
+                    **{k: self.kept[sha][k] for k in ("created_at", "source", "states", "intents")},
                     "sha256": sha,
                     "active": sha == active,
-                    "created_at": self.versions[sha].created_at,
-                    "source": self.versions[sha].source,
-                    "states": len(self.versions[sha].spec.states),
-                    "intents": len(self.versions[sha].spec.intents),
+                    "activated_by": last.get(sha, {}).get("by"),
+                    "activated_at": last.get(sha, {}).get("at"),
+                    "loaded": sha in self.versions,
                 }
                 for sha in reversed(shas)
             ]
-            out.append({"id": flow_id, "active": active, "versions": versions})
+            sites = self.kept[active or shas[-1]].get("sites") or ["*"]
+            out.append({"id": flow_id, "active": active, "sites": sites, "versions": versions})
         return out
