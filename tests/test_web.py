@@ -78,7 +78,7 @@ async def test_console_and_admin_need_a_signed_in_agent(aiohttp_client, tmp_path
     assert (await client.get("/admin/status.json", headers=agent)).status == 403
     admin = await signed_in(client, site, site.admin.email)
     for path in ("/admin/status", "/admin/agents", "/admin/sites", "/admin/routing",
-                 "/admin/hours", "/admin/canned", "/admin/plugins"):  # fmt: skip
+                 "/admin/hours", "/admin/canned", "/admin/bot", "/admin/plugins"):  # fmt: skip
         resp = await client.get(path, headers=admin)
         assert resp.status == 200, path
         assert "Content-Security-Policy" in resp.headers

@@ -1,5 +1,5 @@
 """Admin pages: agents, sites and the widget snippet, routing, business hours, canned replies,
-plugins and live status. Server-rendered; every form carries the CSRF field."""
+bot flows, plugins and live status. Server-rendered; every form carries the CSRF field."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from kefu.plugins.web.status import MessageRate, site_status
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("status", "agents", "sites", "routing", "hours", "canned", "plugins")
+SECTIONS = ("status", "agents", "sites", "routing", "hours", "canned", "bot", "plugins")
 
 
 class FormError(Exception):
@@ -206,6 +206,9 @@ def make_routes(kernel: Any, pages: Any, rate: MessageRate, forget_origins) -> l
     async def canned_page(request: web.Request) -> web.Response:
         return await show(request, "canned")
 
+    async def bot_page(request: web.Request) -> web.Response:
+        return await show(request, "bot")  # static/admin/bot.js calls /v1/bot/flows
+
     async def plugins_page(request: web.Request) -> web.Response:
         records = [r.as_dict() for r in kernel.plugins.records]
         return await show(request, "plugins", plugins=records)
@@ -222,5 +225,6 @@ def make_routes(kernel: Any, pages: Any, rate: MessageRate, forget_origins) -> l
         web.get("/admin/routing", routing_page),
         web.get("/admin/hours", hours_page),
         web.get("/admin/canned", canned_page),
+        web.get("/admin/bot", bot_page),
         web.get("/admin/plugins", plugins_page),
     ]
