@@ -10,6 +10,9 @@
   ``bot-<seq>-<n>``, so a retried turn is stored once).
 - **Sessions.** The dialogue state lives in ``conversation.meta["bot"]``, written with
   compare-and-set on the state ``bot``; it names its flow version, which it keeps.
+- **Restarts.** Versions, active pointers and activations are kept under
+  ``<data_dir>/bot`` (:mod:`~kefu.plugins.bot_intents.store`) and restored first at
+  start-up; a flow file is then published only if it changed since it was last read.
 - **Handoff.** The conversation becomes ``queued`` (department from the flow, if any;
   ``meta.queued_at``, ``meta.bot_handoff``), then ``bot.handoff`` {conversation_id,
   reason, department, flow_id, version} and ``conversation.queued`` are emitted.
