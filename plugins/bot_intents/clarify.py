@@ -93,7 +93,7 @@ def parse_clarify(p: _Parser, value: Any, where: str, line: int) -> Clarify | bo
         handoff = p.handoff(found["handoff"], f"{where}.handoff", found.line_of("handoff"))
     return Clarify(
         0.15 if minimum is None else float(minimum),
-        integer("max_candidates", 3, 1, 5),
+        integer("max_candidates", 3, 1, 3),
         integer("max_attempts", 2, 1, 10),
         then,
         response("say"),
@@ -248,9 +248,12 @@ def ask(flow: CompiledFlow, reply: _Reply, state: State, text: str, prediction: 
     else:
         separator = _SEPARATOR.get(session.language, _SEPARATOR[""])
         listed = separator.join(f"{n}) {t}" for n, t in enumerate(titles, 1))
-    response = block.say or DEFAULT_ASK
-    salt = f"{session.id}:{session.turn}:{len(reply.texts)}"
-    reply.texts.append(response.pick(session.language, salt, {**session.slots, "choices": listed}))
+    slots = session.slots
+    session.slots = {**slots, "choices": listed}  # the question's placeholder, this once
+    try:
+        reply.say(block.say or DEFAULT_ASK)  # as any reply (variants, when: conditions)
+    finally:
+        session.slots = slots
     reply.choices = tuple(titles)
     session.clarify = found
     return True
