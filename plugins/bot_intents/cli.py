@@ -78,22 +78,42 @@ def _configure_eval(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="time N single classifications (default: every test utterance)",
     )
+    p.add_argument(
+        "--embeddings",
+        default="auto",
+        metavar="auto|none|FOLDER",
+        help="sentence-embedding features: the installed all-MiniLM-L6-v2 (auto, used for "
+        "mostly-Latin-script data), none (n-grams only), or a BERT model folder",
+    )
+    p.add_argument(
+        "--embedding-layers",
+        type=int,
+        default=3,
+        metavar="N",
+        help="transformer blocks of the embedding model to run (default 3; 0: all)",
+    )
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """Load the dataset, evaluate, print the report; errors become one line (exit 2)."""
+    from kefu.plugins.bot_intents.classifier import TrainingOptions
     from kefu.plugins.bot_intents.datasets import load_dataset
+    from kefu.plugins.bot_intents.embeddings import resolve_model_dir
     from kefu.plugins.bot_intents.evaluate import EvalOptions, evaluate, no_progress
 
     progress = no_progress if args.json else Progress(sys.stderr)
     # The command draws its own progress; the package's INFO lines would interleave.
     logging.getLogger("kefu.plugins.bot_intents").setLevel(logging.WARNING)
     dataset = load_dataset(args.dataset)
+    resolve_model_dir(args.embeddings)  # a bad folder fails here, before any work
     options = EvalOptions(
         threshold=args.threshold,
         max_accuracy_drop=args.max_accuracy_drop,
         oos_class=not args.no_oos_class,
         latency_samples=max(0, args.latency_samples),
+        training=TrainingOptions(
+            embedding_model=args.embeddings, embedding_layers=max(0, args.embedding_layers)
+        ),  # oos_label: the default, "oos", as EvalOptions
     )
     report = evaluate(dataset, options, progress)
     report["dataset_path"] = str(args.dataset)

@@ -15,6 +15,7 @@ re-asked up to ``retries`` times, then ``on_fail``; 4. with a ``clarify`` block,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -162,6 +163,10 @@ class CompiledFlow:
         """Answer one utterance; ``session`` must belong to this version."""
         if session.version != self.sha256:
             raise ValueError(f"session {session.id} runs version {session.version[:12]}")
+        if self.classifier is not None and self.classifier.encoder is not None:
+            # The embedding pass takes milliseconds of CPU: it runs in a worker thread
+            # (NumPy releases the GIL) and the turn below reads its cached result.
+            await asyncio.get_running_loop().run_in_executor(None, self.classifier.predict, text)
         actions = actions or {}
         session.turn += 1
         session.language = detect_language(text, session.language)

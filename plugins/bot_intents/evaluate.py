@@ -130,13 +130,16 @@ def evaluate(dataset: Dataset, options: EvalOptions, progress: Progress = no_pro
         "train_seconds": train_seconds,
         "train_cpu_seconds": train_cpu_seconds,
         "temperature": clf.temperature,
-        "model": _describe(training),
+        "model": _describe(training, clf),
     }
 
 
-def _describe(training: TrainingOptions) -> str:
+def _describe(training: TrainingOptions, clf: IntentClassifier) -> str:
     (w1, w2), (c1, c2) = training.features.word_ngrams, training.features.char_ngrams
-    return f"tf-idf word {w1}-{w2} + char_wb {c1}-{c2} grams, LinearSVC C={training.c:g}, softmax"
+    grams = f"tf-idf word {w1}-{w2} + char_wb {c1}-{c2} grams"
+    if clf.encoder is not None:
+        grams += f" + {clf.encoder!r} x{training.embedding_weight:g}"
+    return f"{grams}, LinearSVC C={training.c:g}, softmax"
 
 
 def _frac(part: int, whole: int) -> float:
