@@ -36,6 +36,7 @@ import watchfiles
 from kefu.core.domain import BOT, QUEUED, Conversation, Message
 from kefu.core.types import BotReply
 from kefu.plugins.bot_intents.abtests import AbTests
+from kefu.plugins.bot_intents.classifier import TrainingOptions
 from kefu.plugins.bot_intents.engine import CompiledFlow, Session
 from kefu.plugins.bot_intents.store import FlowStore
 from kefu.plugins.bot_intents.versions import FlowRegistry, FlowRejected
@@ -56,7 +57,12 @@ class BotService:
             if settings.training_processes
             else None
         )
-        self.registry = FlowRegistry(lambda: self.actions.keys(), self.executor)
+        training = TrainingOptions(
+            threshold=0.0,
+            embedding_model=settings.embedding_model,
+            embedding_layers=settings.embedding_layers,
+        )
+        self.registry = FlowRegistry(lambda: self.actions.keys(), self.executor, training)
         self.ab = AbTests(self, settings)  # dynamic replies and A/B tests (abtests.py)
         self.registry.known_names = self.ab.strategy.names
         self.registry.store = FlowStore(Path(kernel.data_dir) / "bot")  # survives restarts

@@ -75,6 +75,12 @@ class BotSettings(Section):
     watch: bool = True
     #: Worker processes that train intent classifiers (0: a thread of the event loop's pool).
     training_processes: int = Field(0, ge=0, le=8)
+    #: Sentence embeddings for the intent classifier: ``auto`` (the installed
+    #: all-MiniLM-L6-v2, for flows whose examples are mostly in Latin script), ``none``
+    #: (n-grams only) or a folder with a sentence-transformers BERT model (always used).
+    embedding_model: str = "auto"
+    #: Transformer blocks of the embedding model to run (0: all).
+    embedding_layers: int = Field(3, ge=0, le=48)
     #: Time zone of ``hours`` and ``weekdays`` conditions (an IANA name).
     timezone: str = "UTC"
     #: Named campaigns (``when: {campaign: NAME}``); names must be unique.
@@ -85,6 +91,17 @@ class BotSettings(Section):
     conversion_window_s: float = Field(7 * 86400, gt=0)
     #: ``track`` frames a visitor may send per minute (more are refused, ``rate_limited``).
     track_per_minute: int = Field(30, ge=1, le=600)
+
+    @field_validator("embedding_model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        from kefu.plugins.bot_intents.embeddings import EmbeddingModelError, resolve_model_dir
+
+        try:
+            resolve_model_dir(value)  # a folder without the model's files is an error now
+        except EmbeddingModelError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("timezone")
     @classmethod

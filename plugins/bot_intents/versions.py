@@ -65,9 +65,11 @@ class FlowRegistry:
         self,
         actions: Callable[[], Collection[str]] | None = None,
         executor: Executor | None = None,
+        training: TrainingOptions | None = None,
     ) -> None:
         self._actions = actions
         self._executor = executor
+        self._training = training or TrainingOptions(threshold=0.0)
         #: campaign and segment names of the config (``when:`` checks); None: not checked
         self.known_names: Callable[[], dict[str, set[str]]] | None = None
         self.versions: dict[str, CompiledFlow] = {}
@@ -225,9 +227,7 @@ class FlowRegistry:
             self._classifiers.move_to_end(key)
             return self._classifiers[key]
         started = time.perf_counter()
-        classifier = await train_in_executor(
-            texts, labels, TrainingOptions(threshold=0.0), executor=self._executor
-        )
+        classifier = await train_in_executor(texts, labels, self._training, executor=self._executor)
         log.info(
             "flow %s: trained %d intents on %d examples in %.2fs",
             spec.id, len(spec.intents), len(texts), time.perf_counter() - started,
