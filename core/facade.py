@@ -233,6 +233,11 @@ class HookFacade:
         )
         return answer is True
 
+    async def bot_serves(self, site_id: str) -> bool:
+        """Whether a bot answers the site's new conversations now (``kefu_bot_serves``)."""
+        answer = await call_first(self._hook.kefu_bot_serves, kernel=self._kernel, site_id=site_id)
+        return answer is True
+
     def bot_actions(self) -> dict[str, Callable]:
         results = call_all_sync(self._hook.kefu_bot_actions)
         return {name: action for name, (_, action) in merge_named("bot action", results).items()}

@@ -41,3 +41,20 @@ def kefu_bot_takes(kernel, conversation):
     :returns: True to start it with the bot, False to refuse, or None to let
         other plugins answer (no answer: it is queued for routing). May be async.
     """
+
+
+@hookspec
+def kefu_bot_serves(kernel, site_id):
+    """Say whether a bot answers the new conversations of a site now.
+
+    Asked by clients' "is anyone there?" answers (the widget's config,
+    ``GET /v1/widget/config``): a visitor of a site a bot serves starts a chat
+    even when no agent is online, and the leave-a-message form is kept for
+    sites with neither; after a handoff the usual queue answers apply. The
+    answer should agree with ``kefu_bot_takes`` for the site's new conversations.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :param site_id: the site's id.
+    :returns: True when a bot serves the site, False when it does not, or None
+        to let other plugins answer (no answer: no bot). May be async.
+    """

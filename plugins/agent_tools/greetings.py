@@ -5,9 +5,10 @@
   ``system`` message with placeholders filled in and delivered like any message.
   It is sent after the ``started`` reply, so the widget knows the conversation.
 - **Leave a message.** When nobody can answer (the ``queue`` frame's ``available``
-  is false, or ``GET /v1/availability`` says so), the widget offers a form: name,
-  e-mail and text. The text becomes a visitor message of the visitor's open
-  conversation (a new one if none), the visitor record gets the name and e-mail,
+  is false; before a chat, ``GET /v1/availability`` says so and no bot serves the
+  site, ``kefu_bot_serves``), the widget offers a form: name, e-mail and text. The
+  text becomes a visitor message of the visitor's open conversation (a new one if
+  none; after a bot's handoff, the handed-off one), the visitor record gets the name and e-mail,
   ``meta["offline"]`` marks it for the team and the conversation waits in the
   queue, routed as soon as someone can take it. ``offline_message.created`` is
   emitted; agents list them with ``GET /v1/offline_messages``.

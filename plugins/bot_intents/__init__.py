@@ -76,6 +76,12 @@ def kefu_bot_takes(kernel, conversation):
 
 
 @hookimpl(trylast=True)
+def kefu_bot_serves(kernel, site_id):
+    service = _SERVICES.get(kernel)
+    return True if service is not None and service.serves(site_id) else None
+
+
+@hookimpl(trylast=True)
 async def kefu_bot_reply(kernel, conversation, message):
     service = _SERVICES.get(kernel)
     return None if service is None else await service.reply(conversation, message)

@@ -2,7 +2,8 @@
 
 - **Taking conversations.** ``kefu_bot_takes`` answers True for a new conversation of a
   site that an active flow serves: the gateway stores it in state ``bot`` and routing
-  is not asked (it listens to ``conversation.queued``).
+  is not asked (it listens to ``conversation.queued``). ``kefu_bot_serves`` answers the
+  same per site, so the widget opens the chat instead of its offline form.
 - **Turns.** On ``conversation.started`` the flow's greeting is stored as ``bot``
   messages. On ``message.stored`` from the visitor of a conversation in state ``bot``,
   ``kefu_bot_reply`` is asked (this plugin answers last, so another bot plugin may
@@ -145,7 +146,11 @@ class BotService:
 
     # -- hooks ----------------------------------------------------------------------
     def takes(self, conversation: Conversation) -> bool:
-        return self.registry.for_site(conversation.site_id) is not None
+        return self.serves(conversation.site_id)
+
+    def serves(self, site_id: str) -> bool:
+        """An active flow answers the site's new conversations (``kefu_bot_serves``)."""
+        return self.registry.for_site(site_id) is not None
 
     def _unchanged(self, path: str, data: bytes) -> bool:
         registry, sha = self.registry, hashlib.sha256(data).hexdigest()

@@ -106,6 +106,7 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
             "languages": list(LANGUAGES),
             "protocol": 1,
             **state,
+            "bot": await kernel.hooks.bot_serves(site.id),  # a bot answers even when offline
         }
         response = web.json_response(body)
         response.headers["Cache-Control"] = "no-store"

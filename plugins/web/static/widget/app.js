@@ -37,7 +37,8 @@ export async function mount(options) {
     lastRead: 0,
     typingSentAt: 0,
     starting: false,
-    offline: !config.online && !saved.conversationId,
+    // a bot serving the site answers even with no agent online (config.bot): chat, no form
+    offline: !config.online && !config.bot && !saved.conversationId,
   };
   const persist = () => store.save({ token: state.token, conversationId: state.conversation?.id || null, lang: saved.lang });
 
@@ -186,13 +187,15 @@ export async function mount(options) {
     flashTitle();
   });
 
-  /** Routing's answer (business hours, agents online) when it offers one; else the config's. */
+  /** Routing's answer (business hours, agents online) when it offers one; else the config's.
+   * On a site a bot serves the chat starts with the bot; after its handoff the `queue`
+   * frames decide, as for any waiting visitor. */
   async function checkAvailability() {
     try {
       const resp = await fetch(`${base}v1/availability?token=${encodeURIComponent(state.token)}`, { credentials: "omit" });
       if (!resp.ok) return;
       const answer = await resp.json();
-      state.offline = answer.available === false && !state.conversation;
+      state.offline = answer.available === false && !config.bot && !state.conversation;
       view.showOffline(state.offline);
     } catch {
       /* keep the widget config's answer */
@@ -357,12 +360,13 @@ export async function mount(options) {
     if (msg && frame.code === "rejected") { msg.failed = true; view.upsert(msg); }
   });
 
+  // the page API, in the same task that shows the launcher (calls wait for the connection)
+  const api = (window.kefu = window.kefu || {});
+  api.track = track;
+  for (const [name, props] of options.queued || []) track(name, props);
   await session();
   client.token = state.token;
   await checkAvailability();
   client.connect();
   if (options.open) actions.toggle(true);
-  const api = (window.kefu = window.kefu || {});
-  api.track = track;
-  for (const [name, props] of options.queued || []) track(name, props);
 }
