@@ -27,6 +27,7 @@ from tests.routing_support import (
     site_of,
     visitor,
 )
+from tests.test_bot_example import shop_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOP = ROOT / "examples" / "flows" / "shop.yaml"
@@ -79,7 +80,8 @@ def test_example_flow_validates_and_parses_every_part():
     assert order.slots[0].on_fail_handoff.department == "support"
     assert order.action == "order_lookup" and order.next == "anything_else"
     assert spec.states["menu"].transitions[0].intent == "order_status"  # `on` is not True
-    assert set(spec.states["welcome"].say.variants) == {"en", "zh"}
+    assert spec.states["welcome"].say.cases[-1].experiment == "welcome_offer"  # more in
+    assert set(spec.states["refund"].say.variants) == {"en", "zh"}  # test_bot_example.py
     assert spec.fallback.max_misses == 2 and spec.fallback.handoff.reason
 
 
@@ -255,7 +257,7 @@ async def test_visitor_talks_to_the_bot_then_gets_an_agent(aiohttp_client, tmp_p
         aiohttp_client,
         tmp_path,
         ROUTING,
-        extra=f'[bot]\nflows = ["{SHOP}"]\nwatch = false\n',
+        extra=shop_config(SHOP),  # the example's [bot] config in docs/bot.md
         extra_plugins=(("events", events), ("shop_actions", Actions())),
     )
     kernel = app_kernel(client.app)

@@ -81,7 +81,7 @@ async def main(count: int) -> None:
         train_s = time.perf_counter() - started
         assert old and trained and len(restarted.history["shop"]) == count
 
-        text = version(0).replace("threshold: 0.5", "threshold: 0.99\nclarify: {}")
+        text = version(0).replace("threshold: 0.5", "threshold: 0.99")  # it has a clarify block
         asking = await FlowRegistry().publish(text, "clarify.yaml")
         texts = ["I have a question about my parcel and returning it", "where is my refund"]
         predict_us, logic_us = await clarify_us(asking, texts)
