@@ -6,6 +6,8 @@ segment and the A/B test, in English and Chinese."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -148,3 +150,21 @@ def test_the_opening_hours_reply_follows_the_local_time():
     assert said(datetime(2026, 11, 20, 13, tzinfo=UTC)).startswith("We are closed")
     assert said(datetime(2026, 11, 20, 20, 59, tzinfo=CST), "zh").startswith("我们正在营业")
     assert said(datetime(2026, 11, 20, 21, 0, tzinfo=CST), "zh").startswith("现在已经打烊")
+
+
+def test_cli_validate_checks_when_names_against_a_config(tmp_path):
+    """``kefu bot validate --config``: the page's config names every campaign and segment
+    the example uses; a config without them is refused with the names and lines."""
+    run = [sys.executable, "-m", "kefu.core.cli", "bot", "validate", str(SHOP)]
+    good = tmp_path / "kefu.toml"
+    good.write_text(shop_config(), encoding="utf-8")
+    ok = subprocess.run([*run, "--config", str(good)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    bare = tmp_path / "bare.toml"
+    bare.write_text("[bot]\n", encoding="utf-8")
+    refused = subprocess.run(
+        [*run, "--config", str(bare)], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 1
+    assert re.search(rf"{re.escape(str(SHOP))}:\d+: .*double_eleven", refused.stderr)
+    assert "vip" in refused.stderr

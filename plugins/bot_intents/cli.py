@@ -126,6 +126,22 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _configure_validate(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="flow files (YAML) to check")
+    p.add_argument(
+        "--config",
+        "-c",
+        metavar="KEFU_TOML",
+        help="also check the campaign and segment names of when: against this config's [bot]",
+    )
+
+
+def _known_names(config: str | None) -> dict[str, set[str]] | None:
+    """Campaign and segment names of a config's ``[bot]`` section (None without a config)."""
+    if not config:
+        return None
+    from kefu.core.kernel import load_kernel
+    from kefu.plugins.bot_intents.strategy import Strategy
+
+    return Strategy.from_settings(load_kernel(config).config.section("bot")).names()
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -135,6 +151,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from kefu.plugins.bot_intents.flow_yaml import MAX_FLOW_BYTES
     from kefu.plugins.bot_intents.validate import check_flow, format_problems
 
+    known = _known_names(args.config)  # a bad config is one line and exit 2, like `kefu check`
     failed = 0
     for name in args.files:
         path = Path(name)
@@ -150,7 +167,7 @@ def run_validate(args: argparse.Namespace) -> int:
             print(f"{name}:0: cannot read: {exc.strerror or exc}", file=sys.stderr)
             failed += 1
             continue
-        checked, problems = check_flow(data)
+        checked, problems = check_flow(data, known=known)
         if problems:
             print(format_problems(name, problems), file=sys.stderr)
             failed += 1
