@@ -380,6 +380,9 @@ async def test_visitor_sees_a_variant_converts_with_track_and_the_report_shows_i
     assert stored.meta["bot_ab"]["welcome_offer"]["converted_at"] >= record["exposed_at"]
     assert stored.meta["bot_ab"]["closing"]["converted_at"] is None  # another event converts it
     assert events.of("bot.conversion")[0].data["experiment"] == "welcome_offer"
+    stats = bot.stats()  # exported as kefu_bot_ab_* by the Prometheus plugin
+    assert stats["bot_ab_conversions"] == 1 and stats["bot_ab_tracks"] == 2
+    assert stats["bot_ab_exposures"] >= 1
     await guest.peer.send(op="track", name="no spaces", ref="t3")
     assert (await guest.peer.expect("error", ref="t3"))["code"] == "invalid_field"
     await guest.peer.send(op="track", ref="t4")

@@ -317,4 +317,5 @@ class BotService:
             "bot_flows_rejected": s.rejected,
             "bot_flow_activations": s.activations,
             "bot_flows_active": len(self.registry.active),
+            **{f"bot_ab_{name}": value for name, value in self.ab.counts.items()},
         }
