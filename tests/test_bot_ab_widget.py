@@ -11,22 +11,13 @@ import pytest
 
 from kefu.plugins.bot_intents import service_of as bot_of
 from tests.chat_support import add_site
-from tests.conftest import service_unavailable
 from tests.test_bot_ab import CONFIG, CST, FLOW
-from tests.web_support import launch_browser, open_widget, start_kefu, start_shop, visitor_page
-
-try:
-    from playwright import async_api as playwright_api
-    from playwright.async_api import expect
-except ImportError:  # reported by the test (a failure in CI, never a silent pass)
-    playwright_api = expect = None
+from tests.web_support import chromium, expect, open_widget, start_kefu, start_shop, visitor_page
 
 pytestmark = pytest.mark.timeout(60)
 
 
 async def test_page_calls_kefu_track_and_the_variant_converts(tmp_path):
-    if playwright_api is None:
-        service_unavailable("Playwright for Python (pip install -e '.[dev]')")
     flow = tmp_path / "promo.yaml"
     flow.write_text(FLOW, encoding="utf-8")
     kefu = await start_kefu(tmp_path, CONFIG.format(flow=flow))
@@ -36,8 +27,7 @@ async def test_page_calls_kefu_track_and_the_variant_converts(tmp_path):
         bot = bot_of(kefu.kernel)
         bot.ab.strategy.clock = lambda: datetime(2026, 11, 20, 10, tzinfo=CST)  # no sale
         spec = bot.registry.active_flow("promo").spec
-        async with playwright_api.async_playwright() as playwright:
-            browser = await launch_browser(playwright)
+        async with chromium() as browser:
             page = await visitor_page(browser, f"{shop_base}shop/{site.site.widget_key}")
             # before any conversation: queued or sent, it converts nothing yet
             assert await page.evaluate("typeof window.kefu.track") == "function"
@@ -64,7 +54,6 @@ async def test_page_calls_kefu_track_and_the_variant_converts(tmp_path):
                 await asyncio.sleep(0.05)
             assert found.meta["bot_ab"]["welcome_offer"]["converted_via"] == "track"
             assert page.errors.errors == []
-            await browser.close()
     finally:
         await shop_runner.cleanup()
         await kefu.runner.cleanup()

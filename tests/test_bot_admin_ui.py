@@ -9,10 +9,10 @@ import pytest
 
 from kefu.plugins.bot_intents import service_of as bot_of
 from tests.chat_support import add_site
-from tests.conftest import service_unavailable
 from tests.test_bot_clarify import flow_text, mixed
 from tests.web_support import (
-    launch_browser,
+    chromium,
+    expect,
     open_widget,
     screenshot_path,
     signed_in_agent,
@@ -22,17 +22,10 @@ from tests.web_support import (
     widget_say,
 )
 
-try:
-    from playwright import async_api as playwright_api
-    from playwright.async_api import expect
-except ImportError:  # reported as a failure by service_unavailable, never a silent pass
-    playwright_api = expect = None
 pytestmark = pytest.mark.timeout(60)
 
 
 async def test_admin_sees_a_refused_file_rolls_back_and_the_widget_offers_choices(tmp_path):
-    if playwright_api is None:
-        service_unavailable("Playwright for Python (pip install -e '.[dev]')")
     path = tmp_path / "clarify.yaml"
     path.write_text(flow_text(), encoding="utf-8")
     kefu = await start_kefu(tmp_path, f'[bot]\nflows = ["{path}"]\nwatch = false\n')
@@ -43,8 +36,7 @@ async def test_admin_sees_a_refused_file_rolls_back_and_the_widget_offers_choice
         path.write_text(flow_text().replace("We open at nine.", "We open at ten."), "utf-8")
         second = (await bot.load(str(path))).sha256
         site = await add_site(kefu.kernel)
-        async with playwright_api.async_playwright() as playwright:
-            browser = await launch_browser(playwright)
+        async with chromium() as browser:
             admin = await signed_in_agent(browser, kefu.base, site.site.id, site.admin.email)
             await admin.goto(f"{kefu.base}admin/bot")
             flow = admin.locator('.bot-flow[data-flow="clarify"]')
@@ -88,7 +80,6 @@ async def test_admin_sees_a_refused_file_rolls_back_and_the_widget_offers_choice
                 "A refund"
             )
             assert visitor.errors.errors == []
-            await browser.close()
     finally:
         await shop_runner.cleanup()
         await kefu.runner.cleanup()

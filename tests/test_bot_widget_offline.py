@@ -13,21 +13,15 @@ import pytest_asyncio
 from kefu.core.domain import QUEUED
 from kefu.plugins.bot_intents import service_of as bot_of
 from tests.chat_support import add_site
-from tests.conftest import service_unavailable
 from tests.web_support import (
-    launch_browser,
+    chromium,
+    expect,
     open_widget,
     start_kefu,
     start_shop,
     visitor_page,
     widget_say,
 )
-
-try:
-    from playwright import async_api as playwright_api
-    from playwright.async_api import expect
-except ImportError:  # the browser fixture reports it (a failure in CI, never a silent pass)
-    playwright_api = expect = None
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
@@ -71,12 +65,8 @@ async def kefu(tmp_path_factory):
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def browser():
-    if playwright_api is None:
-        service_unavailable("Playwright for Python (pip install -e '.[dev]')")
-    async with playwright_api.async_playwright() as playwright:
-        chromium = await launch_browser(playwright)
-        yield chromium
-        await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 async def widget_config(kefu, widget_key: str) -> dict:

@@ -16,11 +16,11 @@ import pytest_asyncio
 
 from kefu.core.domain import Visitor, new_id
 from tests.chat_support import add_site
-from tests.conftest import service_unavailable
 from tests.rest_support import add_conversation
 from tests.web_support import (
+    chromium,
     console_say,
-    launch_browser,
+    expect,
     open_conversation,
     open_widget,
     screenshot_path,
@@ -31,11 +31,6 @@ from tests.web_support import (
     widget_say,
 )
 
-try:
-    from playwright import async_api as playwright_api
-    from playwright.async_api import expect
-except ImportError:  # the browser fixture reports it (a failure in CI, never a silent pass)
-    playwright_api = expect = None
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
 WEB_CONFIG = '[web]\ndemo_site = "shop"\n'
@@ -53,12 +48,8 @@ async def kefu(tmp_path_factory):
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def browser():
-    if playwright_api is None:
-        service_unavailable("Playwright for Python (pip install -e '.[dev]')")
-    async with playwright_api.async_playwright() as playwright:
-        chromium = await launch_browser(playwright)
-        yield chromium
-        await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 async def new_site(kefu, site_id: str | None = None):

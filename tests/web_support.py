@@ -3,8 +3,10 @@ Debian's Chromium driven by Playwright, and small page helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,12 @@ from kefu.core.kernel import Kernel
 from kefu.core.web_app import create_app
 from tests.chat_support import PASSWORD, make_kernel
 from tests.conftest import ROOT, service_unavailable
+
+try:
+    from playwright import async_api as playwright_api
+    from playwright.async_api import expect
+except ImportError:  # chromium() reports it: a failure in CI, never a silent pass
+    playwright_api = expect = None
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -70,6 +78,20 @@ async def launch_browser(playwright: Any) -> Any:
     if not Path(CHROMIUM).exists():  # noqa: ASYNC240 (once, before the browser starts)
         service_unavailable(f"Debian's chromium ({CHROMIUM}; `make browser` installs it)")
     return await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    """Debian's Chromium under Playwright, closed on exit; either missing skips the test
+    locally and fails it in CI."""
+    if playwright_api is None:
+        service_unavailable("Playwright for Python (pip install -e '.[dev]')")
+    async with playwright_api.async_playwright() as playwright:
+        browser = await launch_browser(playwright)
+        try:
+            yield browser
+        finally:
+            await browser.close()
 
 
 class PageErrors:
