@@ -98,8 +98,11 @@ async def kefu_event(kernel, event):
 def kefu_rest_endpoints(kernel):
     from kefu.plugins.bot_intents.ab_api import make_ab_endpoints
     from kefu.plugins.bot_intents.api import make_endpoints
+    from kefu.plugins.bot_intents.faq_api import make_faq_endpoints
 
-    return make_endpoints(service_of) + make_ab_endpoints(service_of)
+    return (
+        make_endpoints(service_of) + make_ab_endpoints(service_of) + make_faq_endpoints(service_of)
+    )
 
 
 @hookimpl

@@ -178,6 +178,12 @@ def run_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _faq_cli() -> Any:
+    from kefu.plugins.bot_intents import faq_cli
+
+    return faq_cli
+
+
 def _ab_cli() -> Any:
     from kefu.plugins.bot_intents import ab_cli
 
@@ -191,6 +197,8 @@ SUBCOMMANDS: list[tuple[str, str, Callable[[Any], None], Callable[[Any], int]]] 
      run_validate),
     ("ab-report", "report of an A/B experiment (rates, intervals, sample-ratio check)",
      lambda p: _ab_cli().configure_ab_report(p), lambda a: _ab_cli().run_ab_report(a)),
+    ("mine-faq", "cluster the visitors' questions of stored conversations (FAQ mining)",
+     lambda p: _faq_cli().configure_mine_faq(p), lambda a: _faq_cli().run_mine_faq(a)),
 ]  # fmt: skip
 
 

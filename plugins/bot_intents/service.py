@@ -39,6 +39,7 @@ from kefu.core.types import BotReply
 from kefu.plugins.bot_intents.abtests import AbTests
 from kefu.plugins.bot_intents.classifier import TrainingOptions
 from kefu.plugins.bot_intents.engine import CompiledFlow, Session
+from kefu.plugins.bot_intents.faq import record_turn
 from kefu.plugins.bot_intents.store import FlowStore
 from kefu.plugins.bot_intents.versions import FlowRegistry, FlowRejected
 
@@ -205,6 +206,8 @@ class BotService:
             return None
         self.counts["turns"] += 1
         texts.extend(turn.texts)
+        # FAQ mining reads how the bot did on each visitor message (faq.py)
+        record_turn(conversation, message.seq, turn.matched, turn.handoff is not None)
         ab_events = self.ab.note_turn(conversation, turn, flow)
         await self._save(conversation, session)
         await self.ab.announce(conversation.site_id, ab_events)

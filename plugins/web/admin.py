@@ -21,7 +21,7 @@ from kefu.plugins.web.status import MessageRate, site_status
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("status", "agents", "sites", "routing", "hours", "canned", "bot", "plugins")
+SECTIONS = ("status", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "plugins")
 
 
 class FormError(Exception):
@@ -209,6 +209,9 @@ def make_routes(kernel: Any, pages: Any, rate: MessageRate, forget_origins) -> l
     async def bot_page(request: web.Request) -> web.Response:
         return await show(request, "bot")  # static/admin/bot.js calls /v1/bot/flows
 
+    async def faq_page(request: web.Request) -> web.Response:
+        return await show(request, "faq")  # static/admin/faq.js calls /v1/bot/faq
+
     async def plugins_page(request: web.Request) -> web.Response:
         records = [r.as_dict() for r in kernel.plugins.records]
         return await show(request, "plugins", plugins=records)
@@ -226,5 +229,6 @@ def make_routes(kernel: Any, pages: Any, rate: MessageRate, forget_origins) -> l
         web.get("/admin/hours", hours_page),
         web.get("/admin/canned", canned_page),
         web.get("/admin/bot", bot_page),
+        web.get("/admin/faq", faq_page),
         web.get("/admin/plugins", plugins_page),
     ]
