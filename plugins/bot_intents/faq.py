@@ -210,6 +210,11 @@ class MiningOptions:
     examples: int = 50  # distinct questions kept per cluster (publishing uses them)
     seed: int = 0
     members: bool = False  # report each cluster's question indexes (tests, evaluation)
+    #: sentence embeddings beside the n-gram LSA: "auto" (the installed MiniLM, for mostly
+    #: Latin-script questions), "none", or a model folder (embeddings.py)
+    embedding_model: str = "auto"
+    embedding_layers: int = 0  # all blocks: raw similarity needs the model's last layer
+    embedding_weight: float = 1.0  # the embedding block's share beside the LSA block
 
 
 @dataclass
@@ -237,7 +242,25 @@ class Cluster:
         return out
 
 
-def _vectors(texts: Sequence[str], dims: int, seed: int) -> np.ndarray:
+def _vectors(texts: Sequence[str], options: MiningOptions) -> np.ndarray:
+    """Unit rows: the questions' n-gram LSA vectors, with their sentence embeddings beside
+    them when a model is available (see :class:`MiningOptions`)."""
+    from kefu.plugins.bot_intents.classifier import TrainingOptions, choose_encoder
+
+    lsa = _lsa_vectors(texts, options.dims, options.seed)
+    encoder = choose_encoder(
+        TrainingOptions(
+            embedding_model=options.embedding_model, embedding_layers=options.embedding_layers
+        ),
+        texts,
+    )
+    if encoder is None or options.embedding_weight <= 0:
+        return lsa
+    joined = np.hstack([lsa, encoder.encode(texts) * options.embedding_weight])
+    return (joined / np.linalg.norm(joined, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _lsa_vectors(texts: Sequence[str], dims: int, seed: int) -> np.ndarray:
     from scipy import sparse
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -380,7 +403,7 @@ def mine(
         return report
     weights = np.bincount(key_of, minlength=len(texts)).astype(np.float64)
     progress("vectorising", 0, len(texts))
-    vectors = _vectors(texts, options.dims, options.seed)
+    vectors = _vectors(texts, options)
     progress("vectorising", len(texts), len(texts))
     if len(texts) > options.max_exact:
         progress("grouping near-duplicates", 0, len(texts))

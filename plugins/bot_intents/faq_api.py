@@ -102,7 +102,12 @@ def make_faq_endpoints(service_of: Callable[[Any], Any]) -> list[RestEndpoint]:
         since = q.since
         if q.days is not None:
             since = max(since or 0.0, time.time() - q.days * 86400)
-        options = MiningOptions(threshold=q.threshold, top=q.top, window_days=q.window_days)
+        options = MiningOptions(
+            threshold=q.threshold,
+            top=q.top,
+            window_days=q.window_days,
+            embedding_model=call.kernel.config.section("bot").embedding_model,
+        )
         report = await mine_site(storage, call.site_id, options, since=since)
         return FaqReport(**report)
 

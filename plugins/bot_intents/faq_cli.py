@@ -64,6 +64,12 @@ def configure_mine_faq(p: argparse.ArgumentParser) -> None:
         metavar="DAYS",
         help="trend: the last DAYS against the DAYS before (default 7)",
     )
+    p.add_argument(
+        "--embeddings",
+        metavar="auto|none|FOLDER",
+        help="sentence embeddings beside the n-grams (default: the config's [bot] "
+        "embedding_model; auto uses the installed MiniLM for mostly-Latin questions)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")  # fmt: skip
 
 
@@ -92,7 +98,10 @@ async def _mine(args: argparse.Namespace) -> list[dict]:
     if storage is None:
         raise RuntimeError("no storage backend is enabled")
     options = MiningOptions(
-        threshold=args.threshold, top=max(1, args.top), window_days=args.window_days
+        threshold=args.threshold,
+        top=max(1, args.top),
+        window_days=args.window_days,
+        embedding_model=args.embeddings or kernel.config.section("bot").embedding_model,
     )
     progress = no_progress if args.json else _progress(sys.stderr)
     await storage.open()
