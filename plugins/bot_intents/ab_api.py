@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from kefu.core.errors import ApiError
 from kefu.core.types import RestEndpoint
+from kefu.plugins.bot_intents.api import admin_service
 
 EXPERIMENT_ID = r"[A-Za-z0-9_.:-]{1,64}"
 
@@ -69,11 +70,7 @@ class ReportQuery(BaseModel):
 
 def make_ab_endpoints(service_of: Callable[[Any], Any]) -> list[RestEndpoint]:
     async def service(call: Any) -> Any:
-        await call.require("sites.manage", call.site_id)
-        found = service_of(call.kernel)
-        if found is None:
-            raise ApiError(503, "unavailable", "the bot is not running")
-        return found
+        return await admin_service(call, service_of)
 
     async def list_experiments(call: Any) -> ExperimentList:
         svc = await service(call)

@@ -50,13 +50,18 @@ class FlowSource(BaseModel):
     text: str
 
 
+async def admin_service(call: Any, service_of: Callable[[Any], Any]) -> Any:
+    """The running bot service, for an admin of the call's site (403/503 otherwise)."""
+    await call.require("sites.manage", call.site_id)
+    found = service_of(call.kernel)
+    if found is None:
+        raise ApiError(503, "unavailable", "the bot is not running")
+    return found
+
+
 def make_endpoints(service_of: Callable[[Any], Any]) -> list[RestEndpoint]:
     async def service(call: Any) -> Any:
-        await call.require("sites.manage", call.site_id)
-        found = service_of(call.kernel)
-        if found is None:
-            raise ApiError(503, "unavailable", "the bot is not running")
-        return found
+        return await admin_service(call, service_of)
 
     def visible(svc: Any, site_id: str, flow_id: str | None = None) -> list[dict]:
         flows = []
