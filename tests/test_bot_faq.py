@@ -26,7 +26,6 @@ from kefu.plugins.bot_intents.faq import (
 from kefu.plugins.bot_intents.faq_publish import add_faq_intent
 from kefu.plugins.bot_intents.flow_yaml import load_yaml
 from tests.chat_support import app_kernel, login, make_kernel
-from tests.conftest import service_unavailable
 from tests.routing_support import ROUTING, routing_client, site_of, visitor
 from tests.test_bot_example import shop_config
 from tests.test_bot_flows import Actions
@@ -50,7 +49,10 @@ def test_normalisation_placeholders_and_scripts():
 def test_zipf_sampled_clinc150_log_recovers_the_frequent_intents():
     """Issue 6: at least 8 of the 10 most frequent intents among the top 10 clusters."""
     if not bot_faq_bench.DATASET.is_file():
-        service_unavailable(f"CLINC150 at {bot_faq_bench.DATASET}")
+        # The shared datasets live outside the repository (never copied into it); a
+        # checkout without them cannot run this one: the bench prints the figure.
+        searched = ", ".join(str(d) for d in bot_faq_bench.DATASET_DIRS)
+        pytest.skip(f"CLINC150 not found (searched {searched}; set KEFU_DATASETS)")
     by_intent, sha = bot_faq_bench.load_clinc()
     result = asyncio.run(bot_faq_bench.run_one(by_intent, 0, 10000, 1.0))
     print(f"\nCLINC150 sha256 {sha}: Zipf s=1 log of {result['questions']:,} questions "

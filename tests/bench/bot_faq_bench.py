@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import random
 import sys
 import time
@@ -26,7 +27,18 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DATASET = ROOT.parent / "shared" / "datasets" / "clinc150" / "data_full.json"
+CLINC_FILE = Path("clinc150") / "data_full.json"
+#: Where the shared datasets may be: $KEFU_DATASETS, ../shared/datasets beside the
+#: checkout, or this machine's /work/shared/datasets (a clone elsewhere, e.g. for CI).
+DATASET_DIRS = [
+    *([Path(os.environ["KEFU_DATASETS"])] if os.environ.get("KEFU_DATASETS") else []),
+    ROOT.parent / "shared" / "datasets",
+    Path("/work/shared/datasets"),
+]
+DATASET = next(
+    (d / CLINC_FILE for d in DATASET_DIRS if (d / CLINC_FILE).is_file()),
+    DATASET_DIRS[0] / CLINC_FILE,
+)
 SITE = "zipf"
 
 
