@@ -78,10 +78,13 @@ async def test_console_and_admin_need_a_signed_in_agent(aiohttp_client, tmp_path
     assert (await client.get("/admin/status.json", headers=agent)).status == 403
     admin = await signed_in(client, site, site.admin.email)
     for path in ("/admin/status", "/admin/agents", "/admin/sites", "/admin/routing",
-                 "/admin/hours", "/admin/canned", "/admin/bot", "/admin/plugins"):  # fmt: skip
+                 "/admin/hours", "/admin/canned", "/admin/bot", "/admin/faq",
+                 "/admin/plugins"):  # fmt: skip
         resp = await client.get(path, headers=admin)
         assert resp.status == 200, path
         assert "Content-Security-Policy" in resp.headers
+        page = await resp.text()
+        assert '<a href="/admin/faq" ' in page and ">FAQ</a>" in page and ">Bot</a>" in page
 
 
 async def test_session_cookie_is_httponly_strict_and_needs_the_csrf_header(

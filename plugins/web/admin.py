@@ -22,6 +22,8 @@ from kefu.plugins.web.status import MessageRate, site_status
 log = logging.getLogger(__name__)
 
 SECTIONS = ("status", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "plugins")
+#: Navigation labels where capitalising the section name is not right.
+LABELS = {"faq": "FAQ"}
 
 
 class FormError(Exception):
@@ -70,6 +72,7 @@ def make_routes(kernel: Any, pages: Any, rate: MessageRate, forget_origins) -> l
             f"admin_{section}.html",
             section=section,
             sections=SECTIONS,
+            labels=LABELS,
             site=site,
             me=principal,
             **context,
