@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-from pathlib import Path
 
 
 def configure_ab_report(p: argparse.ArgumentParser) -> None:
@@ -27,19 +25,12 @@ def configure_ab_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _config(arg: str | None) -> str | None:
-    if arg:
-        return arg
-    if os.environ.get("KEFU_CONFIG"):
-        return os.environ["KEFU_CONFIG"]
-    return "kefu.toml" if Path("kefu.toml").exists() else None
-
-
 async def _report(args: argparse.Namespace) -> dict | None:
+    from kefu.core.cli import _config_path
     from kefu.core.kernel import load_kernel
     from kefu.plugins.bot_intents.abtests import experiment_report
 
-    kernel = load_kernel(_config(args.config))
+    kernel = load_kernel(_config_path(args.config))
     storage = kernel.make_storage()
     if storage is None:
         raise RuntimeError("no storage backend is enabled")

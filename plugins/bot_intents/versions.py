@@ -193,8 +193,9 @@ class FlowRegistry:
 
     async def _load(self, sha: str) -> CompiledFlow | None:
         meta = self.kept[sha]
-        raw = self.source_text(sha) if self.store is None else None
-        if self.store is not None:
+        if self.store is None:
+            raw = self.source_text(sha)
+        else:
             raw = await asyncio.to_thread(self.store.read, sha)
         if raw is None:
             log.error("bot flow %s: kept version %s has no content", meta["flow_id"], sha[:12])
