@@ -1,25 +1,149 @@
-"""The message bus interface: in-process by default, Redis Streams across processes."""
+"""The message bus and shared-state interfaces: in-process by default, Redis across processes.
+
+A bus plugin registers a factory through ``kefu_bus_backends``; ``[bus] backend``
+chooses one. The in-process ``memory`` bus and the ``redis`` bus implement the same
+interface and pass the same contract suite (``tests/bus_contract/``), so the
+single-process code paths are the multi-process ones.
+
+Three kinds of delivery:
+
+- **broadcast** (:meth:`Bus.publish` without ``node``): every process that
+  subscribed to the topic gets the payload once;
+- **addressed** (:meth:`Bus.publish` with ``node``): only the process whose
+  :attr:`Bus.node_id` is ``node`` gets it (fan-out to the nodes that hold the
+  recipients' connections, instead of one topic every process decodes);
+- **work queue** (:meth:`Bus.enqueue` / :meth:`Bus.consume`): each entry goes to
+  one consumer of a group, which acknowledges it explicitly; an entry left
+  unacknowledged is claimed by another consumer, and one that failed too often
+  goes to the dead-letter queue ``<queue>:dead``.
+
+Publishing never waits: what is published during one loop tick is sent as one
+batch (one pipeline flush on Redis). The bus is not the durable store: a payload
+may be lost when the bus restarts, and every user of it must be covered by
+something durable (messages by the client's resume from storage).
+
+:class:`SharedState` is the small key-value store that state needed by more than
+one process lives in (presence, long-poll sessions, leases, throttles), with
+expiry and the compare-and-set primitives two processes need to decide once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+#: ``handler(topic, payload)``, called on the event loop for each payload. Keep it
+#: short and non-blocking; an async handler is awaited before the next payload.
 Handler = Callable[[str, bytes], Awaitable[None] | None]
+
+#: Returned by every subscription: call it to stop.
+Unsubscribe = Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One work-queue entry handed to a consumer."""
+
+    queue: str
+    id: str
+    payload: bytes
+    #: 1 the first time it is handed out, more when it was claimed after a consumer died
+    deliveries: int = 1
+
+
+#: ``handler(item)``: process, then ``await bus.ack(item.queue, group, [item.id])``.
+#: An entry whose handler raises stays pending and is handed out again later.
+WorkHandler = Callable[[WorkItem], Awaitable[None]]
+
+
+@runtime_checkable
+class SharedState(Protocol):
+    """Keys shared by every process of an install (strings; values are bytes).
+
+    ``ttl`` is in seconds; a key with a ttl disappears that long after it was
+    last written. Every method is atomic on its own.
+    """
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(
+        self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False
+    ) -> bool:
+        """Write ``value``; with ``only_if_absent`` only when the key does not exist.
+        True when written."""
+
+    async def delete(self, key: str) -> bool:
+        """True when the key existed."""
+
+    async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
+        """Add to an integer key (missing: 0) and return the new value. ``ttl`` is set
+        when the key is created, not extended by later increments (a fixed window)."""
+
+    async def lease(self, key: str, owner: str, ttl: float) -> bool:
+        """Take the lease ``key`` for ``owner``, or renew it if ``owner`` holds it.
+        False while another owner holds it."""
+
+    async def release(self, key: str, owner: str) -> bool:
+        """Give the lease back if ``owner`` holds it; True when it did."""
+
+    async def set_add(self, key: str, members: Iterable[str], *, ttl: float | None = None) -> None:
+        """Add members to the set ``key`` (ttl refreshed for the whole set)."""
+
+    async def set_remove(self, key: str, members: Iterable[str]) -> None: ...
+
+    async def set_members(self, key: str) -> set[str]: ...
 
 
 @runtime_checkable
 class Bus(Protocol):
+    """What every bus backend offers. One instance per process (per kernel)."""
+
     name: str
+    #: this process's address on the bus: unique among the processes sharing it
+    node_id: str
+    #: keys shared by every process on this bus
+    state: SharedState
 
     async def open(self) -> None:
-        """Connect. Called once at start-up."""
+        """Connect. Called once at start-up, before any other method."""
 
     async def close(self) -> None:
-        """Stop delivering and disconnect. Called once at shutdown."""
+        """Send what is still queued, stop every subscription and consumer, disconnect."""
 
-    async def publish(self, topic: str, payload: bytes) -> None:
-        """Deliver ``payload`` to every subscriber of ``topic`` in every process."""
+    def publish(self, topic: str, payload: bytes, *, node: str | None = None) -> None:
+        """Queue ``payload`` for the subscribers of ``topic``: in every process, or with
+        ``node`` only in that process. Never blocks; sent at the end of the loop tick
+        together with everything else published in it, in publish order."""
 
-    def subscribe(self, topic: str, handler: Handler) -> Callable[[], None]:
-        """Call ``handler(topic, payload)`` for each message; returns an unsubscribe function."""
+    async def flush(self) -> None:
+        """Return once everything published so far was handed to the bus."""
+
+    def subscribe(self, topic: str, handler: Handler, *, after: str | None = None) -> Unsubscribe:
+        """Call ``handler(topic, payload)`` for each payload published to ``topic`` from
+        now on (broadcast, and addressed to this node). ``after`` (a position returned
+        by :meth:`position`) first delivers what was published after it, as far as the
+        bus still holds it."""
+
+    def position(self, topic: str) -> str | None:
+        """The position of the last payload of ``topic`` delivered in this process
+        (None before the first one): hand it to :meth:`subscribe` to resume from there."""
+
+    async def enqueue(self, queue: str, payload: bytes) -> str:
+        """Add an entry to a work queue; returns its id once the bus holds it."""
+
+    def consume(
+        self,
+        queue: str,
+        group: str,
+        handler: WorkHandler,
+        *,
+        claim_idle: float = 30.0,
+        max_deliveries: int = 5,
+    ) -> Unsubscribe:
+        """Become one consumer of ``group`` on ``queue``: each entry goes to one consumer
+        of the group. Entries unacknowledged for ``claim_idle`` seconds are handed to a
+        live consumer again; after ``max_deliveries`` they move to ``<queue>:dead``."""
+
+    async def ack(self, queue: str, group: str, ids: Sequence[str]) -> None:
+        """Acknowledge entries handed to this group's consumers: they are done."""

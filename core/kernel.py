@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from kefu.core import config as config_mod
 from kefu.core.bus import Bus
+from kefu.core.delivery import Delivery, Gateway
 from kefu.core.errors import ConfigError
 from kefu.core.facade import HookFacade, choose_named
 from kefu.core.hookcall import HookFailures
@@ -33,11 +35,16 @@ class Kernel:
         self.hooks = HookFacade(self.pm, self, self.failures)
         self.storage: StorageBackend | None = None
         self.bus: Bus | None = None
+        #: the store-and-deliver path (set by the gateway plugin while it runs)
+        self.delivery: Delivery | None = None
+        #: what transports drive (set by the gateway plugin while it runs)
+        self.gateway: Gateway | None = None
         self.started = False
         self.reload_failures = 0
         self.announcements: list[str] = []
         self.listen: tuple[str, int] | None = None  # set by the server before start-up
         self._plugin_state: dict[str, Any] = {}
+        self._tasks: set[asyncio.Task] = set()
 
     # -- per-kernel plugin state --------------------------------------------
     def plugin_state(self, key: str, factory: Callable[[Kernel], Any]) -> Any:
@@ -58,6 +65,27 @@ class Kernel:
     def drop_plugin_state(self, key: str) -> Any | None:
         """Forget the state kept under ``key`` (at shutdown) and return it."""
         return self._plugin_state.pop(key, None)
+
+    # -- background work ---------------------------------------------------
+    def spawn(self, work: Awaitable[Any], name: str) -> asyncio.Task:
+        """Run ``work`` as a background task: referenced until done, logged if it fails,
+        cancelled at shutdown (:meth:`cancel_tasks`)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def cancel_tasks(self) -> None:
+        """Cancel every task started with :meth:`spawn` and wait for them."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- services chosen by name -----------------------------------------
     def make_storage(self) -> StorageBackend | None:
