@@ -86,6 +86,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                 await _run_start(plugin, start, kernel)
             if stop is not None:
                 stack.push_async_callback(_run_stop, plugin, stop, kernel)
+        stack.push_async_callback(kernel.cancel_tasks)  # first thing at shutdown
         if kernel.config_path and kernel.config.server.reload:
             watcher = asyncio.create_task(watch_config(kernel), name="kefu-config-watch")
             stack.callback(watcher.cancel)

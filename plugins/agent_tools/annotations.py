@@ -70,7 +70,7 @@ class Annotations:
             conversation.meta = {**conversation.meta, "notes": notes}
 
         await self.edits.conversation(found.site_id, found.id, append)
-        gateway = getattr(self.kernel, "gateway", None)
+        gateway = self.kernel.delivery
         if gateway is not None:
             frame = {"op": "note", "conversation_id": found.id, "note": note}
             await gateway.publish_agents(found.site_id, frame, watchers_of=found.id)
@@ -113,7 +113,7 @@ class Annotations:
             return tags
 
         _, tags = await self.edits.conversation(found.site_id, found.id, change)
-        gateway = getattr(self.kernel, "gateway", None)
+        gateway = self.kernel.delivery
         if gateway is not None:
             frame = {"op": "tags", "conversation_id": found.id, "tags": tags, "by": principal.id}
             await gateway.publish_site_agents(found.site_id, frame)
@@ -134,7 +134,7 @@ class Annotations:
         if not self.settings.csat:
             return
         found = await self.kernel.storage.get_conversation(site_id, conversation_id)
-        gateway = getattr(self.kernel, "gateway", None)
+        gateway = self.kernel.delivery
         if found is None or found.assignee_id is None or gateway is None or "rating" in found.meta:
             return
         frame = {"op": "csat_request", "conversation_id": found.id, "scale": CSAT_SCALE}

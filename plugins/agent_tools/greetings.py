@@ -41,7 +41,7 @@ class Greetings:
 
     @property
     def gateway(self) -> Any:
-        return getattr(self.kernel, "gateway", None)
+        return self.kernel.delivery
 
     # -- welcome ----------------------------------------------------------------------
     async def welcome_text(self, site_id: str) -> tuple[str, str]:
@@ -77,9 +77,8 @@ class Greetings:
                 return
             text = render(template, await values_for(self.kernel, conversation))
             message = Message(site_id, conversation_id, "welcome", "system", "welcome", text=text)
-            stored, created = await self.kernel.storage.append_message(message)
-            if created and self.gateway is not None:
-                await self.gateway.publish_message(conversation, stored)
+            if self.gateway is not None:
+                await self.gateway.deliver(conversation, message, transport="system")
         except Exception:
             log.exception("welcome message for %s failed", conversation_id)
 
@@ -110,15 +109,16 @@ class Greetings:
             text=text,
             meta={"offline": True},
         )
-        stored, fresh = await kernel.storage.append_message(message)
+        if self.gateway is not None:
+            stored, _ = await self.gateway.deliver(conversation, message, transport="offline")
+        else:  # no gateway running: stored all the same, delivered on the next resume
+            stored, _ = await kernel.storage.append_message(message)
         note = {"name": name, "email": email, "text": text, "seq": stored.seq, "at": time.time()}
 
         def mark(record: Conversation) -> None:
             record.meta = {**record.meta, "offline": note}
 
         conversation, _ = await self.edits.conversation(site_id, conversation.id, mark)
-        if fresh and self.gateway is not None:
-            await self.gateway.publish_message(conversation, stored)
         if created:
             await self._announce_new(conversation, department)
         await kernel.emit(

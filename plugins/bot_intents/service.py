@@ -224,7 +224,8 @@ class BotService:
         if event.type == "conversation.started":
             self.later(self.greet(site_id, data["conversation_id"]))
         elif event.type == "message.stored" and data.get("sender_kind") == "visitor":
-            await self.turn(site_id, data["conversation_id"], int(data["seq"]))
+            # off the sender's read loop: its ack is out already, the turn follows
+            self.later(self._turn_if_bot(site_id, data["conversation_id"], int(data["seq"])))
 
     async def greet(self, site_id: str, conversation_id: str) -> None:
         try:
@@ -246,6 +247,17 @@ class BotService:
                 await self.ab.announce(site_id, ab_events)
         except Exception:
             log.exception("bot greeting for %s failed", conversation_id)
+
+    async def _turn_if_bot(self, site_id: str, conversation_id: str, seq: int) -> None:
+        delivery = self.kernel.delivery
+        if delivery is not None:  # the cached record: most conversations are not the bot's
+            cached = await delivery.conversation(site_id, conversation_id)
+            if cached is None or cached.state != BOT:
+                return
+        try:
+            await self.turn(site_id, conversation_id, seq)
+        except Exception:
+            log.exception("bot turn for %s (seq %s) failed", conversation_id, seq)
 
     async def turn(self, site_id: str, conversation_id: str, seq: int) -> None:
         """Answer the visitor's message ``seq`` if the conversation is the bot's."""
@@ -269,7 +281,9 @@ class BotService:
     async def _deliver(
         self, conversation: Conversation, texts: tuple[str, ...], key: str, choices: tuple = ()
     ) -> None:
-        gateway = getattr(self.kernel, "gateway", None)
+        delivery = self.kernel.delivery
+        if delivery is None:
+            return
         sender = (conversation.meta.get(META_KEY) or {}).get("flow_id") or "bot"
         for i, text in enumerate(texts):
             message = Message(
@@ -277,9 +291,7 @@ class BotService:
             )
             if choices and i == len(texts) - 1:  # quick replies (meta.choices) with the last
                 message.meta = {"choices": list(choices)}
-            stored, created = await self.kernel.storage.append_message(message)
-            if created and gateway is not None:
-                await gateway.publish_message(conversation, stored)
+            await delivery.deliver(conversation, message, transport="bot")
 
     async def hand_off(
         self, conversation: Conversation, reason: str | None, department: str | None

@@ -37,14 +37,14 @@ def kefu_transport_frame_handlers(kernel):
 async def kefu_startup(kernel):
     gateway = _gateway(kernel)
     await gateway.start()
-    kernel.gateway = gateway
+    kernel.gateway = kernel.delivery = gateway
 
 
 @hookimpl
 async def kefu_shutdown(kernel):
     gateway = kernel.drop_plugin_state("gateway")
     if gateway is not None:
-        kernel.gateway = None
+        kernel.gateway = kernel.delivery = None
         await gateway.stop()
 
 

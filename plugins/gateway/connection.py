@@ -33,6 +33,7 @@ class Connection:
         "close_reason",
         "closed",
         "id",
+        "inbox",
         "last_typing",
         "opened_at",
         "principal",
@@ -42,6 +43,7 @@ class Connection:
         "strikes",
         "transport",
         "watching",
+        "worker",
     )
 
     def __init__(
@@ -68,6 +70,9 @@ class Connection:
         self.shed = 0  # ephemeral frames dropped so far
         self.last_typing: tuple[str, bool, float] | None = None
         self._outbox: deque[tuple[bytes, bool]] = deque()
+        #: frames admitted (rate-checked at arrival) and waiting for :attr:`worker`
+        self.inbox: deque[dict] = deque()
+        self.worker: asyncio.Future | None = None
         self._limit = outbox_frames
         self._shed_at = max(1, int(outbox_frames * shed_ephemeral_at))
         self._waiter: asyncio.Future | None = None

@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 
 from kefu.core.domain import BOT, QUEUED, RESOLVED, Conversation, Message, new_id
-from kefu.core.types import PipelineReject
 from kefu.plugins.gateway.connection import Connection
 from kefu.plugins.gateway.frames import (
     GatewayError,
@@ -61,6 +60,7 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
                 if await kernel.hooks.bot_takes(conversation):  # routing waits for a handoff
                     conversation.state = BOT
                 conversation = await kernel.storage.create_conversation(conversation)
+        gateway.remember(conversation)  # the first message needs no storage read
         gateway.registry.watch(conn, conversation.id)
         view = conversation_view(conversation)
         if created:
@@ -79,7 +79,6 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
         return {"op": "started", "conversation": view, "created": created}
 
     async def send(conn: Connection, frame: dict) -> None:
-        received = time.perf_counter()
         p = conn.principal
         conversation_id = string_field(frame, "conversation_id", max_len=64)
         cid = string_field(frame, "cid", max_len=64)
@@ -108,32 +107,18 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
             text=text,
             attachment=attachment,
         )
-        message = await _run_pipeline(gateway, conn, conversation, message)
-        stored, created = await kernel.storage.append_message(message)
-        if created:
-            await gateway.publish_conversation(
-                conversation, message_frame(stored), origin=conn, seq=stored.seq
-            )
-        gateway.registry.watch(conn, conversation_id)
-        ack = {"op": "ack", "cid": cid, "seq": stored.seq, "conversation_id": conversation_id}
-        if not created:
-            ack["duplicate"] = True
-        if frame.get("ref") is not None:
-            ack["ref"] = frame["ref"]
-        gateway.send(conn, ack)
-        if created:
-            await kernel.emit(
-                "message.stored",
-                p.site_id,
-                conversation_id=conversation_id,
-                seq=stored.seq,
-                cid=cid,
-                sender_kind=p.kind,
-                sender_id=p.id,
-                message_type=kind,
-                transport=conn.transport,
-                ack_ms=(time.perf_counter() - received) * 1000.0,
-            )
+        watch = gateway.registry.watch
+
+        def ack(stored: Message, created: bool) -> None:
+            watch(conn, conversation_id)
+            reply = {"op": "ack", "cid": cid, "seq": stored.seq, "conversation_id": conversation_id}
+            if not created:
+                reply["duplicate"] = True
+            if frame.get("ref") is not None:
+                reply["ref"] = frame["ref"]
+            gateway.send(conn, reply)
+
+        await gateway.deliver(conversation, message, origin=conn, ack=ack)
 
     async def resume(conn: Connection, frame: dict) -> dict:
         conversation_id = string_field(frame, "conversation_id", max_len=64)
@@ -292,44 +277,3 @@ def _attachment(value: Any, *, required: bool) -> dict[str, Any] | None:
     if len(orjson.dumps(value)) > MAX_ATTACHMENT_BYTES:
         raise GatewayError("invalid_field", "attachment is too large", field="attachment")
     return value
-
-
-async def _run_pipeline(gateway: Any, conn: Connection, conversation, message: Message) -> Message:
-    """Every processor in priority order; identity fields cannot be changed by a processor."""
-    context = {
-        "kernel": gateway.kernel,
-        "connection": conn,
-        "conversation": conversation,
-        "principal": conn.principal,
-    }
-    fixed = (
-        message.site_id,
-        message.conversation_id,
-        message.cid,
-        message.sender_kind,
-        message.sender_id,
-    )
-    for processor in gateway.processors:
-        try:
-            result = await processor.process(message, context)
-        except PipelineReject as exc:
-            await gateway.kernel.emit(
-                "message.rejected",
-                message.site_id,
-                conversation_id=message.conversation_id,
-                cid=message.cid,
-                processor=processor.name,
-                code=exc.code,
-            )
-            raise GatewayError("rejected", exc.message, reason=exc.code, cid=message.cid) from None
-        if result is not None:
-            message = result
-    (
-        message.site_id,
-        message.conversation_id,
-        message.cid,
-        message.sender_kind,
-        message.sender_id,
-    ) = fixed
-    message.seq = 0
-    return message

@@ -1,6 +1,8 @@
 """The gateway: connections in, frames dispatched by ``op``, deliveries fanned out via the bus.
 
-Transports reach it as ``kernel.gateway`` (set while the gateway plugin runs):
+It implements :class:`kefu.core.delivery.Gateway` for transports (``kernel.gateway``)
+and :class:`kefu.core.delivery.Delivery` for every producer of messages
+(``kernel.delivery``), both set while the gateway plugin runs:
 
 - ``principal = await gateway.authenticate(request, token)`` (None: refuse with
   ``invalid_token``);
@@ -11,36 +13,34 @@ Transports reach it as ``kernel.gateway`` (set while the gateway plugin runs):
 - ``await conn.take()`` for what to write to the client;
 - ``await gateway.close(conn, reason)`` when the transport is done.
 
-Deliveries go through ``kernel.bus`` (topic :data:`ENVELOPE_TOPIC`) so that
-several worker processes serve one site: each process fans a delivery out to
-the connections it holds. A frame is serialised once, however many receive it.
+Messages are stored and delivered by :meth:`deliver` (:mod:`.delivery`); frames
+are fanned out through ``kernel.bus`` (:mod:`.fanout`) so that several worker
+processes serve one site. A frame is serialised once, however many receive it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
 
-from kefu.core.domain import Conversation, Message
+from kefu.core.domain import Conversation
 from kefu.core.errors import ApiError
 from kefu.core.storage import StorageError
 from kefu.core.types import Principal
 from kefu.plugins.gateway.connection import Connection
+from kefu.plugins.gateway.delivery import FORGET_TOPIC, Store
+from kefu.plugins.gateway.fanout import Fanout
 from kefu.plugins.gateway.frames import (
     ENVELOPE_TOPIC,
     PROTOCOL_VERSION,
     GatewayError,
-    envelope,
     error_frame,
-    message_frame,
-    open_envelope,
 )
 from kefu.plugins.gateway.registry import Registry
 from kefu.plugins.gateway.stats import GatewayStats
@@ -49,11 +49,31 @@ log = logging.getLogger(__name__)
 
 #: Frames one batch (a long-poll ``send``) may carry.
 BATCH_FRAMES = 64
-#: Conversations kept in the cache of :meth:`Gateway.conversation_for` at most.
-CACHE_MAX = 50_000
+#: Longest ``ref`` a client may have echoed (a string; numbers are always fine).
+MAX_REF_CHARS = 128
+#: Seconds a closing connection waits for the frames it already sent to be processed.
+CLOSE_DRAIN_S = 5.0
 
 
-class Gateway:
+def _bounded(ref: Any) -> Any:
+    """``ref`` if it may be echoed (a short string or a number), else None."""
+    if isinstance(ref, str):
+        return ref if len(ref) <= MAX_REF_CHARS else None
+    if isinstance(ref, (int, float)) and not isinstance(ref, bool):
+        return ref
+    return None
+
+
+def _ref_of(data: str | bytes) -> Any:
+    """The ``ref`` of an oversized frame, so its error can name it."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return _bounded(parsed.get("ref")) if isinstance(parsed, dict) else None
+
+
+class Gateway(Store, Fanout):
     """Transport-independent messaging core; one per kernel."""
 
     def __init__(self, kernel: Any) -> None:
@@ -61,7 +81,7 @@ class Gateway:
         self.registry = Registry(self.settings.shards)
         self.handlers: dict[str, Callable] = {}
         self.processors: list[Any] = []
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
         self._locks: dict[Any, list] = {}
         self._conversations: dict[tuple[str, str], tuple[Conversation, float]] = {}
         self.stats = GatewayStats()
@@ -74,14 +94,18 @@ class Gateway:
     async def start(self) -> None:
         self.handlers = self.kernel.hooks.transport_frame_handlers()
         self.processors = self.kernel.hooks.pipeline_processors()
-        if self.kernel.bus is not None:
-            self._unsubscribe = self.kernel.bus.subscribe(ENVELOPE_TOPIC, self._on_bus)
+        bus = self.kernel.bus
+        if bus is not None:
+            self._unsubscribe = [
+                bus.subscribe(ENVELOPE_TOPIC, self._on_bus),
+                bus.subscribe(FORGET_TOPIC, self._on_forget),
+            ]
         log.info("gateway ready; ops: %s", ", ".join(sorted(self.handlers)))
 
     async def stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
         await self.close_all("shutdown")
 
     async def close_all(self, reason: str) -> None:
@@ -90,6 +114,16 @@ class Gateway:
             await self.close(conn, reason)
 
     # -- connections ---------------------------------------------------------------
+    def connections(self, site_id: str | None = None) -> Iterator[Connection]:
+        """Connections open in this process (of one site when given)."""
+        for conn in self.registry:
+            if site_id is None or conn.principal.site_id == site_id:
+                yield conn
+
+    def agent_connections(self, site_id: str) -> set[Connection]:
+        """Agent connections of a site open in this process."""
+        return set(self.registry.site_agents(site_id))
+
     async def authenticate(self, request: Any, token: str | None) -> Principal | None:
         principal = await self.kernel.hooks.authenticate(request, token)
         return principal if principal and principal.kind in ("visitor", "agent") else None
@@ -124,7 +158,21 @@ class Gateway:
         return conn
 
     async def close(self, conn: Connection, reason: str) -> None:
-        """Unregister ``conn`` (idempotent) and tell the ``transport_disconnected`` listeners."""
+        """Unregister ``conn`` (idempotent) and tell the ``transport_disconnected`` listeners.
+
+        A client that closed gets the frames it had sent processed first (its last
+        ``send`` is stored and acknowledged to its other tabs' view of storage).
+        """
+        worker = conn.worker
+        if (
+            reason == "client_closed"
+            and worker is not None
+            and not conn.closed
+            and worker is not asyncio.current_task()
+        ):
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                async with asyncio.timeout(CLOSE_DRAIN_S):
+                    await asyncio.shield(worker)
         conn.close(reason)
         if self.registry.get(conn.id) is not conn:
             return
@@ -134,51 +182,100 @@ class Gateway:
 
     # -- inbound frames ------------------------------------------------------------
     async def receive(self, conn: Connection, data: str | bytes, *, batch: bool = False) -> None:
-        """Handle one raw client frame or, with ``batch``, also a JSON array of frames.
+        """Take one raw client frame or, with ``batch``, also a JSON array of frames.
 
-        Every frame is held to ``max_frame_bytes``; a batch to :data:`BATCH_FRAMES` of them.
+        Every frame is held to ``max_frame_bytes``; a batch to :data:`BATCH_FRAMES` of
+        them. Frames are charged to the rate limit here, when they arrive, and queued
+        for the connection's worker, which processes them one at a time in order: a
+        slow store delays a client's frames but never makes them count twice against
+        its rate, and the transport keeps reading meanwhile. With ``batch`` (a
+        long-poll ``send``) this returns once the batch was processed.
         """
+        frames = self._parse(conn, data, batch)
+        admitted = [frame for frame in frames if self._admit(conn, frame)]
+        if not admitted or conn.closed:
+            return
+        conn.inbox.extend(admitted)
+        worker = conn.worker
+        if worker is None:
+            worker = conn.worker = asyncio.ensure_future(self._work(conn))
+        if batch:
+            await asyncio.shield(worker)
+
+    def _parse(self, conn: Connection, data: str | bytes, batch: bool) -> list[Any]:
         limit = self.settings.max_frame_bytes
         if len(data) > limit * (BATCH_FRAMES if batch else 1):
-            self.send(conn, error_frame("frame_too_large", f"frames are limited to {limit} bytes"))
-            return
+            ref = _ref_of(data) if len(data) <= 4 * limit * BATCH_FRAMES else None
+            self.send(conn, error_frame("frame_too_large", f"frames are limited to {limit}", ref))
+            return []
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
             self.send(conn, error_frame("bad_json", "the frame is not valid JSON"))
-            return
+            return []
         if not (batch and isinstance(parsed, list)):
             if len(data) > limit:
-                self.send(conn, error_frame("frame_too_large", f"frames are limited to {limit}"))
-                return
-            parsed = (parsed,)
-        elif len(parsed) > BATCH_FRAMES:
+                ref = parsed.get("ref") if isinstance(parsed, dict) else None
+                self.send(
+                    conn,
+                    error_frame("frame_too_large", f"frames are limited to {limit}", _bounded(ref)),
+                )
+                return []
+            return [parsed]
+        if len(parsed) > BATCH_FRAMES:
             self.send(conn, error_frame("frame_too_large", f"at most {BATCH_FRAMES} frames"))
-            return
+            return []
+        if len(data) <= limit:
+            return parsed
+        kept = []
         for frame in parsed:
-            if len(data) > limit and len(orjson.dumps(frame)) > limit:
-                self.send(conn, error_frame("frame_too_large", f"frames are limited to {limit}"))
-                continue
-            await self.dispatch(conn, frame)
+            if len(orjson.dumps(frame)) > limit:
+                ref = frame.get("ref") if isinstance(frame, dict) else None
+                self.send(
+                    conn,
+                    error_frame("frame_too_large", f"frames are limited to {limit}", _bounded(ref)),
+                )
+            else:
+                kept.append(frame)
+        return kept
 
-    async def dispatch(self, conn: Connection, frame: Any) -> None:
-        if conn.closed:
-            return
+    def _admit(self, conn: Connection, frame: Any) -> bool:
+        """Shape and rate checks at arrival; False when the frame was answered already."""
         if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
             self.send(conn, error_frame("bad_frame", "a frame is a JSON object with a string op"))
+            return False
+        ref = frame.get("ref")
+        if ref is not None and _bounded(ref) is None:
+            message = f"ref must be a string of at most {MAX_REF_CHARS} characters or a number"
+            self.send(conn, error_frame("invalid_field", message, field="ref"))
+            return False
+        if conn.allow():
+            return True
+        if conn.strikes >= self.settings.flood_close_after:
+            conn.close("flood")
+        elif conn.strikes == 1 or conn.strikes % 10 == 0:  # do not flood back
+            error = error_frame("rate_limited", "slow down; frame not processed", ref)
+            self.send(conn, error, ephemeral=True)
+        return False
+
+    async def _work(self, conn: Connection) -> None:
+        inbox = conn.inbox
+        try:
+            while inbox and not conn.closed:
+                await self.dispatch(conn, inbox.popleft())
+        finally:
+            inbox.clear()
+            conn.worker = None
+
+    async def dispatch(self, conn: Connection, frame: Any) -> None:
+        """Process one admitted frame and queue its reply."""
+        if conn.closed:
             return
         ref = frame.get("ref")
         handler = self.handlers.get(frame["op"])
         op = frame["op"] if handler is not None else "unknown"
         stats = self.stats
         stats.frames_in[op] = stats.frames_in.get(op, 0) + 1
-        if not conn.allow():
-            if conn.strikes >= self.settings.flood_close_after:
-                conn.close("flood")
-            elif conn.strikes == 1 or conn.strikes % 10 == 0:  # do not flood back
-                error = error_frame("rate_limited", "slow down; frame not processed", ref)
-                self.send(conn, error, ephemeral=True)
-            return
         if handler is None:
             self.send(conn, error_frame("unknown_op", f"unknown op {frame['op']!r}", ref))
             return
@@ -220,42 +317,18 @@ class Gateway:
     ) -> Conversation:
         """The conversation, if the connection's principal may ``action`` it.
 
-        Sends, typing and receipts read it from a short-lived cache (``conversation_cache_ttl``):
-        a storage read per message would cost more than the write (measured on SQLite, 5x
-        fewer messages per second). ``fresh`` reads storage.
+        Sends, typing and receipts read the cache of :meth:`conversation` (kept fresh
+        by invalidations in every process); ``fresh`` reads storage.
         """
-        principal = conn.principal
-        key = (principal.site_id, conversation_id)
-        cached = None if fresh else self._conversations.get(key)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
-            conversation = cached[0]
-        else:
-            conversation = await self.kernel.storage.get_conversation(*key)
-            if conversation is None:
-                raise GatewayError("conversation_not_found", "no such conversation in your site")
-            self.remember(conversation, now)
-        if not await self.kernel.hooks.permits(principal, action, conversation):
+        site_id = conn.principal.site_id
+        if fresh:
+            self._conversations.pop((site_id, conversation_id), None)
+        conversation = await self.conversation(site_id, conversation_id)
+        if conversation is None:
+            raise GatewayError("conversation_not_found", "no such conversation in your site")
+        if not await self.kernel.hooks.permits(conn.principal, action, conversation):
             raise GatewayError("forbidden", f"you may not {action} this conversation")
         return conversation
-
-    def remember(self, conversation: Conversation, now: float | None = None) -> None:
-        """Cache a conversation record (treated as read-only by every reader)."""
-        ttl = self.settings.conversation_cache_ttl
-        if ttl <= 0:
-            return
-        cache = self._conversations
-        if len(cache) >= CACHE_MAX:
-            for stale in list(itertools.islice(cache, CACHE_MAX // 4)):
-                del cache[stale]
-        key = (conversation.site_id, conversation.id)
-        cache.pop(key, None)
-        cache[key] = (conversation, (time.monotonic() if now is None else now) + ttl)
-
-    def forget(self, site_id: str | None, conversation_id: str) -> None:
-        """Drop a cached conversation (its state or assignee changed in this process)."""
-        if site_id is not None:
-            self._conversations.pop((site_id, conversation_id), None)
 
     @contextlib.asynccontextmanager
     async def serialized(self, key: Any) -> AsyncIterator[None]:
@@ -269,129 +342,3 @@ class Gateway:
             entry[1] -= 1
             if entry[1] == 0:
                 del self._locks[key]
-
-    # -- fan-out ---------------------------------------------------------------------
-    async def publish_conversation(
-        self,
-        conversation: Conversation,
-        frame: dict[str, Any],
-        *,
-        origin: Connection | None = None,
-        seq: int = 0,
-        ephemeral: bool = False,
-    ) -> None:
-        """Deliver to the visitor's connections and every watcher, in every process."""
-        header = {
-            "k": "c",
-            "op": frame.get("op", "unknown"),
-            "t": frame.get("created_at", 0) if seq else 0,  # delivery latency
-            "s": conversation.site_id,
-            "c": conversation.id,
-            "v": conversation.visitor_id,
-            "q": seq,
-            "e": ephemeral,
-            "o": origin.id if origin else "",
-            "p": f"{origin.principal.kind}:{origin.principal.id}" if origin else "",
-        }
-        await self._publish(envelope(orjson.dumps(frame), **header))
-
-    async def publish_message(
-        self, conversation: Conversation, message: Message, *, origin: Connection | None = None
-    ) -> None:
-        """Deliver a stored message (a plugin's system or bot message) like a sent one."""
-        frame = message_frame(message)
-        await self.publish_conversation(conversation, frame, origin=origin, seq=message.seq)
-
-    async def publish_visitor(self, conversation: Conversation, frame: dict[str, Any]) -> None:
-        """Deliver to the conversation's visitor only (every tab), not to watching agents."""
-        header = {
-            "k": "v",
-            "op": frame.get("op", "unknown"),
-            "s": conversation.site_id,
-            "v": conversation.visitor_id,
-        }
-        await self._publish(envelope(orjson.dumps(frame), **header))
-
-    async def publish_agents(
-        self,
-        site_id: str,
-        frame: dict[str, Any],
-        *,
-        agent_ids: list[str] | None = None,
-        watchers_of: str | None = None,
-        watch: str | None = None,
-    ) -> None:
-        """Deliver to agent connections of a site, in every process: only those of
-        ``agent_ids`` when given, only those watching ``watchers_of`` when given (never
-        the visitor: private notes travel this way). Each connection reached starts
-        watching ``watch`` when given (an agent given a conversation receives it)."""
-        header = {
-            "k": "g",
-            "op": frame.get("op", "unknown"),
-            "s": site_id,
-            "a": agent_ids,
-            "c": watchers_of,
-            "w": watch,
-        }
-        await self._publish(envelope(orjson.dumps(frame), **header))
-
-    async def publish_site_agents(
-        self,
-        site_id: str,
-        frame: dict[str, Any],
-        *,
-        origin: Connection | None = None,
-        ephemeral: bool = False,
-    ) -> None:
-        """Deliver to every agent connection of a site, in every process."""
-        header = {
-            "k": "a",
-            "op": frame.get("op", "unknown"),
-            "s": site_id,
-            "e": ephemeral,
-            "o": origin.id if origin else "",
-        }
-        await self._publish(envelope(orjson.dumps(frame), **header))
-
-    async def _publish(self, payload: bytes) -> None:
-        if self.kernel.bus is None:
-            self._on_bus(ENVELOPE_TOPIC, payload)
-        else:
-            await self.kernel.bus.publish(ENVELOPE_TOPIC, payload)
-
-    def _on_bus(self, topic: str, payload: bytes) -> None:
-        try:
-            head, frame = open_envelope(payload)
-        except (ValueError, TypeError):
-            log.warning("dropped a malformed gateway envelope")
-            return
-        site_id, origin, ephemeral = head.get("s"), head.get("o"), bool(head.get("e"))
-        conversation_id = head.get("c")
-        kind = head.get("k")
-        if kind == "a":
-            targets = self.registry.site_agents(site_id)
-        elif kind == "v":
-            targets = self.registry.visitor(site_id, head.get("v"))
-        elif kind == "g":
-            targets = self.registry.agents(site_id, head.get("a"), head.get("c"), head.get("w"))
-        else:
-            targets = self.registry.visitor(site_id, head.get("v")) | self.registry.watchers(
-                conversation_id
-            )
-        seq, sender = head.get("q") or 0, head.get("p")
-        pushed = 0
-        for conn in targets:
-            p = conn.principal
-            if conn.id == origin or p.site_id != site_id:
-                continue
-            if ephemeral and sender and sender == f"{p.kind}:{p.id}":
-                continue  # nobody needs their own typing or read receipts back
-            if seq and conn.replaying is not None and conversation_id in conn.replaying:
-                conn.replaying[conversation_id].append((seq, frame))
-            elif conn.push(frame, ephemeral):
-                pushed += 1
-        if pushed:
-            stats, op = self.stats, head.get("op") or "unknown"
-            stats.frames_out[op] = stats.frames_out.get(op, 0) + pushed
-            if stats.armed and head.get("t"):
-                stats.delivery.observe(max(0.0, time.time() - head["t"]))

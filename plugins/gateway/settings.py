@@ -25,8 +25,9 @@ class GatewaySettings(Section):
     flood_close_after: int = Field(200, ge=1)
     #: Messages replayed by one ``resume``; the reply says ``more`` when there are more.
     replay_max: int = Field(500, ge=1)
-    #: Seconds a conversation record read for a send stays cached (0: read every time).
-    #: Changes made in this process drop it at once; other processes' changes show after this.
-    conversation_cache_ttl: float = Field(2.0, ge=0, le=60)
+    #: Seconds a conversation record read for a send stays cached at most (0: read every
+    #: time). Changes drop it at once in every process (an invalidation on the bus); the
+    #: ttl only bounds a copy whose change announced nothing.
+    conversation_cache_ttl: float = Field(300.0, ge=0, le=3600)
     #: Shards of the connection registry.
     shards: int = Field(16, ge=1, le=1024)

@@ -65,7 +65,7 @@ class GatewayStats:
 
 @hookimpl
 def kefu_stats(kernel):
-    gateway = getattr(kernel, "gateway", None)
+    gateway = kernel.existing_plugin_state("gateway")
     if gateway is None:
         return None
     return gateway.stats.snapshot(gateway.registry)

@@ -104,7 +104,7 @@ class Presence:
         extra: dict[str, Any] = {} if accepting is None else {"accepting": accepting}
         if auto:
             extra["auto"] = True
-        gateway = getattr(self.kernel, "gateway", None)
+        gateway = self.kernel.delivery
         if gateway is not None:
             frame = {"op": "presence", "agent_id": agent.id, "status": status, **extra}
             await gateway.publish_site_agents(agent.site_id, frame, ephemeral=True)

@@ -71,7 +71,7 @@ def kefu_transport_adapters(kernel):
 @hookimpl
 def kefu_routes(kernel):
     async def websocket(request: web.Request) -> web.StreamResponse:
-        gateway = getattr(kernel, "gateway", None)
+        gateway = kernel.gateway
         if gateway is None:
             return error_response(503, "unavailable", "the gateway plugin is not running")
         s = kernel.config.section("transport_ws")

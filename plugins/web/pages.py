@@ -66,10 +66,10 @@ async def site_online(kernel: Any, site_id: str) -> dict[str, Any]:
     open_now = hours is None or hours.is_open(time.time())
     agents = await kernel.storage.list_agents(site_id)
     online = {a.id for a in agents if a.status == "online"}
-    gateway = getattr(kernel, "gateway", None)
+    gateway = kernel.delivery
     if gateway is not None and not any(a.status != "offline" for a in agents):
         # no presence stored yet: an agent connected to this process counts as online
-        online |= {c.principal.id for c in gateway.registry.site_agents(site_id)}
+        online |= {c.principal.id for c in gateway.agent_connections(site_id)}
     return {
         "open_hours": open_now,
         "agents_online": len(online),
