@@ -1,0 +1,148 @@
+"""The one store-and-deliver path and the gateway's inbound side (issue 11).
+
+- every producer (here: a plugin delivering a bot message) goes through the pipeline,
+  the durable store, the fan-out and ``message.stored``;
+- frames are charged to the rate limit when they arrive, not when a slow store lets
+  them be processed;
+- the conversation cache is invalidated in every worker sharing the bus;
+- ``frame_too_large`` echoes ``ref``; a ``ref`` too long to echo is refused;
+- an agent's presence is not echoed to its own other connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from kefu.core.domain import Message
+from kefu.core.types import Processor
+from kefu.core.web_app import create_app
+from kefu.hooks import hookimpl
+from tests.chat_support import app_kernel, login, make_kernel, open_chat, ws_peer
+from tests.test_gateway_cluster import Shared
+
+
+async def test_a_plugins_message_takes_the_same_path_as_a_clients(aiohttp_client, tmp_path):
+    seen, events = [], []
+
+    class Watcher:
+        @hookimpl
+        def kefu_pipeline_processors(self, kernel):
+            async def tag(message, context):
+                seen.append((message.cid, context["principal"].kind))
+                message.meta["tagged"] = True
+                return message
+
+            return [Processor("test.tag", 10, tag)]
+
+        @hookimpl
+        def kefu_event(self, kernel, event):
+            if event.type == "message.stored":
+                events.append(event.data)
+
+    kernel = make_kernel(tmp_path, extra_plugins=(("watcher", Watcher()),))
+    client = await aiohttp_client(create_app(kernel))
+    chat = await open_chat(client)
+    conversation = await kernel.delivery.conversation(chat.site.site.id, chat.conversation_id)
+    message = Message(chat.site.site.id, chat.conversation_id, "bot-1", "bot", "shop", text="hi")
+    stored, created = await kernel.delivery.deliver(conversation, message, transport="bot")
+    assert created and stored.seq == 1
+    assert seen == [("bot-1", "bot")]
+    for peer in (chat.visitor, chat.agent):
+        got = await peer.expect("message", cid="bot-1")
+        assert got["sender"] == {"kind": "bot", "id": "shop"} and got["meta"] == {"tagged": True}
+    assert [(e["cid"], e["transport"], e["sender_kind"]) for e in events] == [
+        ("bot-1", "bot", "bot")
+    ]
+    again = Message(chat.site.site.id, chat.conversation_id, "bot-1", "bot", "shop", text="hi")
+    stored_again, created_again = await kernel.delivery.deliver(conversation, again)
+    assert (stored_again.seq, created_again) == (1, False)
+    assert len(events) == 1  # stored once, announced once
+    assert [f for f in await chat.agent.quiet(0.1) if f.get("op") == "message"] == []
+
+
+async def test_frames_under_the_rate_are_not_refused_behind_a_slow_store(aiohttp_client, tmp_path):
+    """A stalled store used to let frames pile up unread and then charge them all at once."""
+    release = asyncio.Event()
+
+    class Stall:
+        @hookimpl
+        def kefu_pipeline_processors(self, kernel):
+            async def stall(message, context):
+                if message.cid == "slow":
+                    await release.wait()
+                return message
+
+            return [Processor("test.stall", 10, stall)]
+
+    kernel = make_kernel(
+        tmp_path, "[gateway]\nrate = 5.0\nburst = 5\n", extra_plugins=(("stall", Stall()),)
+    )
+    client = await aiohttp_client(create_app(kernel))
+    chat = await open_chat(client)
+    await chat.visitor.send(op="send", conversation_id=chat.conversation_id, cid="slow", text="0")
+    for i in range(10):  # 4 frames/s against 5 allowed, while the first one is stuck
+        await asyncio.sleep(0.25)
+        await chat.visitor.send(
+            op="send", conversation_id=chat.conversation_id, cid=f"c{i}", text="x"
+        )
+    release.set()
+    acks = [await chat.visitor.expect("ack", within=5.0) for _ in range(11)]
+    assert [a["cid"] for a in acks] == ["slow"] + [f"c{i}" for i in range(10)]
+    assert [a["seq"] for a in acks] == list(range(1, 12))
+    assert [f for f in await chat.visitor.quiet(0.1) if f.get("op") == "error"] == []
+
+
+async def test_a_change_in_one_worker_reaches_the_cache_of_the_other(aiohttp_client, tmp_path):
+    shared = Shared()
+
+    async def worker():
+        kernel = make_kernel(
+            tmp_path, extra_plugins=(("shared", shared),), storage="shared", bus="shared"
+        )
+        return await aiohttp_client(create_app(kernel))
+
+    one, two = await worker(), await worker()
+    chat = await open_chat(one)
+    tab = await ws_peer(two, chat.visitor_token)
+    await tab.send(op="send", conversation_id=chat.conversation_id, cid="1", text="a")
+    assert (await tab.expect("ack"))["seq"] == 1  # worker two has the record cached now
+    admin = await login(one, chat.site.site.id, chat.site.admin.email)
+    resp = await one.post(
+        f"/v1/conversations/{chat.conversation_id}/resolve",
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert resp.status == 200, await resp.text()
+    await tab.expect("resolved")
+    await tab.send(op="send", conversation_id=chat.conversation_id, cid="2", text="b")
+    assert (await tab.expect("error"))["code"] == "conversation_resolved"
+    assert app_kernel(two.app).config.section("gateway").conversation_cache_ttl >= 60
+
+
+async def test_frame_too_large_echoes_ref_and_long_refs_are_refused(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(make_kernel(tmp_path)))
+    chat = await open_chat(client)
+    big = orjson.dumps({"op": "ping", "ref": "r-big", "pad": "x" * 70_000})
+    await chat.visitor.ws.send_bytes(big)
+    error = await chat.visitor.expect("error")
+    assert (error["code"], error["ref"]) == ("frame_too_large", "r-big")
+    await chat.visitor.send(op="ping", ref="y" * 129)
+    error = await chat.visitor.expect("error")
+    assert (error["code"], error["field"]) == ("invalid_field", "ref")
+    assert "ref" not in error
+    await chat.visitor.send(op="ping", ref="y" * 128)
+    assert (await chat.visitor.expect("pong"))["ref"] == "y" * 128
+
+
+async def test_presence_is_not_echoed_to_the_senders_other_connections(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(make_kernel(tmp_path)))
+    chat = await open_chat(client)
+    own_tab = await ws_peer(client, chat.agent_token)
+    colleague = await ws_peer(client, await login(client, chat.site.site.id, chat.site.admin.email))
+    await chat.agent.send(op="presence", status="away")
+    await chat.agent.expect("presence_ok")
+    assert (await colleague.expect("presence"))["status"] == "away"
+    await own_tab.send(op="ping", ref="marker")  # everything before the pong has arrived
+    await own_tab.expect("pong")
+    assert [f for f in own_tab.frames if f.get("op") == "presence"] == []
