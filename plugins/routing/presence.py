@@ -141,7 +141,7 @@ class Presence:
         self._connections[key] = self._connections.get(key, 0) + 1
         self._cancel(key)
         if self.kernel.bus is not None:
-            self._spawn(self.kernel.bus.publish(TOPIC, orjson.dumps(list(key))))
+            self.kernel.bus.publish(TOPIC, orjson.dumps(list(key)))
         if key in self._auto_away:
             self._auto_away.discard(key)
             self._spawn(self._back_online(key))
