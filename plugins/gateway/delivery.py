@@ -67,7 +67,7 @@ class Store:
         if not created:
             return stored, False
         frame = message_frame(stored)
-        self.fan_conversation(
+        await self.fan_conversation(
             conversation,
             orjson.dumps(frame),
             "message",
@@ -173,9 +173,7 @@ class Store:
         bus = self.kernel.bus
         if bus is not None:
             payload = f"{site_id}\0{conversation_id}".encode()
-            result = bus.publish(FORGET_TOPIC, payload)
-            if result is not None and hasattr(result, "__await__"):
-                self.kernel.spawn(result, "kefu-gateway-forget")
+            bus.publish(FORGET_TOPIC, payload)
 
     def _on_forget(self, topic: str, payload: bytes) -> None:
         site_id, _, conversation_id = payload.decode().partition("\0")

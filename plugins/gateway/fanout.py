@@ -1,7 +1,9 @@
 """Fan-out: frames addressed to a conversation's people, carried by the bus to every process.
 
 A frame is serialised once, wrapped in an envelope (a small header naming who
-should get it) and published on :data:`ENVELOPE_TOPIC`. Publishing never waits:
+should get it) and published on :data:`ENVELOPE_TOPIC`: broadcast, or, with
+several processes, addressed to the nodes that hold its recipients
+(:mod:`.directory`). Publishing never waits:
 the bus sends everything published in one loop tick as one batch, after the
 caller's ack went out. Each process fans an envelope out to the connections it
 holds; a delivery lost on the way is covered by the client's resume.
@@ -9,7 +11,6 @@ holds; a delivery lost on the way is covered by the client's resume.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from typing import Any
@@ -18,6 +19,7 @@ import orjson
 
 from kefu.core.domain import Conversation, Message
 from kefu.plugins.gateway.connection import Connection
+from kefu.plugins.gateway.directory import Directory
 from kefu.plugins.gateway.frames import ENVELOPE_TOPIC, envelope, message_frame, open_envelope
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ class Fanout:
     kernel: Any
     registry: Any
     stats: Any
+    #: set when frames are addressed to the nodes holding their recipients
+    directory: Directory | None = None
 
     async def publish_conversation(
         self,
@@ -44,7 +48,7 @@ class Fanout:
         ephemeral: bool = False,
     ) -> None:
         """Deliver to the visitor's connections and every watcher, in every process."""
-        self.fan_conversation(
+        await self.fan_conversation(
             conversation,
             orjson.dumps(frame),
             frame.get("op"),
@@ -54,7 +58,7 @@ class Fanout:
             sent_at=frame.get("created_at", 0),
         )
 
-    def fan_conversation(
+    async def fan_conversation(
         self,
         conversation: Conversation,
         data: bytes,
@@ -65,7 +69,7 @@ class Fanout:
         ephemeral: bool = False,
         sent_at: float = 0,
     ) -> None:
-        """:meth:`publish_conversation` of an already serialised frame (never waits)."""
+        """:meth:`publish_conversation` of an already serialised frame."""
         header = {
             "k": "c",
             "op": op or "unknown",
@@ -78,7 +82,8 @@ class Fanout:
             "o": origin.id if origin else "",
             "p": _sender(origin),
         }
-        self._publish(envelope(data, **header))
+        keys = (f"v:{conversation.site_id}:{conversation.visitor_id}", f"c:{conversation.id}")
+        await self._publish(envelope(data, **header), keys)
 
     async def publish_message(
         self, conversation: Conversation, message: Message, *, origin: Connection | None = None
@@ -96,7 +101,8 @@ class Fanout:
             "s": conversation.site_id,
             "v": conversation.visitor_id,
         }
-        self._publish(envelope(orjson.dumps(frame), **header))
+        keys = (f"v:{conversation.site_id}:{conversation.visitor_id}",)
+        await self._publish(envelope(orjson.dumps(frame), **header), keys)
 
     async def publish_agents(
         self,
@@ -119,7 +125,8 @@ class Fanout:
             "c": watchers_of,
             "w": watch,
         }
-        self._publish(envelope(orjson.dumps(frame), **header))
+        keys = (f"c:{watchers_of}",) if watchers_of else (f"a:{site_id}",)
+        await self._publish(envelope(orjson.dumps(frame), **header), keys)
 
     async def publish_site_agents(
         self,
@@ -139,16 +146,20 @@ class Fanout:
             "o": origin.id if origin else "",
             "p": _sender(origin),
         }
-        self._publish(envelope(orjson.dumps(frame), **header))
+        await self._publish(envelope(orjson.dumps(frame), **header), (f"a:{site_id}",))
 
-    def _publish(self, payload: bytes) -> None:
+    async def _publish(self, payload: bytes, keys: tuple[str, ...]) -> None:
+        """Broadcast, or with a directory only to the nodes holding one of ``keys``."""
         bus = self.kernel.bus
         if bus is None:
             self._on_bus(ENVELOPE_TOPIC, payload)
             return
-        result = bus.publish(ENVELOPE_TOPIC, payload)
-        if inspect.isawaitable(result):  # a bus of the older, awaited interface
-            self.kernel.spawn(result, "kefu-gateway-publish")
+        directory = self.directory
+        if directory is None:
+            bus.publish(ENVELOPE_TOPIC, payload)
+            return
+        for node in await directory.nodes(keys):
+            bus.publish(ENVELOPE_TOPIC, payload, node=node)
 
     def _on_bus(self, topic: str, payload: bytes) -> None:
         try:

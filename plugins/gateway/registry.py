@@ -10,7 +10,7 @@ needs no change of interface.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from kefu.plugins.gateway.connection import Connection
 
@@ -25,27 +25,44 @@ class _Shard:
         self.agents: dict[str, set[Connection]] = {}
 
 
-def _add(index: dict, key: object, conn: Connection) -> None:
+def _add(index: dict, key: object, conn: Connection) -> bool:
+    """Add; True when ``key`` is new in the index."""
     members = index.get(key)
     if members is None:
         index[key] = {conn}
-    else:
-        members.add(conn)
+        return True
+    members.add(conn)
+    return False
 
 
-def _discard(index: dict, key: object, conn: Connection) -> None:
+def _discard(index: dict, key: object, conn: Connection) -> bool:
+    """Remove; True when that emptied ``key``."""
     members = index.get(key)
     if members is not None:
         members.discard(conn)
         if not members:
             del index[key]
+            return True
+    return False
+
+
+def _noop(key: str) -> None:
+    pass
 
 
 class Registry:
     """Where this process's connections are, by id, visitor, conversation and site."""
 
-    def __init__(self, shards: int = 16) -> None:
+    def __init__(
+        self,
+        shards: int = 16,
+        on_held: Callable[[str], None] = _noop,
+        on_released: Callable[[str], None] = _noop,
+    ) -> None:
         self._shards = tuple(_Shard() for _ in range(shards))
+        #: told of a fan-out key (``v:site:visitor``, ``c:conversation``, ``a:site``)
+        #: held here for the first time, and of one held no more (the directory)
+        self.on_held, self.on_released = on_held, on_released
 
     def _shard(self, key: object) -> _Shard:
         return self._shards[hash(key) % len(self._shards)]
@@ -65,9 +82,11 @@ class Registry:
         p = conn.principal
         if p.kind == "visitor":
             key = (p.site_id, p.id)
-            _add(self._shard(key).visitors, key, conn)
+            if _add(self._shard(key).visitors, key, conn):
+                self.on_held(f"v:{p.site_id}:{p.id}")
         elif p.kind == "agent":
-            _add(self._shard(p.site_id).agents, p.site_id, conn)
+            if _add(self._shard(p.site_id).agents, p.site_id, conn):
+                self.on_held(f"a:{p.site_id}")
 
     def remove(self, conn: Connection) -> None:
         if self._shard(conn.id).connections.pop(conn.id, None) is None:
@@ -75,21 +94,27 @@ class Registry:
         p = conn.principal
         if p.kind == "visitor":
             key = (p.site_id, p.id)
-            _discard(self._shard(key).visitors, key, conn)
+            if _discard(self._shard(key).visitors, key, conn):
+                self.on_released(f"v:{p.site_id}:{p.id}")
         elif p.kind == "agent":
-            _discard(self._shard(p.site_id).agents, p.site_id, conn)
+            if _discard(self._shard(p.site_id).agents, p.site_id, conn):
+                self.on_released(f"a:{p.site_id}")
         for conversation_id in conn.watching:
-            _discard(self._shard(conversation_id).watchers, conversation_id, conn)
+            if _discard(self._shard(conversation_id).watchers, conversation_id, conn):
+                self.on_released(f"c:{conversation_id}")
         conn.watching.clear()
 
     def watch(self, conn: Connection, conversation_id: str) -> None:
         if conversation_id not in conn.watching and not conn.closed:
             conn.watching.add(conversation_id)
-            _add(self._shard(conversation_id).watchers, conversation_id, conn)
+            if _add(self._shard(conversation_id).watchers, conversation_id, conn):
+                self.on_held(f"c:{conversation_id}")
 
     def unwatch(self, conn: Connection, conversation_id: str) -> None:
-        conn.watching.discard(conversation_id)
-        _discard(self._shard(conversation_id).watchers, conversation_id, conn)
+        if conversation_id in conn.watching:
+            conn.watching.discard(conversation_id)
+            if _discard(self._shard(conversation_id).watchers, conversation_id, conn):
+                self.on_released(f"c:{conversation_id}")
 
     def visitor(self, site_id: str, visitor_id: str) -> set[Connection]:
         key = (site_id, visitor_id)

@@ -35,6 +35,7 @@ from kefu.core.storage import StorageError
 from kefu.core.types import Principal
 from kefu.plugins.gateway.connection import Connection
 from kefu.plugins.gateway.delivery import FORGET_TOPIC, Store
+from kefu.plugins.gateway.directory import Directory
 from kefu.plugins.gateway.fanout import Fanout
 from kefu.plugins.gateway.frames import (
     ENVELOPE_TOPIC,
@@ -100,6 +101,12 @@ class Gateway(Store, Fanout):
                 bus.subscribe(ENVELOPE_TOPIC, self._on_bus),
                 bus.subscribe(FORGET_TOPIC, self._on_forget),
             ]
+            fanout = self.settings.fanout
+            if fanout == "addressed" or (fanout == "auto" and bus.name != "memory"):
+                self.directory = Directory(self.kernel)
+                self.directory.start()
+                self.registry.on_held = self.directory.held
+                self.registry.on_released = self.directory.released
         log.info("gateway ready; ops: %s", ", ".join(sorted(self.handlers)))
 
     async def stop(self) -> None:
@@ -107,6 +114,8 @@ class Gateway(Store, Fanout):
             unsubscribe()
         self._unsubscribe = []
         await self.close_all("shutdown")
+        if self.directory is not None:
+            await self.directory.stop()
 
     async def close_all(self, reason: str) -> None:
         """Close every connection of this process (clients reconnect and resume)."""
@@ -140,6 +149,8 @@ class Gateway(Store, Fanout):
             remote=remote,
         )
         self.registry.add(conn)
+        if self.directory is not None:  # other processes know where to find it first
+            await self.directory.settled()
         self.send(
             conn,
             {
@@ -298,6 +309,8 @@ class Gateway(Store, Fanout):
             stats.inflight -= 1
             if started:
                 stats.timed(op, time.perf_counter() - started)
+        if self.directory is not None:  # a watch it started is known everywhere first
+            await self.directory.settled()
         if reply is not None:
             if ref is not None:
                 reply = {**reply, "ref": ref}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from kefu.core.config import Section
@@ -29,5 +31,9 @@ class GatewaySettings(Section):
     #: time). Changes drop it at once in every process (an invalidation on the bus); the
     #: ttl only bounds a copy whose change announced nothing.
     conversation_cache_ttl: float = Field(300.0, ge=0, le=3600)
+    #: How frames reach other processes: ``broadcast`` (every process gets every frame),
+    #: ``addressed`` (only the processes holding a recipient's connection), ``auto``
+    #: (addressed unless the bus is the in-process one).
+    fanout: Literal["auto", "broadcast", "addressed"] = "auto"
     #: Shards of the connection registry.
     shards: int = Field(16, ge=1, le=1024)
