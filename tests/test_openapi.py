@@ -19,8 +19,13 @@ from schemathesis.checks import positive_data_acceptance
 import kefu.plugins.rest_api
 from kefu.core.kernel import load_kernel
 from kefu.core.web_app import create_app
-from kefu.plugins.rest_api import AUTH_ENDPOINTS, documented_endpoints, openapi_document
-from tests.chat_support import PASSWORD, add_site, start_client
+from kefu.plugins.rest_api import (
+    AUTH_ENDPOINTS,
+    WEB_ENDPOINTS,
+    documented_endpoints,
+    openapi_document,
+)
+from tests.chat_support import PASSWORD, add_site, app_kernel, start_client
 from tests.rest_support import add_conversation
 
 #: Examples per operation; a larger KEFU_FUZZ_EXAMPLES also randomises the run (deeper search).
@@ -67,8 +72,44 @@ async def test_every_v1_route_of_the_api_and_auth_plugins_is_documented(client):
             served.add((route.method, path))
     # nothing documented is missing from the server (the auth plugin's routes included)
     assert documented <= served, documented - served
-    for endpoint in AUTH_ENDPOINTS:
+    for endpoint in (*AUTH_ENDPOINTS, *WEB_ENDPOINTS):
         assert (endpoint.method, endpoint.path) in served
+    assert ("GET", "/v1/widget/config") in documented  # the web plugin's, for the widget
+
+
+async def test_the_widget_config_is_documented_with_its_parameter_and_answers(client):
+    document = await fetch_document(client)
+    operation = document["paths"]["/v1/widget/config"]["get"]
+    assert operation["security"] == []
+    assert [(p["name"], p["in"], p["required"]) for p in operation["parameters"]] == [
+        ("key", "query", True)
+    ]
+    assert set(operation["responses"]) == {"200", "404"}  # never 400: a missing key is a 404
+    assert "invalid_widget_key" in operation["responses"]["404"]["description"]
+    ref = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    kernel = app_kernel(client.app)
+    site = await add_site(kernel)
+    # free-form site settings: a non-string title or colour does not break the schema
+    site.site.settings = {"widget": {"title": 7, "greeting": "Hi!", "color": ["red"]}}
+    await kernel.storage.update_site(site.site)
+    resp = await client.get(f"/v1/widget/config?key={site.site.widget_key}")
+    assert resp.status == 200
+    body = await resp.json()
+    assert set(body) == set(schema["properties"]) and set(schema["required"]) == set(body)
+    assert body["name"] == site.site.name and body["greeting"] == "Hi!" and body["color"] is None
+    assert body["protocol"] == 1 and isinstance(body["agents_online"], int)
+    for missing in ("/v1/widget/config", "/v1/widget/config?key=nope"):
+        resp = await client.get(missing)
+        assert resp.status == 404
+        assert (await resp.json())["error"]["code"] == "invalid_widget_key"
+
+
+async def test_creating_answers_201_like_every_creation(client):
+    document = await fetch_document(client)
+    for path in ("/v1/sites", "/v1/agents"):
+        responses = document["paths"][path]["post"]["responses"]
+        assert "201" in responses and "200" not in responses, path
 
 
 async def test_operations_declare_auth_errors_and_schemas(client):

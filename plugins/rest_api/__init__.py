@@ -23,7 +23,7 @@ from kefu.hooks import hookimpl
 from kefu.plugins.rest_api.attachments import PROCESSOR
 from kefu.plugins.rest_api.endpoint import Call, Endpoint, contributed, to_route
 from kefu.plugins.rest_api.openapi import build_document
-from kefu.plugins.rest_api.routes import AUTH_ENDPOINTS, REST_ENDPOINTS
+from kefu.plugins.rest_api.routes import AUTH_ENDPOINTS, REST_ENDPOINTS, WEB_ENDPOINTS
 from kefu.plugins.rest_api.uploads import UploadSettings
 
 #: The document of each kernel, built once (the endpoint table is fixed at start-up).
@@ -80,7 +80,8 @@ OPENAPI_ENDPOINT = Endpoint(
     },
 )
 SERVED_ENDPOINTS = (*REST_ENDPOINTS, OPENAPI_ENDPOINT)
-ALL_ENDPOINTS = (*AUTH_ENDPOINTS, *SERVED_ENDPOINTS)
+#: Described here, served by other plugins (auth, web); then this plugin's own.
+ALL_ENDPOINTS = (*AUTH_ENDPOINTS, *WEB_ENDPOINTS, *SERVED_ENDPOINTS)
 
 
 @hookimpl

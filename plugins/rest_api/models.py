@@ -330,3 +330,21 @@ class VisitorSessionResponse(BaseModel):
     expires_at: float
     visitor_id: str
     site_id: str
+
+
+# -- the widget's config (served by the web plugin, described here) ----------------
+class WidgetConfig(BaseModel):
+    site_id: str
+    name: str = Field(description="The site's `settings.widget.title`, else the site's name.")
+    greeting: str | None = Field(description="The site's `settings.widget.greeting`.")
+    color: str | None = Field(description="The site's `settings.widget.color` (CSS colour).")
+    languages: list[str] = Field(description="Languages the widget has texts for.")
+    protocol: int = Field(description="The client protocol version (docs/protocol.md).")
+    open_hours: bool = Field(description="Within the site's business hours now.")
+    agents_online: int = Field(ge=0, description="Agents online in the site now.")
+    online: bool = Field(
+        description="`open_hours` and at least one agent online: a chat can be answered now."
+    )
+    bot: bool = Field(
+        description="A bot answers the site's new conversations (even when nobody is online)."
+    )

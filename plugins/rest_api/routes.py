@@ -71,6 +71,46 @@ AUTH_ENDPOINTS: tuple[Endpoint, ...] = (
     ),
 )
 
+#: Routes of the ``web`` plugin a client of the API needs, described here.
+WIDGET_CONFIG = {
+    # the web plugin answers a missing or unknown key alike (404), never 400
+    "parameters": [
+        {
+            "name": "key",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "The site's widget key (the one `/v1/visitors/session` takes).",
+        }
+    ],
+    "responses": {
+        "404": {
+            "description": "No site has this widget key (`invalid_widget_key`).",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+            },
+        }
+    },
+}
+WEB_ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/v1/widget/config",
+        "get_widget_config",
+        "The chat widget's settings",
+        "widget",
+        None,
+        response=m.WidgetConfig,
+        errors=(404,),
+        auth=False,
+        description="What the widget shows before a visitor session is opened: the site's "
+        "title, greeting and colour, and whether a chat can be answered now (business hours, "
+        "agents online, a bot). Never cached (`Cache-Control: no-store`); cross-origin reads "
+        "are allowed for the origins the site allows (served by the web plugin).",
+        openapi=WIDGET_CONFIG,
+    ),
+)
+
 REST_ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",

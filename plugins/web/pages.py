@@ -77,6 +77,11 @@ async def site_online(kernel: Any, site_id: str) -> dict[str, Any]:
     }
 
 
+def _text(value: Any) -> str | None:
+    """A widget setting the config may show: a string, or nothing."""
+    return value if isinstance(value, str) else None
+
+
 def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
     """The demo page, the widget's config, sign-in, sign-out and the console."""
 
@@ -98,11 +103,11 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
         widget = (
             site.settings.get("widget") if isinstance(site.settings.get("widget"), dict) else {}
         )
-        body = {
+        body = {  # the WidgetConfig of the OpenAPI document; free-form settings: strings only
             "site_id": site.id,
-            "name": widget.get("title") or site.name,
-            "greeting": widget.get("greeting"),
-            "color": widget.get("color"),
+            "name": _text(widget.get("title")) or site.name,
+            "greeting": _text(widget.get("greeting")),
+            "color": _text(widget.get("color")),
             "languages": list(LANGUAGES),
             "protocol": 1,
             **state,
