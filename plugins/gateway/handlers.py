@@ -123,7 +123,9 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
     async def resume(conn: Connection, frame: dict) -> dict:
         conversation_id = string_field(frame, "conversation_id", max_len=64)
         after = int_field(frame, "after_seq", required=False)
-        await gateway.conversation_for(conn, conversation_id, "conversation.read", fresh=True)
+        # the cached record: a reconnect storm resumes thousands at once, and the
+        # permission depends on what the cache keeps fresh (site, visitor, assignee)
+        await gateway.conversation_for(conn, conversation_id, "conversation.read")
         if conn.replaying is None:
             conn.replaying = {}
         conn.replaying[conversation_id] = []  # live deliveries wait here during the replay
