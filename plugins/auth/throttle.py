@@ -1,52 +1,59 @@
-"""Login throttling: failed attempts per (client address, site, e-mail) in a sliding window."""
+"""Login throttling in the bus's shared state, so the limits hold across worker processes.
+
+Failed logins are counted in fixed windows of ``login_window`` seconds under three
+keys, each with its own limit:
+
+- (client address, site, e-mail): ``login_max_failures`` — someone mistyping;
+- (site, e-mail): ``ACCOUNT_FACTOR`` times that — one account guessed from many
+  addresses;
+- (client address): ``ADDRESS_FACTOR`` times that — password spraying over many
+  accounts from one address.
+
+A key at its limit refuses every attempt (even a right password) until its window
+ends. The counters live in :class:`kefu.core.bus.SharedState` (Redis with the
+Redis bus), so every worker sees the same counts.
+"""
 
 from __future__ import annotations
 
-import time
-from collections import deque
+from typing import Any
 
-MAX_KEYS = 100_000
+#: An account's failures from all addresses, as a multiple of the per-address limit.
+ACCOUNT_FACTOR = 4
+#: One address's failures over all accounts, as a multiple of the per-address limit.
+ADDRESS_FACTOR = 20
+PREFIX = "kefu:login:"
 
 
 class LoginThrottle:
-    """Counts recent failures per key; a key at the limit is refused until one ages out."""
+    """Counts failures per key in the shared state; a key at its limit is refused."""
 
-    def __init__(self, max_failures: int, window: float) -> None:
+    def __init__(self, state: Any, max_failures: int, window: float) -> None:
+        self.state = state
         self.max_failures = max_failures
         self.window = window
-        self._failures: dict[tuple[str, ...], deque[float]] = {}
 
-    def retry_after(self, key: tuple[str, ...], now: float | None = None) -> float:
-        """Seconds until ``key`` may try again; 0 when it may try now."""
-        now = time.monotonic() if now is None else now
-        recent = self._recent(key, now)
-        if recent is None or len(recent) < self.max_failures:
-            return 0.0
-        return max(0.0, recent[0] + self.window - now)
+    def _keys(self, address: str, site_id: str, email: str) -> list[tuple[str, int]]:
+        n = self.max_failures
+        return [
+            (f"{PREFIX}ase:{address}\0{site_id}\0{email}", n),
+            (f"{PREFIX}se:{site_id}\0{email}", n * ACCOUNT_FACTOR),
+            (f"{PREFIX}a:{address}", n * ADDRESS_FACTOR),
+        ]
 
-    def failed(self, key: tuple[str, ...], now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        if len(self._failures) >= MAX_KEYS:
-            self._prune(now)
-        self._failures.setdefault(key, deque()).append(now)
+    async def retry_after(self, address: str, site_id: str, email: str) -> float:
+        """Seconds until this attempt may be evaluated; 0 when it may be now. The window's
+        exact end is not kept, so the answer is the window (an upper bound)."""
+        for key, limit in self._keys(address, site_id, email):
+            count = await self.state.get(key)
+            if count is not None and int(count) >= limit:
+                return self.window
+        return 0.0
 
-    def succeeded(self, key: tuple[str, ...]) -> None:
-        self._failures.pop(key, None)
+    async def failed(self, address: str, site_id: str, email: str) -> None:
+        for key, _ in self._keys(address, site_id, email):
+            await self.state.incr(key, ttl=self.window)
 
-    def _recent(self, key: tuple[str, ...], now: float) -> deque[float] | None:
-        recent = self._failures.get(key)
-        if recent is None:
-            return None
-        while recent and recent[0] + self.window <= now:
-            recent.popleft()
-        if not recent:
-            del self._failures[key]
-            return None
-        return recent
-
-    def _prune(self, now: float) -> None:
-        for key in list(self._failures):
-            self._recent(key, now)
-        if len(self._failures) >= MAX_KEYS:  # still full: forget the oldest half
-            for key in list(self._failures)[: MAX_KEYS // 2]:
-                del self._failures[key]
+    async def succeeded(self, address: str, site_id: str, email: str) -> None:
+        """A right password clears the mistyping count, not the account's or address's."""
+        await self.state.delete(self._keys(address, site_id, email)[0][0])

@@ -54,11 +54,9 @@ def _string(body: dict[str, Any], name: str, *, required: bool) -> str | None:
 
 def make_views(kernel: Any) -> list[web.RouteDef]:
     """The auth plugin's routes, bound to one kernel."""
-    throttle = LoginThrottle(5, 300.0)
 
     async def login(request: web.Request) -> web.Response:
         settings = kernel.config.section("auth")
-        throttle.max_failures, throttle.window = settings.login_max_failures, settings.login_window
         try:
             body = await _json_object(request)
             site_id = _string(body, "site_id", required=True)
@@ -66,8 +64,13 @@ def make_views(kernel: Any) -> list[web.RouteDef]:
             password = _string(body, "password", required=True)
         except BadRequest as exc:
             return error_response(400, exc.code, exc.message)
+        if kernel.bus is None:
+            return error_response(503, "unavailable", "no bus: logins cannot be throttled")
+        throttle = LoginThrottle(
+            kernel.bus.state, settings.login_max_failures, settings.login_window
+        )
         key = (request.remote or "?", site_id, email)
-        wait = throttle.retry_after(key)
+        wait = await throttle.retry_after(*key)
         if wait > 0:
             response = error_response(429, "too_many_attempts", "too many failed logins; wait")
             response.headers["Retry-After"] = str(math.ceil(wait))
@@ -76,10 +79,10 @@ def make_views(kernel: Any) -> list[web.RouteDef]:
         stored = agent.password_hash if agent else passwords.dummy_hash(settings.password_cost)
         ok = await asyncio.to_thread(passwords.verify_password, password, stored)
         if agent is None or not ok:
-            throttle.failed(key)
+            await throttle.failed(*key)
             log.info("failed login for %r in site %r from %s", email, site_id, key[0])
             return error_response(401, "invalid_credentials", "wrong site, e-mail or password")
-        throttle.succeeded(key)
+        await throttle.succeeded(*key)
         token, expires_at = tokens.issue(
             tokens.kernel_secret(kernel),
             kind="agent",
