@@ -9,9 +9,11 @@
 - ``POST /v1/poll/close?session=ID``.
 
 A session is one gateway connection with the same semantics as a WebSocket
-(outbox, rate limit, slow-consumer policy). A session nobody polls for
-``idle_timeout`` seconds expires. A closed session answers 410 with the close
-reason as the error code, then disappears.
+(outbox, rate limit, slow-consumer policy), held by the worker process that
+opened it; a request landing on another worker is relayed to it over the bus
+(:mod:`.sessions`). A session nobody polls for ``idle_timeout`` seconds
+expires. A session the server closed answers 410 with the close reason as the
+error code. Sessions are capped per token and per address, across workers.
 """
 
 from __future__ import annotations
@@ -36,6 +38,16 @@ class LongPollSettings(Section):
     idle_timeout: float = Field(60.0, gt=0)
     #: Frames returned by one ``recv`` at most.
     max_frames_per_recv: int = Field(256, ge=1)
+    #: Bytes a session may hold for its client (besides ``[gateway] outbox_frames``);
+    #: past it the slow-consumer policy acts.
+    outbox_bytes: int = Field(1024 * 1024, ge=64 * 1024)
+    #: Open sessions one token (visitor or agent) may hold, over every worker.
+    max_sessions_per_principal: int = Field(20, ge=1)
+    #: Open sessions one remote address may hold, over every worker.
+    max_sessions_per_address: int = Field(200, ge=1)
+    #: Seconds without a liveness beat after which a worker is taken for gone: its
+    #: sessions answer ``410 session_lost`` on the other workers.
+    owner_timeout: float = Field(10.0, ge=1, le=300)
 
 
 def _poll(kernel) -> LongPoll:
@@ -65,7 +77,7 @@ def kefu_routes(kernel):
 
 @hookimpl
 async def kefu_startup(kernel):
-    _poll(kernel).start()
+    await _poll(kernel).start()
 
 
 @hookimpl
