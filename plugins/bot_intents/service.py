@@ -45,6 +45,11 @@ from kefu.plugins.bot_intents.versions import FlowRegistry, FlowRejected
 
 log = logging.getLogger(__name__)
 
+#: Seconds a worker holds a conversation's bot-turn lease at most (it crashed: freed).
+TURN_LEASE_TTL_S = 30.0
+#: Seconds a turn waits for another worker's turn of the same conversation.
+TURN_LEASE_WAIT_S = 35.0
+
 META_KEY = "bot"
 
 
@@ -145,6 +150,27 @@ class BotService:
             found = self._locks[conversation_id] = asyncio.Lock()
         return found
 
+    @contextlib.asynccontextmanager
+    async def turn_lease(self, conversation_id: str) -> Any:
+        """One bot turn at a time per conversation, in every process: the local lock,
+        then a lease in the bus's shared state (two visitor messages may be stored by
+        two workers at once)."""
+        async with self.lock(conversation_id):
+            bus = self.kernel.bus
+            if bus is None:
+                yield
+                return
+            key, owner = f"kefu:bot:turn:{conversation_id}", f"{bus.node_id}:{id(self)}"
+            deadline = time.monotonic() + TURN_LEASE_WAIT_S
+            while not await bus.state.lease(key, owner, ttl=TURN_LEASE_TTL_S):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"bot turn lease of {conversation_id} stayed taken")
+                await asyncio.sleep(0.05)
+            try:
+                yield
+            finally:
+                await bus.state.release(key, owner)
+
     # -- hooks ----------------------------------------------------------------------
     def takes(self, conversation: Conversation) -> bool:
         return self.serves(conversation.site_id)
@@ -229,7 +255,7 @@ class BotService:
 
     async def greet(self, site_id: str, conversation_id: str) -> None:
         try:
-            async with self.lock(conversation_id):
+            async with self.turn_lease(conversation_id):
                 storage = self.kernel.storage
                 conversation = await storage.get_conversation(site_id, conversation_id)
                 if conversation is None or conversation.state != BOT:
@@ -261,7 +287,7 @@ class BotService:
 
     async def turn(self, site_id: str, conversation_id: str, seq: int) -> None:
         """Answer the visitor's message ``seq`` if the conversation is the bot's."""
-        async with self.lock(conversation_id):
+        async with self.turn_lease(conversation_id):
             storage = self.kernel.storage
             conversation = await storage.get_conversation(site_id, conversation_id)
             if conversation is None or conversation.state != BOT:
