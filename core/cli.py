@@ -35,13 +35,23 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from kefu.core.kernel import load_kernel
     from kefu.core.server import serve
 
-    kernel = _load(args)
+    environ = dict(os.environ)
+    if args.workers is not None:  # as KEFU_SERVER__WORKERS would, and the workers get it
+        environ["KEFU_SERVER__WORKERS"] = str(args.workers)
+    kernel = load_kernel(_config_path(args.config), environ=environ)
     if "KEFU_LOG_LEVEL" not in os.environ:
         logging.getLogger().setLevel(kernel.config.server.log_level.upper())
-    serve(kernel, host=args.host, port=args.port)
-    return 0
+    return serve(kernel, host=args.host, port=args.port, environ=environ)
+
+
+def _workers(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 64:
+        raise argparse.ArgumentTypeError("must be 1 to 64")
+    return number
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -59,9 +69,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from kefu.core.supervisor import check_scaling
     from kefu.core.web_app import create_app
 
     kernel = _load(args)
+    check_scaling(kernel.config)
     kernel.make_storage()
     kernel.make_bus()
     create_app(kernel)  # collects every plugin's routes, middlewares and checks
@@ -106,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_config(sub.add_parser("run", help="start the server"))
     run.add_argument("--host", help="listen address (overrides [server] host)")
     run.add_argument("--port", type=int, help="listen port (overrides [server] port)")
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="worker processes on the one port (overrides [server] workers)",
+    )
     run.set_defaults(func=cmd_run)
     init = sub.add_parser("init", help="write a commented kefu.toml with a new secret")
     init.add_argument("path", nargs="?", default=DEFAULT_CONFIG_NAME)

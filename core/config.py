@@ -44,6 +44,10 @@ class ServerSettings(Section):
     reload: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     public_url: str | None = None
+    #: Seconds a worker has to drain on SIGTERM before the supervisor kills it.
+    drain_timeout: float = Field(30.0, gt=0, le=3600)
+    #: Tests and demos only: several workers on the in-process bus (each sees only its own).
+    allow_unshared_bus: bool = False
 
 
 class PluginsSettings(Section):

@@ -111,15 +111,37 @@ class Kernel:
 
     @property
     def secret(self) -> bytes:
-        """The per-install secret: from the config, else generated once into the data dir."""
+        """The per-install secret: from the config, else generated once into the data dir.
+
+        Generated atomically: written whole to a temp file, then linked into place only if
+        no process linked its own first, so a reader never sees a partial or empty file.
+        """
         if self.config.server.secret:
             return self.config.server.secret.encode()
         path = self.data_dir / "secret"
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(48))
-        return path.read_text().strip().encode()
+            tmp = path.with_name(f".secret.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_urlsafe(48))
+                    f.flush()
+                    os.fsync(f.fileno())
+                try:
+                    os.link(tmp, path)  # unlike rename, never replaces a secret in use
+                except FileExistsError:
+                    pass  # another process won: use its secret
+            finally:
+                tmp.unlink(missing_ok=True)
+        value = path.read_text().strip()
+        if not value:
+            raise ConfigError(
+                str(path),
+                "",
+                "the secret file is empty: delete it to have a new one generated, "
+                "or set [server] secret (KEFU_SERVER__SECRET)",
+            )
+        return value.encode()
 
     @property
     def base_url(self) -> str:

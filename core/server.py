@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sys
 
 from aiohttp import web
 
 from kefu.core import __version__
-from kefu.core.errors import KefuError
 from kefu.core.kernel import Kernel
+from kefu.core.supervisor import (
+    WorkerControl,
+    check_scaling,
+    control_fd,
+    supervise,
+    worker_index,
+)
 from kefu.core.web_app import create_app
 
 log = logging.getLogger(__name__)
@@ -25,15 +33,28 @@ def _install_uvloop() -> str:
     return "uvloop"
 
 
-def serve(kernel: Kernel, host: str | None = None, port: int | None = None) -> None:
-    """Run until interrupted; prints the URL and any operator announcements once started."""
+def serve(
+    kernel: Kernel,
+    host: str | None = None,
+    port: int | None = None,
+    environ: dict[str, str] | None = None,
+) -> int:
+    """Run until interrupted; prints the URL and any operator announcements once started.
+
+    With ``[server] workers`` above 1 this process becomes the supervisor of that many
+    worker processes (:mod:`kefu.core.supervisor`); a worker it started serves through
+    :func:`serve_worker`. ``environ`` is the environment the config was read with (the
+    workers get it). Returns the exit code.
+    """
     host = host or kernel.config.server.host
     port = kernel.config.server.port if port is None else port
+    check_scaling(kernel.config)
+    fd = control_fd()
+    if fd is not None:
+        serve_worker(kernel, host, port, fd)
+        return 0
     if kernel.config.server.workers > 1:
-        raise KefuError(
-            "[server] workers > 1 is not supported yet: run one process per port "
-            "(several workers need the Redis bus, which is not built yet)"
-        )
+        return supervise(kernel, host, port, environ)
     loop_name = _install_uvloop()
     kernel.listen = (host, port)
     app = create_app(kernel)
@@ -48,3 +69,51 @@ def serve(kernel: Kernel, host: str | None = None, port: int | None = None) -> N
     app.on_startup.append(banner)
     # aiohttp's default backlog (128) overflows during connection ramps and reconnect storms
     web.run_app(app, host=host, port=port, print=None, access_log=None, backlog=4096)
+    return 0
+
+
+def serve_worker(kernel: Kernel, host: str, port: int, fd: int) -> None:
+    """Serve as worker ``KEFU_WORKER_INDEX`` of a supervisor, on a ``SO_REUSEPORT`` socket.
+
+    Reports ready (with the announcements) to the supervisor instead of printing a banner;
+    SIGTERM, SIGINT or the supervisor going away drains: client connections are closed
+    with reason ``shutdown`` and in-flight requests get most of ``[server] drain_timeout``.
+    """
+    index = worker_index()
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s")
+        )
+    loop_name = _install_uvloop()
+    kernel.listen = (host, port)
+    app = create_app(kernel)
+    control = WorkerControl(fd)
+    asyncio.run(_worker_main(kernel, app, host, port, control, loop_name))
+
+
+async def _worker_main(
+    kernel: Kernel, app: web.Application, host: str, port: int, control, loop_name: str
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        # the supervisor kills at drain_timeout: stop waiting for requests before that
+        shutdown_timeout=kernel.config.server.drain_timeout * 0.8,
+    )
+    await runner.setup()  # starts the services and every plugin
+    try:
+        site = web.TCPSite(runner, host, port, backlog=4096, reuse_port=True)
+        await site.start()
+        control.watch(stop.set)
+        control.report_ready(kernel, loop_name)
+        log.info("worker %d serving on %s:%d (pid %d)", worker_index(), host, port, os.getpid())
+        await stop.wait()
+        log.info("draining")
+    finally:
+        await runner.cleanup()
+        control.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
@@ -14,6 +15,7 @@ from kefu.core import __version__
 from kefu.core.errors import StartupError
 from kefu.core.kernel import Kernel
 from kefu.core.reload import watch_config
+from kefu.core.supervisor import worker_index
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,9 @@ async def request_principal(request: web.Request):
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
+    # worker and pid tell apart the processes of `kefu run --workers N` (docs/scaling.md)
+    body = {"status": "ok", "version": __version__, "worker": worker_index(), "pid": os.getpid()}
+    return web.json_response(body)
 
 
 async def readyz(request: web.Request) -> web.Response:

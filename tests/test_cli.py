@@ -70,11 +70,25 @@ def test_run_serves_healthz_and_prints_url(tmp_path, config):
     assert proc.returncode == 0, output
 
 
-def test_run_refuses_several_workers_until_a_shared_bus_exists(tmp_path, config):
+def test_run_refuses_several_workers_on_the_in_process_bus(tmp_path, config):
     config.write_text(config.read_text() + "workers = 2\n")
     result = kefu("run", "--config", str(config), "--port", str(free_port()), cwd=tmp_path)
     assert result.returncode == 2
-    assert "workers > 1 is not supported yet" in result.stderr
+    assert "server.workers: 2 workers need a bus shared between processes" in result.stderr
+    assert '[bus] backend = "redis"' in result.stderr
+    # the same from the command line and from the environment, and from `kefu check`
+    run = kefu("run", "--config", str(config), "--workers", "3", cwd=tmp_path)
+    assert run.returncode == 2 and "3 workers need a bus" in run.stderr
+    env = {"KEFU_SERVER__WORKERS": "4"}
+    check = kefu("check", "--config", str(config), cwd=tmp_path, env=env)
+    assert check.returncode == 2 and "4 workers need a bus" in check.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "65", "x"])
+def test_run_workers_flag_is_checked(tmp_path, config, value):
+    result = kefu("run", "--config", str(config), "--workers", value, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "argument --workers" in result.stderr
 
 
 @pytest.mark.parametrize(
