@@ -29,6 +29,7 @@ from kefu.core.errors import ConfigError
 from kefu.core.kernel import load_kernel
 from kefu.core.plugins import DEFAULT_PLUGINS
 from kefu.core.supervisor import bus_is_shared, check_scaling, storage_is_shared
+from tests.conftest import service_unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 KEFU = [sys.executable, "-m", "kefu.core.cli"]
@@ -230,6 +231,74 @@ def test_the_cluster_example_takes_the_secret_from_the_environment():
     kernel = load_kernel(path, environ={"KEFU_SERVER__SECRET": SECRET})
     check_scaling(kernel.config)
     assert kernel.secret == SECRET.encode()
+
+
+POSTGRES_DSN = os.environ.get("KEFU_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def _postgres(statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_DSN, timeout=5)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def test_the_cluster_example_starts_two_workers_on_postgres_and_redis(tmp_path):
+    """``kefu run --config examples/config/cluster.toml`` as is, the secret from the environment
+    (a fresh schema and key prefix keep it apart from other tests)."""
+    if "kefu.plugins.bus_redis" not in DEFAULT_PLUGINS:
+        pytest.skip("the Redis bus plugin is not built in yet")
+    import redis
+
+    try:
+        asyncio.run(_postgres("SELECT 1"))
+        redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
+    except Exception as exc:  # the driver's, the network's, the server's
+        service_unavailable(f"PostgreSQL and Redis ({exc})")
+    tag = os.urandom(4).hex()
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "KEFU_SERVER__SECRET": SECRET,
+        "KEFU_SERVER__PORT": str(port),
+        "KEFU_SERVER__DATA_DIR": str(tmp_path / "data"),
+        "KEFU_SQL__PG_SCHEMA": f"kefu_cluster_{tag}",
+        "KEFU_BUS_REDIS__PREFIX": f"kefu-cluster-{tag}:",
+        "KEFU_AUTH__PASSWORD_COST": "10",
+    }
+    out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    proc = subprocess.Popen(
+        [*KEFU, "run", "--config", str(ROOT / "examples" / "config" / "cluster.toml")],
+        stdout=out.open("w"), stderr=err.open("w"), stdin=subprocess.DEVNULL, cwd=tmp_path,
+        env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while "serving on" not in out.read_text():
+            assert proc.poll() is None, err.read_text()[-4000:]
+            assert time.monotonic() < deadline, err.read_text()[-4000:]
+            time.sleep(0.1)
+        assert f"serving on http://127.0.0.1:{port}/ (2 workers, " in out.read_text()
+        seen = set()
+        for _ in range(400):
+            seen.add(healthz(port)["worker"])
+            if len(seen) == 2:
+                break
+        assert seen == {0, 1}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(40) == 0, err.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        asyncio.run(_postgres(f'DROP SCHEMA IF EXISTS "kefu_cluster_{tag}" CASCADE'))
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        for key in client.scan_iter(f"kefu-cluster-{tag}:*"):
+            client.delete(key)
 
 
 # -- the generated secret ---------------------------------------------------------------
