@@ -71,7 +71,8 @@ class Connection:
         self.last_typing: tuple[str, bool, float] | None = None
         self._outbox: deque[tuple[bytes, bool]] = deque()
         #: frames admitted (rate-checked at arrival) and waiting for :attr:`worker`
-        self.inbox: deque[dict] = deque()
+        #: (a list made when frames arrive: an idle connection holds none)
+        self.inbox: list[dict] | None = None
         self.worker: asyncio.Future | None = None
         self._limit = outbox_frames
         self._shed_at = max(1, int(outbox_frames * shed_ephemeral_at))

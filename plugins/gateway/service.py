@@ -206,7 +206,10 @@ class Gateway(Store, Fanout):
         admitted = [frame for frame in frames if self._admit(conn, frame)]
         if not admitted or conn.closed:
             return
-        conn.inbox.extend(admitted)
+        if conn.inbox is None:
+            conn.inbox = admitted
+        else:
+            conn.inbox.extend(admitted)
         worker = conn.worker
         if worker is None:
             worker = conn.worker = asyncio.ensure_future(self._work(conn))
@@ -270,12 +273,15 @@ class Gateway(Store, Fanout):
         return False
 
     async def _work(self, conn: Connection) -> None:
-        inbox = conn.inbox
         try:
-            while inbox and not conn.closed:
-                await self.dispatch(conn, inbox.popleft())
+            while conn.inbox and not conn.closed:
+                frames, conn.inbox = conn.inbox, None
+                for frame in frames:
+                    if conn.closed:
+                        break
+                    await self.dispatch(conn, frame)
         finally:
-            inbox.clear()
+            conn.inbox = None
             conn.worker = None
 
     async def dispatch(self, conn: Connection, frame: Any) -> None:
