@@ -8,11 +8,22 @@ processes on the Redis bus and one SQLite file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.util
 import itertools
+import os
+import re
+import secrets
+import signal
+import socket
+from pathlib import Path
 from typing import Any
 
+import aiohttp
+import orjson
 import pytest
 
+from kefu.core.plugins import DEFAULT_PLUGINS
 from kefu.core.web_app import create_app
 from kefu.plugins.transport_longpoll.sessions import node_key
 from tests.chat_support import (
@@ -24,6 +35,8 @@ from tests.chat_support import (
     visitor_session,
     ws_peer,
 )
+from tests.conftest import service_unavailable
+from tests.test_crash_recovery import Server
 from tests.test_gateway_cluster import Shared
 
 FAST = "[gateway]\nrate = 1000\nburst = 1000\n"
@@ -233,3 +246,131 @@ async def test_an_unread_outbox_is_bounded_in_bytes(aiohttp_client, tmp_path):
         await agent.expect("ack")
     with pytest.raises(ConnectionError, match="recv: 410 slow_consumer"):
         await visitor.recv(0.1)
+
+
+# -- two real processes: kefu run x 2 on the Redis bus and one SQLite file ----------------
+
+
+class Node(Server):
+    """One ``kefu run`` of a two-worker install: its own port and data dir, shared
+    database, secret and Redis."""
+
+    def __init__(self, tmp_path: Path, name: str, database: Path, prefix: str) -> None:
+        (tmp_path / name).mkdir()
+        super().__init__(tmp_path / name)
+        enable = (
+            "" if REDIS_PLUGIN in DEFAULT_PLUGINS else f'[plugins]\nenable = ["{REDIS_PLUGIN}"]\n'
+        )
+        self.log = tmp_path / f"{name}.log"
+        self.config.write_text(
+            f'[server]\nport = {self.port}\ndata_dir = "{tmp_path / name / "data"}"\n'
+            'reload = false\nsecret = "two-workers-share-this-secret-0123456789"\n'
+            f'[storage]\nbackend = "sql"\n[sql]\nurl = "sqlite:///{database}"\n'
+            f'[bus]\nbackend = "redis"\n[bus_redis]\nurl = "{REDIS_URL}"\nprefix = "{prefix}"\n'
+            "[auth]\npassword_cost = 10\n[gateway]\nrate = 10000\nburst = 10000\n"
+            "[transport_longpoll]\nowner_timeout = 2\n" + enable,
+            encoding="utf-8",
+        )
+
+
+REDIS_PLUGIN = "kefu.plugins.bus_redis"
+REDIS_URL = os.environ.get("KEFU_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _redis_up() -> bool:
+    host, _, port = REDIS_URL.split("//", 1)[1].split("/", 1)[0].rpartition(":")
+    with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 0.5):
+        return True
+    return False
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    if importlib.util.find_spec(REDIS_PLUGIN) is None:
+        pytest.skip("plugins/bus_redis has not landed")  # the lead enables this test then
+    if not _redis_up():
+        service_unavailable(f"Redis at {REDIS_URL}")
+    prefix = f"kefu-lp-{secrets.token_hex(4)}:"
+    database = tmp_path / "shared.db"
+    pair = [Node(tmp_path, name, database, prefix) for name in ("one", "two")]
+    yield pair
+    for node in pair:
+        node.kill()
+
+
+class Http:
+    """Requests to the two processes by base URL, in the shape Roaming expects of a client."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session, self.base = session, base
+
+    def post(self, path: str, **kwargs: Any):
+        return self.session.post(self.base + path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any):
+        return self.session.get(self.base + path, **kwargs)
+
+
+async def _poll_until_gone(peer: Roaming, client: Any) -> str:
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                await peer.via(client, 10.0)
+            except ConnectionError as exc:
+                return str(exc)
+
+
+async def test_two_processes_serve_one_session_and_recover_from_a_killed_owner(nodes):
+    one, two = nodes
+    banner = await one.start()  # first: it creates the demo site and prints its password
+    await two.start()
+    widget_key = re.search(r"widget key '([^']+)'", banner).group(1)
+    password = re.search(r"password '([^']+)'", banner).group(1)
+    async with aiohttp.ClientSession() as http:
+        a, b = Http(http, one.base), Http(http, two.base)
+        async with b.post("/v1/visitors/session", json={"widget_key": widget_key}) as resp:
+            token = (await resp.json())["token"]
+        login = {"site_id": "demo", "email": "admin@example.com", "password": password}
+        async with b.post("/v1/auth/login", json=login) as resp:
+            agent_token = (await resp.json())["token"]
+        agent = await http.ws_connect(f"{two.base.replace('http', 'ws')}/v1/ws?token={agent_token}")
+        visitor = await Roaming.open([a, b], token)  # owned by process one
+        await visitor.send(op="start")
+        conversation_id = (await visitor.expect("started"))["conversation"]["id"]
+        await agent.send_bytes(orjson.dumps({"op": "watch", "conversation_id": conversation_id}))
+        for i in range(40):
+            frame = {"op": "send", "conversation_id": conversation_id, "cid": f"a{i}", "text": "x"}
+            await agent.send_bytes(orjson.dumps(frame))
+        for i in range(20):
+            await visitor.send(op="send", conversation_id=conversation_id, cid=f"v{i}", text="y")
+        seen, acks, log = [], [], []
+        async with asyncio.timeout(30):
+            while len(acks) < 20 or len(seen) < 40:
+                got = await visitor.recv(1.0)
+                log.append([(f["op"], f.get("cid")) for f in got])
+                for frame in got:
+                    if frame["op"] == "message":
+                        seen.append(frame["seq"])
+                    elif frame["op"] == "ack":
+                        acks.append(frame["cid"])
+        assert acks == [f"v{i}" for i in range(20)], log
+        assert len(seen) == len(set(seen)) == 40 and seen == sorted(seen)
+        last = max(max(seen), *(0,))
+
+        one.kill()  # SIGKILL of the owner: the other process answers 410 session_lost
+        with pytest.raises(ConnectionError, match="recv: 410 session_lost"):
+            await visitor.via(b, 0.5)
+        back = await Roaming.open([b], token)
+        replayed = await _resume_all(back, conversation_id, 0)
+        assert sorted(replayed) == list(range(1, 61)) and last <= 60
+
+        # SIGTERM of the process holding a session: 410 shutdown in flight and afterwards
+        await one.start()
+        moved = await Roaming.open([a, b], token)
+        waiting = asyncio.ensure_future(_poll_until_gone(moved, b))  # relayed to process one
+        await asyncio.sleep(0.5)  # a relayed recv is parked at process one
+        one.proc.send_signal(signal.SIGTERM)
+        assert await waiting == "recv: 410 shutdown"
+        with pytest.raises(ConnectionError, match="recv: 410 shutdown"):
+            await moved.via(b, 0.1)
+        await agent.close()

@@ -54,7 +54,8 @@ FORWARD_GRACE_S = 5.0
 SEND_TIMEOUT_S = 30.0
 #: Seconds a batch handed to another process may stay unconfirmed before it is requeued.
 BATCH_SETTLE_S = 10.0
-#: Ended sessions whose reason this process remembers (answers 410 without a lookup).
+#: Ended sessions whose reason this process remembers (answers 410 without a lookup),
+#: and relayed requests and calls remembered to drop second copies.
 ENDED_KEPT = 4096
 #: Reasons that answer 404 afterwards instead of 410: the session is simply gone.
 SILENT_REASONS = frozenset({"client_closed", "idle_timeout"})
@@ -175,6 +176,9 @@ class LongPoll:
         self._calls: dict[str, asyncio.Future] = {}
         self._recv_calls: set[str] = set()
         self._serving: dict[str, asyncio.Task] = {}
+        # the bus delivers at least once: requests served and calls finished, remembered
+        self._served: OrderedDict[str, None] = OrderedDict()
+        self._finished: OrderedDict[str, bool] = OrderedDict()  # corr -> got its reply
         self._alive: dict[str, tuple[float, bool]] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
@@ -315,9 +319,7 @@ class LongPoll:
             log.warning("long-poll: cannot record the end of session %s: %s", session.id, exc)
 
     def _remember(self, session_id: str, reason: str) -> None:
-        self.ended[session_id] = reason
-        while len(self.ended) > ENDED_KEPT:
-            self.ended.popitem(last=False)
+        _bounded_put(self.ended, session_id, reason)
 
     def _touch(self, session: Session) -> None:
         now = session.last_seen = time.monotonic()
@@ -438,6 +440,7 @@ class LongPoll:
         finally:
             self._calls.pop(corr, None)
             self._recv_calls.discard(corr)
+            _bounded_put(self._finished, corr, future.done() and future.result() is not ABANDONED)
 
     async def _is_alive(self, owner: str) -> bool:
         now = time.monotonic()
@@ -456,10 +459,13 @@ class LongPoll:
     def _on_reply(self, topic: str, payload: bytes) -> None:
         raw, _, body = payload.partition(b"\n")
         header = orjson.loads(raw)
-        future = self._calls.get(header.get("corr", ""))
+        corr = header.get("corr", "")
+        future = self._calls.get(corr)
         if future is not None and not future.done():
             future.set_result((header, body))
-        elif header.get("batch"):  # nobody waits for these frames any more: give them back
+        elif header.get("batch") and self._finished.get(corr) is False:
+            # the request was given up (client gone, shutdown): give the frames back.
+            # A second copy of a reply that was used is ignored.
             self._tell(header["from"], "nack", header["sid"], batch=header["batch"])
 
     def _on_rpc(self, topic: str, payload: bytes) -> None:
@@ -478,6 +484,9 @@ class LongPoll:
                 self._spawn(self._end(session, msg["reason"]))
         else:
             key = f"{msg['from']} {msg['corr']}"
+            if key in self._served:
+                return  # a second copy of a request already served or being served
+            _bounded_put(self._served, key, None)
             task = self._serving[key] = self._spawn(self._serve(msg, body))
             task.add_done_callback(lambda _, key=key: self._serving.pop(key, None))
 
@@ -666,6 +675,12 @@ class LongPoll:
             if owner is not None and owner.decode() != self.address:
                 await self._call(owner.decode(), "close", session_id, FORWARD_GRACE_S)
         return web.json_response({"ok": True})
+
+
+def _bounded_put(memory: OrderedDict, key: str, value: Any) -> None:
+    memory[key] = value
+    while len(memory) > ENDED_KEPT:
+        memory.popitem(last=False)
 
 
 def _client_gone(request: web.Request) -> bool:
