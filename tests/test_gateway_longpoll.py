@@ -194,3 +194,34 @@ def test_outbox_sheds_ephemerals_before_dropping_the_connection():
     for i in range(4):
         conn.push(b"%d" % i)
     assert not conn.push(b"overflow") and conn.closed and conn.close_reason == "slow_consumer"
+
+
+async def test_body_rules_documented_for_clients(client):
+    chat = await open_chat(client, visitor_via="longpoll")
+    await chat.visitor.send_raw(b"[" + b",".join([b'{"op": "ping"}'] * 65) + b"]")
+    assert (await chat.visitor.expect("error"))["code"] == "frame_too_large"
+    assert await chat.visitor.quiet(0.1) == []  # refused whole: not one pong
+    await chat.visitor.send(op="ping", ref="r" * 129)
+    error = await chat.visitor.expect("error")
+    assert (error["code"], error["field"]) == ("invalid_field", "ref") and "ref" not in error
+    await chat.visitor.send(op="ping", ref="r" * 128)
+    assert await chat.visitor.expect("pong", ref="r" * 128)
+    for timeout in ("nan", "inf", "soon"):
+        resp = await client.get(f"/v1/poll/recv?session={chat.visitor.session}&timeout={timeout}")
+        assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_field"
+
+
+async def test_a_session_closed_by_the_client(client):
+    chat = await open_chat(client, visitor_via="longpoll")
+    waiting = asyncio.ensure_future(chat.visitor.recv(10.0))
+    poll = app_kernel(client.app).existing_plugin_state("transport_longpoll")
+    for _ in range(500):  # until the recv is parked
+        if poll.sessions[chat.visitor.session].polling:
+            break
+        await asyncio.sleep(0.01)
+    await chat.visitor.close()
+    with pytest.raises(ConnectionError, match="recv: 410 client_closed"):
+        await waiting
+    with pytest.raises(ConnectionError, match="recv: 404 session_not_found"):
+        await chat.visitor.recv(0.1)
+    assert (await client.post("/v1/poll/close?session=nope")).status == 200
