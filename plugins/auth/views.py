@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from typing import Any
 
 import orjson
@@ -52,8 +53,29 @@ def _string(body: dict[str, Any], name: str, *, required: bool) -> str | None:
     return value
 
 
+#: Seconds a widget key's site is reused by ``POST /v1/visitors/session``.
+SITE_CACHE_TTL = 5.0
+SITE_CACHE_MAX = 10_000
+
+
 def make_views(kernel: Any) -> list[web.RouteDef]:
     """The auth plugin's routes, bound to one kernel."""
+    sites: dict[str, tuple[Any, float]] = {}
+
+    async def site_of(widget_key: str) -> Any:
+        """The site of a widget key, cached for :data:`SITE_CACHE_TTL` seconds: a visitor
+        storm opens thousands of sessions of one site per second (a rotated key stops
+        working within that time; an unknown key is read every time)."""
+        now = time.monotonic()
+        cached = sites.get(widget_key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        site = await kernel.storage.get_site_by_widget_key(widget_key)
+        if site is not None:
+            if len(sites) >= SITE_CACHE_MAX:
+                sites.clear()
+            sites[widget_key] = (site, now + SITE_CACHE_TTL)
+        return site
 
     async def login(request: web.Request) -> web.Response:
         settings = kernel.config.section("auth")
@@ -104,7 +126,7 @@ def make_views(kernel: Any) -> list[web.RouteDef]:
             attributes = _attributes(body.get("attributes"))
         except BadRequest as exc:
             return error_response(400, exc.code, exc.message)
-        site = await kernel.storage.get_site_by_widget_key(widget_key)
+        site = await site_of(widget_key)
         if site is None:
             return error_response(401, "invalid_widget_key", "no site has this widget key")
         fields["user_agent"] = fields["user_agent"] or request.headers.get("User-Agent")
