@@ -46,6 +46,10 @@ class Stats:
     def reset(self) -> None:
         self.window = (0.0, 0.0)
         self.delivery = array("d")  # seconds, send to receipt by the other party
+        # the same, split by whether the two sides' connections were on different server
+        # workers (known only with several workers, see Worker.cmd_placement)
+        self.delivery_cross = array("d")
+        self.delivery_same = array("d")
         self.ack = array("d")  # seconds, send to ack
         self.lag = array("d")  # seconds the open-loop scheduler ran behind its plan
         self.resume = array("d")  # seconds, drop to resumed (and unacked re-sent)
@@ -61,7 +65,7 @@ class Stats:
         out = {k: getattr(self, k) for k in ("sent", "acked", "delivered", "duplicates")}
         out.update(resent=self.resent, reconnects=self.reconnects)
         out.update(errors=dict(self.errors), closes=dict(self.closes))
-        for name in ("delivery", "ack", "lag", "resume"):
+        for name in ("delivery", "delivery_cross", "delivery_same", "ack", "lag", "resume"):
             out[name] = getattr(self, name).tobytes()
         return out
 
@@ -69,12 +73,13 @@ class Stats:
 class Conv:
     """What one participant holds of one conversation."""
 
-    __slots__ = ("id", "last_seq", "seen", "top")
+    __slots__ = ("cross", "id", "last_seq", "seen", "top")
 
     def __init__(self, conversation_id: str, last_seq: int = 0) -> None:
         self.id = conversation_id
         self.last_seq = last_seq
         self.top = 0  # highest seq acknowledged to this participant
+        self.cross: bool | None = None  # both sides on different server workers (if known)
         self.seen: set[int] = set(range(1, last_seq + 1))
 
     def see(self, seq: int) -> bool:
@@ -214,7 +219,12 @@ class Participant:
                 except ValueError:
                     return
                 if stats.window[0] <= sent <= stats.window[1]:
-                    stats.delivery.append(time.time() - sent)
+                    latency = time.time() - sent
+                    stats.delivery.append(latency)
+                    if conv.cross is not None:
+                        (stats.delivery_cross if conv.cross else stats.delivery_same).append(
+                            latency
+                        )
         elif op == "ack":
             cid = frame["cid"]
             sent = self.pending.pop(cid, None)
@@ -342,6 +352,13 @@ class WsLink:
             reason = type(exc).__name__
         if owner.link is self:
             owner.on_closed(reason)
+
+    def address(self) -> tuple[str, int] | None:
+        """This end's (ip, port): the peer address the server sees."""
+        conn = self.ws._response.connection
+        if conn is None or conn.transport is None:
+            return None
+        return conn.transport.get_extra_info("sockname")[:2]
 
     def abort(self) -> None:
         conn = self.ws._response.connection

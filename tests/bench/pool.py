@@ -15,7 +15,15 @@ from typing import Any
 import aiohttp
 
 from tests.bench.client import Dialer, Participant, Stats
-from tests.bench.servers import ServerProcess, gc_collections, loop_lag, scrape_metrics
+from tests.bench.servers import (
+    ServerProcess,
+    gc_collections,
+    gc_workers,
+    loop_lag,
+    loop_lag_workers,
+    scrape_metrics,
+    scrape_workers,
+)
 from tests.bench.worker import Channel, worker_main
 
 log = logging.getLogger(__name__)
@@ -131,13 +139,23 @@ class Probe:
 
 
 class Window:
-    """Server CPU seconds, RSS and loop lag between :meth:`open` and :meth:`close`."""
+    """Server CPU seconds, RSS and loop lag between :meth:`open` and :meth:`close`.
+
+    CPU and RSS are summed over every server process (a supervisor and its workers); with
+    several workers the loop lag is each worker's (scraped through a connection that
+    reached it) and the worst of them, GC collections their sum.
+    """
 
     def __init__(self, server: ServerProcess, http: aiohttp.ClientSession, probe: Probe) -> None:
         self.server, self.http, self.probe = server, http, probe
 
+    async def _scrape(self) -> Any:
+        if self.server.workers > 1:
+            return await scrape_workers(self.server.base, self.server.workers)
+        return await scrape_metrics(self.http, self.server.base)
+
     async def open(self) -> None:
-        self.metrics = await scrape_metrics(self.http, self.server.base)
+        self.metrics = await self._scrape()
         self.cpu = self.server.cpu()
         self.started = time.monotonic()
         self.probe.start()
@@ -146,14 +164,18 @@ class Window:
         elapsed = time.monotonic() - self.started
         cpu = self.server.cpu() - self.cpu
         probe = await self.probe.stop()
-        metrics = await scrape_metrics(self.http, self.server.base)
+        metrics = await self._scrape()
+        if self.server.workers > 1:
+            lag, gcs = loop_lag_workers(self.metrics, metrics), gc_workers(self.metrics, metrics)
+        else:
+            lag, gcs = loop_lag(self.metrics, metrics), gc_collections(self.metrics, metrics)
         return {
             "elapsed_s": round(elapsed, 2),
             "cpu_s": round(cpu, 3),
             "cpu_percent": round(100 * cpu / elapsed, 1) if elapsed else None,
             "rss_mib": round(self.server.rss() / 2**20, 1),
-            "loop_lag": loop_lag(self.metrics, metrics),
-            "gc_collections": gc_collections(self.metrics, metrics),
+            "loop_lag": lag,
+            "gc_collections": gcs,
             "load_average": round(os.getloadavg()[0], 2),  # other tenants of the machine
             "probe_samples": probe,
         }

@@ -2,7 +2,9 @@
 
 Both go to ``build/bench/`` (not committed): ``<stamp>-<profile>.json`` with everything
 measured, ``<stamp>-<profile>.md`` with kefu beside the baseline relay (ratios) and the
-targets of issue 7, and ``latest.md`` / ``latest.json`` copies.
+targets of issue 7, and ``latest.md`` / ``latest.json`` copies. A run of kefu with
+several server-worker counts (``--server-workers 1,2``) adds a table of the counts side
+by side, with the sweep's scaling ratio.
 """
 
 from __future__ import annotations
@@ -82,14 +84,20 @@ def _fmt(value: Any) -> str:
         if math.isnan(value):
             return "-"
         return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, int):
         return f"{value:,}"
+    if isinstance(value, dict):  # per worker
+        return " / ".join(_fmt(v) for _, v in sorted(value.items()))
     return str(value)
 
 
 #: (scenario, label, path inside a scenario's result, target text, lower is better)
 ROWS = [
+    ("idle", "server workers", "server_workers", "", False),
     ("idle", "connections held", "connections", "15,000", False),
+    ("idle", "connections per worker", "connections_by_worker", "", False),
     ("idle", "ramp (connections/s)", "ramp_per_s", "≥ 2,000", False),
     ("idle", "accept-queue overflows during the ramp", "listen_overflows", "", True),
     ("idle", "server RSS per connection (KiB)", "rss_per_conn_kib", "≤ 24, ≤ 1.6x relay", True),
@@ -104,6 +112,15 @@ ROWS = [
     ("chat", "delivered (msg/s)", "delivered_per_s", "", False),
     ("chat", "delivery p50 (ms)", "delivery.p50", "", True),
     ("chat", "delivery p99 (ms)", "delivery.p99", "≤ 50", True),
+    ("chat", "conversations with sides on two workers", "cross_worker.cross_share", "", False),
+    (
+        "chat",
+        "delivery p99, sides on two workers (ms)",
+        "cross_worker.delivery_cross.p99",
+        "≤ 10",
+        True,
+    ),
+    ("chat", "delivery p99, sides on one worker (ms)", "cross_worker.delivery_same.p99", "", True),
     ("chat", "delivery p999 (ms)", "delivery.p999", "≤ 200", True),
     ("chat", "ack p99 (ms)", "ack.p99", "≤ 30", True),
     ("chat", "server CPU per delivered message (µs)", "cpu_us_per_msg", "≤ 4x relay", True),
@@ -128,8 +145,54 @@ ROWS = [
 ]
 
 
+def kefu_names(results: dict[str, Any]) -> list[str]:
+    """The result names of kefu runs: ``kefu``, or ``kefu-1w``, ``kefu-2w``, ..."""
+    return [name for name in results if name == "kefu" or name.startswith("kefu-")]
+
+
+#: (label, path) of the side-by-side table of server-worker counts
+WORKER_ROWS = [
+    ("storage", "storage"),
+    ("idle: connections held", "idle.connections"),
+    ("idle: server RSS per connection (KiB)", "idle.rss_per_conn_kib"),
+    ("idle: server CPU while holding (%)", "idle.cpu_percent"),
+    ("chat: delivered (msg/s)", "chat.delivered_per_s"),
+    ("chat: delivery p99 (ms)", "chat.delivery.p99"),
+    ("chat: delivery p99, sides on two workers (ms)", "chat.cross_worker.delivery_cross.p99"),
+    ("chat: server CPU per delivered message (µs)", "chat.cpu_us_per_msg"),
+    ("sweep: highest offered rate with p99 ≤ 50 ms", "sweep.best_rate"),
+    ("machine load average (1 min), chat", "chat.load_average"),
+]
+
+
+def _sweep_ratio(first: dict, other: dict) -> str:
+    a, b = _get(first, "sweep.best_rate"), _get(other, "sweep.best_rate")
+    return f"{b / a:.2f}x" if a and b else "-"
+
+
+def _workers_table(results: dict[str, Any], names: list[str]) -> list[str]:
+    heads = [f"{results[n].get('server_workers', 1)} worker(s)" for n in names]
+    lines = [
+        "",
+        "Server workers side by side (kefu):",
+        "",
+        "| metric | " + " | ".join(heads) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for label, path in WORKER_ROWS:
+        values = [_get(results[n], path) for n in names]
+        if all(v is None for v in values):
+            continue
+        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in values) + " |")
+    ratios = [_sweep_ratio(results[names[0]], results[n]) for n in names]
+    lines.append("| sweep: scaling ratio to the first | " + " | ".join(ratios) + " |")
+    return lines
+
+
 def markdown(run: dict[str, Any]) -> str:
-    kefu, relay = run["results"].get("kefu", {}), run["results"].get("relay", {})
+    names = kefu_names(run["results"])
+    kefu = run["results"].get(names[0], {}) if names else {}
+    relay = run["results"].get("relay", {})
     m = run["machine"]
     overrides = run["settings"].get("kefu_overrides", "").strip().replace("\n", "; ")
     lines = [
@@ -156,7 +219,7 @@ def markdown(run: dict[str, Any]) -> str:
     if sweep:
         lines += [
             "",
-            "Rate sweep (kefu):",
+            f"Rate sweep ({names[0]}):",
             "",
             "| offered msg/s | delivered msg/s | "
             "p99 ms | p999 ms | ack p99 ms | CPU µs/msg | meets p99 ≤ 50 ms |",
@@ -169,6 +232,18 @@ def markdown(run: dict[str, Any]) -> str:
                 f"{_fmt(s['ack']['p99'])} | {_fmt(s.get('cpu_us_per_msg'))} | "
                 f"{'yes' if s['ok'] else 'no'} |"
             )
+    if len(names) > 1:
+        lines += _workers_table(run["results"], names)
+    for name in names[1:]:
+        more = _get(run["results"][name], "sweep.steps") or []
+        if more:
+            lines += ["", f"Rate sweep ({name}):", "", "| offered | delivered | p99 ms | ok |"]
+            lines.append("|---:|---:|---:|---|")
+            for s in more:
+                lines.append(
+                    f"| {_fmt(s['offered_per_s'])} | {_fmt(s['delivered_per_s'])} | "
+                    f"{_fmt(s['delivery']['p99'])} | {'yes' if s['ok'] else 'no'} |"
+                )
     notes = run.get("notes") or []
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]

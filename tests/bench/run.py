@@ -7,7 +7,14 @@ lost and duplicated messages, stops the server, and writes ``build/bench/<stamp>
 and ``.md`` (kefu beside the relay, with ratios and the targets of issue 7).
 
 ``make bench`` runs the ``full`` profile (issue 7's scale), ``make bench-smoke`` the
-``smoke`` one (about a minute); ``tiny`` is what tests/test_bench_harness.py runs.
+``smoke`` one (about a minute); ``tiny`` is what tests/test_bench_harness.py runs;
+``scale`` holds 100,000 idle WebSockets on six server workers (issue 12).
+
+Several server workers (issue 12): ``--server-workers 2`` starts ``kefu run --workers 2``
+over the Redis bus (the local Redis, a key prefix of its own); ``--server-workers 1,2``
+runs kefu once per count, side by side in the report (``kefu-1w``, ``kefu-2w``) with the
+sweep's scaling ratio. ``--storage postgres`` puts kefu on the local PostgreSQL in a
+fresh schema (dropped afterwards) instead of SQLite.
 Server settings can be changed with ``--set 'section.key=value'`` (TOML values), e.g.
 ``--set sql.batch_window_ms=2 --set gateway.outbox_frames=256``; ``--disable routing``
 turns a plugin off. The exit status is 1 when kefu lost or duplicated a message.
@@ -30,7 +37,7 @@ import aiohttp
 
 from tests.bench import report, scenarios
 from tests.bench.pool import Pool, Probe
-from tests.bench.servers import raise_nofile
+from tests.bench.servers import PG_URL, REDIS_URL, raise_nofile, toml_sections
 from tests.bench.targets import Target
 
 log = logging.getLogger("tests.bench")
@@ -43,6 +50,24 @@ PROFILES: dict[str, dict[str, Any]] = {
         # with it, starting 5,000 conversations alone takes most of an hour
         "disable": ["routing"],
         "idle": {"n": 15_000, "hold_s": 35.0},
+        "chat": {"visitors": 5_000, "agents": 250, "rate": 2_000.0, "duration": 30.0},
+        "storm": {"fraction": 1.0, "background_rate": 100.0, "background_s": 24.0, "wait_s": 40.0},
+        "sweep": {
+            "rates": [100.0, 200.0, 300.0, 400.0, 600.0, 800.0, 1_000.0, 1_500.0, 2_000.0],
+            "step_s": 15.0,
+        },
+        "longpoll": {"visitors": 1_000, "agents": 50, "rate": 300.0, "duration": 30.0},
+    },
+    # issue 12: 100,000 idle WebSockets over six server workers (each under the 20,000
+    # fds a process may hold here), from seven client processes; kefu only (the relay is
+    # one process). The chat numbers are the full profile's, for --scenario chat/sweep.
+    "scale": {
+        "workers": 7,
+        "server_workers": [6],
+        "targets": ["kefu"],
+        "scenarios": ["idle"],
+        "disable": ["routing"],
+        "idle": {"n": 100_000, "hold_s": 30.0, "settle_s": 5.0},
         "chat": {"visitors": 5_000, "agents": 250, "rate": 2_000.0, "duration": 30.0},
         "storm": {"fraction": 1.0, "background_rate": 100.0, "background_s": 24.0, "wait_s": 40.0},
         "sweep": {
@@ -71,18 +96,44 @@ PROFILES: dict[str, dict[str, Any]] = {
 SCENARIOS = ("idle", "chat", "storm", "sweep", "longpoll")
 
 
-def kefu_settings(assignments: list[str], disabled: list[str]) -> str:
-    """``section.key=value`` pairs and disabled plugins as TOML appended to the bench config."""
-    sections: dict[str, list[str]] = {}
+def kefu_settings(assignments: list[str], disabled: list[str]) -> dict[str, dict[str, str]]:
+    """``section.key=value`` pairs and disabled plugins, laid over the bench config."""
+    sections: dict[str, dict[str, str]] = {}
     for item in assignments:
         key, _, value = item.partition("=")
         section, _, name = key.strip().partition(".")
         if not name or not value:
             raise SystemExit(f"--set expects section.key=value, got {item!r}")
-        sections.setdefault(section, []).append(f"{name} = {value.strip()}")
+        sections.setdefault(section, {})[name] = value.strip()
     if disabled:
-        sections.setdefault("plugins", []).append(f"disable = {list(disabled)!r}")
-    return "".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items())
+        sections.setdefault("plugins", {})["disable"] = repr(list(disabled)).replace("'", '"')
+    return sections
+
+
+def server_counts(text: str | None, profile: dict[str, Any]) -> list[int]:
+    """``--server-workers 1,2`` as ``[1, 2]`` (the profile's, else one worker)."""
+    if text is None:
+        return list(profile.get("server_workers", [1]))
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"--server-workers expects counts like 2 or 1,2, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise SystemExit("--server-workers: counts of at least 1")
+    return counts
+
+
+def target_runs(kinds: list[str], counts: list[int]) -> list[tuple[str, str, int]]:
+    """``(result name, kind, server workers)`` in run order: kefu once per worker count."""
+    runs = []
+    for kind in kinds:
+        if kind != "kefu":
+            runs.append((kind, kind, 1))
+        elif len(counts) == 1:
+            runs.append(("kefu", "kefu", counts[0]))
+        else:
+            runs += [(f"kefu-{n}w", "kefu", n) for n in counts]
+    return runs
 
 
 def with_params(profile: dict[str, Any], params: list[str]) -> dict[str, Any]:
@@ -103,11 +154,22 @@ async def run_target(
     profile: dict[str, Any],
     wanted: set[str],
     workdir: Path,
-    settings: str,
+    settings: dict[str, dict[str, str]],
     backlog: int = 4096,
+    name: str | None = None,
+    **server: Any,
 ) -> dict[str, Any]:
-    target = Target(kind, workdir / kind, settings if kind == "kefu" else "", backlog)
-    results: dict[str, Any] = {}
+    target = Target(
+        kind,
+        workdir / (name or kind),
+        settings=settings if kind == "kefu" else {},
+        backlog=backlog,
+        **server,
+    )
+    results: dict[str, Any] = {
+        "server_workers": target.server.workers,
+        "storage": target.server.storage,
+    }
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as http:
         await target.start(http)
@@ -120,6 +182,10 @@ async def run_target(
             await pool.each("close", deadline_s=120)
             results["server_alive_at_end"] = target.server.alive()
             await target.server.stop()
+            try:
+                await target.server.cleanup()
+            except Exception as exc:  # the run's figures matter more than a leftover schema
+                log.warning("%s: cleaning up its schema or keys failed: %s", kind, exc)
     return results
 
 
@@ -190,18 +256,23 @@ async def main_async(args: argparse.Namespace) -> int:
     profile = with_params(PROFILES[args.profile], args.param)
     if args.workers:
         profile["workers"] = args.workers
-    wanted = set(args.scenario or SCENARIOS)
+    wanted = set(args.scenario or profile.get("scenarios", SCENARIOS))
     disabled = args.disable + ([] if args.all_plugins else profile.get("disable", []))
     settings = kefu_settings(args.set, sorted(set(disabled)))
+    counts = server_counts(args.server_workers, profile)
+    storage = args.storage or profile.get("storage", "sqlite")
+    runs = target_runs(args.targets or profile.get("targets", ["relay", "kefu"]), counts)
     run: dict[str, Any] = {
         "profile": args.profile,
         "started": dt.datetime.now().strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": report.machine(),
         "settings": {
             "profile": profile,
-            "kefu_overrides": settings,
+            "kefu_overrides": toml_sections(settings),
             "relay_backlog": args.relay_backlog,
             "scenarios": sorted(wanted),
+            "server_workers": counts,
+            "storage": storage,
         },
         "results": {},
         "notes": [],
@@ -212,24 +283,39 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="kefu-bench-") as tmp:
             workdir = Path(args.keep) if args.keep else Path(tmp)
-            for kind in args.targets:
-                run["results"][kind] = await run_target(
-                    kind, pool, profile, wanted, workdir, settings, args.relay_backlog
+            for name, kind, workers in runs:
+                run["results"][name] = await run_target(
+                    kind,
+                    pool,
+                    profile,
+                    wanted,
+                    workdir,
+                    settings,
+                    args.relay_backlog,
+                    name=name,
+                    workers=workers,
+                    storage=storage,
+                    pg_url=args.pg_url,
+                    redis_url=args.redis_url,
                 )
                 report.write(run, out)  # a partial report survives an interrupted run
     finally:
         await pool.close()
     run["elapsed_s"] = round(time.monotonic() - started, 1)
-    problems = kefu_failures(run["results"].get("kefu", {}))
+    problems = []
+    for target_name in report.kefu_names(run["results"]):
+        failures = kefu_failures(run["results"][target_name])
+        problems += [f"{target_name}: {p}" if target_name != "kefu" else p for p in failures]
     run["notes"] += problems
-    for name, scenario in run["results"].get("kefu", {}).items():
-        loss = scenario.get("loss") if isinstance(scenario, dict) else None
-        if loss and not loss.get("complete", True):
-            run["notes"].append(
-                f"{name}: the final drain did not finish ({loss['unacked_at_end']} unacked, "
-                f"{loss['disconnected_at_end']} clients still reconnecting): undelivered "
-                "messages are reported, not counted as lost"
-            )
+    for target_name in report.kefu_names(run["results"]):
+        for name, scenario in run["results"][target_name].items():
+            loss = scenario.get("loss") if isinstance(scenario, dict) else None
+            if loss and not loss.get("complete", True):
+                run["notes"].append(
+                    f"{target_name} {name}: the final drain did not finish "
+                    f"({loss['unacked_at_end']} unacked, {loss['disconnected_at_end']} clients "
+                    "still reconnecting): undelivered messages are reported, not counted as lost"
+                )
     json_path, md_path = report.write(run, out)
     print(md_path.read_text())
     print(f"report: {json_path} and {md_path} ({run['elapsed_s']} s)")
@@ -243,8 +329,15 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--tiny", dest="profile", action="store_const", const="tiny")
     group.add_argument("--profile", choices=sorted(PROFILES))
     parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="repeatable")
-    parser.add_argument("--targets", nargs="+", default=["relay", "kefu"])
+    parser.add_argument("--targets", nargs="+", help="relay and/or kefu (default: both)")
     parser.add_argument("--workers", type=int, help="client processes")
+    parser.add_argument(
+        "--server-workers",
+        help="kefu run --workers N over the Redis bus; a list (1,2) runs kefu once per count",
+    )
+    parser.add_argument("--storage", choices=["sqlite", "postgres"], help="default sqlite")
+    parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL for --storage postgres")
+    parser.add_argument("--redis-url", default=REDIS_URL, help="Redis for several workers")
     parser.add_argument("--param", action="append", default=[], help="e.g. chat.rate=1000")
     parser.add_argument("--set", action="append", default=[], help="section.key=value")
     parser.add_argument("--disable", action="append", default=[], help="a kefu plugin")

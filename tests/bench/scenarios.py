@@ -10,6 +10,13 @@
   p99 delivery within the target;
 - :func:`verify`: drain, then check the population against storage (lost, duplicated).
 
+With several server workers (``kefu run --workers N``), server CPU and RSS are summed
+over the supervisor and its workers, the idle scenario reports how the kernel spread the
+connections over the workers, and every chat window first asks the server's /proc which
+worker holds each client socket (:func:`place`), so its delivery latency is also given
+split into conversations whose visitor and agent sit on different workers (``cross``) and
+the others (``same``).
+
 Each returns a JSON-ready dict. Everything runs on loopback and is bounded in time.
 """
 
@@ -72,9 +79,17 @@ async def idle(
     await asyncio.sleep(hold_s)
     held = _window(await window.close())
     connect = sorted(t for r in opened for t in r["connect_s"])
+    spread = server.connections_by_worker() if server.workers > 1 else None
+    rss_workers = server.rss_by_worker() if server.workers > 1 else None
     await pool.each("close")
     per_conn = (rss_after - rss_before) / count if count else None
     return {
+        "server_workers": server.workers,
+        # established connections each worker held (the probe's among them)
+        "connections_by_worker": spread,
+        "rss_by_worker_mib": {str(i): round(b / 2**20, 1) for i, b in rss_workers.items()}
+        if rss_workers
+        else None,
         "connections": count,
         "failed": sum(r["failed"] for r in opened),
         "failures": sorted({f for r in opened for f in r["failures"]}),
@@ -146,6 +161,7 @@ async def load(
     seed: int = 0,
 ) -> dict[str, Any]:
     """One open-loop window at ``rate`` messages/s offered, across all client processes."""
+    placed = await place(target, pool) if target.server.workers > 1 else None
     window = Window(target.server, http, probe)
     await window.open()
     parts = await pool.each(
@@ -160,7 +176,12 @@ async def load(
             for key, n in table.items():
                 into[key] = into.get(key, 0) + n
     lag = merge([p["lag"] for p in parts])
+    if placed is not None:
+        placed["delivery_cross"] = summary_ms(merge([p["delivery_cross"] for p in parts]))
+        placed["delivery_same"] = summary_ms(merge([p["delivery_same"] for p in parts]))
     return {
+        "server_workers": target.server.workers,
+        "cross_worker": placed,
         "offered_per_s": rate,
         "duration_s": duration,
         "sent": sum(p["sent"] for p in parts),
@@ -227,6 +248,29 @@ async def storm(
     }
 
 
+async def place(target: Target, pool: Pool) -> dict[str, Any]:
+    """Tell each client process which of its conversations span two server workers.
+
+    The server's /proc says which worker holds each client socket; conversations with a
+    side that is not on a WebSocket (long-polling: each request may reach another worker)
+    stay unknown.
+    """
+    addresses = await pool.each("addresses")
+    where = target.server.placement()
+
+    def workers(items: list) -> list[int | None]:
+        return [where.get(tuple(a)) if a else None for a in items]
+
+    counts = await pool.each(
+        "placement",
+        [{"visitors": workers(a["visitors"]), "agents": workers(a["agents"])} for a in addresses],
+    )
+    total = {k: sum(c[k] for c in counts) for k in ("cross", "same", "unknown")}
+    known = total["cross"] + total["same"]
+    total["cross_share"] = round(total["cross"] / known, 3) if known else None
+    return total
+
+
 def _pack(values: list[float]) -> bytes:
     return array("d", values).tobytes()
 
@@ -271,7 +315,7 @@ async def verify(target: Target, pool: Pool) -> dict[str, Any]:
     """Drain, then check the population against storage."""
     drained = await drain(target, pool)
     records = await pool.each("records", deadline_s=120)
-    result = target.check(records)
+    result = await target.check(records)
     result["pending_after_drain"] = drained["pending"]
     result["drain_s"] = drained["drain_s"]
     return result

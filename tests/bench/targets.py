@@ -27,11 +27,15 @@ SITE = "demo"
 
 
 class Target:
-    """``kefu`` or ``relay``: start it, hand out tokens, check deliveries against storage."""
+    """``kefu`` or ``relay``: start it, hand out tokens, check deliveries against storage.
 
-    def __init__(self, kind: str, workdir: Path, settings: str = "", backlog: int = 4096) -> None:
+    ``server`` holds the :class:`ServerProcess` options (``settings``, ``backlog``,
+    ``workers``, ``storage``, ...).
+    """
+
+    def __init__(self, kind: str, workdir: Path, **server: Any) -> None:
         self.kind = kind
-        self.server = ServerProcess(kind, workdir, settings, backlog)
+        self.server = ServerProcess(kind, workdir, **server)
         self.admin_token: str | None = None
         self.widget_key: str | None = None
         self._serial = 0
@@ -118,7 +122,7 @@ class Target:
         _raise_first(made)
         return made
 
-    def check(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    async def check(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Losses of one population: client records against storage (kefu) or each other."""
         conversations: dict[str, dict] = {}
         unacked = behind = away = 0
@@ -144,7 +148,10 @@ class Target:
             result["duplicated_stored"] = None
             result["summary"] = f"{behind} / n/a (no storage)"
             return result
-        stored, duplicated = self._stored(set(conversations))
+        if self.server.pg_schema:
+            stored, duplicated = await self._stored_pg(set(conversations))
+        else:
+            stored, duplicated = self._stored(set(conversations))
         acked_lost = gaps = undelivered = unacknowledged = 0
         for conversation_id, entry in conversations.items():
             rows = stored.get(conversation_id, {})
@@ -183,6 +190,27 @@ class Target:
             ).fetchone()
         finally:
             db.close()
+        return stored, duplicated
+
+    async def _stored_pg(self, conversation_ids: set[str]) -> tuple[dict, int]:
+        """:meth:`_stored` from the run's PostgreSQL schema."""
+        import asyncpg
+
+        db = await asyncpg.connect(self.server.pg_url)
+        table = f'"{self.server.pg_schema}".messages'
+        try:
+            stored: dict[str, dict[int, str]] = {}
+            for conversation_id, seq, cid in await db.fetch(
+                f"SELECT conversation_id, seq, cid FROM {table}"
+            ):
+                if conversation_id in conversation_ids:
+                    stored.setdefault(conversation_id, {})[seq] = cid
+            duplicated = await db.fetchval(
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} GROUP BY site_id, "
+                "conversation_id, cid HAVING COUNT(*) > 1) AS twice"
+            )
+        finally:
+            await db.close()
         return stored, duplicated
 
 

@@ -289,6 +289,35 @@ class Worker:
         resumed = [p.resumed_at - cut for p in victims if p.resumed_at > cut]
         return {"dropped": len(victims), "resumed": len(resumed), "resume_s": resumed}
 
+    async def cmd_addresses(self) -> dict:
+        """Each participant's socket address, ``None`` when not on a WebSocket (for placement)."""
+
+        def of(p: Participant) -> tuple[str, int] | None:
+            address = getattr(p.link, "address", None)
+            return address() if address is not None else None
+
+        return {
+            "visitors": [of(p) for p in self.visitors],
+            "agents": [of(p) for p in self.agents],
+        }
+
+    async def cmd_placement(self, visitors: list[int | None], agents: list[int | None]) -> dict:
+        """Mark each conversation cross-worker or not from the server worker of each side
+        (lists parallel to :meth:`cmd_addresses`' answer, as the driver found them)."""
+        worker_of = {id(p): w for p, w in zip(self.visitors, visitors, strict=False)}
+        worker_of.update({id(p): w for p, w in zip(self.agents, agents, strict=False)})
+        counts = {"cross": 0, "same": 0, "unknown": 0}
+        for conversation_id, visitor in self.visitor_of.items():
+            agent = self.owner.get(conversation_id)
+            v, a = worker_of.get(id(visitor)), worker_of.get(id(agent)) if agent else None
+            cross = None if v is None or a is None else v != a
+            counts["unknown" if cross is None else "cross" if cross else "same"] += 1
+            for side in (visitor, agent):
+                conv = side.convs.get(conversation_id) if side is not None else None
+                if conv is not None:
+                    conv.cross = cross
+        return counts
+
     async def cmd_records(self) -> dict:
         """Per conversation: acknowledged (cid, seq) pairs and how far each side got."""
         conversations: dict[str, dict] = {}
