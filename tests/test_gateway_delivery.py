@@ -146,3 +146,39 @@ async def test_presence_is_not_echoed_to_the_senders_other_connections(aiohttp_c
     await own_tab.send(op="ping", ref="marker")  # everything before the pong has arrived
     await own_tab.expect("pong")
     assert [f for f in own_tab.frames if f.get("op") == "presence"] == []
+
+
+def test_the_outbox_is_bounded_in_bytes_too():
+    from kefu.core.types import Principal
+    from kefu.plugins.gateway.connection import Connection
+
+    conn = Connection(Principal("visitor", "v", "s"), "ws", outbox_frames=1024, outbox_bytes=1000)
+    assert conn.push(b"t" * 300, ephemeral=True)
+    assert conn.push(b"m" * 600)
+    assert conn.push(b"n" * 300)  # makes room by shedding the ephemeral frame
+    assert conn.shed == 1 and conn.room_bytes == 100
+    assert conn.drain() == [b"m" * 600, b"n" * 300] and conn.room_bytes == 1000
+    assert conn.push(b"x" * 900) and not conn.push(b"y" * 200)  # nothing to shed: closed
+    assert conn.closed and conn.close_reason == "slow_consumer"
+
+
+async def test_a_resume_stops_at_a_quarter_of_the_outbox_bytes(aiohttp_client, tmp_path):
+    kernel = make_kernel(tmp_path, "[gateway]\noutbox_bytes = 65536\nmax_text_chars = 8000\n")
+    client = await aiohttp_client(create_app(kernel))
+    chat = await open_chat(client)
+    for i in range(12):  # ~8 KB each: 96 KB, more than the outbox holds
+        await chat.agent.send(
+            op="send", conversation_id=chat.conversation_id, cid=f"big{i}", text="x" * 7900
+        )
+        await chat.agent.expect("ack", cid=f"big{i}")
+    late = await ws_peer(client, chat.visitor_token)
+    await late.send(op="resume", conversation_id=chat.conversation_id, after_seq=0)
+    resumed = await late.expect("resumed")
+    assert resumed["more"] is True and 0 < resumed["replayed"] < 12
+    got = [f["seq"] for f in late.frames if f.get("op") == "message"]
+    assert got == list(range(1, resumed["last_seq"] + 1))
+    await late.send(
+        op="resume", conversation_id=chat.conversation_id, after_seq=resumed["last_seq"]
+    )
+    second = await late.expect("resumed")
+    assert second["last_seq"] > resumed["last_seq"]  # the next page follows; never closed

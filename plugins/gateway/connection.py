@@ -2,7 +2,7 @@
 
 A transport creates it (through :meth:`Gateway.open`), feeds it the client's
 frames (:meth:`Gateway.receive`) and writes out what :meth:`Connection.take`
-returns. The outbox is bounded: past ``shed_at`` frames new ephemeral frames
+returns. The outbox is bounded in frames and in bytes: past ``shed_at`` frames new ephemeral frames
 are shed; when it is full an ephemeral frame already queued makes room, and
 when none is left the connection is closed as a slow consumer (the client
 reconnects and resumes from its last ``seq``).
@@ -23,6 +23,8 @@ class Connection:
 
     __slots__ = (
         "_burst",
+        "_byte_limit",
+        "_bytes",
         "_limit",
         "_outbox",
         "_rate",
@@ -52,6 +54,7 @@ class Connection:
         transport: str,
         *,
         outbox_frames: int = 1024,
+        outbox_bytes: int = 1024 * 1024,
         shed_ephemeral_at: float = 0.5,
         rate: float = 20.0,
         burst: int = 40,
@@ -75,6 +78,7 @@ class Connection:
         self.inbox: list[dict] | None = None
         self.worker: asyncio.Future | None = None
         self._limit = outbox_frames
+        self._byte_limit, self._bytes = outbox_bytes, 0
         self._shed_at = max(1, int(outbox_frames * shed_ephemeral_at))
         self._waiter: asyncio.Future | None = None
         self._rate, self._burst = rate, burst
@@ -96,6 +100,12 @@ class Connection:
         if queued >= self._limit and not self._drop_one_ephemeral():
             self.close("slow_consumer")
             return False
+        size = len(frame)
+        while self._bytes + size > self._byte_limit:
+            if not self._drop_one_ephemeral():
+                self.close("slow_consumer")
+                return False
+        self._bytes += size
         self._outbox.append((frame, ephemeral))
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -103,9 +113,10 @@ class Connection:
         return True
 
     def _drop_one_ephemeral(self) -> bool:
-        for index, (_, ephemeral) in enumerate(self._outbox):
+        for index, (frame, ephemeral) in enumerate(self._outbox):
             if ephemeral:
                 del self._outbox[index]
+                self._bytes -= len(frame)
                 self.shed += 1
                 return True
         return False
@@ -118,6 +129,11 @@ class Connection:
     def room(self) -> int:
         """Frames that can still be queued before the slow-consumer policy acts."""
         return self._limit - len(self._outbox)
+
+    @property
+    def room_bytes(self) -> int:
+        """Bytes that can still be queued before the slow-consumer policy acts."""
+        return self._byte_limit - self._bytes
 
     async def wait(self) -> None:
         """Return once a frame is queued or the connection is closed."""
@@ -133,7 +149,9 @@ class Connection:
         if self.closed:
             return []
         count = min(max_frames, len(self._outbox))
-        return [self._outbox.popleft()[0] for _ in range(count)]
+        frames = [self._outbox.popleft()[0] for _ in range(count)]
+        self._bytes -= sum(map(len, frames))
+        return frames
 
     async def take(self, max_frames: int = 256) -> list[bytes]:
         """Wait for frames and remove up to ``max_frames``; ``[]`` once closed.
@@ -150,6 +168,7 @@ class Connection:
             return
         self.closed, self.close_reason = True, reason
         self._outbox.clear()
+        self._bytes = 0
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

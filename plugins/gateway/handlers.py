@@ -134,6 +134,7 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
         try:
             # a replay never overflows the outbox: a quarter stays free for live frames
             budget = min(gateway.settings.replay_max, conn.room - conn.room // 4 - 1)
+            byte_floor = gateway.settings.outbox_bytes // 4
             if budget <= 0:
                 more = True
             while budget > 0:
@@ -142,11 +143,15 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
                     conn.principal.site_id, conversation_id, after_seq=cursor, limit=limit
                 )
                 for message in page:
-                    conn.push(orjson.dumps(message_frame(message)))
+                    data = orjson.dumps(message_frame(message))
+                    if conn.room_bytes - len(data) < byte_floor:  # a quarter stays free too
+                        more = True
+                        break
+                    conn.push(data)
                     cursor = message.seq
-                replayed += len(page)
-                budget -= len(page)
-                if len(page) < limit:
+                    replayed += 1
+                    budget -= 1
+                if more or len(page) < limit:
                     break
                 if budget <= 0:
                     more = True

@@ -143,6 +143,7 @@ class Gateway(Store, Fanout):
             principal,
             transport,
             outbox_frames=s.outbox_frames,
+            outbox_bytes=s.outbox_bytes,
             shed_ephemeral_at=s.shed_ephemeral_at,
             rate=s.rate,
             burst=s.burst,

@@ -18,6 +18,8 @@ class GatewaySettings(Section):
     max_text_chars: int = Field(8000, ge=1)
     #: Frames a connection may queue for its client before the slow-consumer policy acts.
     outbox_frames: int = Field(1024, ge=16)
+    #: Bytes a connection may queue for its client (the same policy as ``outbox_frames``).
+    outbox_bytes: int = Field(1024 * 1024, ge=64 * 1024)
     #: Past this share of the outbox, new ephemeral frames (typing, presence, read) are shed.
     shed_ephemeral_at: float = Field(0.5, gt=0, le=1)
     #: Sustained frames per second a client may send, and the burst above it.
