@@ -4,14 +4,21 @@
 processes, drives them from two client processes through every scenario at a tiny scale
 and writes the report. The driver exits with 1 when kefu lost or duplicated a message,
 which the check against the SQLite file would reveal. ``make bench`` is the real run.
+
+The multi-worker variant runs kefu as ``kefu run --workers 2`` over the local Redis bus
+(127.0.0.1:6379, a key prefix of its own): the harness's cross-worker path (CPU and RSS
+summed over the workers, per-worker placement of client sockets) stays tested.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,3 +50,62 @@ def test_tiny_run_delivers_everything_and_writes_the_report(tmp_path):
     assert kefu["storm"]["loss"]["lost"] == 0
     table = (tmp_path / "latest.md").read_text()
     assert "| chat | delivery p99 (ms) |" in table and "kefu / relay" in table
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _redis_up(), reason="needs the local Redis on 127.0.0.1:6379")
+def test_tiny_run_on_two_server_workers_places_both_sides(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.bench.run",
+            "--tiny",
+            "--server-workers",
+            "2",
+            "--targets",
+            "kefu",
+            "--scenario",
+            "idle",
+            "--scenario",
+            "chat",
+            "--param",
+            "chat.visitors=24",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = json.loads(next(tmp_path.glob("*-tiny.json")).read_text())
+    kefu = run["results"]["kefu"]
+    assert kefu["server_alive_at_end"] and kefu["server_workers"] == 2
+    idle = kefu["idle"]
+    assert idle["connections"] == 40
+    spread = idle["connections_by_worker"]
+    assert sorted(spread) == ["0", "1"] and sum(spread.values()) >= 40  # + probe, driver
+    chat = kefu["chat"]
+    assert chat["acked"] == chat["sent"] > 0
+    placed = chat["cross_worker"]
+    assert placed["unknown"] == 0 and placed["cross"] + placed["same"] == 24
+    assert (
+        chat["cross_worker"]["delivery_cross"]["n"] + placed["delivery_same"]["n"]
+        == (chat["delivery"]["n"])
+    )
+    loss = chat["loss"]
+    assert loss["stored"] == loss["acked"] > 0
+    assert loss["lost"] == loss["duplicated_stored"] == loss["seq_gaps"] == 0
+    assert (
+        "| chat | delivery p99, sides on two workers (ms) |" in (tmp_path / "latest.md").read_text()
+    )

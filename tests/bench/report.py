@@ -204,7 +204,8 @@ def markdown(run: dict[str, Any]) -> str:
         "",
         f"kefu settings over the bench defaults: `{overrides}`." if overrides else "",
         "",
-        "| scenario | metric | kefu | relay | kefu / relay | target (issue 7) |",
+        f"| scenario | metric | {names[0] if names else 'kefu'} | relay | kefu / relay "
+        "| target (issues 7, 11, 12) |",
         "|---|---|---:|---:|---:|---|",
     ]
     for scenario, label, path, target, _ in ROWS:

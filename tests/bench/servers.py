@@ -225,6 +225,10 @@ class ServerProcess:
         if self.pg_schema:
             sections["sql"] = {"url": f'"{self.pg_url}"', "pg_schema": f'"{self.pg_schema}"'}
         if self.workers > 1:
+            from kefu.core.plugins import DEFAULT_PLUGINS
+
+            if "kefu.plugins.bus_redis" not in DEFAULT_PLUGINS:  # until it is a default one
+                sections["plugins"] = {"enable": '["kefu.plugins.bus_redis"]'}
             sections["bus"] = {"backend": '"redis"'}
             sections["bus_redis"] = {
                 "url": f'"{self.redis_url}"',
