@@ -10,10 +10,11 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder
 from prometheus_client.metrics_core import Metric
 
 from kefu.core.web_app import bearer_token, error_response
+from kefu.plugins.metrics_prometheus.cluster import ClusterMetrics
 from kefu.plugins.metrics_prometheus.families import Families
 from kefu.plugins.metrics_prometheus.probe import LoopLagProbe
 from kefu.plugins.metrics_prometheus.series import DomainSeries
@@ -61,6 +62,7 @@ class Exporter:
         self.settings = settings
         self.series = DomainSeries(settings.latency_buckets_s, settings.wait_buckets_s)
         self.probe: LoopLagProbe | None = None
+        self.cluster: ClusterMetrics | None = None
         self.registry = CollectorRegistry()
         self.registry.register(KernelCollector(self))
         if settings.process_metrics:
@@ -77,10 +79,16 @@ class Exporter:
                 s.loop_lag_interval_s, s.loop_lag_window_s, s.latency_buckets_s
             )
             self.probe.start()
+        bus = self.kernel.bus
+        if bus is not None and bus.name != "memory":  # several processes share the bus
+            self.cluster = ClusterMetrics(self.kernel, self.registry, s.cluster_interval_s)
+            self.cluster.start()
 
     async def stop(self) -> None:
         if self.probe is not None:
             await self.probe.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
 
     async def handle(self, request: web.Request) -> web.Response:
         """``GET /metrics``: the text exposition format, or OpenMetrics when asked for."""
@@ -89,6 +97,9 @@ class Exporter:
             given = bearer_token(request) or ""
             if not hmac.compare_digest(given.encode(), token.encode()):
                 return error_response(401, "invalid_token", "a valid metrics token is required")
+        if self.cluster is not None:  # every worker's series, labelled (text format)
+            body = await self.cluster.exposition()
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         body = encoder(self.registry)
         return web.Response(body=body, headers={"Content-Type": content_type})

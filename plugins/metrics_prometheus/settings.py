@@ -26,6 +26,10 @@ class MetricsSettings(Section):
     loop_lag_window_s: float = Field(60.0, ge=1, le=3600)
     #: Process CPU, memory, file descriptors and Python GC series (``process_*``, ``python_*``).
     process_metrics: bool = True
+    #: With a bus shared by several processes (the Redis bus): seconds between two
+    #: publications of this worker's series, which any worker's endpoint answers with a
+    #: ``worker`` label. The in-process bus: each process answers its own only.
+    cluster_interval_s: float = Field(5.0, ge=0.5, le=300)
     #: Bucket upper bounds (seconds) of the ack-latency and loop-lag histograms.
     latency_buckets_s: list[float] = Field(default_factory=lambda: list(LATENCY_BUCKETS_S))
     #: Bucket upper bounds (seconds) of the routing wait histogram.
