@@ -427,10 +427,31 @@ async def scrape_workers(base: str, workers: int, tries: int = 40) -> dict[int, 
                     index = (await resp.json())["worker"]
                 if index in found:
                     continue
-                found[index] = await scrape_metrics(http, base)
+                samples = await scrape_metrics(http, base)
+                found[index] = own_series(samples, index) if samples else samples
             except (aiohttp.ClientError, KeyError, ValueError):
                 continue
     return found
+
+
+WORKER_LABEL = re.compile(r',?worker="[^"]*:(\d+)"')
+
+
+def own_series(samples: dict[str, float], index: int) -> dict[str, float]:
+    """The answering worker's own (live) samples, without their ``worker`` label.
+
+    With a shared bus every worker's /metrics also holds the other workers' series,
+    labelled ``worker="host:port:index"`` and up to ``[metrics] cluster_interval_s`` old;
+    without that label (the in-process bus) every sample is the worker's own.
+    """
+    own = {}
+    for key, value in samples.items():
+        match = WORKER_LABEL.search(key)
+        if match is None:
+            own[key] = value
+        elif int(match.group(1)) == index:
+            own[key.replace(match.group(0), "").replace("{,", "{").replace("{}", "")] = value
+    return own
 
 
 def parse_metrics(text: str) -> dict[str, float]:

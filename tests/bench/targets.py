@@ -48,7 +48,8 @@ class Target:
         await self.server.start()
         if self.kind != "kefu":
             return
-        deadline = time.monotonic() + 10
+        # a supervisor prints them with its banner once every worker is ready
+        deadline = time.monotonic() + 10 + 10 * self.server.workers
         found: dict[str, str] = {}
         while time.monotonic() < deadline:
             found = self.server.announcements()
