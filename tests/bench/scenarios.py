@@ -67,7 +67,11 @@ async def idle(
     cpu_before = server.cpu()
     overflows = listen_overflows()
     chunks = _split(tokens, len(pool))
-    opened = await pool.each("open_idle", [{"tokens": c} for c in chunks], base=target.base)
+    # 100,000 connections over six workers on two shared cores take minutes to open
+    deadline = max(600.0, n / 50)
+    opened = await pool.each(
+        "open_idle", [{"tokens": c} for c in chunks], base=target.base, deadline_s=deadline
+    )
     cpu_ramp = server.cpu() - cpu_before
     overflows = listen_overflows() - overflows
     count = sum(r["opened"] for r in opened)
@@ -81,7 +85,7 @@ async def idle(
     connect = sorted(t for r in opened for t in r["connect_s"])
     spread = server.connections_by_worker() if server.workers > 1 else None
     rss_workers = server.rss_by_worker() if server.workers > 1 else None
-    await pool.each("close")
+    await pool.each("close", deadline_s=deadline)
     per_conn = (rss_after - rss_before) / count if count else None
     return {
         "server_workers": server.workers,
