@@ -30,6 +30,7 @@ ENTRY_POINT_GROUP = "kefu.plugins"
 #: Built-in plugins, registered exactly as a third party's would be.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.bus_memory",
+    "kefu.plugins.bus_redis",
     "kefu.plugins.storage_memory",
     "kefu.plugins.storage_sql",
     "kefu.plugins.storage_mongo",

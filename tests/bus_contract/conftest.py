@@ -56,9 +56,9 @@ def port_open(port: int) -> bool:
     return False
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    """Wait until ``check()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+async def eventually(check: Callable[[], bool], within: float = 5.0, what: str = "") -> None:
+    """Wait until ``check()`` holds; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what or check}")
@@ -135,6 +135,7 @@ def redis_cluster_url(tmp_path_factory) -> Iterator[str]:
                 root / str(n),
                 None,
                 "--cluster-enabled", "yes",
+                "--cluster-port", str(free_port()),  # not port + 10000: may be taken
                 "--cluster-config-file", str(root / f"nodes-{n}.conf"),
                 "--cluster-node-timeout", "2000",
             )  # fmt: skip
@@ -142,15 +143,22 @@ def redis_cluster_url(tmp_path_factory) -> Iterator[str]:
             servers.append(server)
         addresses = [f"127.0.0.1:{s.port}" for s in servers]
         created = subprocess.run(
-            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0"]
-            + ["--cluster-yes"],
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
         )
         if created.returncode != 0:
             service_unavailable(f"a local Redis Cluster ({created.stdout[-300:]})")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 20
         while True:
             info = subprocess.run(
                 ["redis-cli", "-p", str(servers[0].port), "cluster", "info"],
@@ -213,7 +221,7 @@ async def _redis_on(url: str, request) -> AsyncIterator[Backend]:
         yield backend
     finally:
         for bus in backend.opened:
-            await bus.close()
+            await asyncio.wait_for(bus.close(), 15)  # close never hangs
         with contextlib.suppress(Exception):
             if cluster:
                 for key in [k async for k in admin.scan_iter(match=f"{prefix}*", count=1000)]:
@@ -240,6 +248,8 @@ async def _redis_cluster(request) -> AsyncIterator[Backend]:
 #: Bus name -> async generator of a :class:`Backend`. Add yours here.
 MAKERS = {
     "memory": _memory,
+    "redis": _redis,
+    "redis_cluster": _redis_cluster,
 }
 
 

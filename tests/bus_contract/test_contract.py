@@ -103,7 +103,7 @@ async def test_order_per_publisher_with_sync_and_async_handlers(backend: Backend
         b.publish("seq", b"b%d" % n)
         if n % 37 == 0:
             await asyncio.sleep(0)
-    await eventually(lambda: len(slow_got) == 600 and len(fast.got) == 600, timeout=20)
+    await eventually(lambda: len(slow_got) == 600 and len(fast.got) == 600, within=20)
     for got in (fast.got, slow_got):
         for who in (b"a", b"b"):
             mine = [int(p[1:]) for p in got if p[:1] == who]
@@ -115,7 +115,7 @@ async def test_publishes_of_one_tick_go_as_one_batch(backend: Backend):
     inbox = Inbox()
     a.subscribe("burst", inbox)
     await settle(a)
-    pipelines = []
+    pipelines, commands = [], a.stats["commands"] if backend.kind.startswith("redis") else 0
     if backend.kind.startswith("redis"):  # count round trips: pipelines sent
         client = a._client
         real = client.pipeline
@@ -136,7 +136,7 @@ async def test_publishes_of_one_tick_go_as_one_batch(backend: Backend):
     assert inbox.got == [b"%d" % n for n in range(100)]
     if backend.kind.startswith("redis"):
         assert len(pipelines) == 1, "100 publishes of one tick must be one pipeline"
-        assert len(pipelines[0].command_stack) == 100 or a.stats["commands"] >= 100
+        assert a.stats["commands"] - commands == 100
 
 
 async def test_position_and_resume_after_a_gap(backend: Backend):
@@ -238,7 +238,7 @@ async def test_each_entry_goes_to_exactly_one_consumer_of_a_group(backend: Backe
     b.consume("jobs", "g", two, claim_idle=5)
     ids = await asyncio.gather(*(a.enqueue("jobs", b"%d" % n) for n in range(200)))
     assert len(set(ids)) == 200 and all(isinstance(i, str) for i in ids)
-    await eventually(lambda: len(one.items) + len(two.items) >= 200, timeout=10)
+    await eventually(lambda: len(one.items) + len(two.items) >= 200, within=10)
     await asyncio.sleep(0.2)
     got = one.payloads + two.payloads
     assert sorted(got) == sorted(b"%d" % n for n in range(200))  # none twice, none lost
@@ -288,7 +288,7 @@ async def test_an_entry_of_a_consumer_that_died_is_claimed_after_claim_idle(back
     started = time.monotonic()
     survivor = Worker(b)
     b.consume("tasks", "g", survivor, claim_idle=0.3)
-    await eventually(lambda: survivor.items, timeout=5)
+    await eventually(lambda: survivor.items, within=5)
     assert time.monotonic() - started >= 0.2
     assert survivor.payloads == [b"orphan"]
     assert survivor.items[0].id == dying.items[0].id and survivor.items[0].deliveries == 2
@@ -307,7 +307,7 @@ async def test_an_entry_failing_max_deliveries_times_goes_to_the_dead_letter_que
     await a.enqueue("mail", b"poison")
     dead = Worker(b, "dlq")
     b.consume("mail:dead", "dlq", dead)
-    await eventually(lambda: dead.items, timeout=10, what="the dead letter")
+    await eventually(lambda: dead.items, within=10, what="the dead letter")
     assert dead.payloads == [b"poison"] and dead.items[0].queue == "mail:dead"
     assert [i.deliveries for i in poisoned.items] == [1, 2, 3]
     await asyncio.sleep(0.4)
