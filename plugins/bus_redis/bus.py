@@ -425,10 +425,10 @@ class RedisBus:
                         batch, self._outbox = self._bounded(batch + self._outbox), []
                 if attempt:
                     self._available()
-                for (_, future), result in zip(batch, results, strict=True):
+                for (command, future), result in zip(batch, results, strict=True):
                     if future is None or future.done():
                         if isinstance(result, Exception) and future is None:
-                            log.warning("redis bus: a publish failed: %s", result)
+                            log.warning("redis bus: %s failed: %s", command[0], result)
                         continue
                     if isinstance(result, Exception):
                         future.set_exception(result)
@@ -663,11 +663,11 @@ class RedisBus:
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def ack(self, queue: str, group: str, ids: Sequence[str]) -> None:
-        if not ids:
-            return
-        future = asyncio.get_running_loop().create_future()
-        self._send(("XACK", self._queue_key(queue), group, *ids), future)
-        await future
+        # Queued, not awaited: the XACKs of every handler in a tick go in one pipeline
+        # (kept and sent again through an outage). One lost with the process only means
+        # the entry is handed out again after claim_idle, as for a consumer that died.
+        if ids:
+            self._send(("XACK", self._queue_key(queue), group, *ids), None)
 
     def consume(
         self,
@@ -741,7 +741,7 @@ class RedisBus:
                 await self._unavailable(exc, attempt)
                 attempt += 1
             except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # Redis restarted without the stream: recreate
+                if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):  # stream gone: recreate
                     created = False
                     cursor = b"0-0"
                     continue
