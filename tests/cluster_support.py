@@ -347,7 +347,7 @@ class Client:
                 try:
                     await self.connect()
                     await self.resume_all()
-                    self.resend()
+                    self.resend_all()
                 except (aiohttp.ClientError, OSError, ConnectionError, TimeoutError) as exc:
                     self.count(f"reconnect: {type(exc).__name__}")
                     ws, self.ws = self.ws, None
@@ -423,18 +423,26 @@ class Client:
             await self.send_frame(frame)
 
     def resend(self, older_than: float | None = None) -> int:
-        """Re-send unacknowledged messages (all, or those last tried ``older_than`` s ago)."""
+        """Re-send unacknowledged messages with their cid: all of them (after a reconnect),
+        or those the server refused (an error frame: storage failed, ...) and, with
+        ``older_than``, those unanswered that long. A live WebSocket loses nothing, it may
+        only be slow: re-sending merely late messages would only add to the server's load."""
         if self.ws is None:
             return 0
         now, count = time.monotonic(), 0
         for cid, (frame, tried) in list(self.pending.items()):
-            if older_than is not None and now - tried < older_than:
+            if tried and (older_than is None or now - tried < older_than):
                 continue
             self.pending[cid] = (frame, now)
             self.stats.resent += 1
             count += 1
             spawn(self._try(frame))
         return count
+
+    def resend_all(self) -> None:
+        for cid, (frame, _) in list(self.pending.items()):
+            self.pending[cid] = (frame, 0.0)
+        self.resend()
 
     def count(self, what: str) -> None:
         self.stats.errors[what] = self.stats.errors.get(what, 0) + 1
