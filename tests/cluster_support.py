@@ -160,7 +160,6 @@ class Node:
             f'[storage]\nbackend = "sql"\n[sql]\nurl = "{url}"\npg_schema = "{schema}"\n'
             f'[bus]\nbackend = "redis"\n[bus_redis]\nurl = "{redis}"\nprefix = "{prefix}"\n'
             "[auth]\npassword_cost = 10\n[gateway]\nrate = 10000\nburst = 10000\n"
-            "[transport_longpoll]\nowner_timeout = 2\n"
             f'[plugins]\n{enable}disable = ["bot_intents"]\n',
             encoding="utf-8",
         )
@@ -312,7 +311,7 @@ class Client:
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
             heartbeat=None,
         )
-        hello = orjson.loads((await asyncio.wait_for(ws.receive(), 10)).data)
+        hello = orjson.loads((await asyncio.wait_for(ws.receive(), 30)).data)
         if hello.get("op") != "hello":
             await ws.close()
             raise ConnectionError(f"no hello: {hello}")
@@ -369,7 +368,7 @@ class Client:
             raise ConnectionError("not connected")
         await ws.send_bytes(orjson.dumps(frame))
 
-    async def request(self, frame: dict, wait: float = 15.0) -> dict:
+    async def request(self, frame: dict, wait: float = 30.0) -> dict:
         self.ref += 1
         ref = f"r{self.ref}"
         future = self.waiters[ref] = asyncio.get_running_loop().create_future()
