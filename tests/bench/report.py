@@ -98,6 +98,8 @@ ROWS = [
     ("idle", "server workers", "server_workers", "", False),
     ("idle", "connections held", "connections", "15,000", False),
     ("idle", "connections per worker", "connections_by_worker", "", False),
+    ("idle", "connections up at the end of the hold", "held_at_end", "", False),
+    ("idle", "connection attempts that failed", "failed", "0", True),
     ("idle", "ramp (connections/s)", "ramp_per_s", "≥ 2,000", False),
     ("idle", "accept-queue overflows during the ramp", "listen_overflows", "", True),
     ("idle", "server RSS per connection (KiB)", "rss_per_conn_kib", "≤ 24, ≤ 1.6x relay", True),
@@ -154,6 +156,7 @@ def kefu_names(results: dict[str, Any]) -> list[str]:
 WORKER_ROWS = [
     ("storage", "storage"),
     ("idle: connections held", "idle.connections"),
+    ("idle: connections up at the end of the hold", "idle.held_at_end"),
     ("idle: server RSS per connection (KiB)", "idle.rss_per_conn_kib"),
     ("idle: server CPU while holding (%)", "idle.cpu_percent"),
     ("chat: delivered (msg/s)", "chat.delivered_per_s"),

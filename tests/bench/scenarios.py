@@ -82,6 +82,11 @@ async def idle(
     await window.open()
     await asyncio.sleep(hold_s)
     held = _window(await window.close())
+    status = await pool.each("held")  # dropped connections reconnect: count what is up now
+    closes: dict[str, int] = {}
+    for st in status:
+        for reason, k in st["closes"].items():
+            closes[reason] = closes.get(reason, 0) + k
     connect = sorted(t for r in opened for t in r["connect_s"])
     spread = server.connections_by_worker() if server.workers > 1 else None
     rss_workers = server.rss_by_worker() if server.workers > 1 else None
@@ -95,6 +100,9 @@ async def idle(
         if rss_workers
         else None,
         "connections": count,
+        "held_at_end": sum(st["held"] for st in status),
+        "closed_during_run": closes,  # by reason, each then reconnected by the client
+        "reconnects": sum(st["reconnects"] for st in status),
         "failed": sum(r["failed"] for r in opened),
         "failures": sorted({f for r in opened for f in r["failures"]}),
         "ramp_s": round(ramp_s, 2),

@@ -289,6 +289,14 @@ class Worker:
         resumed = [p.resumed_at - cut for p in victims if p.resumed_at > cut]
         return {"dropped": len(victims), "resumed": len(resumed), "resume_s": resumed}
 
+    async def cmd_held(self) -> dict:
+        """Visitors whose link is up now, and the closes and reconnects counted so far."""
+        return {
+            "held": sum(1 for p in self.visitors if p.link is not None),
+            "closes": dict(self.stats.closes),
+            "reconnects": self.stats.reconnects,
+        }
+
     async def cmd_addresses(self) -> dict:
         """Each participant's socket address, ``None`` when not on a WebSocket (for placement)."""
 
