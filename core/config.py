@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 
 from kefu.core.errors import ConfigError
 
@@ -44,6 +44,12 @@ class ServerSettings(Section):
     reload: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     public_url: str | None = None
+    #: ``gc.set_threshold`` at start-up (core/gc_tuning.py, docs/performance.md "GC pauses").
+    gc_thresholds: list[NonNegativeInt] = Field(
+        default_factory=lambda: [700, 10, 10], min_length=3, max_length=3
+    )
+    #: Seconds between the checks that freeze new long-lived objects; 0: only at start-up.
+    gc_freeze_interval_s: float = Field(1.0, ge=0, le=3600)
     #: Seconds a worker has to drain on SIGTERM before the supervisor kills it.
     drain_timeout: float = Field(30.0, gt=0, le=3600)
     #: Tests and demos only: several workers on the in-process bus (each sees only its own).

@@ -9,6 +9,12 @@ then last-registered first), and awaits whatever is awaitable:
 - :func:`notify` runs every implementation isolated from the others: one that
   raises is logged with its plugin's name and counted, never fatal;
   :func:`collect_sync` does the same for sync hooks whose answers are collected.
+
+A hook call costs about what calling its implementations by hand costs: each hook's
+implementations are kept in calling order with how to pick their arguments and whether
+they are coroutine functions (rebuilt when a plugin is registered or unregistered), a
+coroutine function's result is awaited without a check, and a plain function's answer
+is checked for being awaitable by its type.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import Counter
+from collections.abc import Callable
+from operator import itemgetter
+from types import GeneratorType
 from typing import Any
 
 import pluggy
@@ -44,13 +53,111 @@ class HookFailures:
         return sum(self.counts.values())
 
 
-def _ordered_impls(caller: pluggy.HookCaller) -> list[pluggy.HookImpl]:
+#: What a call runs, per implementation, in pluggy's calling order:
+#: ``(plugin_name, function, arguments, is_coroutine_function)`` where
+#: ``arguments(kwargs)`` is the tuple of the values the implementation asked for.
+Plan = tuple[tuple[str, Callable[..., Any], Callable[[dict[str, Any]], tuple], bool], ...]
+
+#: Types a sync implementation returned that are not awaitable, so the next value of the
+#: same type skips :func:`inspect.isawaitable`. Bounded: a type past the cap is just
+#: checked every time.
+_PLAIN_TYPES: set[type] = {bool, int, float, str, bytes, dict, list, tuple}
+_PLAIN_TYPES_CAP = 256
+
+
+class _WatchedImpls(list):
+    """pluggy's implementation list of one hook, remembering the plan built from it.
+
+    pluggy keeps a hook's implementations in ``HookCaller._hookimpls`` and changes that
+    list in place on ``register``/``unregister`` (``insert``, ``del``). Swapping in this
+    subclass makes every change drop the plan, whatever path made it, so a call never
+    sees a stale order and the next call rebuilds it once.
+    """
+
+    __slots__ = ("plan",)
+
+    def __init__(self, impls: list) -> None:
+        super().__init__(impls)
+        self.plan: Plan | None = None
+
+
+def _dropping_plan(name: str) -> Callable[..., Any]:
+    method = getattr(list, name)
+
+    def mutate(self: _WatchedImpls, *args: Any) -> Any:
+        self.plan = None
+        return method(self, *args)
+
+    mutate.__name__ = name
+    return mutate
+
+
+for _name in (
+    "__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend",
+    "insert", "pop", "remove", "clear", "sort", "reverse",
+):  # fmt: skip
+    setattr(_WatchedImpls, _name, _dropping_plan(_name))
+del _name
+
+
+def _arguments(argnames: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple]:
+    if len(argnames) >= 2:
+        return itemgetter(*argnames)  # a tuple, built in C
+    if argnames:
+        (name,) = argnames
+        return lambda kwargs: (kwargs[name],)
+    return lambda kwargs: ()
+
+
+def _build_plan(impls: list[pluggy.HookImpl]) -> Plan:
     # pluggy calls the list from its end: tryfirst last-registered first.
-    return list(reversed(caller.get_hookimpls()))
+    return tuple(
+        (
+            impl.plugin_name,
+            impl.function,
+            _arguments(tuple(impl.argnames)),
+            inspect.iscoroutinefunction(impl.function),
+        )
+        for impl in reversed(impls)
+    )
 
 
-def _invoke(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
-    return impl.function(*[kwargs[name] for name in impl.argnames])
+def _plan(caller: pluggy.HookCaller) -> Plan:
+    """The hook's implementations in calling order, rebuilt only after they changed."""
+    impls = caller._hookimpls
+    plan = getattr(impls, "plan", None)
+    if plan is not None:
+        return plan
+    plan = _build_plan(impls)
+    if type(impls) is not _WatchedImpls:
+        try:
+            caller._hookimpls = impls = _WatchedImpls(impls)  # type: ignore[misc]
+        except AttributeError:  # a subset caller computes its list: nothing to keep
+            return plan
+    impls.plan = plan
+    return plan
+
+
+def _awaitable(value: Any) -> bool:
+    """``inspect.isawaitable`` for a sync implementation's non-None answer, by type."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return False
+    if inspect.isawaitable(value):
+        return True
+    # a generator is awaitable or not per code object (types.coroutine), never cache it
+    if kind is not GeneratorType and len(_PLAIN_TYPES) < _PLAIN_TYPES_CAP:
+        _PLAIN_TYPES.add(kind)
+    return False
+
+
+def _refuse_async(caller: pluggy.HookCaller, value: Any) -> str | None:
+    """Why a sync-only hook's answer is refused (it is awaitable), closing a coroutine."""
+    if value is None or not _awaitable(value):
+        return None
+    if inspect.iscoroutine(value):
+        value.close()
+    return f"hook {caller.name} must not be async"
 
 
 async def call_all(caller: pluggy.HookCaller, **kwargs: Any) -> list[tuple[str, Any]]:
@@ -59,38 +166,39 @@ async def call_all(caller: pluggy.HookCaller, **kwargs: Any) -> list[tuple[str, 
     An exception propagates (wrapped in nothing) after being logged with the plugin name.
     """
     results = []
-    for impl in _ordered_impls(caller):
+    for plugin_name, function, arguments, is_async in _plan(caller):
         try:
-            value = _invoke(impl, kwargs)
-            if inspect.isawaitable(value):
-                value = await value
+            # inlined here, in call_first and in notify: a helper coroutine per
+            # implementation would cost about what the plan saves
+            if is_async:
+                value = await function(*arguments(kwargs))
+            else:
+                value = function(*arguments(kwargs))
+                if value is not None and _awaitable(value):
+                    value = await value
         except Exception:
-            log.error("plugin %r failed in hook %s", impl.plugin_name, caller.name)
+            log.error("plugin %r failed in hook %s", plugin_name, caller.name)
             raise
         if value is not None:
-            results.append((impl.plugin_name, value))
+            results.append((plugin_name, value))
     return results
 
 
 def call_all_sync(caller: pluggy.HookCaller, **kwargs: Any) -> list[tuple[str, Any]]:
     """Like :func:`call_all` for hooks documented as sync only (routes, schemas, registries)."""
     results = []
-    for impl in _ordered_impls(caller):
+    for plugin_name, function, arguments, _ in _plan(caller):
         try:
-            value = _invoke(impl, kwargs)
+            value = function(*arguments(kwargs))
         except Exception as exc:
             raise PluginHookError(
-                f"plugin {impl.plugin_name!r} failed in hook {caller.name}: "
-                f"{type(exc).__name__}: {exc}"
+                f"plugin {plugin_name!r} failed in hook {caller.name}: {type(exc).__name__}: {exc}"
             ) from exc
-        if inspect.isawaitable(value):
-            if inspect.iscoroutine(value):
-                value.close()
-            raise PluginHookError(
-                f"plugin {impl.plugin_name!r}: hook {caller.name} must not be async"
-            )
+        refused = _refuse_async(caller, value)
+        if refused:
+            raise PluginHookError(f"plugin {plugin_name!r}: {refused}")
         if value is not None:
-            results.append((impl.plugin_name, value))
+            results.append((plugin_name, value))
     return results
 
 
@@ -100,29 +208,31 @@ def collect_sync(
     """Like :func:`call_all_sync`, each implementation isolated: one that raises (or is
     async) is logged with its plugin's name, counted and left out."""
     results = []
-    for impl in _ordered_impls(caller):
+    for plugin_name, function, arguments, _ in _plan(caller):
         try:
-            value = _invoke(impl, kwargs)
-            if inspect.isawaitable(value):
-                if inspect.iscoroutine(value):
-                    value.close()
-                raise TypeError(f"hook {caller.name} must not be async")
+            value = function(*arguments(kwargs))
+            refused = _refuse_async(caller, value)
+            if refused:
+                raise TypeError(refused)
         except Exception:
-            log.exception("plugin %r failed in hook %s", impl.plugin_name, caller.name)
+            log.exception("plugin %r failed in hook %s", plugin_name, caller.name)
             if failures is not None:
-                failures.record(impl.plugin_name, caller.name)
+                failures.record(plugin_name, caller.name)
             continue
         if value is not None:
-            results.append((impl.plugin_name, value))
+            results.append((plugin_name, value))
     return results
 
 
 async def call_first(caller: pluggy.HookCaller, **kwargs: Any) -> Any:
     """Return the first non-None result, awaiting each implementation in turn."""
-    for impl in _ordered_impls(caller):
-        value = _invoke(impl, kwargs)
-        if inspect.isawaitable(value):
-            value = await value
+    for _, function, arguments, is_async in _plan(caller):
+        if is_async:
+            value = await function(*arguments(kwargs))
+        else:
+            value = function(*arguments(kwargs))
+            if value is not None and _awaitable(value):
+                value = await value
         if value is not None:
             return value
     return None
@@ -133,14 +243,17 @@ async def notify(
 ) -> int:
     """Run every implementation, isolated; return how many failed."""
     failed = 0
-    for impl in _ordered_impls(caller):
+    for plugin_name, function, arguments, is_async in _plan(caller):
         try:
-            value = _invoke(impl, kwargs)
-            if inspect.isawaitable(value):
-                await value
+            if is_async:
+                await function(*arguments(kwargs))
+            else:
+                value = function(*arguments(kwargs))
+                if value is not None and _awaitable(value):
+                    await value
         except Exception:
             failed += 1
-            log.exception("plugin %r failed in hook %s", impl.plugin_name, caller.name)
+            log.exception("plugin %r failed in hook %s", plugin_name, caller.name)
             if failures is not None:
-                failures.record(impl.plugin_name, caller.name)
+                failures.record(plugin_name, caller.name)
     return failed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -11,7 +10,7 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from kefu.core import __version__
+from kefu.core import __version__, gc_tuning
 from kefu.core.errors import StartupError
 from kefu.core.kernel import Kernel
 from kefu.core.reload import watch_config
@@ -95,10 +94,20 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             watcher = asyncio.create_task(watch_config(kernel), name="kefu-config-watch")
             stack.callback(watcher.cancel)
         kernel.started = True
-        gc.collect()
-        gc.freeze()  # long-lived start-up objects leave the GC's generations
+        _tune_gc(kernel)
         yield
         kernel.started = False
+
+
+def _tune_gc(kernel: Kernel) -> None:
+    """Bound the collector's pauses (core/gc_tuning.py): thresholds, the start-up freeze
+    (long-lived start-up objects leave the generations) and the periodic freezer."""
+    server = kernel.config.server
+    gc_tuning.apply_thresholds(server.gc_thresholds)
+    gc_tuning.freeze_start_up()
+    if server.gc_freeze_interval_s:
+        freezer = gc_tuning.GcFreezer()
+        kernel.spawn(freezer.run(server.gc_freeze_interval_s), "kefu-gc-freezer")
 
 
 async def _run_start(plugin: str, start, kernel: Kernel) -> None:

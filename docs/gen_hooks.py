@@ -12,6 +12,7 @@ out. Run it after changing a spec::
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import inspect
 import re
@@ -41,7 +42,27 @@ valid, a name the spec does not have fails start-up. "May be async" means an `as
 implementation is awaited; a "sync only" hook implemented with `async def` fails with
 `TypeError` when the kernel calls it. How the kernel combines the answers (first non-None,
 all, isolated notifications) is explained in [plugins.md](plugins.md).
+
+Under each heading is the spec's typed signature, what an editor or a type checker shows
+the author of an implementation. `hookimpl` is typed too (`kefu.hooks.HookimplMarker`): it
+returns the decorated function unchanged and takes `tryfirst`, `trylast`, `specname` and
+`optionalhook`; pluggy's hook wrappers are not supported. `MaybeAwaitable[T]` (from
+`kefu.hooks`) is `T | Awaitable[T]`: the answer, or an awaitable of it. The other names are:
 """
+
+
+def type_names(modules: list[ModuleType]) -> dict[str, str]:
+    """The names the signatures use, from each spec module's ``if TYPE_CHECKING:`` imports."""
+    names: dict[str, str] = {}
+    for module in modules:
+        tree = ast.parse(inspect.getsource(module))
+        for node in tree.body:
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+                for imp in node.body:
+                    if isinstance(imp, ast.ImportFrom):
+                        for alias in imp.names:
+                            names[alias.asname or alias.name] = f"{imp.module}.{alias.name}"
+    return dict(sorted(names.items(), key=lambda item: item[0].lower()))
 
 
 def spec_functions(module: ModuleType) -> list[Callable]:
@@ -57,7 +78,23 @@ def spec_functions(module: ModuleType) -> list[Callable]:
 
 def signature(func: Callable) -> str:
     """``kefu_routes(kernel)``: the name and the argument names, as pluggy sees them."""
-    return f"{func.__name__}{inspect.signature(func)}"
+    return f"{func.__name__}({', '.join(inspect.signature(func).parameters)})"
+
+
+def typed_signature(func: Callable) -> str:
+    """``def kefu_routes(kernel: Kernel) -> ...``: the spec as written (its annotations
+    are the source's text: the spec modules postpone their evaluation)."""
+    sig = inspect.signature(func)
+    params = [
+        name if p.annotation is p.empty else f"{name}: {p.annotation}"
+        for name, p in sig.parameters.items()
+    ]
+    returns = "" if sig.return_annotation is sig.empty else f" -> {sig.return_annotation}"
+    line = f"def {func.__name__}({', '.join(params)}){returns}"
+    if len(line) <= 92 or not params:
+        return line
+    inner = "".join(f"    {param},\n" for param in params)
+    return f"def {func.__name__}(\n{inner}){returns}"
 
 
 def anchor(heading: str) -> str:
@@ -125,8 +162,10 @@ def render() -> str:
                 f"{sync_or_async(doc)} | {summary} |"
             )
             sections.append(f"### {heading}")
+            sections.append(f"```python\n{typed_signature(func)}\n```")
             sections.append(render_docstring(doc))
-    parts = [HEADER.rstrip(), "\n".join(index), *sections]
+    types = "\n".join(f"- `{name}`: `{target}`" for name, target in type_names(modules).items())
+    parts = [HEADER.rstrip(), types, "\n".join(index), *sections]
     return "\n\n".join(parts) + "\n"
 
 

@@ -1,10 +1,22 @@
 """Authentication and authorisation hooks."""
 
-from kefu.hooks import hookspec
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kefu.hooks import MaybeAwaitable, hookspec
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from kefu.core.kernel import Kernel
+    from kefu.core.types import Principal
 
 
 @hookspec
-def kefu_auth_authenticate(kernel, request, token):
+def kefu_auth_authenticate(
+    kernel: Kernel, request: web.Request | None, token: str | None
+) -> MaybeAwaitable[Principal | None]:
     """Turn a request credential into a principal.
 
     Called for each HTTP request and connection that carries a credential;
@@ -20,7 +32,9 @@ def kefu_auth_authenticate(kernel, request, token):
 
 
 @hookspec
-def kefu_auth_permits(kernel, principal, action, resource):
+def kefu_auth_permits(
+    kernel: Kernel, principal: Principal | None, action: str, resource: object
+) -> MaybeAwaitable[bool | None]:
     """Decide whether a principal may perform an action.
 
     Called by features before a privileged action; the first non-None answer
@@ -35,7 +49,7 @@ def kefu_auth_permits(kernel, principal, action, resource):
 
 
 @hookspec
-def kefu_auth_hash_password(kernel, password):
+def kefu_auth_hash_password(kernel: Kernel, password: str) -> MaybeAwaitable[str | None]:
     """Hash a password the way the login of the enabled auth plugin verifies it.
 
     Called by features that create agents or change an agent's password (the

@@ -1,10 +1,22 @@
 """Bot hooks: engines that answer visitors and actions that flows can call."""
 
-from kefu.hooks import hookspec
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from kefu.hooks import MaybeAwaitable, hookspec
+
+if TYPE_CHECKING:
+    from kefu.core.domain import Conversation, Message
+    from kefu.core.kernel import Kernel
+    from kefu.core.types import BotReply
 
 
 @hookspec
-def kefu_bot_reply(kernel, conversation, message):
+def kefu_bot_reply(
+    kernel: Kernel, conversation: Conversation, message: Message
+) -> MaybeAwaitable[BotReply | None]:
     """Answer a visitor message in a conversation that a bot holds.
 
     Called for every stored visitor message while the conversation is in the
@@ -19,7 +31,7 @@ def kefu_bot_reply(kernel, conversation, message):
 
 
 @hookspec
-def kefu_bot_actions():
+def kefu_bot_actions() -> dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] | None:
     """Contribute actions that dialogue flows may call by name.
 
     :returns: a dict mapping an action name (``"order_lookup"``) to an async
@@ -29,7 +41,7 @@ def kefu_bot_actions():
 
 
 @hookspec
-def kefu_bot_takes(kernel, conversation):
+def kefu_bot_takes(kernel: Kernel, conversation: Conversation) -> MaybeAwaitable[bool | None]:
     """Decide whether a bot answers a new conversation first.
 
     Called by the gateway before it stores a conversation a visitor starts.
@@ -44,7 +56,7 @@ def kefu_bot_takes(kernel, conversation):
 
 
 @hookspec
-def kefu_bot_serves(kernel, site_id):
+def kefu_bot_serves(kernel: Kernel, site_id: str) -> MaybeAwaitable[bool | None]:
     """Say whether a bot answers the new conversations of a site now.
 
     Asked by clients' "is anyone there?" answers (the widget's config,

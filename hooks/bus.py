@@ -1,10 +1,19 @@
 """Message bus hooks: named buses that carry events between worker processes."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from kefu.hooks import hookspec
+
+if TYPE_CHECKING:
+    from kefu.core.bus import Bus
+    from kefu.core.kernel import Kernel
 
 
 @hookspec
-def kefu_bus_backends():
+def kefu_bus_backends() -> dict[str, Callable[[Kernel], Bus]] | None:
     """Register message buses by name.
 
     Called once at start-up. ``[bus] backend = "NAME"`` chooses one (the

@@ -1,10 +1,18 @@
 """Degradation hooks: shed optional features under pressure, restore them after."""
 
-from kefu.hooks import hookspec
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kefu.hooks import MaybeAwaitable, hookspec
+
+if TYPE_CHECKING:
+    from kefu.core.kernel import Kernel
+    from kefu.core.types import DegradableFeature, PressureReading
 
 
 @hookspec
-def kefu_degradation_features(kernel):
+def kefu_degradation_features(kernel: Kernel) -> list[DegradableFeature] | None:
     """Declare features that may be shed under load.
 
     :param kernel: the :class:`kefu.core.kernel.Kernel`.
@@ -14,7 +22,7 @@ def kefu_degradation_features(kernel):
 
 
 @hookspec
-def kefu_degradation_pressure(kernel):
+def kefu_degradation_pressure(kernel: Kernel) -> MaybeAwaitable[list[PressureReading] | None]:
     """Report current pressure readings.
 
     Called periodically by the degradation controller.
@@ -26,7 +34,7 @@ def kefu_degradation_pressure(kernel):
 
 
 @hookspec
-def kefu_degradation_level_changed(kernel, old, new):
+def kefu_degradation_level_changed(kernel: Kernel, old: int, new: int) -> MaybeAwaitable[None]:
     """Observe a change of the overall pressure level.
 
     :param kernel: the :class:`kefu.core.kernel.Kernel`.

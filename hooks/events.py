@@ -1,10 +1,19 @@
 """Domain events: the one notification hook every listener uses; and plugin statistics."""
 
-from kefu.hooks import hookspec
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kefu.hooks import MaybeAwaitable, hookspec
+
+if TYPE_CHECKING:
+    from kefu.core.kernel import Kernel
+    from kefu.core.stats import Labels
+    from kefu.core.types import Event
 
 
 @hookspec
-def kefu_event(kernel, event):
+def kefu_event(kernel: Kernel, event: Event) -> MaybeAwaitable[None]:
     """Observe a domain event.
 
     Emitted after the fact, for example ``message.stored``,
@@ -29,7 +38,9 @@ def kefu_event(kernel, event):
 
 
 @hookspec
-def kefu_stats(kernel):
+def kefu_stats(
+    kernel: Kernel,
+) -> dict[str, float | dict[str, Any] | dict[Labels, float | dict[str, Any]]] | None:
     """Report the plugin's internal statistics, read when metrics are collected.
 
     Called by a metrics plugin (the built-in ``metrics_prometheus`` on every

@@ -1,6 +1,19 @@
 """Lifecycle hooks: configuration, start-up, shutdown, HTTP routes and middlewares, CLI."""
 
-from kefu.hooks import hookspec
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from kefu.hooks import MaybeAwaitable, hookspec
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from aiohttp.typedefs import Middleware
+    from pydantic import BaseModel
+
+    from kefu.core.kernel import Kernel
+    from kefu.core.types import CliCommand, RestEndpoint
 
 # ---------------------------------------------------------------------------
 # Configuration
@@ -8,7 +21,7 @@ from kefu.hooks import hookspec
 
 
 @hookspec
-def kefu_config_schema():
+def kefu_config_schema() -> dict[str, type[BaseModel]] | None:
     """Declare the configuration sections this plugin owns.
 
     Called once when the configuration is validated (at start-up, by
@@ -22,7 +35,7 @@ def kefu_config_schema():
 
 
 @hookspec
-def kefu_config_changed(kernel, section, old, new):
+def kefu_config_changed(kernel: Kernel, section: str, old: Any, new: Any) -> MaybeAwaitable[None]:
     """React to a live configuration change of one section.
 
     Called after a changed ``kefu.toml`` was validated and swapped in
@@ -44,7 +57,7 @@ def kefu_config_changed(kernel, section, old, new):
 
 
 @hookspec
-def kefu_startup(kernel):
+def kefu_startup(kernel: Kernel) -> MaybeAwaitable[None]:
     """Acquire the plugin's resources before the server accepts requests.
 
     Called once per process after the single-slot services (storage, bus)
@@ -57,7 +70,7 @@ def kefu_startup(kernel):
 
 
 @hookspec
-def kefu_shutdown(kernel):
+def kefu_shutdown(kernel: Kernel) -> MaybeAwaitable[None]:
     """Release what :func:`kefu_startup` acquired.
 
     Called once per process when the server stops, in reverse registration
@@ -70,7 +83,7 @@ def kefu_shutdown(kernel):
 
 
 @hookspec
-def kefu_shutdown_requested(kernel):
+def kefu_shutdown_requested(kernel: Kernel) -> MaybeAwaitable[None]:
     """Start closing long-lived connections because the server is stopping.
 
     Called once when the server begins to stop (SIGINT, SIGTERM), after it
@@ -86,7 +99,7 @@ def kefu_shutdown_requested(kernel):
 
 
 @hookspec
-def kefu_ready_checks(kernel):
+def kefu_ready_checks(kernel: Kernel) -> dict[str, Callable[[], Awaitable[str | None]]] | None:
     """Contribute readiness checks to ``GET /readyz``.
 
     Called while building the application; the checks run on every request
@@ -105,7 +118,7 @@ def kefu_ready_checks(kernel):
 
 
 @hookspec
-def kefu_routes(kernel):
+def kefu_routes(kernel: Kernel) -> list[web.AbstractRouteDef] | None:
     """Contribute HTTP routes.
 
     Called once while the aiohttp application is built, before it is frozen.
@@ -117,7 +130,7 @@ def kefu_routes(kernel):
 
 
 @hookspec
-def kefu_rest_endpoints(kernel):
+def kefu_rest_endpoints(kernel: Kernel) -> list[RestEndpoint] | None:
     """Contribute JSON endpoints to the REST API, served and documented like its own.
 
     Called once while the application is built, by the plugin that serves the
@@ -134,7 +147,7 @@ def kefu_rest_endpoints(kernel):
 
 
 @hookspec
-def kefu_middlewares(kernel):
+def kefu_middlewares(kernel: Kernel) -> list[tuple[int, Middleware]] | None:
     """Contribute aiohttp middlewares.
 
     Called once while the application is built. Middlewares are applied in
@@ -152,7 +165,7 @@ def kefu_middlewares(kernel):
 
 
 @hookspec
-def kefu_cli_commands():
+def kefu_cli_commands() -> list[CliCommand] | None:
     """Contribute sub-commands to the ``kefu`` command line.
 
     Called once when the CLI builds its parser.

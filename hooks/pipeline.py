@@ -1,10 +1,18 @@
 """Message pipeline hooks: processors that run before a message is stored."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from kefu.hooks import hookspec
+
+if TYPE_CHECKING:
+    from kefu.core.kernel import Kernel
+    from kefu.core.types import Processor
 
 
 @hookspec
-def kefu_pipeline_processors(kernel):
+def kefu_pipeline_processors(kernel: Kernel) -> list[Processor] | None:
     """Contribute message processors.
 
     Called once at start-up (and again after a live configuration change);

@@ -1,10 +1,19 @@
 """Routing hooks: named policies, eligibility filters and weight factors."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from kefu.hooks import hookspec
+
+if TYPE_CHECKING:
+    from kefu.core.kernel import Kernel
+    from kefu.core.types import RoutingFilter, WeightFactor
 
 
 @hookspec
-def kefu_routing_policies():
+def kefu_routing_policies() -> dict[str, Callable[[Kernel], object]] | None:
     """Register routing policies (selectors) by name.
 
     Called once at start-up. ``[routing] policy = "NAME"`` chooses one; an
@@ -16,7 +25,7 @@ def kefu_routing_policies():
 
 
 @hookspec
-def kefu_routing_filters(kernel):
+def kefu_routing_filters(kernel: Kernel) -> list[RoutingFilter] | None:
     """Contribute eligibility filters applied before any policy selects.
 
     :param kernel: the :class:`kefu.core.kernel.Kernel`.
@@ -26,7 +35,7 @@ def kefu_routing_filters(kernel):
 
 
 @hookspec
-def kefu_routing_weight_factors(kernel):
+def kefu_routing_weight_factors(kernel: Kernel) -> list[WeightFactor] | None:
     """Contribute weight factors to the ``weighted`` policy's score.
 
     Any plugin may add a factor (for example satisfaction scores from an

@@ -1,10 +1,19 @@
 """Storage hooks: named storage backends."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from kefu.hooks import hookspec
+
+if TYPE_CHECKING:
+    from kefu.core.kernel import Kernel
+    from kefu.core.storage import StorageBackend
 
 
 @hookspec
-def kefu_storage_backends():
+def kefu_storage_backends() -> dict[str, Callable[[Kernel], StorageBackend]] | None:
     """Register storage backends by name.
 
     Called once at start-up. ``[storage] backend = "NAME"`` in ``kefu.toml``

@@ -1,10 +1,20 @@
 """Transport hooks: the adapters that carry frames and the operations frames name."""
 
-from kefu.hooks import hookspec
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from kefu.hooks import MaybeAwaitable, hookspec
+
+if TYPE_CHECKING:
+    from kefu.core.delivery import ClientConnection
+    from kefu.core.kernel import Kernel
+    from kefu.core.types import TransportInfo
 
 
 @hookspec
-def kefu_transport_adapters(kernel):
+def kefu_transport_adapters(kernel: Kernel) -> list[TransportInfo] | None:
     """Describe the transports this plugin provides.
 
     Called once at start-up, for introspection (``kefu plugins``,
@@ -17,7 +27,11 @@ def kefu_transport_adapters(kernel):
 
 
 @hookspec
-def kefu_transport_frame_handlers(kernel):
+def kefu_transport_frame_handlers(
+    kernel: Kernel,
+) -> (
+    dict[str, Callable[[ClientConnection, dict[str, Any]], Awaitable[dict[str, Any] | None]]] | None
+):
     """Contribute handlers for client frame operations (the ``op`` field).
 
     Called once at start-up by the gateway. An ``op`` may be claimed by one
@@ -31,7 +45,7 @@ def kefu_transport_frame_handlers(kernel):
 
 
 @hookspec
-def kefu_transport_connected(kernel, connection):
+def kefu_transport_connected(kernel: Kernel, connection: ClientConnection) -> MaybeAwaitable[None]:
     """Observe a client connection that has authenticated.
 
     Called by the gateway for every transport (WebSocket, long-poll, ...).
@@ -43,7 +57,9 @@ def kefu_transport_connected(kernel, connection):
 
 
 @hookspec
-def kefu_transport_disconnected(kernel, connection, reason):
+def kefu_transport_disconnected(
+    kernel: Kernel, connection: ClientConnection, reason: str
+) -> MaybeAwaitable[None]:
     """Observe a client connection that has closed.
 
     :param kernel: the :class:`kefu.core.kernel.Kernel`.

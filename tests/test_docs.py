@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import importlib.util
 import inspect
 import re
 import shlex
 import tomllib
+import typing
 from pathlib import Path
 from types import ModuleType
 
@@ -87,6 +90,35 @@ def test_every_spec_docstring_states_arguments_return_and_sync_or_async():
             problems.append(f"{name}: no ':returns:'")
         if "Sync only" not in doc and "May be async" not in doc:
             problems.append(f"{name}: says neither 'Sync only' nor 'May be async'")
+    assert not problems
+
+
+def type_checking_namespace(module: ModuleType) -> dict:
+    """The module's globals plus what its ``if TYPE_CHECKING:`` block imports."""
+    namespace = dict(vars(module))
+    for node in ast.parse(inspect.getsource(module)).body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            code = compile(ast.Module(body=node.body, type_ignores=[]), module.__file__, "exec")
+            exec(code, namespace)
+    return namespace
+
+
+def test_every_spec_is_typed_and_its_types_resolve():
+    """Typed specs (CONVENTIONS.md, tox 4): every argument and the return, with names that
+    exist, so that an editor can show them and a type checker check an implementation."""
+    pm = new_plugin_manager()
+    problems = []
+    for name, args in hook_specs().items():
+        spec = getattr(pm.hook, name).spec.function
+        annotations = spec.__annotations__
+        problems += [f"{name}: '{a}' has no type" for a in args if a not in annotations]
+        if "return" not in annotations:
+            problems.append(f"{name}: no return type")
+        module = importlib.import_module(spec.__module__)
+        try:
+            typing.get_type_hints(spec, globalns=type_checking_namespace(module))
+        except Exception as exc:
+            problems.append(f"{name}: {type(exc).__name__}: {exc}")
     assert not problems
 
 

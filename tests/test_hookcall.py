@@ -94,3 +94,148 @@ def test_pipeline_order_comes_from_priority_not_registration(data_dir_config):
         extra_plugins=(("late", plugin("late", 10)), ("early", plugin("early", 90))),
     )
     assert [p.name for p in kernel.hooks.pipeline_processors()] == ["late", "early"]
+
+
+# -- the cached call plan (issue 11) ----------------------------------------------
+
+
+class Listener:
+    """A ``kefu_event`` implementation that records its name, sync or async."""
+
+    def __init__(self, name, seen, is_async=False, **marks):
+        if is_async:
+
+            async def kefu_event(kernel, event):
+                seen.append(name)
+
+        else:
+
+            def kefu_event(kernel, event):
+                seen.append(name)
+
+        self.kefu_event = hookimpl(**marks)(kefu_event)
+
+
+async def test_the_cached_order_follows_register_and_unregister():
+    seen = []
+    pm = manager(("a", Listener("a", seen)), ("b", Listener("b", seen, is_async=True)))
+    await notify(pm.hook.kefu_event, kernel=None, event="e")
+    assert seen == ["b", "a"]
+
+    seen.clear()
+    pm.register(Listener("c", seen), name="c")
+    await notify(pm.hook.kefu_event, kernel=None, event="e")
+    assert seen == ["c", "b", "a"]  # the last registered first
+
+    seen.clear()
+    pm.unregister(name="b")
+    await notify(pm.hook.kefu_event, kernel=None, event="e")
+    assert seen == ["c", "a"]
+
+    seen.clear()  # as many implementations as before, not the same ones
+    pm.unregister(name="a")
+    pm.register(Listener("d", seen, is_async=True), name="d")
+    await notify(pm.hook.kefu_event, kernel=None, event="e")
+    assert seen == ["d", "c"]
+
+
+async def test_call_first_sees_a_plugin_registered_after_the_first_call():
+    pm = manager(("a", Answer("from-a", False)))
+    hook = pm.hook.kefu_auth_authenticate
+    assert await call_first(hook, kernel=None, request=None, token=None) == "from-a"
+    pm.register(Answer("from-b", True), name="b")
+    assert await call_first(hook, kernel=None, request=None, token=None) == "from-b"
+    pm.unregister(name="b")
+    assert await call_first(hook, kernel=None, request=None, token=None) == "from-a"
+    pm.unregister(name="a")
+    assert await call_first(hook, kernel=None, request=None, token=None) is None
+
+
+def test_call_all_sync_sees_a_plugin_registered_after_the_first_call():
+    pm = manager(("a", Answer(1, False)))
+    hook = pm.hook.kefu_auth_authenticate
+    assert call_all_sync(hook, kernel=None, request=None, token=None) == [("a", 1)]
+    pm.register(Answer(2, False), name="b")
+    assert call_all_sync(hook, kernel=None, request=None, token=None) == [("b", 2), ("a", 1)]
+
+
+async def test_order_is_pluggys_tryfirst_trylast_and_last_registered_first():
+    seen = []
+    pm = manager(
+        ("last", Listener("last", seen, trylast=True)),
+        ("first", Listener("first", seen, tryfirst=True, is_async=True)),
+        ("plain1", Listener("plain1", seen)),
+        ("first2", Listener("first2", seen, tryfirst=True)),
+        ("plain2", Listener("plain2", seen, is_async=True)),
+    )
+    await notify(pm.hook.kefu_event, kernel=None, event="e")
+    pluggys = [impl.plugin_name for impl in reversed(pm.hook.kefu_event.get_hookimpls())]
+    assert seen == pluggys == ["first2", "first", "plain2", "plain1", "last"]
+
+
+async def test_a_plain_def_that_returns_an_awaitable_is_awaited():
+    class Deferred:
+        """Awaitable without being a coroutine."""
+
+        def __await__(self):
+            yield from ()
+            return "deferred"
+
+    class Returns:
+        def __init__(self, make):
+            self.kefu_auth_authenticate = hookimpl(lambda kernel, request, token: make())
+
+    async def later():
+        return "later"
+
+    for make, expected in ((later, "later"), (Deferred, "deferred")):
+        pm = manager(("p", Returns(make)))
+        hook = pm.hook.kefu_auth_authenticate
+        for _ in range(2):  # the second time the answer's type is known
+            assert await call_first(hook, kernel=None, request=None, token=None) == expected
+            assert await call_all(hook, kernel=None, request=None, token=None) == [("p", expected)]
+        with pytest.raises(TypeError, match="must not be async"):
+            call_all_sync(hook, kernel=None, request=None, token=None)
+
+
+async def test_notify_awaits_what_a_plain_def_returns_and_isolates_its_failure():
+    seen = []
+
+    async def fails():
+        raise ValueError("late boom")
+
+    class Deferring:
+        @hookimpl
+        def kefu_event(self, kernel, event):
+            seen.append(event)
+            return fails()
+
+    pm = manager(("deferring", Deferring()), ("good", Listener("good", seen)))
+    failures = HookFailures()
+    assert await notify(pm.hook.kefu_event, failures, kernel=None, event="e") == 1
+    assert seen == ["good", "e"] and failures.counts == {("deferring", "kefu_event"): 1}
+
+
+async def test_a_subset_hook_caller_is_called_uncached():
+    seen = []
+    pm = manager(("a", Listener("a", seen)), ("b", Listener("b", seen)))
+    subset = pm.subset_hook_caller("kefu_event", remove_plugins=[pm.get_plugin("a")])
+    await notify(subset, kernel=None, event="e")
+    await notify(subset, kernel=None, event="e")
+    assert seen == ["b", "b"]
+
+
+async def test_an_implementation_may_take_a_subset_of_the_arguments():
+    class Few:
+        @hookimpl
+        def kefu_auth_permits(self, action):
+            return action == "x"
+
+    class NoArgs:
+        @hookimpl
+        def kefu_auth_permits(self):
+            return None
+
+    pm = manager(("few", Few()), ("none", NoArgs()))
+    hook = pm.hook.kefu_auth_permits
+    assert await call_first(hook, kernel=None, principal=None, action="x", resource=None)

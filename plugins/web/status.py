@@ -11,29 +11,81 @@ from kefu.core.domain import ASSIGNED, QUEUED
 SCAN_LIMIT = 1000
 
 
+class _Ring:
+    """One site's messages per second over the last ``size`` seconds.
+
+    ``counts[s % size]`` holds second ``s`` for ``s`` in ``(head - size, head]``; ``total``
+    is their sum, kept as slots are filled and cleared, so that adding costs O(1) and time
+    moving on costs one cleared slot per second passed (at most ``size``).
+    """
+
+    __slots__ = ("counts", "head", "total")
+
+    def __init__(self, size: int, second: int) -> None:
+        self.counts = [0] * size
+        self.head = second
+        self.total = 0
+
+    def advance(self, second: int) -> None:
+        """Move ``head`` to ``second``, clearing the slots of the seconds that left."""
+        size = len(self.counts)
+        if second - self.head >= size:
+            self.counts = [0] * size
+            self.total = 0
+        else:
+            counts = self.counts
+            for passed in range(self.head + 1, second + 1):
+                slot = passed % size
+                self.total -= counts[slot]
+                counts[slot] = 0
+        self.head = second
+
+    def add(self, second: int) -> None:
+        if second > self.head:
+            self.advance(second)
+        elif second <= self.head - len(self.counts):
+            return  # older than the ring keeps
+        self.counts[second % len(self.counts)] += 1
+        self.total += 1
+
+    def count(self, first: int, last: int) -> int:
+        """Messages in the seconds ``first <= s < last`` that the ring still holds."""
+        size = len(self.counts)
+        first = max(first, self.head - size + 1)
+        last = min(last, self.head + 1)
+        if last - first >= size:
+            return self.total
+        return sum(self.counts[s % size] for s in range(first, last))
+
+
 class MessageRate:
-    """Messages stored per site, in one-second buckets (fed by ``message.stored`` events)."""
+    """Messages stored per site, in one-second buckets (fed by ``message.stored`` events).
+
+    A ring of per-second counts per site with a running sum: a message costs O(1) however
+    long the traffic has run; a reading costs at most one step per second of its window.
+    """
 
     def __init__(self, keep_s: int = 300) -> None:
         self.keep_s = keep_s
-        self._buckets: dict[str, dict[int, int]] = {}
+        self._rings: dict[str, _Ring] = {}
         self.totals: Counter[str] = Counter()
 
     def add(self, site_id: str, ts: float | None = None) -> None:
         second = int(time.time() if ts is None else ts)
-        buckets = self._buckets.setdefault(site_id, {})
-        buckets[second] = buckets.get(second, 0) + 1
+        ring = self._rings.get(site_id)
+        if ring is None:
+            # one slot more than kept: the current, incomplete second rides along
+            ring = self._rings[site_id] = _Ring(self.keep_s + 1, second)
+        ring.add(second)
         self.totals[site_id] += 1
-        if len(buckets) > self.keep_s:
-            for old in [s for s in buckets if s < second - self.keep_s]:
-                del buckets[old]
 
     def per_second(self, site_id: str, window_s: int, now: float | None = None) -> float:
-        """Average over the last ``window_s`` complete seconds."""
+        """Average over the last ``window_s`` complete seconds (at most ``keep_s``)."""
         current = int(time.time() if now is None else now)
-        buckets = self._buckets.get(site_id, {})
-        count = sum(n for s, n in buckets.items() if current - window_s <= s < current)
-        return count / window_s
+        ring = self._rings.get(site_id)
+        if ring is None:
+            return 0.0
+        return ring.count(current - window_s, current) / window_s
 
 
 async def site_status(kernel: Any, site_id: str, rate: MessageRate) -> dict[str, Any]:
