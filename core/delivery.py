@@ -13,7 +13,7 @@ Nothing stores or publishes messages on its own (docs/protocol.md section 4).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 from kefu.core.domain import Conversation, Message
@@ -115,8 +115,11 @@ class Delivery(Protocol):
     ) -> None:
         """Deliver to every agent connection of a site, in every process."""
 
-    def connection_count(self) -> int:
-        """Connections open in this process (status pages, metrics)."""
+    def connections(self, site_id: str | None = None) -> Iterable[ClientConnection]:
+        """Connections open in this process (of one site when given): status pages."""
+
+    def agent_connections(self, site_id: str) -> set[ClientConnection]:
+        """Agent connections of a site open in this process."""
 
 
 @runtime_checkable

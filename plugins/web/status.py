@@ -96,13 +96,11 @@ async def site_status(kernel: Any, site_id: str, rate: MessageRate) -> dict[str,
     agents = await storage.list_agents(site_id)
     visitors = agents_connected = 0
     transports: Counter[str] = Counter()
-    gateway = getattr(kernel, "gateway", None)
+    delivery = kernel.delivery
     connected_agents: set[str] = set()
-    if gateway is not None:
-        for conn in gateway.registry:
+    if delivery is not None:
+        for conn in delivery.connections(site_id):
             principal = conn.principal
-            if principal.site_id != site_id:
-                continue
             transports[conn.transport] += 1
             if principal.kind == "visitor":
                 visitors += 1
