@@ -16,8 +16,9 @@ runs kefu once per count, side by side in the report (``kefu-1w``, ``kefu-2w``) 
 sweep's scaling ratio. ``--storage postgres`` puts kefu on the local PostgreSQL in a
 fresh schema (dropped afterwards) instead of SQLite.
 Server settings can be changed with ``--set 'section.key=value'`` (TOML values), e.g.
-``--set sql.batch_window_ms=2 --set gateway.outbox_frames=256``; ``--disable routing``
-turns a plugin off. The exit status is 1 when kefu lost or duplicated a message.
+``--set sql.batch_window_ms=2 --set gateway.outbox_frames=256``. Every default plugin
+runs (routing included); ``--disable routing`` turns one off. The exit status is 1 when
+kefu lost or duplicated a message.
 """
 
 from __future__ import annotations
@@ -46,9 +47,6 @@ log = logging.getLogger("tests.bench")
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "workers": 4,
-        # routing passes grow with queued conversations x agents (docs/performance.md):
-        # with it, starting 5,000 conversations alone takes most of an hour
-        "disable": ["routing"],
         "idle": {"n": 15_000, "hold_s": 35.0},
         "chat": {"visitors": 5_000, "agents": 250, "rate": 2_000.0, "duration": 30.0},
         "storm": {"fraction": 1.0, "background_rate": 100.0, "background_s": 24.0, "wait_s": 40.0},
@@ -165,7 +163,12 @@ async def run_target(
     }
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as http:
-        await target.start(http)
+        try:
+            await target.start(http)
+        except BaseException:
+            await target.server.stop()  # a server that failed to start is not left running
+            await target.server.cleanup()
+            raise
         probe = Probe(target.base, (await target.visitors(http, 1, signed=True))[0][1])
         try:
             await probe.open()

@@ -256,7 +256,9 @@ class ServerProcess:
             command += ["--workers", str(self.workers)]
         return command
 
-    async def start(self, ready_s: float = 60.0) -> None:
+    async def start(self, ready_s: float | None = None) -> None:
+        # a supervisor starts its workers one after the other on a shared, busy machine
+        ready_s = ready_s or 60.0 + 30.0 * (self.workers - 1)
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "KEFU_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
@@ -274,13 +276,19 @@ class ServerProcess:
                     raise RuntimeError(f"{self.kind} exited: {self.stderr.read_text()[-2000:]}")
                 try:
                     async with http.get(f"{self.base}/readyz") as resp:
-                        if resp.status == 200 and len(self.worker_pids()) == self.workers:
+                        if resp.status == 200 and self._all_up():
                             self._pids = self.pids()
                             return
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"{self.kind} did not become ready in {ready_s:.0f} s")
+
+    def _all_up(self) -> bool:
+        """Every worker started (a supervisor prints its banner once all are ready)."""
+        if self.workers == 1:
+            return True
+        return " serving on " in self.stdout.read_text(errors="replace")
 
     @property
     def pid(self) -> int:
