@@ -61,6 +61,24 @@ def _sid(entry_id: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _pack(args: tuple) -> bytes:
+    """One command in the Redis protocol (RESP)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+def _name(command: tuple | bytes) -> str:
+    if isinstance(command, bytes):
+        return command.split(b"\r\n", 3)[2].decode(errors="replace")
+    return str(command[0])
+
+
 def _backoff(attempt: int) -> float:
     return min(BACKOFF_CAP, BACKOFF_FIRST * 2**attempt) * random.uniform(0.5, 1.0)
 
@@ -192,8 +210,9 @@ class RedisBus:
         node_id: str | None = None,
     ) -> None:
         self.url = url
+        self._socket_timeout = block_ms / 1000 + 10
         self._client, self.cluster = make_client(
-            url, cluster=cluster, socket_timeout=block_ms / 1000 + 10
+            url, cluster=cluster, socket_timeout=self._socket_timeout
         )
         self.node_id = node_id or (f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
         self.state = RedisState(self._client, prefix)
@@ -208,6 +227,9 @@ class RedisBus:
         self._scheduled = False
         self._flusher: asyncio.Task | None = None
         self._dropped = 0
+        self._heads: dict = {}  # topic or (topic, node) -> XADD head
+        self._publisher_conn: Any = None
+        self._reader_conns: dict[int, Any] = {}  # standalone: a connection per reader
         # reading
         self._subs: dict[str, list[_Subscription]] = {}
         self._read_pos: dict[bytes, bytes] = {}  # stream key -> last id read
@@ -298,6 +320,11 @@ class RedisBus:
             if future is not None and not future.done():
                 future.set_exception(RedisConnectionError("the bus was closed"))
         self._outbox.clear()
+        held = [self._publisher_conn, *self._reader_conns.values()]
+        self._publisher_conn, self._reader_conns = None, {}
+        for conn in held:
+            if conn is not None:
+                await self._discard(conn)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._client.aclose(), 5.0)
 
@@ -376,15 +403,34 @@ class RedisBus:
     # -- publishing -------------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, *, node: str | None = None) -> None:
         if node is None:
-            command = ("XADD", self._key("t", topic), "MAXLEN", "~", self._maxlen, "*")
-            self._send((*command, "p", payload), None)
+            head = self._heads.get(topic)
+            if head is None:
+                head = self._head(self._key("t", topic), None)
+                self._heads[topic] = head
         else:
-            key = self._node_key if node == self.node_id else self._key("n", node)
-            command = ("XADD", key, "MAXLEN", "~", self._maxlen, "*", "t", topic, "p", payload)
-            self._send(command, None)
+            head = self._heads.get((topic, node))
+            if head is None:
+                key = self._node_key if node == self.node_id else self._key("n", node)
+                head = self._head(key, topic)
+                if len(self._heads) > 10_000:
+                    self._heads.clear()
+                self._heads[(topic, node)] = head
+        if isinstance(head, bytes):  # standalone: the command, packed once per key
+            self._send(b"%s$%d\r\n%s\r\n" % (head, len(payload), payload), None)
+        else:
+            self._send((*head, payload), None)
         self.stats["published"] += 1
 
-    def _send(self, command: tuple, future: asyncio.Future | None) -> None:
+    def _head(self, key: bytes, topic: str | None) -> bytes | tuple:
+        """An XADD without its payload: packed (standalone) or as arguments (cluster)."""
+        args: tuple = ("XADD", key, "MAXLEN", "~", self._maxlen, "*")
+        args += ("t", topic, "p") if topic is not None else ("p",)
+        if self.cluster:
+            return args
+        packed = _pack(args)
+        return b"*%d%s" % (len(args) + 1, packed[packed.index(b"\r\n") :])
+
+    def _send(self, command: tuple | bytes, future: asyncio.Future | None) -> None:
         if self._closed:
             if future is not None:
                 future.set_exception(RedisConnectionError("the bus is closed"))
@@ -428,7 +474,7 @@ class RedisBus:
                 for (command, future), result in zip(batch, results, strict=True):
                     if future is None or future.done():
                         if isinstance(result, Exception) and future is None:
-                            log.warning("redis bus: %s failed: %s", command[0], result)
+                            log.warning("redis bus: %s failed: %s", _name(command), result)
                         continue
                     if isinstance(result, Exception):
                         future.set_exception(result)
@@ -460,12 +506,33 @@ class RedisBus:
         return kept
 
     async def _execute(self, batch: list) -> list:
-        pipe = self._client.pipeline(transaction=False)
-        for command, _ in batch:
-            pipe.execute_command(*command)
+        """Send a batch in one round trip; the replies, errors as values."""
         self.stats["pipelines"] += 1
         self.stats["commands"] += len(batch)
-        return await pipe.execute(raise_on_error=False)
+        if self.cluster:  # redis-py's cluster pipeline splits it by node
+            pipe = self._client.pipeline(transaction=False)
+            for command, _ in batch:
+                pipe.execute_command(*command)
+            return await pipe.execute(raise_on_error=False)
+        # Standalone: the commands packed here and written at once on a connection of
+        # the publisher's own, the replies read straight from the parser (redis-py's
+        # pipeline costs about 8 times the CPU per command).
+        data = b"".join(c if isinstance(c, bytes) else _pack(c) for c, _ in batch)
+        conn = self._publisher_conn
+        if conn is None:
+            conn = self._publisher_conn = await self._client.connection_pool.get_connection()
+        try:
+            async with asyncio.timeout(self._socket_timeout):
+                await conn.send_packed_command(data, check_health=False)
+                parser = conn._parser
+                return [await parser.read_response() for _ in batch]
+        except BaseException:
+            self._publisher_conn = None
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            with contextlib.suppress(Exception):
+                await self._client.connection_pool.release(conn)
+            raise
 
     # -- subscriptions ---------------------------------------------------------------------
     def subscribe(self, topic: str, handler: Handler, *, after: str | None = None) -> Unsubscribe:
@@ -534,7 +601,6 @@ class RedisBus:
 
     async def _read(self, group: int) -> None:
         attempt = 0
-        client, count, block = self._client, self._count, self._block_ms
         try:
             while not self._stopping:
                 streams = {k: v for k, v in self._read_pos.items() if self._slot_group(k) == group}
@@ -542,13 +608,13 @@ class RedisBus:
                     return
                 self._reading[group] = streams
                 try:
-                    reply = await client.xread(streams, count=count, block=block)
+                    reply = await self._xread(group, streams)
                 except UNAVAILABLE as exc:
                     await self._unavailable(exc, attempt)
                     attempt += 1
                     continue
-                except ResponseError as exc:
-                    log.error("redis bus: XREAD failed: %s", exc)
+                except Exception as exc:  # ResponseError, or a reply not understood
+                    log.error("redis bus: XREAD failed: %r", exc)
                     await asyncio.sleep(_backoff(attempt))
                     attempt += 1
                     continue
@@ -565,6 +631,46 @@ class RedisBus:
                     self._slot_group(k) == group for k in self._read_pos
                 ):  # a stream came while it was stopping
                     self._restart(group)
+
+    async def _xread(self, group: int, streams: dict[bytes, bytes]) -> list:
+        """One blocking XREAD. Standalone: on the group's own connection, the reply
+        read straight from the parser (redis-py's stream parsing is most of the cost)."""
+        if self.cluster:
+            return await self._client.xread(streams, count=self._count, block=self._block_ms)
+        conn = self._reader_conns.get(group)
+        if conn is None:
+            conn = await self._client.connection_pool.get_connection()
+            self._reader_conns[group] = conn
+        command = ("XREAD", "COUNT", self._count, "BLOCK", self._block_ms, "STREAMS")
+        try:
+            async with asyncio.timeout(self._socket_timeout):
+                await conn.send_packed_command(
+                    _pack((*command, *streams, *streams.values())), check_health=False
+                )
+                reply = await conn._parser.read_response()
+        except BaseException:
+            self._drop_reader_conn(group)
+            raise
+        if isinstance(reply, Exception):
+            raise reply
+        if not reply:
+            return []
+        streams_read = reply.items() if isinstance(reply, dict) else reply  # RESP3 | RESP2
+        return [
+            (key, [(entry_id, dict(zip(f[::2], f[1::2], strict=True))) for entry_id, f in entries])
+            for key, entries in streams_read
+        ]
+
+    def _drop_reader_conn(self, group: int) -> None:
+        conn = self._reader_conns.pop(group, None)
+        if conn is not None:
+            self._track(asyncio.ensure_future(self._discard(conn)))
+
+    async def _discard(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            await conn.disconnect(nowait=True)
+        with contextlib.suppress(Exception):
+            await self._client.connection_pool.release(conn)
 
     def _dispatch(self, reply: list) -> None:
         if len(reply) > 1:  # several streams: in id order (ids are Redis's clock)
@@ -746,6 +852,10 @@ class RedisBus:
                     cursor = b"0-0"
                     continue
                 log.error("redis bus: work queue %s: %s", consumer.queue, exc)
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
+            except Exception:
+                log.exception("redis bus: work queue %s: consumer error", consumer.queue)
                 await asyncio.sleep(_backoff(attempt))
                 attempt += 1
 
