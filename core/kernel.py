@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from kefu.core.facade import HookFacade, choose_named
 from kefu.core.hookcall import HookFailures
 from kefu.core.plugins import DEFAULT_PLUGINS, PluginSet, make_plugin_manager
 from kefu.core.storage import StorageBackend
+from kefu.core.supervisor import worker_index
 from kefu.core.types import Event
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,13 @@ class Kernel:
             return server.public_url.rstrip("/") + "/"
         host, port = self.listen or (server.host, server.port)
         return f"http://{host}:{port}/"
+
+    @property
+    def worker_name(self) -> str:
+        """This process's name among the workers of an install, the same across restarts:
+        ``host:port:index`` (the index is ``KEFU_WORKER_INDEX``, set by the supervisor)."""
+        port = self.listen[1] if self.listen else self.config.server.port
+        return f"{socket.gethostname()}:{port}:{worker_index()}"
 
     def announce(self, line: str) -> None:
         """A line for the operator, printed once under the start-up banner.

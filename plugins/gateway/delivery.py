@@ -18,6 +18,7 @@ copy as a safety net for a change that announced nothing.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from typing import Any
 
@@ -27,6 +28,8 @@ from kefu.core.domain import Conversation, Message
 from kefu.core.errors import ApiError
 from kefu.core.types import PipelineReject, Principal
 from kefu.plugins.gateway.frames import message_frame
+
+log = logging.getLogger(__name__)
 
 #: Conversations kept in the cache at most.
 CACHE_MAX = 50_000
@@ -67,14 +70,17 @@ class Store:
         if not created:
             return stored, False
         frame = message_frame(stored)
-        await self.fan_conversation(
-            conversation,
-            orjson.dumps(frame),
-            "message",
-            origin=origin,
-            seq=stored.seq,
-            sent_at=stored.created_at,
-        )
+        try:  # stored and acknowledged: a failed fan-out is covered by the clients' resume
+            await self.fan_conversation(
+                conversation,
+                orjson.dumps(frame),
+                "message",
+                origin=origin,
+                seq=stored.seq,
+                sent_at=stored.created_at,
+            )
+        except Exception:
+            log.exception("fan-out of %s/%s failed after it was stored", stored.cid, stored.seq)
         await self.kernel.emit(
             "message.stored",
             stored.site_id,

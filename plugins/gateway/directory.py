@@ -15,8 +15,9 @@ first time here is added to the shared set before the operation that caused it
 its cached copy of that key's nodes on :data:`CHANGED_TOPIC`. Memberships carry a
 ttl and are renewed while held, so a process that died drops out by itself;
 until then frames addressed to it are lost harmlessly. A frame stored between a
-new holder's announcement and another process hearing of it is not lost: the
-receiver sees the ``seq`` gap on the next message and resumes (docs/protocol.md).
+new holder's announcement and another process hearing of it may be published
+without it: the gateway reads the conversation again shortly after a connection
+starts following it (``Gateway.catch_up``) and sends what it missed.
 """
 
 from __future__ import annotations
@@ -82,11 +83,16 @@ class Directory:
         self.kernel.spawn(self._withdraw(key), "kefu-gateway-withdraw")
 
     async def settled(self) -> None:
-        """Return once every new key is in the shared state (before answering a client)."""
+        """Return once every new key is in the shared state and its change announced
+        (before answering a client)."""
+        if not self._pending:
+            return
         while self._pending:
             _, future = self._pending.popitem()
             with contextlib.suppress(Exception):
                 await future
+        with contextlib.suppress(Exception):
+            await self.bus.flush()
 
     async def _announce(self, key: str) -> None:
         try:

@@ -158,10 +158,17 @@ class Fanout:
         if directory is None:
             bus.publish(ENVELOPE_TOPIC, payload)
             return
-        for node in await directory.nodes(keys):
+        try:
+            nodes = await directory.nodes(keys)
+        except Exception as exc:  # shared state unreachable (Redis restarting): everyone
+            log.warning("fan-out directory unavailable (%s); broadcasting", exc)
+            bus.publish(ENVELOPE_TOPIC, payload)
+            return
+        for node in nodes:
             bus.publish(ENVELOPE_TOPIC, payload, node=node)
 
     def _on_bus(self, topic: str, payload: bytes) -> None:
+        self.stats.envelopes_in += 1
         try:
             head, frame = open_envelope(payload)
         except (ValueError, TypeError):

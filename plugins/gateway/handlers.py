@@ -169,6 +169,8 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
                 delivered = seq
                 if seq == cursor + 1:
                     cursor = seq
+        if not more:
+            gateway.catch_up(conn, conversation_id, cursor)
         return {
             "op": "resumed",
             "conversation_id": conversation_id,
@@ -183,6 +185,7 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
             conn, conversation_id, "conversation.read", fresh=True
         )
         gateway.registry.watch(conn, conversation_id)
+        gateway.catch_up(conn, conversation_id, conversation.last_seq)
         return {"op": "watching", "conversation": conversation_view(conversation)}
 
     async def unwatch(conn: Connection, frame: dict) -> dict:

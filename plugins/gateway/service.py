@@ -42,6 +42,7 @@ from kefu.plugins.gateway.frames import (
     PROTOCOL_VERSION,
     GatewayError,
     error_frame,
+    message_frame,
 )
 from kefu.plugins.gateway.registry import Registry
 from kefu.plugins.gateway.stats import GatewayStats
@@ -52,6 +53,10 @@ log = logging.getLogger(__name__)
 BATCH_FRAMES = 64
 #: Longest ``ref`` a client may have echoed (a string; numbers are always fine).
 MAX_REF_CHARS = 128
+#: After a connection starts following a conversation with addressed fan-out: when its
+#: messages are read again (see :meth:`Gateway.catch_up`), and how many at most.
+CATCH_UP_DELAYS_S = (0.3, 2.0)
+REPLAY_CATCH_UP = 200
 #: Seconds a closing connection waits for the frames it already sent to be processed.
 CLOSE_DRAIN_S = 5.0
 
@@ -330,6 +335,30 @@ class Gateway(Store, Fanout):
         out, op = self.stats.frames_out, frame.get("op", "unknown")
         out[op] = out.get(op, 0) + 1
         return True
+
+    def catch_up(self, conn: Connection, conversation_id: str, after_seq: int) -> None:
+        """With addressed fan-out, read the conversation again shortly after a connection
+        started following it, and send what came meanwhile: a process that had not yet
+        heard that this one holds the conversation may have published a message only to
+        the others. Clients drop what they already have by ``seq`` (at-least-once)."""
+        if self.directory is None:
+            return
+        for delay in CATCH_UP_DELAYS_S:
+            asyncio.get_running_loop().call_later(
+                delay,
+                lambda: self.kernel.spawn(
+                    self._catch_up(conn, conversation_id, after_seq), "kefu-gateway-catch-up"
+                ),
+            )
+
+    async def _catch_up(self, conn: Connection, conversation_id: str, after_seq: int) -> None:
+        if conn.closed or conversation_id not in conn.watching:
+            return
+        page = await self.kernel.storage.list_messages(
+            conn.principal.site_id, conversation_id, after_seq=after_seq, limit=REPLAY_CATCH_UP
+        )
+        for message in page:
+            conn.push(orjson.dumps(message_frame(message)))
 
     # -- authorisation ---------------------------------------------------------------
     async def conversation_for(

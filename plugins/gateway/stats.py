@@ -21,13 +21,23 @@ LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5
 class GatewayStats:
     """Counters the gateway keeps for one kernel."""
 
-    __slots__ = ("armed", "delivery", "dispatch", "frames_in", "frames_out", "inflight", "shed")
+    __slots__ = (
+        "armed",
+        "delivery",
+        "dispatch",
+        "envelopes_in",
+        "frames_in",
+        "frames_out",
+        "inflight",
+        "shed",
+    )
 
     def __init__(self) -> None:
         self.frames_in: dict[str, int] = {}
         self.frames_out: dict[str, int] = {}
         self.inflight = 0  # frames whose handler is running: the pipeline's depth
         self.shed = 0  # ephemeral frames shed by connections that have closed since
+        self.envelopes_in = 0  # fan-out envelopes this process received from the bus
         self.armed = False
         self.delivery = Histogram(LATENCY_BOUNDS)
         self.dispatch: dict[str, Histogram] = {}
@@ -53,6 +63,7 @@ class GatewayStats:
             "gateway_frames_in_total": labelled("op", self.frames_in),
             "gateway_frames_out_total": labelled("op", self.frames_out),
             "gateway_frames_inflight": self.inflight,
+            "gateway_envelopes_in_total": self.envelopes_in,
             "gateway_outbox_frames": queued,
             "gateway_outbox_frames_max": deepest,
             "gateway_shed_frames_total": shed,

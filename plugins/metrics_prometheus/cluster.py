@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,18 +21,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from kefu.core.supervisor import worker_index
-
 log = logging.getLogger(__name__)
 
 PREFIX = "kefu:metrics:"
 WORKERS_KEY = PREFIX + "workers"
-
-
-def worker_name(kernel: Any) -> str:
-    """A name that stays the same across restarts: host, port and worker index."""
-    port = kernel.listen[1] if kernel.listen else kernel.config.server.port
-    return f"{socket.gethostname()}:{port}:{worker_index()}"
 
 
 class _Families:
@@ -76,7 +67,7 @@ class ClusterMetrics:
 
     def __init__(self, kernel: Any, registry: Any, interval: float) -> None:
         self.kernel, self.registry, self.interval = kernel, registry, interval
-        self.name = worker_name(kernel)
+        self.name = kernel.worker_name
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:

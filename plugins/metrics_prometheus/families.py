@@ -50,6 +50,7 @@ HELP = {
     "gateway_frames_in_total": "Client frames received, by op (unknown ops as op=unknown)",
     "gateway_frames_out_total": "Frames queued for clients, by op",
     "gateway_frames_inflight": "Frames whose handler is running (pipeline depth)",
+    "gateway_envelopes_in_total": "Fan-out envelopes this process received from the bus",
     "gateway_outbox_frames": "Frames queued in all connection outboxes",
     "gateway_outbox_frames_max": "Frames queued in the fullest connection outbox",
     "gateway_shed_frames_total": "Ephemeral frames shed for slow consumers",

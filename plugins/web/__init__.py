@@ -25,7 +25,7 @@ from kefu.hooks import hookimpl
 from kefu.plugins.web import admin, pages, security
 from kefu.plugins.web.cors import OriginPolicy, make_cors_middleware
 from kefu.plugins.web.settings import WebSettings
-from kefu.plugins.web.status import MessageRate
+from kefu.plugins.web.status import MessageRate, WorkerFigures
 
 
 class WebState:
@@ -35,6 +35,8 @@ class WebState:
         self.pages = pages.Pages(kernel)
         self.origins = OriginPolicy(kernel)
         self.rate = MessageRate()
+        #: set while the bus is shared by several processes (the status page adds them up)
+        self.figures: WorkerFigures | None = None
 
 
 _states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -82,7 +84,9 @@ def kefu_routes(kernel):
 
     return [
         *pages.make_routes(kernel, state.pages),
-        *admin.make_routes(kernel, state.pages, state.rate, state.origins.forget),
+        *admin.make_routes(
+            kernel, state.pages, state.rate, state.origins.forget, lambda: state.figures
+        ),
         web.get("/console/agents.json", agents),
         web.get("/console/visitors/{id}/conversations.json", visitor_conversations),
     ]
@@ -96,6 +100,24 @@ def kefu_middlewares(kernel):
         (10, make_cors_middleware(kernel, state.origins)),
         (20, security.make_csrf_guard(kernel)),
     ]
+
+
+@hookimpl
+def kefu_startup(kernel):
+    bus = kernel.bus
+    if bus is not None and bus.name != "memory":
+        state = _state(kernel)
+        interval = kernel.config.section("web").cluster_interval_s
+        state.figures = WorkerFigures(kernel, state.rate, interval)
+        state.figures.start()
+
+
+@hookimpl
+async def kefu_shutdown(kernel):
+    state = _states.get(kernel)
+    if state is not None and state.figures is not None:
+        await state.figures.stop()
+        state.figures = None
 
 
 @hookimpl

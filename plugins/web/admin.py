@@ -53,8 +53,11 @@ def _origins(text: str) -> list[str] | None:
     return origins or None
 
 
-def make_routes(kernel: Any, pages: Any, rate: MessageRate, forget_origins) -> list:
-    """The ``/admin`` pages of the site of the signed-in admin."""
+def make_routes(
+    kernel: Any, pages: Any, rate: MessageRate, forget_origins, figures: Any = lambda: None
+) -> list:
+    """The ``/admin`` pages of the site of the signed-in admin. ``figures()``: the other
+    workers' figures (:class:`~kefu.plugins.web.status.WorkerFigures`) while they exist."""
 
     async def admin_of(request: web.Request) -> Principal:
         principal = await pages.agent(request)
@@ -90,14 +93,15 @@ def make_routes(kernel: Any, pages: Any, rate: MessageRate, forget_origins) -> l
 
     async def status_page(request: web.Request) -> web.Response:
         principal = await admin_of(request)
-        figures = await site_status(kernel, principal.site_id, rate)
-        return await show(request, "status", figures=figures)
+        figures_now = await site_status(kernel, principal.site_id, rate, figures())
+        return await show(request, "status", figures=figures_now)
 
     async def status_json(request: web.Request) -> web.Response:
         principal = await pages.agent(request)
         if principal is None or not principal.is_admin:
             return error_response(403, "forbidden", "administrators only")
-        response = web.json_response(await site_status(kernel, principal.site_id, rate))
+        status = await site_status(kernel, principal.site_id, rate, figures())
+        response = web.json_response(status)
         response.headers["Cache-Control"] = "no-store"
         return response
 

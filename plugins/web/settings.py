@@ -22,6 +22,9 @@ class WebSettings(Section):
     secure_cookies: bool | None = None
     #: Seconds over which the admin status page averages messages per second.
     rate_window_s: int = Field(10, ge=1, le=300)
+    #: With a bus shared by several processes: seconds between two publications of this
+    #: worker's figures (connections, messages) that every worker's status page adds up.
+    cluster_interval_s: float = Field(5.0, ge=0.1, le=300)
 
     @field_validator("allowed_origins")
     @classmethod

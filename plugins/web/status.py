@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections import Counter
 from typing import Any
 
+import orjson
+
 from kefu.core.domain import ASSIGNED, QUEUED
+
+log = logging.getLogger(__name__)
 
 SCAN_LIMIT = 1000
 
@@ -88,34 +95,117 @@ class MessageRate:
         return ring.count(current - window_s, current) / window_s
 
 
-async def site_status(kernel: Any, site_id: str, rate: MessageRate) -> dict[str, Any]:
-    """What the status page shows for one site (connections are this process's)."""
+def local_connections(kernel: Any, site_id: str) -> dict[str, Any]:
+    """This process's connections of one site."""
+    visitors = agents = 0
+    transports: Counter[str] = Counter()
+    agent_ids: set[str] = set()
+    delivery = kernel.delivery
+    if delivery is not None:
+        for conn in delivery.connections(site_id):
+            transports[conn.transport] += 1
+            if conn.principal.kind == "visitor":
+                visitors += 1
+            else:
+                agents += 1
+                agent_ids.add(conn.principal.id)
+    return {
+        "visitors": visitors,
+        "agents": agents,
+        "by_transport": dict(transports),
+        "agent_ids": sorted(agent_ids),
+    }
+
+
+class WorkerFigures:
+    """With a bus shared by several processes: each worker writes its per-site figures
+    (connections, messages stored) into the shared state every ``interval`` seconds, so
+    that the status page, whichever worker answers it, shows the whole install."""
+
+    PREFIX = "kefu:status:"
+
+    def __init__(self, kernel: Any, rate: MessageRate, interval: float = 5.0) -> None:
+        self.kernel, self.rate, self.interval = kernel, rate, interval
+        self.name = kernel.worker_name
+        self._task: asyncio.Task | None = None
+
+    def local(self, site_id: str, now: float) -> dict[str, Any]:
+        window = self.kernel.config.section("web").rate_window_s
+        return {
+            **local_connections(self.kernel, site_id),
+            "per_second": self.rate.per_second(site_id, window, now),
+            "total": self.rate.totals[site_id],
+        }
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._publish())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.kernel.bus.state.delete(self.PREFIX + self.name)
+
+    async def _publish(self) -> None:
+        state = self.kernel.bus.state
+        while True:
+            try:
+                now = time.time()
+                sites = set(self.rate.totals)
+                delivery = self.kernel.delivery
+                if delivery is not None:
+                    sites |= {c.principal.site_id for c in delivery.connections()}
+                figures = {site: self.local(site, now) for site in sites}
+                ttl = 3 * self.interval
+                await state.set(self.PREFIX + self.name, orjson.dumps(figures), ttl=ttl)
+                await state.set_add(self.PREFIX + "workers", [self.name], ttl=ttl)
+            except Exception:
+                log.warning("could not publish this worker's status figures", exc_info=True)
+            await asyncio.sleep(self.interval)
+
+    async def others(self, site_id: str) -> list[dict[str, Any]]:
+        """The other live workers' latest figures of one site."""
+        state, found = self.kernel.bus.state, []
+        for name in await state.set_members(self.PREFIX + "workers"):
+            if name == self.name:
+                continue
+            raw = await state.get(self.PREFIX + name)
+            if raw is not None:
+                found.append(orjson.loads(raw).get(site_id) or {})
+        return found
+
+
+async def site_status(
+    kernel: Any, site_id: str, rate: MessageRate, figures: WorkerFigures | None = None
+) -> dict[str, Any]:
+    """What the status page shows for one site: with :class:`WorkerFigures`, the
+    connections and message rates of every worker, else this process's."""
     storage = kernel.storage
     queued = await storage.list_conversations(site_id, state=QUEUED, limit=SCAN_LIMIT)
     assigned = await storage.list_conversations(site_id, state=ASSIGNED, limit=SCAN_LIMIT)
     agents = await storage.list_agents(site_id)
-    visitors = agents_connected = 0
-    transports: Counter[str] = Counter()
-    delivery = kernel.delivery
-    connected_agents: set[str] = set()
-    if delivery is not None:
-        for conn in delivery.connections(site_id):
-            principal = conn.principal
-            transports[conn.transport] += 1
-            if principal.kind == "visitor":
-                visitors += 1
-            else:
-                agents_connected += 1
-                connected_agents.add(principal.id)
     now = time.time()
-    oldest = min((c.meta.get("queued_at", c.created_at) for c in queued), default=None)
     window = kernel.config.section("web").rate_window_s
+    own = {
+        **local_connections(kernel, site_id),
+        "per_second": rate.per_second(site_id, window, now),
+        "total": rate.totals[site_id],
+    }
+    parts = [own] + (await figures.others(site_id) if figures is not None else [])
+    transports: Counter[str] = Counter()
+    for part in parts:
+        transports.update(part.get("by_transport") or {})
+    connected_agents = {a for part in parts for a in part.get("agent_ids") or ()}
+    oldest = min((c.meta.get("queued_at", c.created_at) for c in queued), default=None)
     return {
         "site_id": site_id,
         "connections": {
-            "visitors": visitors,
-            "agents": agents_connected,
+            "visitors": sum(part.get("visitors", 0) for part in parts),
+            "agents": sum(part.get("agents", 0) for part in parts),
             "by_transport": dict(transports),
+            "workers": len(parts),
         },
         "queue": {
             "waiting": len(queued),
@@ -128,9 +218,9 @@ async def site_status(kernel: Any, site_id: str, rate: MessageRate) -> dict[str,
             "connected": len(connected_agents),
         },
         "messages": {
-            "per_second": round(rate.per_second(site_id, window, now), 2),
+            "per_second": round(sum(part.get("per_second", 0.0) for part in parts), 2),
             "window_s": window,
-            "total_since_start": rate.totals[site_id],
+            "total_since_start": sum(part.get("total", 0) for part in parts),
         },
         "ts": now,
     }
