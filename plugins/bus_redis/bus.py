@@ -308,6 +308,8 @@ class RedisBus:
         readers = list(self._readers.values())
         if readers:
             await asyncio.wait(readers, timeout=1.0)
+        with contextlib.suppress(Exception):  # nobody reads this node's stream any more
+            await asyncio.wait_for(self._client.delete(self._node_key), 1.0)
         tasks = [*readers, *self._tasks]
         if self._flusher is not None:
             tasks.append(self._flusher)

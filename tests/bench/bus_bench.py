@@ -108,12 +108,15 @@ async def main(count: int, url: str) -> None:
         )
         enq, cons = await _queue_run(b, count)
     finally:
-        client = a._client
+        await a.close()
+        await b.close()
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(url)
         keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
         if keys:
             await client.delete(*keys)
-        await a.close()
-        await b.close()
+        await client.aclose()
 
     print(f"{count} payloads of {len(PAYLOAD)} bytes\n")
     print("| bus | publishing | publish side /s | end to end /s | CPU µs per payload |")
