@@ -35,8 +35,12 @@ class SqlSettings(Section):
     #: SQLite only: "full" fsyncs the WAL at every commit (an ack survives power
     #: loss); "normal" survives a crash of kefu but not of the machine.
     sqlite_synchronous: Literal["full", "normal"] = "full"
-    #: Connections kept open for reads (and writes, on PostgreSQL).
+    #: Connections kept open: SQLite, reader threads (one connection each; the one
+    #: writer comes on top); PostgreSQL, the pool for reads and writes (appends have a
+    #: connection of their own on top). No connection is opened past it: callers queue.
     pool_size: int = Field(5, ge=1, le=100)
+    #: PostgreSQL only: how long a caller waits for a free connection before failing.
+    pool_timeout_s: float = Field(30.0, gt=0, le=600)
     #: Log every SQL statement (debugging).
     echo: bool = False
 
@@ -63,6 +67,7 @@ def make_backend(kernel) -> SqlStorage:
         batch_window=settings.batch_window_ms / 1000,
         sqlite_synchronous=settings.sqlite_synchronous,
         pool_size=settings.pool_size,
+        pool_timeout=settings.pool_timeout_s,
         echo=settings.echo,
     )
 

@@ -1,42 +1,42 @@
-"""``SqlStorage``: the StorageBackend on SQLAlchemy's async engine (SQLite or PostgreSQL).
+"""``SqlStorage``: the StorageBackend on SQLite (``sqlite3``) or PostgreSQL (``asyncpg``).
 
-Writes that must be atomic run in one transaction: on SQLite behind
-``BEGIN IMMEDIATE`` (the write lock is taken first, so a transaction never has
-to upgrade a read lock, which WAL mode refuses without waiting) and, inside
-one process, behind an asyncio lock so that writers queue here instead of in
-SQLite's sleeping busy handler. On PostgreSQL the appends lock their
-conversation rows (``SELECT ... FOR UPDATE``), which serialises concurrent
-batches of several processes on one conversation.
+The schema is SQLAlchemy Core (``tables.py``); the statements are SQL text
+built from it once per database (``statements.py``) and run by the driver
+directly, so a call costs what the driver costs: no statement is built,
+compiled or adapted per call. The two drivers (``sqlite.py``,
+``postgres.py``) offer the same few primitives (``fetch_one``, ``fetch_all``,
+``execute``, ``execute_returning``, ``flush_appends``); everything here is
+written once for both.
+
+Writes that must be atomic run in one transaction: on SQLite in the single
+writer thread behind ``BEGIN IMMEDIATE``, which also lets concurrent writes
+share one commit; on PostgreSQL the appends lock their conversation rows
+(``SELECT ... FOR UPDATE``), which serialises concurrent batches of several
+processes on one conversation, and a compare-and-set is one conditional
+``UPDATE``.
 
 ``append_message`` goes through :class:`kefu.core.storage.GroupCommit`: one
-transaction, hence one fsync, per batch of concurrent appends.
+transaction, hence one fsync, per batch of concurrent appends (appends.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+import operator
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import event, insert, select, text, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
 from kefu.core.stats import Histogram
-from kefu.core.storage import (
-    UNCHANGED,
-    DuplicateError,
-    GroupCommit,
-    StorageError,
-    email_key,
-)
+from kefu.core.storage import UNCHANGED, GroupCommit, StorageError, email_key
 
 from . import appends
-from .tables import agents, conversations, from_row, messages, metadata, sites, to_row, visitors
+from .statements import Statements
+from .tables import AGENT, CONVERSATION, MESSAGE, SITE, TABLES, VISITOR, Codec
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +44,26 @@ BATCH_SIZE_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 BATCH_SECONDS_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
-@contextlib.contextmanager
-def _errors(what: str) -> Iterator[None]:
-    """Database errors as the interface's errors."""
-    try:
-        yield
-    except IntegrityError as exc:
-        raise DuplicateError(f"{what}: already exists or taken") from exc
-    except SQLAlchemyError as exc:
-        raise StorageError(f"{what}: {type(exc).__name__}: {exc}") from exc
+def _picker(cls: type, names: Sequence[str]) -> Callable[[list[Any]], tuple[Any, ...]]:
+    """Parameters in ``names`` order from an encoded row of ``cls``."""
+    columns = TABLES[cls][1].columns
+    get = operator.itemgetter(*(columns.index(n) for n in names))
+    return (lambda row: (get(row),)) if len(names) == 1 else get  # type: ignore[return-value]
+
+
+_SITE_UPDATE = _picker(Site, [*Statements.set_columns(Site, ["id"]), "id"])
+_AGENT_KEYS = ["site_id", "id"]
+_AGENT_UPDATE = _picker(Agent, [*Statements.set_columns(Agent, _AGENT_KEYS), *_AGENT_KEYS])
+_CONV_KEYS = ["site_id", "id"]
+_CONV_UPDATE = _picker(
+    Conversation, [*Statements.set_columns(Conversation, _CONV_KEYS, ["last_seq"]), *_CONV_KEYS]
+)
+_LAST_SEQ = CONVERSATION.fields.index("last_seq")
+_V_SITE, _V_ID, _V_CREATED = (VISITOR.fields.index(n) for n in ("site_id", "id", "created_at"))
 
 
 class SqlStorage:
-    """The ``sql`` backend. ``url`` is a SQLAlchemy URL with an async driver."""
+    """The ``sql`` backend. ``url``: ``sqlite[+driver]:///path`` or ``postgresql[+asyncpg]://...``."""
 
     name = "sql"
 
@@ -69,6 +76,7 @@ class SqlStorage:
         batch_window: float = 0.0,
         sqlite_synchronous: str = "full",
         pool_size: int = 5,
+        pool_timeout: float = 30.0,
         echo: bool = False,
     ) -> None:
         self.url = url
@@ -76,12 +84,17 @@ class SqlStorage:
         self.sqlite_synchronous = sqlite_synchronous.upper()
         self.is_sqlite = url.startswith("sqlite")
         self._pool_size = pool_size
+        self._pool_timeout = pool_timeout
         self._echo = echo
-        self._engine: AsyncEngine | None = None
-        self._writer_engine: AsyncEngine | None = None
-        self._write_lock = asyncio.Lock()
-        self.appender: GroupCommit[Message, tuple[Message, bool]] = GroupCommit(
+        self._db: Any = None  # SqliteDriver or PostgresDriver, once open
+        self._sql: Statements | None = None
+        self.appender: GroupCommit[appends.Pending, tuple[Message, bool]] = GroupCommit(
             self._flush_appends, max_batch=batch_max, window=batch_window, name="kefu-sql-append"
+        )
+        # PostgreSQL: concurrent visitor upserts as one statement (SQLite's writer thread
+        # shares one transaction between concurrent writes of any kind already)
+        self.visitor_upserts: GroupCommit[list[Any], Visitor] = GroupCommit(
+            self._flush_visitors, max_batch=batch_max, window=batch_window, name="kefu-sql-visitor"
         )
         # group-commit statistics, recorded once stats() was read (a metrics scrape)
         self._appending = 0
@@ -89,167 +102,177 @@ class SqlStorage:
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
-        if self.is_sqlite and ":memory:" in self.url:
-            # one shared connection would mix concurrent transactions
-            raise StorageError("sql: in-memory SQLite is not supported; use backend = 'memory'")
-        options = {"echo": self._echo, "pool_pre_ping": not self.is_sqlite}
         try:
-            engine = create_async_engine(self.url, pool_size=self._pool_size, **options)
-        except ImportError as exc:
-            hint = "; pip install 'kefu[postgres]'" if "asyncpg" in str(exc) else ""
-            raise StorageError(f"sql: database driver missing: {exc}{hint}") from exc
-        except (ValueError, SQLAlchemyError) as exc:
+            url = make_url(self.url)
+        except ArgumentError as exc:
             raise StorageError(f"sql: bad [sql] url: {exc}") from exc
-        if self.is_sqlite:
-            self._prepare_sqlite(engine)
-        if self.schema:
-            engine = engine.execution_options(schema_translate_map={None: self.schema})
-        self._engine = engine
-        self._writer_engine = engine.execution_options(kefu_write=True)
-        with _errors("create tables"):
-            async with self._writer_engine.begin() as conn:
-                if self.schema:
-                    await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-                await conn.run_sync(metadata.create_all)
-        log.info("sql storage open: %s", engine.url.render_as_string(hide_password=True))
+        backend, driver = url.get_backend_name(), url.get_driver_name()
+        if backend == "sqlite":
+            if not url.database or url.database == ":memory:" or "memory" in url.query.values():
+                # one shared connection would mix concurrent transactions
+                raise StorageError("sql: in-memory SQLite is not supported; use backend = 'memory'")
+            from .sqlite import SqliteDriver
 
-    def _prepare_sqlite(self, engine: AsyncEngine) -> None:
-        synchronous = self.sqlite_synchronous
+            self._sql = Statements(postgres=False)
+            db: Any = SqliteDriver(
+                url.database,
+                self._sql,
+                synchronous=self.sqlite_synchronous,
+                readers=self._pool_size,
+            )
+        elif backend == "postgresql" and driver == "asyncpg":
+            try:
+                from sqlalchemy.dialects.postgresql.asyncpg import dialect
 
-        @event.listens_for(engine.sync_engine, "connect")
-        def on_connect(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA synchronous={synchronous}")
-            cursor.execute("PRAGMA busy_timeout=10000")  # other processes' writers
-            cursor.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def on_begin(conn: Any) -> None:
-            write = conn.get_execution_options().get("kefu_write")
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+                from .postgres import PostgresDriver
+            except ImportError as exc:
+                raise StorageError(
+                    f"sql: database driver missing: {exc}; pip install 'kefu[postgres]'"
+                ) from exc
+            _, connect = dialect().create_connect_args(url)
+            self._sql = Statements(postgres=True, schema=self.schema)
+            db = PostgresDriver(
+                connect, self._sql, pool_size=self._pool_size, pool_timeout=self._pool_timeout
+            )
+        else:
+            raise StorageError(
+                f"sql: bad [sql] url: {backend}+{driver} is not supported "
+                "(sqlite:///path or postgresql+asyncpg://...)"
+            )
+        await db.open()
+        self._db = db
+        if self._echo:
+            self._db = _Echo(db)
+        log.info("sql storage open: %s", url.render_as_string(hide_password=True))
 
     async def close(self) -> None:
         await self.appender.close()
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = self._writer_engine = None
+        await self.visitor_upserts.close()
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    def _ready(self) -> tuple[Any, Statements]:
+        if self._db is None or self._sql is None:
+            raise StorageError("sql storage is not open")
+        return self._db, self._sql
 
     async def ping(self) -> None:
-        async with self._read() as conn:
-            await conn.execute(text("SELECT 1"))
+        db, _ = self._ready()
+        await db.fetch_one("SELECT 1", (), "ping")
 
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        if self._engine is None:
-            raise StorageError("sql storage is not open")
-        with _errors("read"):
-            async with self._engine.connect() as conn:
-                yield conn
+    async def _one(self, codec: Codec, sql: str, params: Sequence[Any]) -> Any:
+        row = await self._ready()[0].fetch_one(sql, params)
+        return codec.decode(row) if row is not None else None
 
-    @contextlib.asynccontextmanager
-    async def _write(self, what: str = "write") -> AsyncIterator[AsyncConnection]:
-        """One transaction, committed on exit; serialised in-process on SQLite."""
-        if self._writer_engine is None:
-            raise StorageError("sql storage is not open")
-        lock = self._write_lock if self.is_sqlite else contextlib.nullcontext()
-        async with lock:
-            with _errors(what):
-                async with self._writer_engine.begin() as conn:
-                    yield conn
-
-    async def _one(self, cls: type, stmt: Any) -> Any:
-        async with self._read() as conn:
-            row = (await conn.execute(stmt)).first()
-        return from_row(cls, row) if row is not None else None
-
-    async def _all(self, cls: type, stmt: Any) -> list[Any]:
-        async with self._read() as conn:
-            return [from_row(cls, row) for row in await conn.execute(stmt)]
-
-    async def _insert(self, table: Any, record: Any, what: str) -> None:
-        row = to_row(record)
-        async with self._write(what) as conn:
-            await conn.execute(insert(table).values(row))
-
-    async def _update(self, table: Any, record: Any, where: list[Any], what: str) -> bool:
-        row = to_row(record)
-        async with self._write(what) as conn:
-            result = await conn.execute(update(table).where(*where).values(row))
-        return result.rowcount == 1
+    async def _all(self, codec: Codec, sql: str, params: Sequence[Any]) -> list[Any]:
+        return [codec.decode(row) for row in await self._ready()[0].fetch_all(sql, params)]
 
     # -- sites ----------------------------------------------------------------
     async def create_site(self, site: Site) -> Site:
-        await self._insert(sites, site, f"site {site.id}")
+        db, sql = self._ready()
+        await db.execute(sql.insert[Site], SITE.encode(site), f"site {site.id}")
         return site
 
     async def get_site(self, site_id: str) -> Site | None:
-        return await self._one(Site, select(sites).where(sites.c.id == site_id))
+        return await self._one(SITE, self._ready()[1].by_key[Site], (site_id,))
 
     async def get_site_by_widget_key(self, widget_key: str) -> Site | None:
-        return await self._one(Site, select(sites).where(sites.c.widget_key == widget_key))
+        return await self._one(SITE, self._ready()[1].site_by_widget_key, (widget_key,))
 
     async def list_sites(self) -> list[Site]:
-        return await self._all(Site, select(sites).order_by(sites.c.created_at, sites.c.id))
+        return await self._all(SITE, self._ready()[1].sites, ())
 
     async def update_site(self, site: Site) -> bool:
-        return await self._update(sites, site, [sites.c.id == site.id], "site widget key")
+        db, sql = self._ready()
+        params = _SITE_UPDATE(SITE.encode(site))
+        return await db.execute(sql.update_site, params, "site widget key") == 1
 
     # -- agents ---------------------------------------------------------------
     async def create_agent(self, agent: Agent) -> Agent:
-        await self._insert(agents, agent, f"agent e-mail {agent.email!r} or id")
+        db, sql = self._ready()
+        await db.execute(
+            sql.insert[Agent], AGENT.encode(agent), f"agent e-mail {agent.email!r} or id"
+        )
         return agent
 
     async def get_agent(self, site_id: str, agent_id: str) -> Agent | None:
-        c = agents.c
-        return await self._one(Agent, select(agents).where(c.site_id == site_id, c.id == agent_id))
+        return await self._one(AGENT, self._ready()[1].by_key[Agent], (site_id, agent_id))
 
     async def get_agent_by_email(self, site_id: str, email: str) -> Agent | None:
-        c = agents.c
-        stmt = select(agents).where(c.site_id == site_id, c.email_key == email_key(email))
-        return await self._one(Agent, stmt)
+        sql = self._ready()[1].agent_by_email
+        return await self._one(AGENT, sql, (site_id, email_key(email)))
 
     async def list_agents(self, site_id: str) -> list[Agent]:
-        c = agents.c
-        stmt = select(agents).where(c.site_id == site_id).order_by(c.created_at, c.id)
-        return await self._all(Agent, stmt)
+        return await self._all(AGENT, self._ready()[1].agents, (site_id,))
 
     async def update_agent(self, agent: Agent) -> bool:
-        where = [agents.c.site_id == agent.site_id, agents.c.id == agent.id]
-        return await self._update(agents, agent, where, f"agent e-mail {agent.email!r}")
+        db, sql = self._ready()
+        params = _AGENT_UPDATE(AGENT.encode(agent))
+        return await db.execute(sql.update_agent, params, f"agent e-mail {agent.email!r}") == 1
 
     # -- visitors -------------------------------------------------------------
     async def upsert_visitor(self, visitor: Visitor) -> Visitor:
-        row = to_row(visitor)
-        if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        stmt = dialect_insert(visitors).values(row)
-        changed = {k: stmt.excluded[k] for k in row if k not in ("site_id", "id", "created_at")}
-        stmt = stmt.on_conflict_do_update(index_elements=["site_id", "id"], set_=changed)
-        async with self._write("visitor") as conn:
-            stored = (await conn.execute(stmt.returning(*visitors.c))).one()
-        return from_row(Visitor, stored)
+        db, sql = self._ready()
+        row = VISITOR.encode(visitor)
+        if not self.is_sqlite:
+            return await self.visitor_upserts.submit(row)
+        return VISITOR.decode(await db.execute_returning(sql.upsert_visitor, row, "visitor"))
+
+    async def _flush_visitors(self, batch: list[list[Any]]) -> list[Visitor | Exception]:
+        """PostgreSQL: a batch of upserts as one ``INSERT ... SELECT unnest ... ON CONFLICT``.
+
+        One statement may not touch a row twice, so a visitor upserted twice in the
+        batch goes in once, with the last values and the first ``created_at``; each
+        caller gets back its own values with the ``created_at`` stored, which is what
+        the upserts one after another would have returned.
+        """
+        db, sql = self._ready()
+        if len(batch) == 1:
+            try:
+                row = await db.execute_returning(sql.upsert_visitor, batch[0], "visitor")
+                return [VISITOR.decode(row)]
+            except StorageError as exc:
+                return [exc]
+        merged: dict[tuple[str, str], list[Any]] = {}
+        for row in batch:
+            key = (row[_V_SITE], row[_V_ID])
+            first = merged.get(key)
+            merged[key] = (
+                row
+                if first is None
+                else [*row[:_V_CREATED], first[_V_CREATED], *row[_V_CREATED + 1 :]]
+            )
+        try:
+            stored = {(r[0], r[1]): r[2] for r in await db.upsert_visitors(list(merged.values()))}
+        except StorageError as exc:
+            if isinstance(exc.__cause__, db.LOST):
+                raise
+            log.warning(
+                "sql: a batch of %d visitor upserts failed (%s); one by one", len(batch), exc
+            )
+            return [(await self._flush_visitors([row]))[0] for row in batch]
+        results: list[Visitor | Exception] = []
+        for row in batch:
+            values = list(row)
+            values[_V_CREATED] = stored[row[_V_SITE], row[_V_ID]]
+            results.append(VISITOR.decode(values))
+        return results
 
     async def get_visitor(self, site_id: str, visitor_id: str) -> Visitor | None:
-        c = visitors.c
-        stmt = select(visitors).where(c.site_id == site_id, c.id == visitor_id)
-        return await self._one(Visitor, stmt)
+        return await self._one(VISITOR, self._ready()[1].by_key[Visitor], (site_id, visitor_id))
 
     # -- conversations --------------------------------------------------------
     async def create_conversation(self, conversation: Conversation) -> Conversation:
-        row = to_row(conversation)
-        row["last_seq"] = 0
-        async with self._write(f"conversation {conversation.id}") as conn:
-            await conn.execute(insert(conversations).values(row))
-        return from_row(Conversation, row)
+        db, sql = self._ready()
+        row = CONVERSATION.encode(conversation)
+        row[_LAST_SEQ] = 0
+        await db.execute(sql.insert[Conversation], row, f"conversation {conversation.id}")
+        return CONVERSATION.decode(row)
 
     async def get_conversation(self, site_id: str, conversation_id: str) -> Conversation | None:
-        c = conversations.c
-        stmt = select(conversations).where(c.site_id == site_id, c.id == conversation_id)
-        return await self._one(Conversation, stmt)
+        sql = self._ready()[1].by_key[Conversation]
+        return await self._one(CONVERSATION, sql, (site_id, conversation_id))
 
     async def list_conversations(
         self,
@@ -261,18 +284,11 @@ class SqlStorage:
         limit: int = 50,
         before: float | None = None,
     ) -> list[Conversation]:
-        c = conversations.c
-        stmt = select(conversations).where(c.site_id == site_id)
-        if state is not None:
-            stmt = stmt.where(c.state == state)
-        if assignee_id is not None:
-            stmt = stmt.where(c.assignee_id == assignee_id)
-        if visitor_id is not None:
-            stmt = stmt.where(c.visitor_id == visitor_id)
-        if before is not None:
-            stmt = stmt.where(c.updated_at < before)
-        stmt = stmt.order_by(c.updated_at.desc(), c.id.desc()).limit(max(limit, 0))
-        return await self._all(Conversation, stmt)
+        _, sql = self._ready()
+        wanted = (state, assignee_id, visitor_id, before)
+        params = [site_id, *(v for v in wanted if v is not None), max(limit, 0)]
+        stmt = sql.conversations(*(v is not None for v in wanted))
+        return await self._all(CONVERSATION, stmt, params)
 
     async def update_conversation(
         self,
@@ -281,34 +297,34 @@ class SqlStorage:
         if_state: str | None = None,
         if_assignee: Any = UNCHANGED,
     ) -> bool:
-        c = conversations.c
-        where = [c.site_id == conversation.site_id, c.id == conversation.id]
+        db, sql = self._ready()
+        params = list(_CONV_UPDATE(CONVERSATION.encode(conversation)))  # never last_seq
         if if_state is not None:
-            where.append(c.state == if_state)
-        if if_assignee is not UNCHANGED:
-            where.append(
-                c.assignee_id.is_(None) if if_assignee is None else c.assignee_id == if_assignee
-            )
-        row = to_row(conversation)
-        del row["last_seq"]  # owned by append_message
-        async with self._write("conversation") as conn:
-            result = await conn.execute(update(conversations).where(*where).values(row))
-        return result.rowcount == 1
+            params.append(if_state)
+        if if_assignee is UNCHANGED:
+            mode = ""
+        elif if_assignee is None:
+            mode = "null"
+        else:
+            mode = "eq"
+            params.append(if_assignee)
+        stmt = sql.update_conversation(if_state is not None, mode)
+        return await db.execute(stmt, params, "conversation") == 1
 
     # -- messages -------------------------------------------------------------
     async def append_message(self, message: Message) -> tuple[Message, bool]:
-        to_row(message)  # a message that cannot be encoded fails here, alone
+        item = appends.pending(message)  # a message that cannot be encoded fails here, alone
         self._appending += 1
         try:
-            return await self.appender.submit(message)
+            return await self.appender.submit(item)
         finally:
             self._appending -= 1
 
-    async def _flush_appends(self, batch: list[Message]) -> list[tuple[Message, bool] | Exception]:
+    async def _flush_appends(self, batch: list[appends.Pending]) -> list[appends.Result]:
+        db, _ = self._ready()
         timed = self._batch_stats
         started = time.perf_counter() if timed is not None else 0.0
-        async with self._write("append messages") as conn:
-            results = await appends.flush(conn, batch, lock_rows=not self.is_sqlite)
+        results = await db.flush_appends(batch)
         if timed is not None:
             sizes, seconds = timed
             sizes.observe(len(batch))
@@ -331,23 +347,30 @@ class SqlStorage:
     async def list_messages(
         self, site_id: str, conversation_id: str, *, after_seq: int = 0, limit: int = 100
     ) -> list[Message]:
-        c = messages.c
-        stmt = (
-            select(messages)
-            .where(c.site_id == site_id, c.conversation_id == conversation_id, c.seq > after_seq)
-            .order_by(c.seq)
-            .limit(max(limit, 0))
-        )
-        return await self._all(Message, stmt)
+        sql = self._ready()[1].messages_after
+        return await self._all(MESSAGE, sql, (site_id, conversation_id, after_seq, max(limit, 0)))
 
     async def list_messages_before(
         self, site_id: str, conversation_id: str, *, before_seq: int, limit: int = 50
     ) -> list[Message]:
-        c = messages.c
-        stmt = (
-            select(messages)
-            .where(c.site_id == site_id, c.conversation_id == conversation_id, c.seq < before_seq)
-            .order_by(c.seq.desc())
-            .limit(max(limit, 0))
-        )
-        return list(reversed(await self._all(Message, stmt)))
+        sql = self._ready()[1].messages_before
+        params = (site_id, conversation_id, before_seq, max(limit, 0))
+        return list(reversed(await self._all(MESSAGE, sql, params)))
+
+
+class _Echo:
+    """``[sql] echo``: log every statement a driver runs."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._db, name)
+        if name not in ("fetch_one", "fetch_all", "execute", "execute_returning"):
+            return attr
+
+        def logged(sql: str, params: Sequence[Any], *args: Any) -> Any:
+            log.info("sql: %s %r", sql, params)
+            return attr(sql, params, *args)
+
+        return logged

@@ -1,17 +1,21 @@
-"""The SQL schema (SQLAlchemy Core, which sqlmodel builds on) and record <-> row mapping.
+"""The SQL schema (SQLAlchemy Core, which sqlmodel builds on) and record <-> row codecs.
 
-Core tables rather than ORM models because the hot path is a bulk INSERT and a
-bulk UPDATE per group commit. JSON fields are kept as text encoded with orjson,
-the same on SQLite and PostgreSQL, and encoded before a write reaches the
-batch, so one record that cannot be encoded fails alone. Every primary key
-starts with ``site_id``: a lookup without the tenant cannot use an index, and
-reading the code, cannot happen by accident.
+Core tables rather than ORM models: the DDL is compiled from them at start-up
+(``statements.py``) and the statements kefu runs are plain SQL text built once
+from the same column lists, executed by the driver itself (``sqlite3``,
+``asyncpg``). JSON fields are kept as text encoded with orjson, the same on
+SQLite and PostgreSQL, and encoded before a write reaches the batch, so one
+record that cannot be encoded fails alone. Every primary key starts with
+``site_id``: a lookup without the tenant cannot use an index, and reading the
+code, cannot happen by accident.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+import operator
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
 import orjson
 from sqlalchemy import (
@@ -133,31 +137,60 @@ JSON_FIELDS: dict[type, frozenset[str]] = {
 }
 
 
-def to_row(record: Any) -> dict[str, Any]:
-    """A record as column values; raises :class:`StorageError` when a field is not JSON."""
-    json_fields = JSON_FIELDS[type(record)]
-    row: dict[str, Any] = {}
-    for f in dataclasses.fields(record):
-        value = getattr(record, f.name)
-        if f.name in json_fields and value is not None:
-            try:
-                value = orjson.dumps(value).decode()
-            except TypeError as exc:
-                raise StorageError(f"{type(record).__name__}.{f.name}: {exc}") from None
-        row[f.name] = value
-    if isinstance(record, Agent):
-        row["email_key"] = email_key(record.email)
-    return row
+class Codec(Generic[R]):
+    """One record class <-> rows of its table, as tuples of column values.
+
+    ``columns`` are the record's fields in declaration order (the order of
+    ``cls(*values)``), followed by ``extra`` columns computed from the record
+    (an agent's ``email_key``). A statement that reads a record selects
+    ``fields`` in that order, so a driver row decodes positionally, without
+    a mapping per row.
+    """
+
+    def __init__(self, cls: type[R], extra: dict[str, Any] | None = None) -> None:
+        self.cls = cls
+        self.fields: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        self._extra = tuple((extra or {}).values())
+        self.columns: tuple[str, ...] = self.fields + tuple(extra or {})
+        json = JSON_FIELDS[cls]
+        self._json = tuple((i, n) for i, n in enumerate(self.fields) if n in json)
+        self._get = operator.attrgetter(*self.fields)
+
+    def encode(self, record: R) -> list[Any]:
+        """The record as ``columns`` values; :class:`StorageError` when a field is not JSON."""
+        values = list(self._get(record))
+        for i, name in self._json:
+            value = values[i]
+            if value is not None:
+                try:
+                    values[i] = orjson.dumps(value).decode()
+                except TypeError as exc:
+                    raise StorageError(f"{self.cls.__name__}.{name}: {exc}") from None
+        for compute in self._extra:
+            values.append(compute(record))
+        return values
+
+    def decode(self, row: Sequence[Any]) -> R:
+        """A record from a row of ``fields`` (a tuple, an asyncpg Record)."""
+        values = list(row)
+        for i, _ in self._json:
+            value = values[i]
+            if value is not None:
+                values[i] = orjson.loads(value)
+        return self.cls(*values)
 
 
-def from_row(cls: type[R], row: Any) -> R:
-    """Build a record from a result row (anything with ``_mapping`` or a mapping)."""
-    mapping = getattr(row, "_mapping", row)
-    json_fields = JSON_FIELDS[cls]
-    values = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        value = mapping[f.name]
-        if f.name in json_fields and value is not None:
-            value = orjson.loads(value)
-        values[f.name] = value
-    return cls(**values)
+SITE = Codec(Site)
+AGENT = Codec(Agent, {"email_key": lambda agent: email_key(agent.email)})
+VISITOR = Codec(Visitor)
+CONVERSATION = Codec(Conversation)
+MESSAGE = Codec(Message)
+
+#: Record class -> (its table, its codec)
+TABLES: dict[type, tuple[Table, Codec]] = {
+    Site: (sites, SITE),
+    Agent: (agents, AGENT),
+    Visitor: (visitors, VISITOR),
+    Conversation: (conversations, CONVERSATION),
+    Message: (messages, MESSAGE),
+}

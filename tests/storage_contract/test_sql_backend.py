@@ -1,20 +1,23 @@
-"""What only the ``sql`` backend promises: group commit, SQLite settings, crash durability."""
+"""What only the ``sql`` backend promises on SQLite: group commit, one writer thread that
+shares commits, a fixed pool of readers, SQLite settings, crash durability."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
-from kefu.core.domain import Conversation, Message, Site, new_id
+from kefu.core.domain import Conversation, Message, Site, Visitor, new_id
 from kefu.core.kernel import load_kernel
-from kefu.core.storage import StorageError
+from kefu.core.storage import DuplicateError, StorageError
 from kefu.plugins.storage_sql import SqlStorage, async_url
+from kefu.plugins.storage_sql.tables import TABLES
 
 WRITER = Path(__file__).with_name("crash_writer.py")
 
@@ -61,13 +64,22 @@ async def test_batch_max_1_turns_group_commit_off(tmp_path):
         await storage.close()
 
 
+PRAGMAS = ("journal_mode", "synchronous", "busy_timeout")
+
+
 @pytest.mark.parametrize(("setting", "expected"), [("full", 2), ("normal", 1)])
 async def test_sqlite_runs_in_wal_mode_with_the_chosen_synchronous(tmp_path, setting, expected):
     storage = await opened(tmp_path / "kefu.db", sqlite_synchronous=setting)
     try:
-        async with storage._read() as conn:
-            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
-            assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == expected
+        db = storage._db
+        # the writer, whose commits are the durable ones
+        pragmas = await db.write(
+            lambda conn: [conn.execute(f"PRAGMA {p}").fetchone()[0] for p in PRAGMAS]
+        )
+        assert pragmas == ["wal", expected, 10000]
+        for _ in range(20):  # reads land on whichever reader is free: each must agree
+            rows = [await db.fetch_one(f"PRAGMA {p}", ()) for p in PRAGMAS]
+            assert [row[0] for row in rows] == ["wal", expected, 10000]
     finally:
         await storage.close()
 
@@ -100,16 +112,20 @@ async def test_acknowledged_appends_survive_sigkill(tmp_path):
             _, seq, cid = line.decode().split()
             acked[cid] = int(seq)
 
+    killed = False
     try:
         async with asyncio.timeout(30):
             while len(acked) < 400 and (line := await proc.stdout.readline()):
                 record(line)
         if proc.returncode is None:  # mid-flight: more appends are queued and running
             proc.send_signal(signal.SIGKILL)
+            killed = True
         for line in (await proc.stdout.read()).splitlines():
             record(line)
     finally:
-        if proc.returncode is None:
+        # One signal only: a second one, sent before asyncio saw the exit, makes
+        # Popen.send_signal reap the child behind asyncio's watcher (returncode 255).
+        if proc.returncode is None and not killed:
             proc.kill()
         await proc.wait()
     assert proc.stderr is not None
@@ -164,3 +180,94 @@ def test_plain_urls_get_their_async_driver():
 async def test_unusable_urls_fail_at_open_with_a_clear_error(url, expect):
     with pytest.raises(StorageError, match=expect):
         await SqlStorage(url).open()
+
+
+async def test_concurrent_writes_of_any_kind_share_one_commit(tmp_path):
+    storage = await opened(tmp_path / "kefu.db")
+    try:
+        conv = await new_conversation(storage)
+        before = storage._db.transactions
+        writes = [storage.upsert_visitor(Visitor(f"v{i}", conv.site_id)) for i in range(40)]
+        writes += [
+            storage.create_conversation(Conversation(new_id(), conv.site_id, f"v{i}"))
+            for i in range(40)
+        ]
+        writes += [storage.append_message(message(conv, f"c{i}")) for i in range(40)]
+        done = await asyncio.gather(*writes)
+        assert len(done) == 120
+        assert storage._db.transactions - before <= 10  # typically 2 or 3
+        assert len(await storage.list_conversations(conv.site_id, limit=100)) == 41
+        assert (await storage.get_conversation(conv.site_id, conv.id)).last_seq == 40
+    finally:
+        await storage.close()
+
+
+async def test_a_failing_write_fails_alone_in_a_shared_commit(tmp_path):
+    storage = await opened(tmp_path / "kefu.db")
+    try:
+        taken = await storage.create_site(Site(new_id(), "taken", "key-taken"))
+        sites = [Site(new_id(), f"s{i}", f"key-{i}") for i in range(20)]
+        clash = Site(new_id(), "clash", "key-taken")  # widget key already used
+        results = await asyncio.gather(
+            *(storage.create_site(s) for s in [*sites[:10], clash, *sites[10:]]),
+            return_exceptions=True,
+        )
+        assert isinstance(results[10], DuplicateError)
+        assert all(isinstance(r, Site) for i, r in enumerate(results) if i != 10)
+        stored = {s.id for s in await storage.list_sites()}
+        assert stored == {taken.id, *(s.id for s in sites)}
+    finally:
+        await storage.close()
+
+
+async def test_reads_never_open_connections_past_the_pool(tmp_path):
+    storage = await opened(tmp_path / "kefu.db", pool_size=3)
+    try:
+        conv = await new_conversation(storage)
+        await storage.append_message(message(conv, "c"))
+        threads = {t.ident for t in threading.enumerate()}
+
+        async def resume() -> None:
+            assert (await storage.get_conversation(conv.site_id, conv.id)).last_seq == 1
+            assert len(await storage.list_messages(conv.site_id, conv.id)) == 1
+
+        await asyncio.gather(*(resume() for _ in range(300)))  # a storm: 600 reads at once
+        readers = [t for t in threading.enumerate() if t.name.startswith("kefu-sqlite-reader")]
+        assert len(readers) == 3
+        new = {t.ident for t in threading.enumerate()} - threads
+        assert not [t for t in threading.enumerate() if t.ident in new and "sqlite" in t.name]
+    finally:
+        await storage.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("kefu-sqlite")]
+
+
+async def test_a_batch_of_appends_is_one_write_transaction(tmp_path):
+    storage = await opened(tmp_path / "kefu.db")
+    try:
+        convs = [await new_conversation(storage) for _ in range(5)]
+        before = storage._db.transactions
+        sent = [message(c, f"c{i}") for i in range(50) for c in convs]
+        results = await asyncio.gather(*(storage.append_message(m) for m in sent))
+        assert storage._db.transactions - before <= 3  # the first arrival, then the rest
+        for conv in convs:
+            seqs = sorted(m.seq for m, _ in results if m.conversation_id == conv.id)
+            assert seqs == list(range(1, 51))
+    finally:
+        await storage.close()
+
+
+def test_every_record_field_has_its_column():
+    for cls, (table, codec) in TABLES.items():
+        assert set(codec.columns) == set(table.c.keys()), cls.__name__
+
+
+async def test_echo_logs_each_statement(tmp_path, caplog):
+    storage = await opened(tmp_path / "kefu.db", echo=True)
+    try:
+        with caplog.at_level(logging.INFO, logger="kefu.plugins.storage_sql.backend"):
+            conv = await new_conversation(storage)
+            assert await storage.get_conversation(conv.site_id, conv.id) == conv
+        assert any("SELECT" in r.getMessage() for r in caplog.records)
+        assert any("INSERT" in r.getMessage() for r in caplog.records)
+    finally:
+        await storage.close()

@@ -1,0 +1,284 @@
+"""The SQL kefu runs, as text built once per database from the tables in ``tables.py``.
+
+Every statement is a constant string (one per shape: the optional filters of
+``list_conversations`` or of the compare-and-set give a handful of shapes,
+each built on first use and kept), so the driver's own statement cache
+(``sqlite3``'s per connection, ``asyncpg``'s prepared statements per
+connection) parses and plans each once. Statements are written with ``?``
+placeholders; on PostgreSQL they become ``$1``, ``$2`` ... Identifiers are
+quoted by SQLAlchemy's preparer for the dialect, as the DDL is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import MetaData, String, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
+
+from .tables import TABLES, conversations, messages, metadata, visitors
+
+#: A batch's key lists are padded to one of these sizes on SQLite (a statement per size).
+_BUCKETS = tuple(2**i for i in range(15))
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def bucket(n: int) -> int:
+    """The smallest padded size that holds ``n`` keys."""
+    for size in _BUCKETS:
+        if size >= n:
+            return size
+    return n
+
+
+class Statements:
+    """The statements for one database: SQLite, or PostgreSQL in ``schema``."""
+
+    def __init__(self, *, postgres: bool, schema: str | None = None) -> None:
+        self.postgres = postgres
+        self.dialect = postgresql.dialect() if postgres else sqlite.dialect()
+        self._quote = self.dialect.identifier_preparer.quote
+        shadow = MetaData()
+        self._tables: dict[str, Table] = {
+            t.name: t.to_metadata(shadow, schema=schema) for t in metadata.sorted_tables
+        }
+        self.schema = schema
+        self._shapes: dict[tuple, str] = {}
+        fields = {cls: TABLES[cls][1].fields for cls in TABLES}
+
+        def keys(cls: type) -> list[str]:
+            return [c.name for c in TABLES[cls][0].primary_key.columns]
+
+        # -- simple reads and writes ---------------------------------------------------------
+        self.insert = {cls: self._insert(cls) for cls in TABLES}
+        self.by_key = {cls: self.select(cls, keys(cls)) for cls in TABLES if cls is not Message}
+        self.site_by_widget_key = self.select(Site, ["widget_key"])
+        self.sites = self.select(Site, [], order="created_at, id")
+        self.update_site = self.update(Site, ["id"])
+        self.agent_by_email = self.select(Agent, ["site_id", "email_key"])
+        self.agents = self.select(Agent, ["site_id"], order="created_at, id")
+        self.update_agent = self.update(Agent, ["site_id", "id"])
+        self.messages_after = self.select(
+            Message,
+            ["site_id", "conversation_id"],
+            extra="seq > ?",
+            order="seq",
+            limit=True,
+        )
+        self.messages_before = self.select(
+            Message,
+            ["site_id", "conversation_id"],
+            extra="seq < ?",
+            order="seq DESC",
+            limit=True,
+        )
+        # -- visitors: insert or overwrite all but created_at, return what is stored ----------
+        kept = {"site_id", "id", "created_at"}
+        changed = ", ".join(
+            f"{self._quote(c)} = excluded.{self._quote(c)}"
+            for c in fields[Visitor]
+            if c not in kept
+        )
+        self.upsert_visitor = self.text(
+            f"{self.insert[Visitor]} ON CONFLICT ({self.cols(['site_id', 'id'])}) "
+            f"DO UPDATE SET {changed} RETURNING {self.cols(fields[Visitor])}"
+        )
+        # -- appends (see appends.py) ----------------------------------------------------------
+        m, c = self.table(messages), self.table(conversations)
+        self.message_columns = [f for f in fields[Message] if f != "seq"] + ["seq"]
+        if postgres:
+            # the batch's conversation rows, locked in key order (no deadlock between processes)
+            self.append_heads = self.text(
+                f"SELECT site_id, id, last_seq, updated_at FROM {c} WHERE (site_id, id) IN "
+                f"(SELECT * FROM unnest({self._arrays(conversations, ['site_id', 'id'])})) "
+                "ORDER BY site_id, id FOR UPDATE"
+            )
+            triple = ["site_id", "conversation_id", "cid"]
+            self.append_found = self.text(
+                f"SELECT {self.cols(fields[Message])} FROM {m} WHERE "
+                f"({self.cols(triple)}) IN (SELECT * FROM unnest({self._arrays(messages, triple)}))"
+            )
+            # the new messages and the conversations' new last_seq, in one statement (one
+            # round trip; the two tables are distinct, so one snapshot serves both)
+            bump = ["last_seq", "updated_at", "site_id", "id"]
+            self.append_store = self.text(
+                f"WITH stored AS (INSERT INTO {m} ({self.cols(self.message_columns)}) "
+                f"SELECT * FROM unnest({self._arrays(messages, self.message_columns)})) "
+                f"UPDATE {c} AS c SET last_seq = u.last_seq, updated_at = u.updated_at "
+                f"FROM unnest({self._arrays(conversations, bump)}) AS u({', '.join(bump)}) "
+                "WHERE c.site_id = u.site_id AND c.id = u.id"
+            )
+            # a batch of visitor upserts as one statement (keys unique within it)
+            self.upsert_visitors = self.text(
+                f"INSERT INTO {self.table(visitors)} ({self.cols(fields[Visitor])}) "
+                f"SELECT * FROM unnest({self._arrays(visitors, fields[Visitor])}) "
+                f"ON CONFLICT (site_id, id) DO UPDATE SET {changed} "
+                "RETURNING site_id, id, created_at"
+            )
+        else:
+            self.append_insert = self._insert(Message, self.message_columns)
+            only = ["last_seq", "updated_at"]
+            self.append_bump = self.update(Conversation, ["site_id", "id"], only=only)
+
+    # -- building blocks ---------------------------------------------------------------------
+    def table(self, table: Table) -> str:
+        return self.dialect.identifier_preparer.format_table(self._tables[table.name])
+
+    def cols(self, names: Sequence[str], prefix: str = "") -> str:
+        return ", ".join(prefix + self._quote(n) for n in names)
+
+    def text(self, sql: str) -> str:
+        """``?`` placeholders as the driver wants them."""
+        if not self.postgres:
+            return sql
+        counter = itertools.count(1)
+        return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
+
+    def _insert(self, cls: type, columns: Sequence[str] | None = None) -> str:
+        table, codec = TABLES[cls]
+        columns = list(columns or codec.columns)
+        marks = ", ".join("?" * len(columns))
+        return self.text(f"INSERT INTO {self.table(table)} ({self.cols(columns)}) VALUES ({marks})")
+
+    def select(
+        self,
+        cls: type,
+        where: Sequence[str],
+        *,
+        extra: str = "",
+        order: str = "",
+        limit: bool = False,
+    ) -> str:
+        """``SELECT <fields> FROM <table> WHERE a = ? AND ... [AND extra] [ORDER BY] [LIMIT ?]``."""
+        table, codec = TABLES[cls]
+        clauses = [f"{self._quote(n)} = ?" for n in where] + ([extra] if extra else [])
+        sql = f"SELECT {self.cols(codec.fields)} FROM {self.table(table)}"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        if order:
+            sql += f" ORDER BY {order}"
+        if limit:
+            sql += " LIMIT ?"
+        return self.text(sql)
+
+    def update(
+        self,
+        cls: type,
+        where: Sequence[str],
+        *,
+        only: Sequence[str] | None = None,
+        skip: Sequence[str] = (),
+        extra: Sequence[str] = (),
+    ) -> str:
+        """``UPDATE <table> SET <columns but the keys> = ? WHERE <keys> = ? [AND extra]``."""
+        table = TABLES[cls][0]
+        columns = only if only is not None else self.set_columns(cls, where, skip)
+        sets = ", ".join(f"{self._quote(n)} = ?" for n in columns)
+        clauses = [f"{self._quote(n)} = ?" for n in where] + list(extra)
+        return self.text(f"UPDATE {self.table(table)} SET {sets} WHERE {' AND '.join(clauses)}")
+
+    @staticmethod
+    def set_columns(cls: type, where: Sequence[str], skip: Sequence[str] = ()) -> list[str]:
+        """The columns an :meth:`update` of ``cls`` sets, in parameter order."""
+        return [n for n in TABLES[cls][1].columns if n not in where and n not in skip]
+
+    def _arrays(self, table: Table, names: Sequence[str]) -> str:
+        """``?::TYPE[], ...``: one array parameter per column (PostgreSQL's ``unnest``).
+
+        Strings travel as ``text[]``, never ``varchar(n)[]``: an explicit cast to
+        ``varchar(n)`` truncates silently, where storing into the column refuses
+        a value that is too long, as a single-row INSERT does.
+        """
+        types = [table.c[n].type for n in names]
+        return ", ".join(
+            "?::text[]" if isinstance(t, String) else f"?::{t.compile(dialect=self.dialect)}[]"
+            for t in types
+        )
+
+    # -- statements with a shape per call -----------------------------------------------------
+    def _shaped(self, key: tuple, build: Callable[[], str]) -> str:
+        sql = self._shapes.get(key)
+        if sql is None:
+            sql = self._shapes[key] = build()
+        return sql
+
+    def conversations(self, state: bool, assignee: bool, visitor: bool, before: bool) -> str:
+        return self._shaped(
+            ("conversations", state, assignee, visitor, before),
+            lambda: self._conversations(state, assignee, visitor, before),
+        )
+
+    def _conversations(self, state: bool, assignee: bool, visitor: bool, before: bool) -> str:
+        where = ["site_id"] + [
+            name
+            for name, wanted in (
+                ("state", state),
+                ("assignee_id", assignee),
+                ("visitor_id", visitor),
+            )
+            if wanted
+        ]
+        return self.select(
+            Conversation,
+            where,
+            extra="updated_at < ?" if before else "",
+            order="updated_at DESC, id DESC",
+            limit=True,
+        )
+
+    def update_conversation(self, if_state: bool, if_assignee: str) -> str:
+        """``if_assignee``: "" (not compared), "null" (only while unassigned) or "eq"."""
+        key = ("update_conversation", if_state, if_assignee)
+        return self._shaped(key, lambda: self._update_conversation(if_state, if_assignee))
+
+    def _update_conversation(self, if_state: bool, if_assignee: str) -> str:
+        extra = ["state = ?"] if if_state else []
+        if if_assignee == "null":
+            extra.append("assignee_id IS NULL")
+        elif if_assignee == "eq":
+            extra.append("assignee_id = ?")
+        return self.update(Conversation, ["site_id", "id"], skip=["last_seq"], extra=extra)
+
+    def append_heads(self, n: int) -> str:
+        """SQLite: ``last_seq`` / ``updated_at`` of ``n`` (padded) conversation keys."""
+        return self._shaped(("heads", n), lambda: self._append_heads(n))
+
+    def _append_heads(self, n: int) -> str:
+        keys = ", ".join(["(?, ?)"] * n)
+        return (
+            f"SELECT c.site_id, c.id, c.last_seq, c.updated_at FROM (VALUES {keys}) AS k "
+            f"CROSS JOIN {self.table(conversations)} AS c "
+            "ON c.site_id = k.column1 AND c.id = k.column2"
+        )
+
+    def append_found(self, n: int) -> str:
+        """SQLite: the messages stored under ``n`` (padded) ``(site, conversation, cid)``."""
+        return self._shaped(("found", n), lambda: self._append_found(n))
+
+    def _append_found(self, n: int) -> str:
+        keys = ", ".join(["(?, ?, ?)"] * n)
+        return (
+            f"SELECT {self.cols(TABLES[Message][1].fields, 'm.')} FROM (VALUES {keys}) AS k "
+            f"CROSS JOIN {self.table(messages)} AS m ON m.site_id = k.column1 "
+            "AND m.conversation_id = k.column2 AND m.cid = k.column3"
+        )
+
+    # -- schema ------------------------------------------------------------------------------
+    def ddl(self) -> list[str]:
+        """``CREATE ... IF NOT EXISTS`` for every table and index, in dependency order."""
+        out = []
+        if self.postgres and self.schema:
+            out.append(f"CREATE SCHEMA IF NOT EXISTS {self._quote(self.schema)}")
+        for name in (t.name for t in metadata.sorted_tables):
+            table = self._tables[name]
+            out.append(str(CreateTable(table, if_not_exists=True).compile(dialect=self.dialect)))
+            for index in sorted(table.indexes, key=lambda i: i.name or ""):
+                out.append(
+                    str(CreateIndex(index, if_not_exists=True).compile(dialect=self.dialect))
+                )
+        return out
