@@ -29,9 +29,17 @@ expiry and the compare-and-set primitives two processes need to decide once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
+
+#: Seconds a :class:`WorkerBoard` waits for the bus while stopping.
+STOP_TIMEOUT_S = 2.0
 
 #: ``handler(topic, payload)``, called on the event loop for each payload. Keep it
 #: short and non-blocking; an async handler is awaited before the next payload.
@@ -147,3 +155,60 @@ class Bus(Protocol):
 
     async def ack(self, queue: str, group: str, ids: Sequence[str]) -> None:
         """Acknowledge entries handed to this group's consumers: they are done."""
+
+
+class WorkerBoard:
+    """Each worker's latest value of one kind (its metrics, its status figures) in the bus's
+    shared state, and everyone else's.
+
+    Every ``interval`` seconds ``produce()`` is written under this worker's name
+    (:attr:`kefu.core.kernel.Kernel.worker_name`) with a ttl of three intervals, so a
+    worker that died drops out by itself. Use it only when the bus is shared by several
+    processes; with the in-process bus there is nobody else to read.
+    """
+
+    def __init__(
+        self, kernel: Any, kind: str, produce: Callable[[], bytes], interval: float
+    ) -> None:
+        self.kernel, self.produce, self.interval = kernel, produce, interval
+        self.name: str = kernel.worker_name
+        self._prefix = f"kefu:{kind}:"
+        self._members = f"kefu:{kind}:workers"
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._publish())
+
+    async def stop(self) -> None:
+        """Stop publishing and withdraw this worker's value (each step bounded in time: a
+        bus that is down must not hold up a shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await self.kernel.bus.state.delete(self._prefix + self.name)
+
+    async def _publish(self) -> None:
+        state = self.kernel.bus.state
+        while True:
+            try:
+                ttl = 3 * self.interval
+                await state.set(self._prefix + self.name, self.produce(), ttl=ttl)
+                await state.set_add(self._members, [self.name], ttl=ttl)
+            except Exception:
+                log.warning("could not publish %s; retrying", self._prefix, exc_info=True)
+            await asyncio.sleep(self.interval)
+
+    async def others(self) -> dict[str, bytes]:
+        """The other live workers' latest values, by worker name."""
+        state, found = self.kernel.bus.state, {}
+        for name in sorted(await state.set_members(self._members)):
+            if name == self.name:
+                continue
+            value = await state.get(self._prefix + name)
+            if value is None:  # gone: its ttl ran out
+                await state.set_remove(self._members, [name])
+            else:
+                found[name] = value
+        return found

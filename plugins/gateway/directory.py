@@ -62,13 +62,13 @@ class Directory:
             self._unsubscribe()
         if self._renewer is not None:
             self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+            await asyncio.wait({self._renewer}, timeout=2.0)
         state = self.bus.state
         with contextlib.suppress(Exception):
-            for key in list(self._held):
-                await state.set_remove(PREFIX + key, [self.node])
-                self.bus.publish(CHANGED_TOPIC, key.encode())
+            async with asyncio.timeout(5.0):  # a bus that is down must not hold up a shutdown
+                for key in list(self._held):
+                    await state.set_remove(PREFIX + key, [self.node])
+                    self.bus.publish(CHANGED_TOPIC, key.encode())
         self._held.clear()
 
     # -- this process's keys (called by the registry) -------------------------------

@@ -10,8 +10,6 @@ series are read at scrape time; the others' are at most one interval old.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -21,10 +19,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-log = logging.getLogger(__name__)
+from kefu.core.bus import WorkerBoard
 
-PREFIX = "kefu:metrics:"
-WORKERS_KEY = PREFIX + "workers"
+log = logging.getLogger(__name__)
 
 
 class _Families:
@@ -66,42 +63,19 @@ class ClusterMetrics:
     """Publishes this worker's exposition and assembles everyone's."""
 
     def __init__(self, kernel: Any, registry: Any, interval: float) -> None:
-        self.kernel, self.registry, self.interval = kernel, registry, interval
-        self.name = kernel.worker_name
-        self._task: asyncio.Task | None = None
+        self.registry = registry
+        self.board = WorkerBoard(kernel, "metrics", lambda: generate_latest(registry), interval)
+        self.name = self.board.name
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._publish())
+        self.board.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(Exception):
-            await self.kernel.bus.state.delete(PREFIX + self.name)
-
-    async def _publish(self) -> None:
-        state = self.kernel.bus.state
-        while True:
-            try:
-                ttl = 3 * self.interval
-                await state.set(PREFIX + self.name, generate_latest(self.registry), ttl=ttl)
-                await state.set_add(WORKERS_KEY, [self.name], ttl=ttl)
-            except Exception:
-                log.warning("could not publish this worker's metrics; retrying", exc_info=True)
-            await asyncio.sleep(self.interval)
+        await self.board.stop()
 
     async def exposition(self) -> bytes:
         """Every live worker's series in the text format, labelled by worker."""
-        state = self.kernel.bus.state
         parts = [labelled(generate_latest(self.registry).decode(), self.name)]
-        for name in sorted(await state.set_members(WORKERS_KEY)):
-            if name == self.name:
-                continue
-            text = await state.get(PREFIX + name)
-            if text is None:  # gone: its ttl ran out
-                await state.set_remove(WORKERS_KEY, [name])
-                continue
+        for name, text in (await self.board.others()).items():
             parts.append(labelled(text.decode(), name))
         return generate_latest(_Families(merge(parts)))

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
 from collections import Counter
 from typing import Any
 
 import orjson
 
+from kefu.core.bus import WorkerBoard
 from kefu.core.domain import ASSIGNED, QUEUED
-
-log = logging.getLogger(__name__)
 
 SCAN_LIMIT = 1000
 
@@ -122,12 +118,9 @@ class WorkerFigures:
     (connections, messages stored) into the shared state every ``interval`` seconds, so
     that the status page, whichever worker answers it, shows the whole install."""
 
-    PREFIX = "kefu:status:"
-
     def __init__(self, kernel: Any, rate: MessageRate, interval: float = 5.0) -> None:
-        self.kernel, self.rate, self.interval = kernel, rate, interval
-        self.name = kernel.worker_name
-        self._task: asyncio.Task | None = None
+        self.kernel, self.rate = kernel, rate
+        self.board = WorkerBoard(kernel, "status", self._figures, interval)
 
     def local(self, site_id: str, now: float) -> dict[str, Any]:
         window = self.kernel.config.section("web").rate_window_s
@@ -137,44 +130,24 @@ class WorkerFigures:
             "total": self.rate.totals[site_id],
         }
 
+    def _figures(self) -> bytes:
+        now, sites = time.time(), set(self.rate.totals)
+        delivery = self.kernel.delivery
+        if delivery is not None:
+            sites |= {c.principal.site_id for c in delivery.connections()}
+        return orjson.dumps({site: self.local(site, now) for site in sites})
+
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._publish())
+        self.board.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(Exception):
-            await self.kernel.bus.state.delete(self.PREFIX + self.name)
-
-    async def _publish(self) -> None:
-        state = self.kernel.bus.state
-        while True:
-            try:
-                now = time.time()
-                sites = set(self.rate.totals)
-                delivery = self.kernel.delivery
-                if delivery is not None:
-                    sites |= {c.principal.site_id for c in delivery.connections()}
-                figures = {site: self.local(site, now) for site in sites}
-                ttl = 3 * self.interval
-                await state.set(self.PREFIX + self.name, orjson.dumps(figures), ttl=ttl)
-                await state.set_add(self.PREFIX + "workers", [self.name], ttl=ttl)
-            except Exception:
-                log.warning("could not publish this worker's status figures", exc_info=True)
-            await asyncio.sleep(self.interval)
+        await self.board.stop()
 
     async def others(self, site_id: str) -> list[dict[str, Any]]:
         """The other live workers' latest figures of one site."""
-        state, found = self.kernel.bus.state, []
-        for name in await state.set_members(self.PREFIX + "workers"):
-            if name == self.name:
-                continue
-            raw = await state.get(self.PREFIX + name)
-            if raw is not None:
-                found.append(orjson.loads(raw).get(site_id) or {})
-        return found
+        return [
+            orjson.loads(raw).get(site_id) or {} for raw in (await self.board.others()).values()
+        ]
 
 
 async def site_status(
