@@ -53,6 +53,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "sweep": {
             "rates": [100.0, 200.0, 300.0, 400.0, 600.0, 800.0, 1_000.0, 1_500.0, 2_000.0],
             "step_s": 15.0,
+            "warmup_s": 0.0,  # e.g. 20.0: an unjudged window first (cold caches)
         },
         "longpoll": {"visitors": 1_000, "agents": 50, "rate": 300.0, "duration": 30.0},
     },

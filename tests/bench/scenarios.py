@@ -294,9 +294,17 @@ async def sweep(
     probe: Probe,
     rates: list[float],
     step_s: float,
+    warmup_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Rising offered rates until p99 delivery exceeds the target (or messages go missing)."""
-    steps, best = [], None
+    """Rising offered rates until p99 delivery exceeds the target (or messages go missing).
+
+    ``warmup_s``: first a window at the lowest rate that is not judged, so that the first
+    step does not pay for every conversation's first message (cold caches, fan-out keys).
+    """
+    steps, best, warmup = [], None, None
+    if warmup_s > 0:
+        warmup = await load(target, pool, http, probe, rates[0], warmup_s, seed=99)
+        warmup["drain"] = await drain(target, pool)
     for n, rate in enumerate(rates):
         step = await load(target, pool, http, probe, rate, step_s, seed=100 + n)
         step["ok"] = (
@@ -310,7 +318,7 @@ async def sweep(
             break
         best = rate
         step["drain"] = await drain(target, pool)
-    return {"steps": steps, "best_rate": best}
+    return {"steps": steps, "best_rate": best, "warmup": warmup}
 
 
 async def drain(target: Target, pool: Pool) -> dict[str, Any]:
