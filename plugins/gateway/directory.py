@@ -38,6 +38,8 @@ MEMBERSHIP_TTL = 60.0
 #: Seconds a cached set of nodes is trusted without hearing of a change.
 CACHE_TTL = 30.0
 PREFIX = "kefu:where:"
+#: Tasks writing this process's key changes to the shared state.
+WRITERS = 8
 
 
 class Directory:
@@ -50,19 +52,26 @@ class Directory:
         self._held: set[str] = set()
         self._cache: dict[str, tuple[frozenset[str], float]] = {}
         self._pending: dict[str, asyncio.Future] = {}
+        self._changes: asyncio.Queue[tuple[str, asyncio.Future | None]] = asyncio.Queue()
         self._unsubscribe: Any = None
         self._renewer: asyncio.Task | None = None
+        self._writers: list[asyncio.Task] = []
 
     def start(self) -> None:
         self._unsubscribe = self.bus.subscribe(CHANGED_TOPIC, self._on_changed)
         self._renewer = asyncio.ensure_future(self._renew())
+        # a bounded number of writers: a ramp of thousands of connections must not open
+        # thousands of Redis commands at once (the client's pool runs dry)
+        self._writers = [asyncio.ensure_future(self._write()) for _ in range(WRITERS)]
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.wait({self._renewer}, timeout=2.0)
+        tasks = {t for t in (self._renewer, *self._writers) if t is not None}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
         state = self.bus.state
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5.0):  # a bus that is down must not hold up a shutdown
@@ -75,12 +84,28 @@ class Directory:
     def held(self, key: str) -> None:
         """The first local connection for ``key`` appeared."""
         self._held.add(key)
-        self._pending[key] = asyncio.ensure_future(self._announce(key))
+        done = self._pending[key] = asyncio.get_running_loop().create_future()
+        self._changes.put_nowait((key, done))
 
     def released(self, key: str) -> None:
         """The last local connection for ``key`` went."""
         self._held.discard(key)
-        self.kernel.spawn(self._withdraw(key), "kefu-gateway-withdraw")
+        self._changes.put_nowait((key, None))
+
+    async def _write(self) -> None:
+        """Apply queued changes to the shared state, one at a time per writer."""
+        while True:
+            key, done = await self._changes.get()
+            try:
+                if done is not None:
+                    await self._announce(key)
+                elif key not in self._held:  # not held again meanwhile
+                    await self._withdraw(key)
+            except Exception:
+                log.warning("could not update fan-out key %s (the renewal retries)", key)
+            finally:
+                if done is not None and not done.done():
+                    done.set_result(None)
 
     async def settled(self) -> None:
         """Return once every new key is in the shared state and its change announced
@@ -102,8 +127,6 @@ class Directory:
             log.warning("could not record fan-out key %s (retried by the renewal)", key)
 
     async def _withdraw(self, key: str) -> None:
-        if key in self._held:
-            return  # held again meanwhile
         await self.bus.state.set_remove(PREFIX + key, [self.node])
         self.bus.publish(CHANGED_TOPIC, key.encode())
 
