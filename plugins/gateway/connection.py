@@ -41,6 +41,7 @@ class Connection:
         "principal",
         "remote",
         "replaying",
+        "seen",
         "shed",
         "strikes",
         "transport",
@@ -67,6 +68,8 @@ class Connection:
         self.opened_at = time.time()
         self.watching: set[str] = set()
         self.replaying: dict[str, list[tuple[int, bytes]]] | None = None
+        #: seqs delivered per conversation while a catch-up read is pending (else None)
+        self.seen: dict[str, set[int]] | None = None
         self.closed = False
         self.close_reason: str | None = None
         self.strikes = 0

@@ -200,7 +200,14 @@ class Fanout:
                 continue  # nobody needs their own typing, receipts or presence back
             if seq and conn.replaying is not None and conversation_id in conn.replaying:
                 conn.replaying[conversation_id].append((seq, frame))
-            elif conn.push(frame, ephemeral):
+                continue
+            if seq and conn.seen is not None:  # a catch-up read is pending: note it
+                seen = conn.seen.get(conversation_id)
+                if seen is not None:
+                    if seq in seen:
+                        continue  # the catch-up sent it already
+                    seen.add(seq)
+            if conn.push(frame, ephemeral):
                 pushed += 1
         if pushed:
             stats, op = self.stats, head.get("op") or "unknown"

@@ -111,6 +111,8 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
 
         def ack(stored: Message, created: bool) -> None:
             watch(conn, conversation_id)
+            if conn.seen is not None and conversation_id in conn.seen:
+                conn.seen[conversation_id].add(stored.seq)  # a pending catch-up skips it
             reply = {"op": "ack", "cid": cid, "seq": stored.seq, "conversation_id": conversation_id}
             if not created:
                 reply["duplicate"] = True
@@ -162,15 +164,16 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
                 conn.replaying = None
         # live messages that arrived meanwhile follow the replay; ``last_seq`` stays the end
         # of the contiguous run, so a client resuming from it never skips a gap
-        delivered = cursor
+        delivered, pushed = cursor, []
         for seq, data in sorted(waiting, key=lambda item: item[0]):
             if seq > delivered:
                 conn.push(data)
+                pushed.append(seq)
                 delivered = seq
                 if seq == cursor + 1:
                     cursor = seq
         if not more:
-            gateway.catch_up(conn, conversation_id, cursor)
+            gateway.catch_up(conn, conversation_id, cursor, tuple(pushed))
         return {
             "op": "resumed",
             "conversation_id": conversation_id,

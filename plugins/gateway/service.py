@@ -336,29 +336,50 @@ class Gateway(Store, Fanout):
         out[op] = out.get(op, 0) + 1
         return True
 
-    def catch_up(self, conn: Connection, conversation_id: str, after_seq: int) -> None:
+    def catch_up(
+        self, conn: Connection, conversation_id: str, after_seq: int, pushed: tuple = ()
+    ) -> None:
         """With addressed fan-out, read the conversation again shortly after a connection
-        started following it, and send what came meanwhile: a process that had not yet
-        heard that this one holds the conversation may have published a message only to
-        the others. Clients drop what they already have by ``seq`` (at-least-once)."""
+        started following it, and send what came meanwhile and did not reach it: a process
+        that had not yet heard that this one holds the conversation may have published a
+        message only to the others. ``pushed``: seqs above ``after_seq`` already sent.
+        Until the last read, the seqs delivered live to the connection are noted, so that
+        nothing is sent twice."""
         if self.directory is None:
             return
-        for delay in CATCH_UP_DELAYS_S:
-            asyncio.get_running_loop().call_later(
+        if conn.seen is None:
+            conn.seen = {}
+        conn.seen.setdefault(conversation_id, set()).update(pushed)
+        loop = asyncio.get_running_loop()
+        for n, delay in enumerate(CATCH_UP_DELAYS_S):
+            last = n == len(CATCH_UP_DELAYS_S) - 1
+            loop.call_later(
                 delay,
-                lambda: self.kernel.spawn(
-                    self._catch_up(conn, conversation_id, after_seq), "kefu-gateway-catch-up"
+                lambda last=last: self.kernel.spawn(
+                    self._catch_up(conn, conversation_id, after_seq, last),
+                    "kefu-gateway-catch-up",
                 ),
             )
 
-    async def _catch_up(self, conn: Connection, conversation_id: str, after_seq: int) -> None:
-        if conn.closed or conversation_id not in conn.watching:
-            return
-        page = await self.kernel.storage.list_messages(
-            conn.principal.site_id, conversation_id, after_seq=after_seq, limit=REPLAY_CATCH_UP
-        )
-        for message in page:
-            conn.push(orjson.dumps(message_frame(message)))
+    async def _catch_up(
+        self, conn: Connection, conversation_id: str, after_seq: int, last: bool
+    ) -> None:
+        seen = conn.seen.get(conversation_id) if conn.seen is not None else None
+        try:
+            if seen is None or conn.closed or conversation_id not in conn.watching:
+                return
+            page = await self.kernel.storage.list_messages(
+                conn.principal.site_id, conversation_id, after_seq=after_seq, limit=REPLAY_CATCH_UP
+            )
+            for message in page:
+                if message.seq not in seen:
+                    seen.add(message.seq)
+                    conn.push(orjson.dumps(message_frame(message)))
+        finally:
+            if last and conn.seen is not None:
+                conn.seen.pop(conversation_id, None)
+                if not conn.seen:
+                    conn.seen = None
 
     # -- authorisation ---------------------------------------------------------------
     async def conversation_for(
