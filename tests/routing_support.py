@@ -12,6 +12,7 @@ import pytest
 from kefu.core.domain import Agent, new_id
 from kefu.core.web_app import create_app
 from kefu.hooks import hookimpl
+from kefu.plugins.bus_memory import MemoryBus
 from kefu.plugins.routing import service_of
 from tests.chat_support import (
     FAST_HASH,
@@ -120,6 +121,22 @@ async def settle(client: Any) -> None:
 
 async def site_of(client: Any) -> SiteFixture:
     return await add_site(app_kernel(client.app))
+
+
+class Shared:
+    """Offers one bus and one storage to every kernel it is registered in: several
+    worker processes (``make_kernel(..., storage="shared", bus="shared")``)."""
+
+    def __init__(self, make_storage) -> None:
+        self.bus, self.make_storage = MemoryBus(), make_storage
+
+    @hookimpl
+    def kefu_bus_backends(self):
+        return {"shared": lambda kernel: self.bus}
+
+    @hookimpl
+    def kefu_storage_backends(self):
+        return {"shared": lambda kernel: self.make_storage()}
 
 
 class Events:

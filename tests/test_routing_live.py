@@ -131,7 +131,7 @@ async def test_queue_drains_oldest_first_with_priority_and_positions_update(
     stored = await kernel.storage.get_conversation(site.site.id, vip.conversation_id)
     stored.priority = 5
     await kernel.storage.update_conversation(stored)
-    service_of(kernel).engine.withdraw(site.site.id, vip.conversation_id)
+    service_of(kernel).changed(site.site.id, vip.conversation_id)  # read again at the next pass
 
     await desk.peer.send(op="resolve", conversation_id=busy.conversation_id)
     await desk.peer.expect("resolve_ok")

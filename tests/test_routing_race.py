@@ -24,13 +24,11 @@ from collections import Counter
 import pytest
 
 from kefu.core.web_app import create_app
-from kefu.hooks import hookimpl
-from kefu.plugins.bus_memory import MemoryBus
 from kefu.plugins.routing import service_of
 from kefu.plugins.storage_memory import MemoryStorage
 from tests.chat_support import add_site, app_kernel, make_kernel
 from tests.conftest import service_unavailable
-from tests.routing_support import ROUTING, Events, add_agent, console, visitor
+from tests.routing_support import ROUTING, Events, Shared, add_agent, console, visitor
 
 AGENTS, VISITORS, SEED = 14, 44, 7
 POSTGRES_DSN = os.environ.get("KEFU_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -56,21 +54,6 @@ class Jitter:
             return result
 
         return call
-
-
-class Shared:
-    """Offers one bus and one storage to every worker it is registered in."""
-
-    def __init__(self, make_storage) -> None:
-        self.bus, self.make_storage = MemoryBus(), make_storage
-
-    @hookimpl
-    def kefu_bus_backends(self):
-        return {"shared": lambda kernel: self.bus}
-
-    @hookimpl
-    def kefu_storage_backends(self):
-        return {"shared": lambda kernel: self.make_storage()}
 
 
 @pytest.fixture(params=["memory", "postgres"])

@@ -6,13 +6,16 @@ through ``kefu_routing_policies``) decides who *does*: ``weighted`` (default,
 a score from every plugin's ``kefu_routing_weight_factors``), ``round_robin``,
 ``least_open`` or ``manual`` (a pool agents pick from). Conversations nobody can
 take wait in a per-site line (priority, then oldest first) that drains as soon
-as capacity frees. See ``docs/routing.md``.
+as capacity frees. The line and the agents are indexed per skill
+(:mod:`~kefu.plugins.routing.engine`), so a pass costs the events that caused it,
+not the length of the line times the team. See ``docs/routing.md``.
 
 Around the engine, the live agent workflow: presence (with automatic away after
 a disconnect), capacity, accept/decline, transfer, reassignment of unanswered
 conversations, resolve/reopen, manual picks and business hours, as frame ops
 (:mod:`~kefu.plugins.routing.ops`) and REST endpoints
-(:mod:`~kefu.plugins.routing.api`); see ``docs/protocol.md``.
+(:mod:`~kefu.plugins.routing.api`), and the replay of an agent's assignments to each
+connection they open; see ``docs/protocol.md``.
 
 Everything here is ``trylast``: a third party's policy, filter or factor is
 collected alongside (or, for a policy name, instead of) the built-ins.
@@ -104,7 +107,7 @@ def kefu_rest_endpoints(kernel):
 def kefu_transport_connected(kernel, connection):
     service = kernel.existing_plugin_state("routing")
     if service is not None and connection.principal.kind == "agent":
-        service.presence.connected(connection.principal)
+        service.connected(connection.principal)  # presence, and what they hold is replayed
 
 
 @hookimpl

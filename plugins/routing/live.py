@@ -17,16 +17,26 @@ Conventions the gateway writes in ``Conversation.meta`` (read here):
 ``queued_at`` (UNIX time it started waiting; ``created_at`` otherwise),
 ``declined_by`` (ids of agents who declined or let an offer time out),
 ``previous_assignee`` (who held it before it was reopened), and, written here at
-claim time, ``assigned_at`` and ``assigned_seq`` (the conversation's ``last_seq``
-then: the assignee answers with a message after it); ``accepted_at`` and
+claim time, ``assigned_at``, ``assigned_seq`` (the conversation's ``last_seq``
+then: the assignee answers with a message after it), ``answer_by`` (when an
+unanswered assignment is released, if ``answer_timeout_s`` is set: any process may
+release it then) and ``assigned_by`` (the routing service that assigned it, which
+releases it on time; the others wait a little longer); ``accepted_at`` and
 ``answered_at`` are written by the agent workflow.
+
+A live server reads the whole state of a site only to build its indexes
+(:meth:`StorageSource.load`: at start-up, after a conflict it cannot explain, and
+every ``[routing] rebuild_interval_s``); passes read nothing but the records
+events and claims point at.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from kefu.core.domain import ASSIGNED, QUEUED, Agent, Conversation
 from kefu.core.storage import StorageBackend
@@ -42,7 +52,7 @@ from kefu.plugins.routing.stats import AgentStats
 
 log = logging.getLogger(__name__)
 
-#: Upper bound of queued conversations read per site when building snapshots.
+#: Conversations read per query when building snapshots (the rebuild pages past it).
 SCAN_LIMIT = 10_000
 
 
@@ -57,8 +67,34 @@ def conversation_snapshot(
         priority=conversation.priority,
         queued_at=float(conversation.meta.get("queued_at", conversation.created_at)),
         previous_agent_id=conversation.meta.get("previous_assignee") or previous_agent_id,
-        meta={"visitor_id": conversation.visitor_id},
+        meta={
+            "visitor_id": conversation.visitor_id,
+            "declined_by": tuple(conversation.meta.get("declined_by", ())),
+        },
     )
+
+
+def agent_snapshot(agent: Agent, stats: AgentStats, open_count: int = 0) -> AgentSnapshot:
+    """A routing snapshot of a stored agent, with this process's statistics."""
+    return stats.fill(
+        AgentSnapshot(
+            id=agent.id,
+            site_id=agent.site_id,
+            status=agent.status if agent.status in AGENT_STATUSES else OFFLINE,
+            capacity=agent.capacity,
+            open_count=open_count,
+            skills=frozenset(agent.skills),
+        )
+    )
+
+
+@dataclass(slots=True)
+class SiteState:
+    """What storage holds for one site's routing: its agents, waiting and assigned."""
+
+    agents: list[Agent]
+    queued: list[Conversation]
+    assigned: list[Conversation]
 
 
 class StorageSource:
@@ -69,10 +105,38 @@ class StorageSource:
         storage: StorageBackend,
         stats: AgentStats | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        answer_timeout: Callable[[], float] = lambda: 0.0,
+        origin: str | None = None,
     ) -> None:
         self.storage = storage
         self.stats = stats or AgentStats()
         self.clock = clock
+        self.answer_timeout = answer_timeout
+        self.origin = origin
+
+    async def load(self, site_id: str) -> SiteState:
+        """Everything a site's indexes are built from: its agents, and its waiting and
+        assigned conversations (pages of :data:`SCAN_LIMIT`)."""
+        agents = await self.storage.list_agents(site_id)
+        queued = await self.every(site_id, QUEUED)
+        assigned = await self.every(site_id, ASSIGNED)
+        return SiteState(agents, queued, assigned)
+
+    async def every(self, site_id: str, state: str) -> list[Conversation]:
+        """All of a site's conversations in ``state``, newest first, page by page."""
+        found: dict[str, Conversation] = {}
+        before = None
+        while True:
+            page = await self.storage.list_conversations(
+                site_id, state=state, limit=SCAN_LIMIT, before=before
+            )
+            fresh = [c for c in page if c.id not in found]
+            found.update((c.id, c) for c in fresh)
+            if len(page) < SCAN_LIMIT or not fresh:
+                return list(found.values())
+            # the next page starts at the last one's time: equal times are read twice, not lost
+            before = math.nextafter(page[-1].updated_at, math.inf)
 
     async def open_count(self, site_id: str, agent: Agent) -> int:
         """The agent's open (assigned, unresolved) conversations, counted up to capacity + 1."""
@@ -82,6 +146,8 @@ class StorageSource:
         return len(held)
 
     async def agents(self, site_id: str) -> list[AgentSnapshot]:
+        """Fresh snapshots of every agent of the site, counted from storage (a plain
+        source's view; a live server's engine keeps them up to date instead)."""
         queued = await self.storage.list_conversations(site_id, state=QUEUED, limit=SCAN_LIMIT)
         declined: dict[str, set[str]] = {}
         for conversation in queued:
@@ -98,16 +164,9 @@ class StorageSource:
                 open_count = counts.get(agent.id, 0)
             else:
                 open_count = await self.open_count(site_id, agent)
-            snapshot = AgentSnapshot(
-                id=agent.id,
-                site_id=agent.site_id,
-                status=agent.status if agent.status in AGENT_STATUSES else OFFLINE,
-                capacity=agent.capacity,
-                open_count=open_count,
-                skills=frozenset(agent.skills),
-                declined=frozenset(declined.get(agent.id, ())),
-            )
-            snapshots.append(self.stats.fill(snapshot))
+            snapshot = agent_snapshot(agent, self.stats, open_count)
+            snapshot.declined = frozenset(declined.get(agent.id, ()))
+            snapshots.append(snapshot)
         return snapshots
 
     async def previous_agent(self, conversation: Conversation) -> str | None:
@@ -145,7 +204,10 @@ class StorageSource:
         before = (stored.state, stored.assignee_id, stored.meta, stored.updated_at)
         now = self.clock()
         stored.state, stored.assignee_id, stored.updated_at = ASSIGNED, record.id, now
-        stored.meta = assigned_meta(stored.meta, now, stored.last_seq)
+        timeout = self.answer_timeout()
+        stored.meta = assigned_meta(
+            stored.meta, now, stored.last_seq, now + timeout if timeout > 0 else None, self.origin
+        )
         if not await self.storage.update_conversation(
             stored, if_state=before[0], if_assignee=before[1]
         ):
@@ -162,10 +224,25 @@ class StorageSource:
 
 
 #: ``meta`` keys describing the current assignment; a new assignment starts them afresh.
-ASSIGNMENT_KEYS = ("assigned_at", "assigned_seq", "accepted_at", "answered_at")
+ASSIGNMENT_KEYS = (
+    "assigned_at",
+    "assigned_seq",
+    "answer_by",
+    "assigned_by",
+    "accepted_at",
+    "answered_at",
+)
 
 
-def assigned_meta(meta: dict, now: float, seq: int) -> dict:
-    """``meta`` of a conversation just assigned: when, and the ``seq`` an answer must follow."""
+def assigned_meta(
+    meta: dict, now: float, seq: int, answer_by: float | None = None, by: str | None = None
+) -> dict:
+    """``meta`` of a conversation just assigned: when, the ``seq`` an answer must follow,
+    when it is released unanswered, and which routing service assigned it."""
     kept = {k: v for k, v in meta.items() if k not in ASSIGNMENT_KEYS}
-    return {**kept, "assigned_at": now, "assigned_seq": seq}
+    fresh = {**kept, "assigned_at": now, "assigned_seq": seq}
+    if answer_by is not None:
+        fresh["answer_by"] = answer_by
+    if by is not None:
+        fresh["assigned_by"] = by
+    return fresh

@@ -1,28 +1,35 @@
-"""What routing tells people: frames to visitors and agents through ``kernel.gateway``.
+"""What routing tells people: frames to visitors and agents through ``kernel.delivery``.
 
 - The visitor (every tab, not the agents watching) gets ``queue`` (position, wait
   estimate, whether anyone can answer), ``agent_joined``, ``agent_left``,
   ``resolved`` and ``reopened``.
 - The agent a conversation is given to gets ``assignment`` on each of their
-  connections, which start watching the conversation.
+  connections, which start watching the conversation; a connection that opens
+  later gets one (``reason: "replay"``) for every conversation the agent holds.
 - Every agent of the site gets ``conversation`` frames (``event``: ``assigned``,
   ``accepted``, ``declined``, ``reassigned``, ``transferred``, ``resolved``,
   ``reopened``) so consoles keep their lists current.
 
 Frames go through the gateway's bus fan-out, so they reach connections held by
-any worker process. Without a gateway (the plugin disabled) nothing is sent.
+any worker process. Without a gateway (the plugin disabled, ``kernel.delivery`` is
+None) nothing is sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from typing import Any
 
+from kefu.core.delivery import Delivery
 from kefu.core.domain import Agent, Conversation
 from kefu.plugins.routing.snapshots import QueueStatus
 
 log = logging.getLogger(__name__)
+
+#: Queue frames sent between two yields to the event loop.
+YIELD_EVERY = 256
 
 #: Visitor-facing reasons why nobody can answer now (the widget offers the message form).
 CLOSED, NO_AGENTS = "closed", "no_agents"
@@ -66,16 +73,16 @@ class Notices:
         self._sent: dict[str, dict[str, tuple]] = {}  # site -> conversation -> last queue frame
 
     @property
-    def gateway(self) -> Any:
-        return getattr(self.kernel, "gateway", None)
+    def delivery(self) -> Delivery | None:
+        return self.kernel.delivery
 
     async def visitor(self, conversation: Conversation, frame: dict[str, Any]) -> None:
-        if self.gateway is not None:
-            await self.gateway.publish_visitor(conversation, frame)
+        if self.delivery is not None:
+            await self.delivery.publish_visitor(conversation, frame)
 
     async def agents(self, conversation: Conversation, event: str, **extra: Any) -> None:
         """A ``conversation`` frame to every agent of the site."""
-        if self.gateway is None:
+        if self.delivery is None:
             return
         frame = {
             "op": "conversation",
@@ -83,7 +90,7 @@ class Notices:
             "conversation": conversation_view(conversation),
             **extra,
         }
-        await self.gateway.publish_site_agents(conversation.site_id, frame)
+        await self.delivery.publish_site_agents(conversation.site_id, frame)
 
     async def assigned(
         self,
@@ -95,18 +102,12 @@ class Notices:
         **extra: Any,
     ) -> None:
         """Tell the agent (their connections start watching), the visitor and the site."""
-        gateway = self.gateway
-        if gateway is None:
+        delivery = self.delivery
+        if delivery is None:
             return
         agent_id = conversation.assignee_id
-        frame = {
-            "op": "assignment",
-            "reason": reason,
-            "conversation": conversation_view(conversation),
-            "answer_within_s": answer_within_s,
-            **extra,
-        }
-        await gateway.publish_agents(
+        frame = assignment_frame(conversation, reason, answer_within_s, **extra)
+        await delivery.publish_agents(
             conversation.site_id, frame, agent_ids=[agent_id], watch=conversation.id
         )
         joined = {
@@ -114,7 +115,7 @@ class Notices:
             "conversation_id": conversation.id,
             "agent": agent_view(agent, agent_id),
         }
-        await gateway.publish_visitor(conversation, joined)
+        await delivery.publish_visitor(conversation, joined)
         self.forget(conversation.site_id, conversation.id)
         await self.agents(
             conversation,
@@ -122,6 +123,23 @@ class Notices:
             agent_id=agent_id,
             **extra,
         )
+
+    async def replay(
+        self, agent_id: str, held: list[Conversation], answer_within: Any = None
+    ) -> int:
+        """An agent connected: an ``assignment`` frame (``reason: "replay"``) for each
+        conversation they hold, so that a console that was away learns what was given to
+        it meanwhile. ``answer_within(conversation)`` is the time left to answer."""
+        delivery = self.delivery
+        if delivery is None:
+            return 0
+        for conversation in held:
+            within = answer_within(conversation) if answer_within is not None else None
+            frame = assignment_frame(conversation, REPLAY, within)
+            await delivery.publish_agents(
+                conversation.site_id, frame, agent_ids=[agent_id], watch=conversation.id
+            )
+        return len(held)
 
     async def released(self, conversation: Conversation, agent_id: str, reason: str) -> None:
         """The agent gave the conversation back (declined, timed out): it waits again."""
@@ -163,7 +181,26 @@ class Notices:
             conversation = Conversation(conversation_id, site_id, visitors[conversation_id])
             await self.visitor(conversation, frame)
             count += 1
+            if count % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a long line is told without stalling the loop
         return count
+
+
+#: ``reason`` of the ``assignment`` frames sent again to an agent's new connection.
+REPLAY = "replay"
+
+
+def assignment_frame(
+    conversation: Conversation, reason: str, answer_within_s: float | None, **extra: Any
+) -> dict[str, Any]:
+    """The ``assignment`` frame: routed, picked, transferred, or replayed on connect."""
+    return {
+        "op": "assignment",
+        "reason": reason,
+        "conversation": conversation_view(conversation),
+        "answer_within_s": answer_within_s,
+        **extra,
+    }
 
 
 def queue_frame(status: QueueStatus, closed: bool, step_s: float) -> dict[str, Any]:

@@ -78,7 +78,7 @@ class WeightedPolicy:
         for factor, weight in self._terms:
             try:
                 value = factor.score(conversation, agent)
-                if inspect.isawaitable(value):
+                if type(value) is not float and inspect.isawaitable(value):
                     value = await value
                 value = float(value)
             except Exception:

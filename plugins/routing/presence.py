@@ -1,9 +1,9 @@
 """Agent presence and capacity as routing needs them.
 
 - **Status** (``online`` / ``away`` / ``offline``) is stored on the agent record,
-  which every worker's routing pass reads. The gateway's ``presence`` frame emits
-  ``agent.presence``; this module stores what it says. ``PUT
-  /v1/agents/{id}/presence`` does the same over REST.
+  which every worker's routing indexes read again when it changes. The gateway's
+  ``presence`` frame emits ``agent.presence``; this module stores what it says.
+  ``PUT /v1/agents/{id}/presence`` does the same over REST.
 - **Automatic away.** When an online agent's last connection to this process closes,
   a timer of ``[routing] away_grace_s`` starts; if no connection of theirs opened
   meanwhile (in any worker: connections are announced on the bus topic
@@ -179,12 +179,16 @@ class Presence:
             return
         try:
             agent = await self.kernel.storage.get_agent(*key)
-            if agent is None or agent.status != ONLINE:
-                return
+            if agent is None or agent.status != ONLINE or self._connections.get(key):
+                return  # (or they connected again while it was read)
             await self.store(*key, AWAY)
             self._auto_away.add(key)
             await self._announce(agent, AWAY, None, auto=True)
             log.info("agent %s of site %s set away: disconnected", key[1], key[0])
+            if self._connections.get(key) and key in self._auto_away:
+                # connected again while this was stored: they must not stay away
+                self._auto_away.discard(key)
+                await self._back_online(key)
         except Exception:
             log.exception("setting agent %s away failed", key[1])
 

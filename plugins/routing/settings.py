@@ -103,8 +103,14 @@ class RoutingSettings(Section):
     business_hours: dict[str, BusinessHours] = {}
     #: Handle time assumed for the wait estimate until real resolutions were observed.
     default_handle_time_s: float = Field(300.0, gt=0)
-    #: Re-read queued conversations from storage and drain every N seconds (0 = never).
+    #: Every N seconds: release unanswered assignments that are due, pass where anyone
+    #: waits (0 = never; deadlines are also kept by a timer).
     sweep_interval_s: float = Field(5.0, ge=0)
+    #: Rebuild each site's routing indexes from storage this often, a safety net for
+    #: changes no event or bus message told of (0 = only at start-up).
+    rebuild_interval_s: float = Field(300.0, ge=0)
+    #: Lines longer than 200 are told their positions at most this often.
+    queue_notice_interval_s: float = Field(1.0, ge=0)
     #: Seconds an assigned agent has to accept or answer before the conversation goes to
     #: someone else, who is not offered it again (0 = never reassign).
     answer_timeout_s: float = Field(120.0, ge=0)

@@ -185,7 +185,7 @@ class Workflow:
             raise ApiError(409, "agent_offline", f"agent {target.name!r} just went offline")
         if outcome is not Claim.CLAIMED:
             raise changed_meanwhile()
-        self.service.engine.withdraw(site_id, conversation.id)
+        self.service.changed(site_id, conversation.id)  # the indexes count it for the target
         self.answers.disarm(site_id, conversation.id)
         await self._transferred(principal, conversation, previous, note, to_agent_id=target.id)
         self.answers.arm(conversation)
@@ -221,7 +221,7 @@ class Workflow:
         ):
             raise changed_meanwhile()
         self.answers.disarm(site_id, conversation.id)
-        self.service.engine.withdraw(site_id, conversation.id)  # re-read with its new skill
+        self.service.changed(site_id, conversation.id)  # read again, with its new skill
         await self._transferred(principal, conversation, previous, note, to_department=department)
         if previous is not None:
             await self.service.notices.released(conversation, previous, "transferred")

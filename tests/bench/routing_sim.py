@@ -13,6 +13,12 @@ world instead of a storage backend.
     .venv/bin/python tests/bench/routing_sim.py            # table, < 60 s on 2 cores
     .venv/bin/python tests/bench/routing_sim.py --json     # one object keyed by policy
     .venv/bin/python tests/bench/routing_sim.py --weights load=3,first_response=2
+    .venv/bin/python tests/bench/routing_sim.py --scale    # cost at 5,000 waiting x 250 agents
+
+``--scale`` measures what routing costs a live server instead (:func:`scale`): the
+real routing plugin on SQLite, 250 agents all busy and 5,000 conversations waiting,
+then the time and CPU of a new arrival, a freed slot, a presence change, the sweep,
+a restart's first pass and a capacity raise that lets all 5,000 in.
 
 Wait = arrival to the agent's first reply (what the visitor feels); its
 percentiles are over answered conversations. Load = an agent's open
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import heapq
 import itertools
 import json
@@ -31,9 +38,12 @@ import math
 import random
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from kefu.core.domain import ASSIGNED, QUEUED, RESOLVED, Agent, Conversation, Site
 from kefu.core.kernel import load_kernel
 from kefu.plugins.routing.service import build_engine
 from kefu.plugins.routing.snapshots import (
@@ -402,14 +412,215 @@ def simulate(seed: int, sc: Scenario, policies=POLICIES, weights: dict | None = 
     return {name: asyncio.run(World(trace, name, kernel, sc, seed).run()) for name in policies}
 
 
+# -- the cost of routing on a live server -------------------------------------------------
+RAISED = "capacity raised: each assignment"
+SCALE_PLUGINS = (
+    "kefu.plugins.storage_sql",
+    "kefu.plugins.bus_memory",
+    "kefu.plugins.gateway",
+    "kefu.plugins.routing",
+)
+
+
+async def _running_kernel(data_dir: Path, routing: str):
+    """A kernel with SQLite storage and the routing plugin, started (no HTTP socket)."""
+    from aiohttp import web
+
+    from kefu.core.web_app import create_app
+
+    path = data_dir / "kefu.toml"
+    path.write_text(
+        f'[server]\ndata_dir = "{data_dir}"\nreload = false\n'
+        f'[storage]\nbackend = "sql"\n[routing]\n{routing}',
+        encoding="utf-8",
+    )
+    kernel = load_kernel(path, environ={}, defaults=SCALE_PLUGINS, entry_points=False)
+    runner = web.AppRunner(create_app(kernel))
+    await runner.setup()
+    return kernel, runner
+
+
+class Clock:
+    """Wall time and CPU time of a block, and the longest event-loop stall meanwhile (a
+    probe wakes every 10 ms; its own CPU, measured idle first, is taken off)."""
+
+    PERIOD = 0.01
+    probe_cpu_per_s = 0.0
+
+    def __init__(self) -> None:
+        self.stall = 0.0
+        self._ticker: asyncio.Task | None = None
+
+    @classmethod
+    async def calibrate(cls) -> None:
+        with Clock() as idle:
+            await asyncio.sleep(1.0)
+        cls.probe_cpu_per_s = idle.cpu / idle.wall
+
+    async def _tick(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.PERIOD)
+            self.stall = max(self.stall, time.perf_counter() - before - self.PERIOD)
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu, self.stall = time.perf_counter(), time.process_time(), 0.0
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = max(time.process_time() - self.cpu - self.probe_cpu_per_s * self.wall, 0.0)
+        self._ticker.cancel()
+
+
+class Results(dict):
+    """Rows by name, printed as they come when ``show`` (a long run keeps what it has)."""
+
+    def __init__(self, show: bool) -> None:
+        super().__init__()
+        self.show = show
+
+    def __setitem__(self, name: str, row: dict) -> None:
+        super().__setitem__(name, row)
+        if self.show:
+            print(
+                f"{name:44}{row['wall_ms_each']:>8} ms{row['cpu_ms_each']:>8} ms"
+                f"{row['max_loop_stall_ms']:>8} ms{row['wall_s']:>8} s",
+                flush=True,
+            )
+
+
+async def scale(
+    waiting: int, agents: int, capacity: int, repeat: int, limit_s: float, show: bool = False
+) -> dict:
+    """Routing's cost at ``waiting`` conversations in line and ``agents`` busy agents; the
+    capacity raise is given ``limit_s`` at most (what was assigned by then is counted)."""
+    from kefu.plugins.routing import service_of
+
+    routing = "sweep_interval_s = 0\nanswer_timeout_s = 600\n"
+    results = Results(show)
+    await Clock.calibrate()
+    with tempfile.TemporaryDirectory(prefix="kefu-routing-scale-") as tmp:
+        data = Path(tmp)
+        kernel, runner = await _running_kernel(data, routing)
+        storage, site = kernel.storage, "scale"
+        await storage.create_site(Site(id=site, name="Scale", widget_key="scale"))
+        for n in range(agents):
+            agent = Agent(f"a{n:03d}", site, f"a{n}@x", f"A{n}", "-", capacity=capacity)
+            agent.status = "online"
+            await storage.create_agent(agent)
+        now = time.time()
+        for n in range(agents * capacity):
+            c = Conversation(f"h{n:05d}", site, f"hv{n}", state=ASSIGNED)
+            c.assignee_id, c.meta = f"a{n % agents:03d}", {"assigned_at": now, "assigned_seq": 0}
+            await storage.create_conversation(c)
+        for n in range(waiting):
+            await storage.create_conversation(
+                Conversation(f"w{n:05d}", site, f"wv{n}", state=QUEUED, meta={"queued_at": n})
+            )
+        service = service_of(kernel)
+        await service.settle()
+        await runner.cleanup()  # a restart: the first pass finds all of it in storage
+
+        kernel, runner = await _running_kernel(data, routing)
+        storage, service = kernel.storage, service_of(kernel)
+        with Clock() as clock:
+            service.kick(site)
+            await service.settle()
+        results["first pass after a restart"] = _row(clock, 1)
+
+        async def arrival(n: int) -> None:
+            c = Conversation(f"x{n:05d}", site, f"xv{n}", state=QUEUED)
+            await storage.create_conversation(c)
+            await kernel.emit("conversation.queued", site, conversation_id=c.id)
+            await service.settle()
+
+        with Clock() as clock:
+            for n in range(repeat):
+                await arrival(n)
+        results["a conversation arrives, nobody is free"] = _row(clock, repeat)
+
+        held = await storage.list_conversations(site, state=ASSIGNED, limit=repeat)
+        with Clock() as clock:
+            for c in held:
+                c.state, c.resolved_at = RESOLVED, time.time()
+                await storage.update_conversation(c, if_state=ASSIGNED)
+                await kernel.emit("conversation.resolved", site, conversation_id=c.id)
+                await service.settle()
+        results["a slot frees: one assignment"] = _row(clock, len(held))
+
+        with Clock() as clock:
+            for n in range(repeat):
+                for status in ("away", "online"):
+                    agent_id = f"a{n % agents:03d}"
+                    await kernel.emit("agent.presence", site, agent_id=agent_id, status=status)
+                    await service.settle()
+        results["an agent goes away, comes back"] = _row(clock, 2 * repeat)
+
+        await runner.cleanup()
+        kernel, runner = await _running_kernel(data, "sweep_interval_s = 0.1\n")
+        storage, service = kernel.storage, service_of(kernel)
+        service.kick(site)
+        await service.settle()
+        with Clock() as clock:
+            await asyncio.sleep(2.0)  # 20 sweeps, idle
+        results["20 sweeps, idle (0.1 s apart)"] = _row(clock, 20)
+
+        before = len(await storage.list_conversations(site, state=ASSIGNED, limit=100_000))
+        with Clock() as clock:
+            for agent in await storage.list_agents(site):
+                agent.capacity = capacity + 1 + waiting // agents
+                await storage.update_agent(agent)
+                await kernel.emit("agent.capacity_changed", site, agent_id=agent.id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(service.settle(), limit_s)
+        left = await storage.list_conversations(site, state=QUEUED, limit=100_000)
+        assigned = await storage.list_conversations(site, state=ASSIGNED, limit=100_000)
+        row = _row(clock, len(assigned) - before)
+        row["still_waiting"] = len(left)
+        results[RAISED] = row
+        await runner.cleanup()
+    return results
+
+
+def _row(clock: Clock, count: int) -> dict:
+    return {
+        "count": count,
+        "wall_ms_each": round(clock.wall * 1000 / max(count, 1), 2),
+        "cpu_ms_each": round(clock.cpu * 1000 / max(count, 1), 2),
+        "max_loop_stall_ms": round(clock.stall * 1000, 1),
+        "wall_s": round(clock.wall, 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", action="store_true", help="the live cost at scale instead")
+    parser.add_argument("--waiting", type=int, default=5_000, help="--scale: conversations")
+    parser.add_argument("--agents", type=int, default=250, help="--scale: busy agents")
+    parser.add_argument("--capacity", type=int, default=4, help="--scale: slots per agent")
+    parser.add_argument("--repeat", type=int, default=20, help="--scale: each measure")
+    parser.add_argument(
+        "--limit", type=float, default=300.0, help="--scale: seconds for the capacity raise"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--days", type=int, default=Scenario.days)
     parser.add_argument("--json", action="store_true", help="one JSON object keyed by policy")
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--weights", default="", help="factor=weight,... (overrides defaults)")
     args = parser.parse_args(argv)
+    if args.scale:
+        if not args.json:
+            print(f"{args.waiting:,} waiting x {args.agents} agents ({args.capacity} each), SQLite")
+            print(f"{'':44}{'wall/op':>10}{'CPU/op':>10}{'max stall':>11}{'total':>9}")
+        shape = (args.waiting, args.agents, args.capacity, args.repeat, args.limit)
+        found = asyncio.run(scale(*shape, show=not args.json))
+        if args.json:
+            print(json.dumps(found, indent=2))
+        else:
+            print(f"still waiting after the capacity raise: {found[RAISED]['still_waiting']:,}")
+        return 0
     weights = dict(kv.split("=") for kv in args.weights.split(",") if kv)
     started = time.perf_counter()
     sc = Scenario(days=args.days)
