@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -47,6 +49,63 @@ Handler = Callable[[str, bytes], Awaitable[None] | None]
 
 #: Returned by every subscription: call it to stop.
 Unsubscribe = Callable[[], None]
+
+
+class OrderedDelivery:
+    """One handler on one topic, for bus implementations: payloads go to the handler in
+    the order given, and an async handler is awaited before that handler's next payload
+    (later payloads queue meanwhile). A raising handler is logged, never fatal.
+    ``track(task)`` keeps a reference to the task that awaits an async handler."""
+
+    __slots__ = ("active", "handler", "queue", "running", "topic", "track")
+
+    def __init__(
+        self, topic: str, handler: Handler, track: Callable[[asyncio.Future], None]
+    ) -> None:
+        self.topic, self.handler, self.track = topic, handler, track
+        self.queue: deque[bytes] = deque()
+        self.running = False
+        self.active = True
+
+    def deliver(self, payload: bytes) -> None:
+        if self.running or self.queue:
+            self.queue.append(payload)
+        else:
+            self._call(payload)
+
+    def deliver_many(self, payloads: Iterable[bytes]) -> None:
+        self.queue.extend(payloads)
+        while self.queue and self.active and not self.running:
+            self._call(self.queue.popleft())
+
+    def _call(self, payload: bytes) -> None:
+        try:
+            result = self.handler(self.topic, payload)
+        except Exception:
+            log.exception("bus subscriber failed on topic %s", self.topic)
+            return
+        if result is not None and inspect.isawaitable(result):
+            self.running = True
+            self.track(asyncio.ensure_future(self._finish(result)))
+
+    async def _finish(self, pending: Any) -> None:
+        try:
+            while pending is not None:
+                try:
+                    await pending
+                except Exception:
+                    log.exception("bus subscriber failed on topic %s", self.topic)
+                pending = None
+                while self.queue and self.active and pending is None:
+                    try:
+                        result = self.handler(self.topic, self.queue.popleft())
+                    except Exception:
+                        log.exception("bus subscriber failed on topic %s", self.topic)
+                        continue
+                    if result is not None and inspect.isawaitable(result):
+                        pending = result
+        finally:
+            self.running = False
 
 
 @dataclass(frozen=True, slots=True)

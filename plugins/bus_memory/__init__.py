@@ -18,7 +18,6 @@ What it does and how it matches the Redis bus is in docs/bus.md; both pass
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import logging
 import time
@@ -28,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kefu.core.bus import Handler, Unsubscribe, WorkHandler, WorkItem
+from kefu.core.bus import Handler, OrderedDelivery, Unsubscribe, WorkHandler, WorkItem
 from kefu.hooks import hookimpl
 
 log = logging.getLogger(__name__)
@@ -37,60 +36,13 @@ log = logging.getLogger(__name__)
 HISTORY = 4096
 
 
-class _Subscription:
-    """One handler on one topic, with its own queue so an async handler keeps order."""
+class _Subscription(OrderedDelivery):
+    """One handler on one topic of this bus."""
 
-    __slots__ = ("active", "bus", "handler", "queue", "running", "topic")
+    __slots__ = ()
 
     def __init__(self, bus: MemoryBus, topic: str, handler: Handler) -> None:
-        self.bus, self.topic, self.handler = bus, topic, handler
-        self.queue: deque[bytes] = deque()
-        self.running = False
-        self.active = True
-
-    def push(self, payload: bytes) -> None:
-        if self.running or self.queue:
-            self.queue.append(payload)
-            return
-        self._call(payload)
-
-    def push_many(self, payloads: Iterable[bytes]) -> None:
-        self.queue.extend(payloads)
-        if not self.running:
-            while self.queue and self.active and not self.running:
-                self._call(self.queue.popleft())
-
-    def _call(self, payload: bytes) -> None:
-        try:
-            result = self.handler(self.topic, payload)
-        except Exception:
-            log.exception("bus subscriber failed on topic %s", self.topic)
-            return
-        if result is not None and inspect.isawaitable(result):
-            self.running = True
-            self.bus._track(asyncio.ensure_future(self._finish(result)))
-
-    async def _finish(self, pending: Any) -> None:
-        try:
-            while True:
-                try:
-                    await pending
-                except Exception:
-                    log.exception("bus subscriber failed on topic %s", self.topic)
-                pending = None
-                while self.queue and self.active and pending is None:
-                    payload = self.queue.popleft()
-                    try:
-                        result = self.handler(self.topic, payload)
-                    except Exception:
-                        log.exception("bus subscriber failed on topic %s", self.topic)
-                        continue
-                    if result is not None and inspect.isawaitable(result):
-                        pending = result
-                if pending is None:
-                    return
-        finally:
-            self.running = False
+        super().__init__(topic, handler, bus._track)
 
 
 class _Topic:
@@ -352,7 +304,7 @@ class MemoryBus:
             if entry.subscriptions:
                 entry.delivered = entry.seq
                 for subscription in tuple(entry.subscriptions):
-                    subscription.push(payload)
+                    subscription.deliver(payload)
 
     def subscribe(self, topic: str, handler: Handler, *, after: str | None = None) -> Unsubscribe:
         entry = self._topic(topic)
@@ -479,7 +431,7 @@ class MemoryBus:
 def _replay(subscription: _Subscription, missed: list[bytes]) -> None:
     live, subscription.queue = subscription.queue, deque()
     subscription.running = False
-    subscription.push_many([*missed, *live])
+    subscription.deliver_many([*missed, *live])
 
 
 def _parse_position(position: str) -> int:

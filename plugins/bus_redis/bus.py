@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import random
 import secrets
 import socket
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from kefu.core.bus import Handler, Unsubscribe, WorkHandler, WorkItem
+from kefu.core.bus import Handler, OrderedDelivery, Unsubscribe, WorkHandler, WorkItem
 from kefu.core.errors import StartupError
 
 from .state import RedisState
@@ -109,18 +107,15 @@ def make_client(url: str, *, cluster: bool, socket_timeout: float) -> tuple[Any,
     return Redis.from_url(url, **options), False
 
 
-class _Subscription:
+class _Subscription(OrderedDelivery):
     """One handler on one topic, with its own queue so an async handler keeps order.
     While it catches up after a position (``subscribe(after=...)``) live payloads wait
     in ``catching``."""
 
-    __slots__ = ("active", "bus", "catching", "floor", "handler", "queue", "running", "topic")
+    __slots__ = ("catching", "floor")
 
     def __init__(self, bus: RedisBus, topic: str, handler: Handler) -> None:
-        self.bus, self.topic, self.handler = bus, topic, handler
-        self.queue: deque[bytes] = deque()
-        self.running = False
-        self.active = True
+        super().__init__(topic, handler, bus._track)
         self.catching: list[tuple[int, bytes, bytes]] | None = None
         #: after a catch-up: per stream kind, the last id it delivered (live entries up
         #: to it are duplicates; the live reader may lag behind the catch-up)
@@ -137,44 +132,7 @@ class _Subscription:
             floor[kind] = None
             if floor[1 - kind] is None:
                 self.floor = None
-        if self.running or self.queue:
-            self.queue.append(payload)
-        else:
-            self._call(payload)
-
-    def push_many(self, payloads: list[bytes]) -> None:
-        self.queue.extend(payloads)
-        while self.queue and self.active and not self.running:
-            self._call(self.queue.popleft())
-
-    def _call(self, payload: bytes) -> None:
-        try:
-            result = self.handler(self.topic, payload)
-        except Exception:
-            log.exception("bus subscriber failed on topic %s", self.topic)
-            return
-        if result is not None and inspect.isawaitable(result):
-            self.running = True
-            self.bus._track(asyncio.ensure_future(self._finish(result)))
-
-    async def _finish(self, pending: Any) -> None:
-        try:
-            while pending is not None:
-                try:
-                    await pending
-                except Exception:
-                    log.exception("bus subscriber failed on topic %s", self.topic)
-                pending = None
-                while self.queue and self.active and pending is None:
-                    try:
-                        result = self.handler(self.topic, self.queue.popleft())
-                    except Exception:
-                        log.exception("bus subscriber failed on topic %s", self.topic)
-                        continue
-                    if result is not None and inspect.isawaitable(result):
-                        pending = result
-        finally:
-            self.running = False
+        self.deliver(payload)
 
 
 class _Consumer:
@@ -748,7 +706,7 @@ class RedisBus:
         ]
         if last[0] is not None or last[1] is not None:
             sub.floor = last
-        sub.push_many([payload for _, _, payload in found] + later)
+        sub.deliver_many([payload for _, _, payload in found] + later)
 
     async def _range(self, key: bytes, start: bytes) -> list:
         out: list = []
