@@ -13,7 +13,11 @@ backend. Rules every method keeps:
 - records are values: what a method returns is the caller's copy, and
   changing it changes nothing stored until an update method is called;
 - agent e-mails are unique per site and compared case-insensitively
-  (:func:`email_key`).
+  (:func:`email_key`);
+- plugins keep their own documents (knowledge-base articles, webhook
+  subscriptions, flow versions, saved views...) as :class:`Record` values
+  under a ``kind`` they own, with a version for optimistic concurrency, instead
+  of each adding tables to every backend.
 
 Every backend passes ``tests/storage_contract/`` (see ``docs/storage.md``).
 """
@@ -21,7 +25,9 @@ Every backend passes ``tests/storage_contract/`` (see ``docs/storage.md``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -48,6 +54,31 @@ class StorageError(Exception):
 
 class DuplicateError(StorageError):
     """A unique field (widget key, agent e-mail in a site) is already taken."""
+
+
+class VersionConflict(StorageError):
+    """A record changed (or appeared, or went) since the version the caller read."""
+
+
+#: ``site_id`` of install-level records (not owned by any site).
+INSTALL = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    """A plugin's document: ``(site_id, kind, id)`` names it, ``version`` counts its writes.
+
+    ``kind`` is the owning plugin's namespace (``"kb.article"``, ``"webhooks.sub"``);
+    ``data`` is any JSON object. ``site_id`` is :data:`INSTALL` for install-level
+    records. Versions start at 1 and grow by one per write, on every backend.
+    """
+
+    site_id: str
+    kind: str
+    id: str
+    data: dict[str, Any]
+    version: int = 1
+    updated_at: float = dataclasses.field(default_factory=time.time)
 
 
 @runtime_checkable
@@ -146,6 +177,45 @@ class StorageBackend(Protocol):
         self, site_id: str, conversation_id: str, *, before_seq: int, limit: int = 50
     ) -> list[Message]:
         """The ``limit`` messages just before ``before_seq``, oldest first (history pages)."""
+
+    # -- plugin records ---------------------------------------------------------
+    async def get_record(self, site_id: str, kind: str, record_id: str) -> Record | None:
+        """The record, or None."""
+
+    async def put_record(
+        self,
+        site_id: str,
+        kind: str,
+        record_id: str,
+        data: dict[str, Any],
+        *,
+        expect_version: int | None = None,
+    ) -> Record:
+        """Write ``data`` and return the stored record with its new version.
+
+        ``expect_version=None`` writes unconditionally (creates or replaces);
+        ``0`` only creates; ``n`` replaces only while the stored version is ``n``.
+        A condition that does not hold raises :class:`VersionConflict` (atomic
+        also across processes). ``data`` that is not JSON raises StorageError."""
+
+    async def list_records(
+        self,
+        site_id: str,
+        kind: str,
+        *,
+        prefix: str = "",
+        after: str = "",
+        limit: int = 100,
+    ) -> list[Record]:
+        """Records of one kind in one site with ids starting with ``prefix`` and
+        greater than ``after``, in id order, at most ``limit`` (pages: pass the
+        last id as ``after``)."""
+
+    async def delete_record(
+        self, site_id: str, kind: str, record_id: str, *, expect_version: int | None = None
+    ) -> bool:
+        """Delete; False when absent. A version condition that does not hold raises
+        :class:`VersionConflict`."""
 
 
 class GroupCommit(Generic[T, R]):

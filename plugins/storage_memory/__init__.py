@@ -16,7 +16,14 @@ from typing import Any, TypeVar
 import orjson
 
 from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
-from kefu.core.storage import UNCHANGED, DuplicateError, StorageError, email_key
+from kefu.core.storage import (
+    UNCHANGED,
+    DuplicateError,
+    Record,
+    StorageError,
+    VersionConflict,
+    email_key,
+)
 from kefu.hooks import hookimpl
 
 R = TypeVar("R")
@@ -47,6 +54,7 @@ class MemoryStorage:
         self._conversations: dict[tuple[str, str], Conversation] = {}
         self._messages: dict[tuple[str, str], list[Message]] = {}
         self._by_cid: dict[tuple[str, str, str], Message] = {}
+        self._records: dict[tuple[str, str], dict[str, Record]] = {}
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
@@ -228,6 +236,56 @@ class MemoryStorage:
         messages = self._messages.get((site_id, conversation_id), [])
         end = min(max(before_seq - 1, 0), len(messages))
         return [_copy(m) for m in messages[max(end - max(limit, 0), 0) : end]]
+
+    # -- plugin records ---------------------------------------------------------
+    async def get_record(self, site_id: str, kind: str, record_id: str) -> Record | None:
+        record = self._records.get((site_id, kind), {}).get(record_id)
+        return _copy(record) if record else None
+
+    async def put_record(
+        self,
+        site_id: str,
+        kind: str,
+        record_id: str,
+        data: dict[str, Any],
+        *,
+        expect_version: int | None = None,
+    ) -> Record:
+        try:
+            stored_data = orjson.loads(orjson.dumps(data))
+        except TypeError as exc:
+            raise StorageError(f"record {kind}/{record_id}: {exc}") from None
+        records = self._records.setdefault((site_id, kind), {})
+        current = records.get(record_id)
+        version = current.version if current else 0
+        if expect_version is not None and expect_version != version:
+            raise VersionConflict(f"record {kind}/{record_id} is at version {version}")
+        record = Record(site_id, kind, record_id, stored_data, version + 1)
+        records[record_id] = record
+        return _copy(record)
+
+    async def list_records(
+        self,
+        site_id: str,
+        kind: str,
+        *,
+        prefix: str = "",
+        after: str = "",
+        limit: int = 100,
+    ) -> list[Record]:
+        records = self._records.get((site_id, kind), {})
+        ids = sorted(i for i in records if i.startswith(prefix) and i > after)[: max(limit, 0)]
+        return [_copy(records[i]) for i in ids]
+
+    async def delete_record(
+        self, site_id: str, kind: str, record_id: str, *, expect_version: int | None = None
+    ) -> bool:
+        records = self._records.get((site_id, kind), {})
+        current = records.get(record_id)
+        version = current.version if current else 0
+        if expect_version is not None and expect_version != version:
+            raise VersionConflict(f"record {kind}/{record_id} is at version {version}")
+        return records.pop(record_id, None) is not None
 
 
 @hookimpl(trylast=True)

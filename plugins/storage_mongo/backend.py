@@ -11,15 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
 from typing import Any
 
 import bson
+import orjson
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.write_concern import WriteConcern
 
 from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
-from kefu.core.storage import UNCHANGED, DuplicateError, GroupCommit, StorageError, email_key
+from kefu.core.storage import (
+    UNCHANGED,
+    DuplicateError,
+    GroupCommit,
+    Record,
+    StorageError,
+    VersionConflict,
+    email_key,
+)
 
 from .appends import append_to_conversation
 from .records import from_doc, to_doc
@@ -52,6 +63,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         _unique("site_id", "conversation_id", "seq"),
         _unique("site_id", "conversation_id", "cid"),
     ],
+    "records": [_unique("site_id", "kind", "id")],
 }
 
 
@@ -288,6 +300,108 @@ class MongoStorage:
         query = {"site_id": site_id, "conversation_id": conversation_id, "seq": {"$lt": before_seq}}
         found = await self._all(Message, "messages", query, [("seq", -1)], limit)
         return list(reversed(found))
+
+    # -- plugin records -------------------------------------------------------
+    # ``data`` is kept as JSON text: any key a JSON object may have (".", "$") round-trips,
+    # and the document is the same on every backend.
+    async def get_record(self, site_id: str, kind: str, record_id: str) -> Record | None:
+        key = {"site_id": site_id, "kind": kind, "id": record_id}
+        try:
+            doc = await self._conn()["records"].find_one(key, NO_ID)
+        except PyMongoError as exc:
+            raise StorageError(f"mongo: {exc}") from exc
+        return _record(doc) if doc is not None else None
+
+    async def put_record(
+        self,
+        site_id: str,
+        kind: str,
+        record_id: str,
+        data: dict[str, Any],
+        *,
+        expect_version: int | None = None,
+    ) -> Record:
+        try:
+            text = orjson.dumps(data).decode()
+        except TypeError as exc:
+            raise StorageError(f"record {kind}/{record_id}: {exc}") from None
+        key = {"site_id": site_id, "kind": kind, "id": record_id}
+        fields = {"data": text, "updated_at": time.time()}
+        records, what = self._conn()["records"], f"record {kind}/{record_id}"
+        try:
+            if expect_version == 0:
+                try:
+                    await records.insert_one({**key, **fields, "version": 1})
+                except DuplicateKeyError:
+                    raise VersionConflict(f"{what} exists") from None
+                return _record({**key, **fields, "version": 1})
+            change = {"$set": fields, "$inc": {"version": 1}}
+            after = ReturnDocument.AFTER
+            if expect_version is not None:
+                doc = await records.find_one_and_update(
+                    {**key, "version": expect_version}, change, NO_ID, return_document=after
+                )
+                if doc is None:
+                    raise VersionConflict(f"{what} is not at version {expect_version}")
+                return _record(doc)
+            for _ in range(5):  # replace, else create; a racing creator makes us replace
+                doc = await records.find_one_and_update(key, change, NO_ID, return_document=after)
+                if doc is not None:
+                    return _record(doc)
+                try:
+                    await records.insert_one({**key, **fields, "version": 1})
+                except DuplicateKeyError:
+                    continue
+                return _record({**key, **fields, "version": 1})
+            raise StorageError(f"mongo: {what}: concurrent first writes")
+        except PyMongoError as exc:
+            raise StorageError(f"mongo: {exc}") from exc
+
+    async def list_records(
+        self,
+        site_id: str,
+        kind: str,
+        *,
+        prefix: str = "",
+        after: str = "",
+        limit: int = 100,
+    ) -> list[Record]:
+        if limit <= 0:
+            return []
+        ids: dict[str, Any] = {"$gt": after}
+        if prefix:
+            ids["$regex"] = "^" + re.escape(prefix)
+        query = {"site_id": site_id, "kind": kind, "id": ids}
+        try:
+            cursor = self._conn()["records"].find(query, NO_ID, sort=[("id", 1)], limit=limit)
+            return [_record(doc) async for doc in cursor]
+        except PyMongoError as exc:
+            raise StorageError(f"mongo: {exc}") from exc
+
+    async def delete_record(
+        self, site_id: str, kind: str, record_id: str, *, expect_version: int | None = None
+    ) -> bool:
+        key = {"site_id": site_id, "kind": kind, "id": record_id}
+        what = f"record {kind}/{record_id}"
+        try:
+            if expect_version == 0:
+                if await self._conn()["records"].find_one(key, NO_ID) is not None:
+                    raise VersionConflict(f"{what} exists")
+                return False
+            query = key if expect_version is None else {**key, "version": expect_version}
+            result = await self._conn()["records"].delete_one(query)
+        except PyMongoError as exc:
+            raise StorageError(f"mongo: {exc}") from exc
+        if result.deleted_count == 1:
+            return True
+        if expect_version is not None:
+            raise VersionConflict(f"{what} is not at version {expect_version}")
+        return False
+
+
+def _record(doc: dict[str, Any]) -> Record:
+    data = orjson.loads(doc["data"])
+    return Record(doc["site_id"], doc["kind"], doc["id"], data, doc["version"], doc["updated_at"])
 
 
 def _key_of(exc: DuplicateKeyError) -> str:

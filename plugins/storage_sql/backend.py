@@ -27,12 +27,20 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
 from kefu.core.stats import Histogram
-from kefu.core.storage import UNCHANGED, GroupCommit, StorageError, email_key
+from kefu.core.storage import (
+    UNCHANGED,
+    GroupCommit,
+    Record,
+    StorageError,
+    VersionConflict,
+    email_key,
+)
 
 from . import appends
 from .statements import Statements
@@ -330,6 +338,72 @@ class SqlStorage:
             sizes.observe(len(batch))
             seconds.observe(time.perf_counter() - started)
         return results
+
+    # -- plugin records ---------------------------------------------------------
+    async def get_record(self, site_id: str, kind: str, record_id: str) -> Record | None:
+        db, sql = self._ready()
+        row = await db.fetch_one(sql.record, (site_id, kind, record_id))
+        if row is None:
+            return None
+        return Record(site_id, kind, record_id, orjson.loads(row[1]), row[0], row[2])
+
+    async def put_record(
+        self,
+        site_id: str,
+        kind: str,
+        record_id: str,
+        data: dict[str, Any],
+        *,
+        expect_version: int | None = None,
+    ) -> Record:
+        db, sql = self._ready()
+        try:
+            text = orjson.dumps(data).decode()
+        except TypeError as exc:
+            raise StorageError(f"record {kind}/{record_id}: {exc}") from None
+        now, what = time.time(), f"record {kind}/{record_id}"
+        if expect_version is None:
+            stmt, params = sql.record_put, (site_id, kind, record_id, text, now)
+        elif expect_version == 0:
+            stmt, params = sql.record_create, (site_id, kind, record_id, text, now)
+        else:
+            stmt = sql.record_replace
+            params = (text, now, site_id, kind, record_id, expect_version)  # type: ignore[assignment]
+        row = await db.execute_returning(stmt, params, what)
+        if row is None:
+            raise VersionConflict(f"{what} is not at version {expect_version}")
+        return Record(site_id, kind, record_id, orjson.loads(text), row[0], row[1])
+
+    async def list_records(
+        self,
+        site_id: str,
+        kind: str,
+        *,
+        prefix: str = "",
+        after: str = "",
+        limit: int = 100,
+    ) -> list[Record]:
+        db, sql = self._ready()
+        params = (site_id, kind, after, prefix, len(prefix), prefix, max(limit, 0))
+        return [
+            Record(site_id, kind, row[0], orjson.loads(row[2]), row[1], row[3])
+            for row in await db.fetch_all(sql.records, params)
+        ]
+
+    async def delete_record(
+        self, site_id: str, kind: str, record_id: str, *, expect_version: int | None = None
+    ) -> bool:
+        db, sql = self._ready()
+        key = (site_id, kind, record_id)
+        if expect_version is None:
+            return await db.execute(sql.record_delete, key, "record") == 1
+        if expect_version == 0:  # "only while absent": nothing to delete, or a conflict
+            if await db.fetch_one(sql.record, key) is not None:
+                raise VersionConflict(f"record {kind}/{record_id} exists")
+            return False
+        if await db.execute(sql.record_delete_if, (*key, expect_version), "record") == 1:
+            return True
+        raise VersionConflict(f"record {kind}/{record_id} is not at version {expect_version}")
 
     def stats(self) -> dict[str, Any]:
         """Group commit in the ``kefu_stats`` shape; the histograms start at the first call."""

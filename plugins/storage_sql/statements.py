@@ -21,7 +21,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
 
-from .tables import TABLES, conversations, messages, metadata, visitors
+from .tables import TABLES, conversations, messages, metadata, records, visitors
 
 #: A batch's key lists are padded to one of these sizes on SQLite (a statement per size).
 _BUCKETS = tuple(2**i for i in range(15))
@@ -47,6 +47,8 @@ class Statements:
         self._tables: dict[str, Table] = {
             t.name: t.to_metadata(shadow, schema=schema) for t in metadata.sorted_tables
         }
+        if postgres:  # ids of records in code-point order, as on SQLite and MongoDB
+            self._tables[records.name].c.id.type = String(records.c.id.type.length, collation="C")
         self.schema = schema
         self._shapes: dict[tuple, str] = {}
         fields = {cls: TABLES[cls][1].fields for cls in TABLES}
@@ -124,6 +126,31 @@ class Statements:
             self.append_insert = self._insert(Message, self.message_columns)
             only = ["last_seq", "updated_at"]
             self.append_bump = self.update(Conversation, ["site_id", "id"], only=only)
+
+        # -- plugin records (core.storage.Record) ----------------------------------------------
+        r = self.table(records)
+        key = "site_id = ? AND kind = ? AND id = ?"
+        values = "(site_id, kind, id, version, data, updated_at) VALUES (?, ?, ?, 1, ?, ?)"
+        self.record = self.text(f"SELECT version, data, updated_at FROM {r} WHERE {key}")
+        self.record_create = self.text(
+            f"INSERT INTO {r} {values} ON CONFLICT (site_id, kind, id) DO NOTHING "
+            "RETURNING version, updated_at"
+        )
+        self.record_put = self.text(
+            f"INSERT INTO {r} AS r {values} ON CONFLICT (site_id, kind, id) DO UPDATE SET "
+            "version = r.version + 1, data = excluded.data, updated_at = excluded.updated_at "
+            "RETURNING version, updated_at"
+        )
+        self.record_replace = self.text(
+            f"UPDATE {r} SET version = version + 1, data = ?, updated_at = ? "
+            f"WHERE {key} AND version = ? RETURNING version, updated_at"
+        )
+        self.record_delete = self.text(f"DELETE FROM {r} WHERE {key}")
+        self.record_delete_if = self.text(f"DELETE FROM {r} WHERE {key} AND version = ?")
+        self.records = self.text(
+            f"SELECT id, version, data, updated_at FROM {r} WHERE site_id = ? AND kind = ? "
+            "AND id > ? AND id >= ? AND substr(id, 1, ?) = ? ORDER BY id LIMIT ?"
+        )
 
     # -- building blocks ---------------------------------------------------------------------
     def table(self, table: Table) -> str:

@@ -127,6 +127,20 @@ messages = Table(
     UniqueConstraint("site_id", "conversation_id", "cid", name="messages_site_conv_cid"),
 )
 
+# Plugins' documents (core.storage.Record): a kind per plugin, a version per write.
+# ``id`` is compared in code-point order on every backend ("C" collation on PostgreSQL,
+# set in statements.py; SQLite's default BINARY already is).
+records = Table(
+    "records",
+    metadata,
+    _id("site_id", primary_key=True),
+    Column("kind", String(128), primary_key=True),
+    Column("id", String(255), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
 #: The fields of each record kept as JSON text.
 JSON_FIELDS: dict[type, frozenset[str]] = {
     Site: frozenset({"settings"}),
