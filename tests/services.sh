@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests talk to are up: PostgreSQL and Redis (and that the
-# prometheus binary is installed).
+# prometheus and nginx binaries are installed).
 # They are normally started before the session; this starts (or installs) them otherwise.
 set -euo pipefail
 
@@ -23,6 +23,15 @@ if ! command -v prometheus >/dev/null; then
   else
     echo "services: no prometheus package available; the Prometheus scrape test cannot run" >&2
   fi
+fi
+
+# Debian's nginx: tests/test_deploy_lb.py runs deploy/compose/nginx/nginx.conf in front of two
+# kefu nodes, tests/test_deploy_files.py checks it with `nginx -t`. Installed only: RUNLEVEL=1
+# keeps the package from starting a system nginx on port 80.
+if ! command -v nginx >/dev/null; then
+  apt-get update -qq
+  echo "services: installing nginx-light"
+  RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
 fi
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
