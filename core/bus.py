@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -160,6 +161,108 @@ class SharedState(Protocol):
     async def set_remove(self, key: str, members: Iterable[str]) -> None: ...
 
     async def set_members(self, key: str) -> set[str]: ...
+
+
+class LocalState:
+    """:class:`SharedState` of one process, in a dict, with lazy expiry: the memory bus's
+    state, and the fallback of a plugin running without a bus."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, Any] = {}  # key -> bytes | set[str]
+        self._expiry: dict[str, float] = {}
+        self._writes = 0
+
+    def _live(self, key: str) -> Any:
+        deadline = self._expiry.get(key)
+        if deadline is not None and deadline <= time.monotonic():
+            self._data.pop(key, None)
+            del self._expiry[key]
+            return None
+        return self._data.get(key)
+
+    def _expire(self, key: str, ttl: float | None) -> None:
+        if ttl is None:
+            self._expiry.pop(key, None)
+        else:
+            self._expiry[key] = time.monotonic() + ttl
+        self._writes += 1
+        if self._writes % 1024 == 0:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, deadline in self._expiry.items() if deadline <= now]:
+            self._data.pop(key, None)
+            del self._expiry[key]
+
+    async def get(self, key: str) -> bytes | None:
+        value = self._live(key)
+        if isinstance(value, set):
+            raise TypeError(f"{key!r} holds a set")
+        return value
+
+    async def set(
+        self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False
+    ) -> bool:
+        if only_if_absent and self._live(key) is not None:
+            return False
+        self._data[key] = bytes(value)
+        self._expire(key, ttl)
+        return True
+
+    async def delete(self, key: str) -> bool:
+        existed = self._live(key) is not None
+        self._data.pop(key, None)
+        self._expiry.pop(key, None)
+        return existed
+
+    async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
+        value = self._live(key)
+        number = int(value) + amount if value is not None else amount
+        self._data[key] = str(number).encode()
+        if ttl is not None and key not in self._expiry:  # PEXPIRE NX: the window is fixed
+            self._expire(key, ttl)
+        return number
+
+    async def lease(self, key: str, owner: str, ttl: float) -> bool:
+        holder = self._live(key)
+        if holder is not None and holder != owner.encode():
+            return False
+        self._data[key] = owner.encode()
+        self._expire(key, ttl)
+        return True
+
+    async def release(self, key: str, owner: str) -> bool:
+        if self._live(key) != owner.encode():
+            return False
+        del self._data[key]
+        self._expiry.pop(key, None)
+        return True
+
+    async def set_add(self, key: str, members: Iterable[str], *, ttl: float | None = None) -> None:
+        members = list(members)
+        current = self._live(key)
+        if not members and current is None:
+            return
+        if current is None:
+            current = self._data[key] = set()
+            self._expiry.pop(key, None)
+        current.update(members)
+        if ttl is not None:
+            self._expire(key, ttl)
+
+    async def set_remove(self, key: str, members: Iterable[str]) -> None:
+        current = self._live(key)
+        if current is None:
+            return
+        current.difference_update(members)
+        if not current:  # as in Redis, an empty set does not exist
+            del self._data[key]
+            self._expiry.pop(key, None)
+
+    async def set_members(self, key: str) -> set[str]:
+        current = self._live(key)
+        return set(current) if current else set()
 
 
 @runtime_checkable

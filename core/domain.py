@@ -81,6 +81,9 @@ class Conversation:
     created_at: float = field(default_factory=now)
     updated_at: float = field(default_factory=now)
     resolved_at: float | None = None
+    #: grows by one with every update_conversation (optimistic concurrency: ``if_version``);
+    #: not compared by ``==`` (two copies of the same content are equal records)
+    version: int = field(default=0, compare=False)
 
 
 @dataclass(slots=True)

@@ -129,7 +129,14 @@ class StorageBackend(Protocol):
 
     # -- conversations --------------------------------------------------------
     async def create_conversation(self, conversation: Conversation) -> Conversation:
-        """Store it with ``last_seq = 0``; :class:`DuplicateError` when the id exists."""
+        """Store it with ``last_seq = 0``; :class:`DuplicateError` when the id exists, or
+        when it is not resolved and its visitor already has a conversation that is not
+        (at most one open conversation per visitor, also across processes)."""
+
+    async def open_conversation(self, conversation: Conversation) -> tuple[Conversation, bool]:
+        """The visitor's conversation that is not resolved, or ``conversation`` created:
+        ``(stored, created)``. Concurrent callers (in any process) for one visitor get the
+        same conversation, exactly one of them ``created=True``."""
 
     async def get_conversation(self, site_id: str, conversation_id: str) -> Conversation | None: ...
 
@@ -151,10 +158,15 @@ class StorageBackend(Protocol):
         *,
         if_state: str | None = None,
         if_assignee: Any = UNCHANGED,
+        if_version: int | None = None,
     ) -> bool:
-        """Write every field except ``last_seq``; with ``if_state`` / ``if_assignee``
-        only when the stored values still match (compare-and-set, atomic also across
-        processes). ``if_assignee=None`` means "only while unassigned"."""
+        """Write every field except ``last_seq`` and ``version``; with ``if_state`` /
+        ``if_assignee`` / ``if_version`` only when the stored values still match
+        (compare-and-set, atomic also across processes). ``if_assignee=None`` means
+        "only while unassigned". Every write adds one to the stored ``version``: a
+        read-modify-write that passes ``if_version=<the version it read>`` never
+        overwrites another writer's change (of ``meta``, ``tags``...). Reopening a
+        conversation whose visitor has another open one raises :class:`DuplicateError`."""
 
     # -- messages -------------------------------------------------------------
     async def append_message(self, message: Message) -> tuple[Message, bool]:

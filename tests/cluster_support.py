@@ -89,6 +89,32 @@ def postgres_client_ports(pids: list[int]) -> list[int]:
     return ports
 
 
+async def pg_fetch(query: str, *args: Any) -> list[Any]:
+    """One query on the shared PostgreSQL, on a connection of its own."""
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_DSN, timeout=5)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+def require_cluster_services() -> None:
+    """redis-server (to start private ones, or the local one) and PostgreSQL, else skip
+    (fail in CI)."""
+    import shutil
+
+    from tests.conftest import service_unavailable
+
+    if shutil.which("redis-server") is None:
+        service_unavailable("redis-server (the Debian package)")
+    try:
+        asyncio.run(pg_fetch("SELECT 1"))
+    except Exception as exc:
+        service_unavailable(f"PostgreSQL at {PG_DSN} ({exc})")
+
+
 class PrivateRedis:
     """``redis-server`` on a free port, for this test module alone (it is restarted as a
     fault). Nothing is saved: a restart empties it, as a crashed cache would be."""
@@ -140,7 +166,7 @@ class Node:
 
     def __init__(
         self, root: Path, name: str, *, schema: str, redis: str, prefix: str, secret: str,
-        workers: int = 1,
+        workers: int = 1, extra: str = "",
     ) -> None:  # fmt: skip
         self.name, self.workers, self.secret = name, workers, secret
         self.port = free_port()
@@ -160,7 +186,7 @@ class Node:
             f'[storage]\nbackend = "sql"\n[sql]\nurl = "{url}"\npg_schema = "{schema}"\n'
             f'[bus]\nbackend = "redis"\n[bus_redis]\nurl = "{redis}"\nprefix = "{prefix}"\n'
             "[auth]\npassword_cost = 10\n[gateway]\nrate = 10000\nburst = 10000\n"
-            f'[plugins]\n{enable}disable = ["bot_intents"]\n',
+            f'[plugins]\n{enable}disable = ["bot_intents"]\n{extra}',
             encoding="utf-8",
         )
         self.proc: subprocess.Popen | None = None

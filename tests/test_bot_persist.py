@@ -50,8 +50,8 @@ async def say(kefu, site_id: str, conversation_id: str, text: str) -> list[str]:
 
 
 async def chat(kefu, site_id: str) -> str:
-    await kefu.kernel.storage.upsert_visitor(Visitor("v1", site_id))
-    return (await add_conversation(kefu.kernel, site_id, "v1", state=BOT)).id
+    visitor = await kefu.kernel.storage.upsert_visitor(Visitor(new_id(), site_id))
+    return (await add_conversation(kefu.kernel, site_id, visitor.id, state=BOT)).id
 
 
 async def api(kefu, token: str, method: str, path: str) -> tuple[int, dict]:

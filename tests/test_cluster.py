@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ import aiohttp
 import pytest
 
 from tests.cluster_support import (
-    PG_DSN,
     Client,
     LongPoll,
     Node,
@@ -32,14 +30,15 @@ from tests.cluster_support import (
     Stats,
     agent_token,
     client_port,
+    pg_fetch,
     post_json,
     postgres_client_ports,
+    require_cluster_services,
     socket_owner,
     spawn,
     until,
     visitor_token,
 )
-from tests.conftest import service_unavailable
 
 pytestmark = pytest.mark.needs_service
 
@@ -62,14 +61,7 @@ class Env:
         return [pid for node in self.nodes for pid in node.processes()]
 
 
-async def _pg(query: str, *args: Any) -> list[Any]:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_DSN, timeout=5)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
+_pg = pg_fetch
 
 
 async def _start(env_dir: Path, schema: str, redis: PrivateRedis) -> tuple[Node, Node, Node]:
@@ -89,12 +81,7 @@ async def _start(env_dir: Path, schema: str, redis: PrivateRedis) -> tuple[Node,
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    if shutil.which("redis-server") is None:
-        service_unavailable("redis-server (the Debian package)")
-    try:
-        asyncio.run(_pg("SELECT 1"))
-    except Exception as exc:
-        service_unavailable(f"PostgreSQL at {PG_DSN} ({exc})")
+    require_cluster_services()
     root = tmp_path_factory.mktemp("cluster")
     schema = f"kefu_cluster_{secrets.token_hex(5)}"
     redis = PrivateRedis(root)
@@ -336,6 +323,14 @@ async def test_routing_across_nodes_never_assigns_twice_or_over_capacity(env):
                     held[row["assignee_id"]] = held.get(row["assignee_id"], 0) + 1
             assert sum(held.values()) == 12 and max(held.values()) == 2, held
             assert {r["id"] for r in rows if r["state"] == "assigned"} == set(per_conversation)
+            # one process at a time runs the site's passes (the routing lease): every
+            # assignment was made by the same routing service
+            routed_by = await _pg(
+                f"SELECT DISTINCT (meta::jsonb)->>'assigned_by' AS origin FROM \"{env.schema}\""
+                ".conversations WHERE site_id = $1 AND state = 'assigned'",
+                site["id"],
+            )
+            assert len(routed_by) == 1, routed_by
         finally:
             for client in clients:
                 await client.close()

@@ -40,8 +40,9 @@ async def test_every_endpoint_needs_a_valid_token(client, endpoint, token):
 async def test_conversations_are_listed_only_from_the_callers_site(client, world):
     kernel = app_kernel(client.app)
     other = await add_site(kernel)
+    # one visitor has at most one open conversation: each of these is another visitor's
     mine = [
-        await add_conversation(kernel, world.site.site.id, world.visitors[0].id, at=1000.0 + i)
+        await add_conversation(kernel, world.site.site.id, f"visitor-{i}", at=1000.0 + i)
         for i in range(3)
     ]
     await add_conversation(kernel, other.site.id, "someone", at=5000.0)
@@ -55,8 +56,8 @@ async def test_conversations_are_listed_only_from_the_callers_site(client, world
 
 async def test_conversation_pages_walk_everything_once(client, world):
     kernel = app_kernel(client.app)
-    site_id, visitor_id = world.site.site.id, world.visitors[0].id
-    made = [await add_conversation(kernel, site_id, visitor_id, at=100.0 + i) for i in range(7)]
+    site_id = world.site.site.id
+    made = [await add_conversation(kernel, site_id, f"visitor-{i}", at=100.0 + i) for i in range(7)]
     seen, before, pages = [], None, 0
     while True:
         query = {"limit": "3"} | ({"before": str(before)} if before is not None else {})
@@ -73,11 +74,10 @@ async def test_conversation_pages_walk_everything_once(client, world):
 
 async def test_conversations_filter_by_state_and_assignee(client, world):
     kernel = app_kernel(client.app)
-    site_id, visitor_id = world.site.site.id, world.visitors[0].id
-    me = world.site.agent.id
-    queued = await add_conversation(kernel, site_id, visitor_id, state="queued")
-    mine = await add_conversation(kernel, site_id, visitor_id, state="assigned", assignee_id=me)
-    await add_conversation(kernel, site_id, visitor_id, state="assigned", assignee_id="other")
+    site_id, me = world.site.site.id, world.site.agent.id
+    queued = await add_conversation(kernel, site_id, "visitor-1", state="queued")
+    mine = await add_conversation(kernel, site_id, "visitor-2", state="assigned", assignee_id=me)
+    await add_conversation(kernel, site_id, "visitor-3", state="assigned", assignee_id="other")
     get = client.get
     resp = await get("/v1/conversations?state=queued", headers=world.agent())
     assert [c["id"] for c in (await resp.json())["conversations"]] == [queued.id]

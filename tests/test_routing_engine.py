@@ -476,7 +476,7 @@ async def test_claim_gives_back_when_another_process_filled_the_agent():
     await storage.create_site(Site(id="s", name="S", widget_key="w"))
     await storage.create_agent(Agent("a", "s", "a@x", "A", "-", capacity=1, status="online"))
     for cid in ("c1", "c2"):
-        await storage.create_conversation(Conversation(cid, "s", "v", state=QUEUED))
+        await storage.create_conversation(Conversation(cid, "s", f"v-{cid}", state=QUEUED))
     source = StorageSource(storage)
     snap = (await source.agents("s"))[0]
     assert await source.claim(conv("c1"), snap) is Claim.CLAIMED

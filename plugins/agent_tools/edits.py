@@ -1,14 +1,13 @@
-"""Read-modify-write of conversation and site records, serialised per record.
+"""Read-modify-write of conversation and site records.
 
 Notes, tags, ratings and offline messages live in ``Conversation.meta`` /
 ``Conversation.tags``; welcome messages and canned replies in ``Site.settings``.
-Storage writes a whole record, so two edits of one record in this process are
-serialised by a lock, and a conversation edit is a compare-and-set on the state
-and assignee it read: a concurrent routing change (assignment, resolution) makes
-it read again instead of being overwritten. Two workers editing the same
-conversation's meta at the same instant can still lose one edit (the storage
-interface has no compare-and-set on ``meta``); each edit is small and retried by
-its client on error, which makes this rare and harmless.
+Storage writes a whole record, so a conversation edit is a compare-and-set on the
+version it read (``update_conversation(if_version=...)``, atomic across processes):
+an edit made meanwhile by anyone, in any worker (another note, an assignment), makes
+it read again and re-apply instead of being overwritten. Edits of one record in this
+process also queue behind a lock, which saves them the retry. Site settings have no
+version yet: two workers editing one site's settings at once can still lose an edit.
 """
 
 from __future__ import annotations
@@ -49,9 +48,10 @@ class Edits:
                 found = await storage.get_conversation(site_id, conversation_id)
                 if found is None:
                     raise ApiError(404, "conversation_not_found", "no such conversation")
-                state, assignee = found.state, found.assignee_id
+                version = found.version
                 result = change(found)
-                if await storage.update_conversation(found, if_state=state, if_assignee=assignee):
+                if await storage.update_conversation(found, if_version=version):
+                    found.version = version + 1
                     return found, result
         raise ApiError(409, "conflict", "the conversation keeps changing; try again")
 

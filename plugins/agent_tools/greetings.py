@@ -147,7 +147,7 @@ class Greetings:
             department=department,
             meta={"transport": OFFLINE_TRANSPORT},
         )
-        return await storage.create_conversation(fresh), True
+        return await storage.open_conversation(fresh)  # another process may have won
 
     async def _remember_visitor(self, principal: Principal, name: str | None, email: str) -> None:
         visitor = await self.kernel.storage.get_visitor(principal.site_id, principal.id)

@@ -45,21 +45,23 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
         department = string_field(frame, "department", required=False, max_len=64)
         if not await kernel.hooks.permits(p, "conversation.start", p.site_id):
             raise GatewayError("forbidden", "you may not start a conversation here")
+        # one open conversation per visitor: the storage guarantees it across processes
+        # (open_conversation); the lock saves this process's concurrent starts the attempt
         async with gateway.serialized(("start", p.site_id, p.id)):
             current = await kernel.storage.list_conversations(p.site_id, visitor_id=p.id, limit=20)
             conversation = next((c for c in current if c.state != RESOLVED), None)
-            created = conversation is None
-            if created:
-                conversation = Conversation(
+            created = False
+            if conversation is None:
+                candidate = Conversation(
                     id=new_id(),
                     site_id=p.site_id,
                     visitor_id=p.id,
                     department=department,
                     meta={"transport": conn.transport},
                 )
-                if await kernel.hooks.bot_takes(conversation):  # routing waits for a handoff
-                    conversation.state = BOT
-                conversation = await kernel.storage.create_conversation(conversation)
+                if await kernel.hooks.bot_takes(candidate):  # routing waits for a handoff
+                    candidate.state = BOT
+                conversation, created = await kernel.storage.open_conversation(candidate)
         gateway.remember(conversation)  # the first message needs no storage read
         gateway.registry.watch(conn, conversation.id)
         view = conversation_view(conversation)

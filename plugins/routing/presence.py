@@ -4,11 +4,16 @@
   which every worker's routing indexes read again when it changes. The gateway's
   ``presence`` frame emits ``agent.presence``; this module stores what it says.
   ``PUT /v1/agents/{id}/presence`` does the same over REST.
-- **Automatic away.** When an online agent's last connection to this process closes,
-  a timer of ``[routing] away_grace_s`` starts; if no connection of theirs opened
-  meanwhile (in any worker: connections are announced on the bus topic
-  :data:`TOPIC`), they are set ``away`` (``agent.presence`` with ``auto: true``).
-  When they connect again to this process, they are set back ``online``.
+- **Automatic away, across workers.** Which workers hold an agent's connections is
+  kept in the bus's shared state: a set of worker node ids per agent, each member
+  backed by a key of that worker's own with a TTL (renewed while it holds
+  connections, so a killed worker's entry expires). When an online agent's last
+  connection to a worker closes, a timer of ``[routing] away_grace_s`` starts; when
+  it ends and no worker holds a connection of theirs, one worker (a shared lease per
+  agent) sets them ``away`` (``agent.presence`` with ``auto: true``) and marks them
+  auto-away in shared state. Their next connection, to any worker, takes that mark
+  (an atomic delete: one winner) and sets them back ``online``. Connections are also
+  announced on the bus topic :data:`TOPIC`, which cancels other workers' timers early.
 - **Capacity** (``PUT /v1/agents/{id}/capacity``): 0 to 100 open conversations,
   the agent themselves or an admin; ``agent.capacity_changed`` makes routing drain.
 """
@@ -22,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from kefu.core.bus import LocalState, SharedState
 from kefu.core.domain import Agent
 from kefu.core.errors import ApiError
 from kefu.core.types import Principal
@@ -32,6 +38,13 @@ log = logging.getLogger(__name__)
 #: Bus topic on which workers announce agent connections (cancels their away timers).
 TOPIC = "kefu.routing.presence"
 MAX_CAPACITY = 100
+#: A worker's entry for an agent it holds connections of expires this long after its
+#: last renewal (renewed every third of it): a killed worker stops counting after this.
+NODE_TTL_S = 60.0
+SET_TTL_S = 24 * 3600.0
+#: The lease of the worker deciding an agent is away; the auto-away mark's lifetime.
+DECIDE_TTL_S = 10.0
+AUTO_TTL_S = 7 * 24 * 3600.0
 
 
 class Presence:
@@ -42,8 +55,11 @@ class Presence:
         self.kernel = service.kernel
         self._connections: dict[tuple[str, str], int] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._auto_away: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task] = set()
+        self._ops: asyncio.Queue = asyncio.Queue()
+        self._writer: asyncio.Task | None = None
+        self._renewer: asyncio.Task | None = None
+        self._local: SharedState | None = None
         self._unsubscribe: Any = None
 
     def start(self) -> None:
@@ -67,8 +83,8 @@ class Presence:
         if agent is not None and agent.status != status:
             agent.status = status
             await self.kernel.storage.update_agent(agent)
-        if status != AWAY:
-            self._auto_away.discard((site_id, agent_id))
+        if status != AWAY:  # set by hand (or back online): no longer "away automatically"
+            await self._state.delete(self._keys((site_id, agent_id))[2])
         return agent
 
     async def agent_for(self, principal: Principal, agent_id: str) -> Agent:
@@ -136,15 +152,33 @@ class Presence:
         return agent
 
     # -- connections and the grace period -----------------------------------------------
+    def _keys(self, key: tuple[str, str], node: str | None = None) -> tuple[str, str, str]:
+        """Shared-state keys: the agent's set of nodes, a node's own entry, the auto mark."""
+        base = f"kefu:presence:{{{key[0]}}}:{key[1]}"  # (one hash slot per site)
+        return f"{base}:nodes", f"{base}:node:{node or self._node}", f"{base}:auto"
+
+    @property
+    def _state(self) -> SharedState:
+        bus = self.kernel.bus
+        if bus is not None:
+            return bus.state
+        if self._local is None:  # no bus at all: this process is the whole install
+            self._local = LocalState()
+        return self._local
+
+    @property
+    def _node(self) -> str:
+        bus = self.kernel.bus
+        return bus.node_id if bus is not None else "local"
+
     def connected(self, principal: Principal) -> None:
         key = (principal.site_id, principal.id)
-        self._connections[key] = self._connections.get(key, 0) + 1
+        count = self._connections[key] = self._connections.get(key, 0) + 1
         self._cancel(key)
         if self.kernel.bus is not None:
             self.kernel.bus.publish(TOPIC, orjson.dumps(list(key)))
-        if key in self._auto_away:
-            self._auto_away.discard(key)
-            self._spawn(self._back_online(key))
+        if count == 1:
+            self._shared(self._joined, key)
 
     def disconnected(self, principal: Principal) -> None:
         key = (principal.site_id, principal.id)
@@ -154,9 +188,75 @@ class Presence:
             return
         self._connections.pop(key, None)
         self._cancel(key)
+        self._shared(self._left, key)
         grace = self.service.settings.away_grace_s
         loop = asyncio.get_running_loop()
         self._timers[key] = loop.call_later(grace, lambda: self._spawn(self._grace_over(key)))
+
+    def _shared(self, op: Any, key: tuple[str, str]) -> None:
+        """Shared-state writes in the order the connections came and went (one queue)."""
+        self._ops.put_nowait((op, key))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_ops())
+            self._tasks.add(self._writer)
+            self._writer.add_done_callback(self._tasks.discard)
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew())
+            self._tasks.add(self._renewer)
+            self._renewer.add_done_callback(self._tasks.discard)
+
+    async def _write_ops(self) -> None:
+        while not self._ops.empty():
+            op, key = self._ops.get_nowait()
+            try:
+                await op(key)
+            except Exception:
+                log.exception("presence of agent %s: shared state write failed", key[1])
+
+    async def _joined(self, key: tuple[str, str]) -> None:
+        if not self._connections.get(key):
+            return  # gone again before this ran (its _left follows)
+        state = self._state
+        nodes, mine, auto = self._keys(key)
+        await state.set(mine, b"1", ttl=NODE_TTL_S)
+        await state.set_add(nodes, [self._node], ttl=SET_TTL_S)
+        if await state.delete(auto):  # set away automatically, by any worker: back online
+            await self._back_online(key)
+
+    async def _left(self, key: tuple[str, str]) -> None:
+        if self._connections.get(key):
+            return  # connected again before this ran
+        state = self._state
+        nodes, mine, _ = self._keys(key)
+        await state.delete(mine)
+        await state.set_remove(nodes, [self._node])
+
+    async def _renew(self) -> None:
+        """Keep this worker's entries alive while it holds the agents' connections."""
+        while self._connections:
+            await asyncio.sleep(NODE_TTL_S / 3)
+            state = self._state
+            for key in list(self._connections):
+                nodes, mine, _ = self._keys(key)
+                try:
+                    await state.set(mine, b"1", ttl=NODE_TTL_S)
+                    await state.set_add(nodes, [self._node], ttl=SET_TTL_S)
+                except Exception:
+                    log.warning("presence of agent %s: renewal failed", key[1], exc_info=True)
+
+    async def connected_anywhere(self, key: tuple[str, str]) -> bool:
+        """Whether any worker holds a connection of this agent (stale entries pruned)."""
+        if self._connections.get(key):
+            return True
+        state = self._state
+        nodes, _, _ = self._keys(key)
+        for node in await state.set_members(nodes):
+            if node == self._node:
+                continue
+            if await state.get(self._keys(key, node)[1]) is not None:
+                return True
+            await state.set_remove(nodes, [node])  # a worker that died holding them
+        return False
 
     def _on_bus(self, topic: str, payload: bytes) -> None:
         with contextlib.suppress(ValueError, TypeError):
@@ -177,20 +277,34 @@ class Presence:
         self._timers.pop(key, None)
         if self._connections.get(key):
             return
+        state = self._state
+        decide = f"kefu:presence:{{{key[0]}}}:{key[1]}:decide"
         try:
-            agent = await self.kernel.storage.get_agent(*key)
-            if agent is None or agent.status != ONLINE or self._connections.get(key):
-                return  # (or they connected again while it was read)
-            await self.store(*key, AWAY)
-            self._auto_away.add(key)
-            await self._announce(agent, AWAY, None, auto=True)
-            log.info("agent %s of site %s set away: disconnected", key[1], key[0])
-            if self._connections.get(key) and key in self._auto_away:
-                # connected again while this was stored: they must not stay away
-                self._auto_away.discard(key)
-                await self._back_online(key)
+            await self._ops_done()
+            if await self.connected_anywhere(key):
+                return
+            if not await state.lease(decide, self._node, ttl=DECIDE_TTL_S):
+                return  # another worker is deciding
+            try:
+                agent = await self.kernel.storage.get_agent(*key)
+                if agent is None or agent.status != ONLINE or await self.connected_anywhere(key):
+                    return  # (or they connected again while it was read)
+                await self.store(*key, AWAY)
+                await state.set(self._keys(key)[2], b"1", ttl=AUTO_TTL_S)
+                await self._announce(agent, AWAY, None, auto=True)
+                log.info("agent %s of site %s set away: disconnected", key[1], key[0])
+                if await self.connected_anywhere(key) and await state.delete(self._keys(key)[2]):
+                    # connected again while this was stored: they must not stay away
+                    await self._back_online(key)
+            finally:
+                await state.release(decide, self._node)
         except Exception:
             log.exception("setting agent %s away failed", key[1])
+
+    async def _ops_done(self) -> None:
+        writer = self._writer
+        if writer is not None and not writer.done():
+            await asyncio.shield(writer)
 
     async def _back_online(self, key: tuple[str, str]) -> None:
         try:

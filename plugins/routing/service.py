@@ -114,6 +114,11 @@ def build_engine(
     )
 
 
+def lease_key(site_id: str) -> str:
+    """The shared-state key of a site's routing lease (one hash slot per site)."""
+    return f"kefu:routing:{{{site_id}}}:lease"
+
+
 class RoutingService:
     """Owns the engine of a running kernel; see the module docstring for the events."""
 
@@ -141,6 +146,8 @@ class RoutingService:
         self._tasks: set[asyncio.Task] = set()
         self._sweeper: asyncio.Task | None = None
         self._unsubscribe: Any = None
+        self._owned: set[str] = set()  # sites whose lease this service holds
+        self._lease_failing = False
 
     @property
     def settings(self) -> Any:
@@ -173,6 +180,10 @@ class RoutingService:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        bus, owned, self._owned = self.kernel.bus, self._owned, set()
+        for site_id in owned:  # another process takes over at once, not after the TTL
+            with contextlib.suppress(Exception):
+                await bus.state.release(lease_key(site_id), self.origin)
 
     def reconfigure(self, settings: Any) -> None:
         """Apply a live ``[routing]`` change: a new policy name or new weights."""
@@ -256,9 +267,31 @@ class RoutingService:
         async with lock:
             await self.upkeep.refresh(site_id)
 
+    async def owns(self, site_id: str) -> bool:
+        """Whether this process runs the site's passes now (the site's routing lease)."""
+        ttl, bus = self.settings.lease_ttl_s, self.kernel.bus
+        if ttl <= 0 or bus is None:
+            return True
+        try:
+            held = await bus.state.lease(lease_key(site_id), self.origin, ttl=ttl)
+        except Exception as exc:  # the bus cannot say: the claims' compare-and-set decide
+            if not self._lease_failing:
+                log.warning("routing lease of %s unavailable (%s): passing anyway", site_id, exc)
+            self._lease_failing = True
+            return True
+        self._lease_failing = False
+        (self._owned.add if held else self._owned.discard)(site_id)
+        return held
+
     async def drain(self, site_id: str) -> list[Assignment]:
-        """One routing pass: refresh, drain, announce assignments, update waiting visitors."""
-        made = await self.engine.drain(site_id, prepare=self.upkeep.refresh)
+        """One routing pass: refresh, drain, announce assignments, update waiting visitors.
+        In a process that does not hold the site's lease: refresh only (the holder heard
+        the same news on the bus and assigns)."""
+        if await self.owns(site_id):
+            made = await self.engine.drain(site_id, prepare=self.upkeep.refresh)
+        else:
+            made = []
+            await self.sync(site_id)
         for assignment in made:
             await self.announce(assignment)
         sync = self.upkeep.site(site_id)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
+from kefu.core.domain import RESOLVED, Agent, Conversation, Message, Site, Visitor
 from kefu.core.storage import (
     UNCHANGED,
     DuplicateError,
@@ -55,6 +55,7 @@ class MemoryStorage:
         self._messages: dict[tuple[str, str], list[Message]] = {}
         self._by_cid: dict[tuple[str, str, str], Message] = {}
         self._records: dict[tuple[str, str], dict[str, Record]] = {}
+        self._open: dict[tuple[str, str], str] = {}  # (site, visitor) -> open conversation
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
@@ -154,11 +155,34 @@ class MemoryStorage:
         key = (conversation.site_id, conversation.id)
         if key in self._conversations:
             raise DuplicateError(f"conversation {conversation.id!r} already exists")
+        if conversation.state != RESOLVED and self._open_of(conversation) is not None:
+            raise DuplicateError("this visitor already has an open conversation")
         stored = _storable(conversation)
         stored.last_seq = 0
         self._conversations[key] = stored
         self._messages[key] = []
+        self._track_open(stored)
         return _copy(stored)
+
+    def _open_of(self, conversation: Conversation) -> Conversation | None:
+        """The visitor's open conversation other than this one."""
+        open_id = self._open.get((conversation.site_id, conversation.visitor_id))
+        if open_id is None or open_id == conversation.id:
+            return None
+        return self._conversations[conversation.site_id, open_id]
+
+    def _track_open(self, conversation: Conversation) -> None:
+        key = (conversation.site_id, conversation.visitor_id)
+        if conversation.state != RESOLVED:
+            self._open[key] = conversation.id
+        elif self._open.get(key) == conversation.id:
+            del self._open[key]
+
+    async def open_conversation(self, conversation: Conversation) -> tuple[Conversation, bool]:
+        existing = self._open_of(conversation)
+        if existing is not None:
+            return _copy(existing), False
+        return await self.create_conversation(conversation), True
 
     async def get_conversation(self, site_id: str, conversation_id: str) -> Conversation | None:
         conversation = self._conversations.get((site_id, conversation_id))
@@ -192,6 +216,7 @@ class MemoryStorage:
         *,
         if_state: str | None = None,
         if_assignee: Any = UNCHANGED,
+        if_version: int | None = None,
     ) -> bool:
         stored = self._conversations.get((conversation.site_id, conversation.id))
         if stored is None:
@@ -200,9 +225,16 @@ class MemoryStorage:
             return False
         if if_assignee is not UNCHANGED and stored.assignee_id != if_assignee:
             return False
+        if if_version is not None and stored.version != if_version:
+            return False
+        if conversation.state != RESOLVED and self._open_of(conversation) is not None:
+            raise DuplicateError("this visitor already has an open conversation")
         updated = _storable(conversation)
         updated.last_seq = stored.last_seq
+        updated.version = stored.version + 1
         self._conversations[conversation.site_id, conversation.id] = updated
+        self._track_open(dataclasses.replace(stored, state=RESOLVED))  # its old key goes
+        self._track_open(updated)
         return True
 
     # -- messages -------------------------------------------------------------

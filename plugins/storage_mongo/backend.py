@@ -58,6 +58,12 @@ INDEXES: dict[str, list[IndexModel]] = {
         _newest("site_id", "state"),
         _newest("site_id", "assignee_id"),
         _newest("site_id", "visitor_id"),
+        # at most one open conversation per visitor: ``open_visitor`` is set while it is open
+        IndexModel(
+            [("site_id", ASCENDING), ("open_visitor", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"open_visitor": {"$exists": True}},
+        ),
     ],
     "messages": [
         _unique("site_id", "conversation_id", "seq"),
@@ -214,6 +220,18 @@ class MongoStorage:
         stored = from_doc(Conversation, {**to_doc(conversation), "last_seq": 0})
         return await self._insert("conversations", stored)
 
+    async def open_conversation(self, conversation: Conversation) -> tuple[Conversation, bool]:
+        query = {"site_id": conversation.site_id, "open_visitor": conversation.visitor_id}
+        for _ in range(5):
+            try:
+                return await self.create_conversation(conversation), True
+            except DuplicateError:
+                pass
+            found = await self._one(Conversation, "conversations", query)
+            if found is not None:
+                return found, False
+        raise StorageError("mongo: the visitor's open conversation keeps changing")
+
     async def get_conversation(self, site_id: str, conversation_id: str) -> Conversation | None:
         query = {"site_id": site_id, "id": conversation_id}
         return await self._one(Conversation, "conversations", query)
@@ -247,15 +265,28 @@ class MongoStorage:
         *,
         if_state: str | None = None,
         if_assignee: Any = UNCHANGED,
+        if_version: int | None = None,
     ) -> bool:
         query: dict[str, Any] = {"site_id": conversation.site_id, "id": conversation.id}
         if if_state is not None:
             query["state"] = if_state
         if if_assignee is not UNCHANGED:
             query["assignee_id"] = if_assignee  # None matches null: "only while unassigned"
+        if if_version is not None:  # (a document an older kefu wrote has no version: 0)
+            query["version"] = {"$in": [0, None]} if if_version == 0 else if_version
         fields = to_doc(conversation)
         del fields["last_seq"]  # owned by append_message
-        return await self._update("conversations", query, fields)
+        del fields["version"]
+        change: dict[str, Any] = {"$set": fields, "$inc": {"version": 1}}
+        if "open_visitor" not in fields:
+            change["$unset"] = {"open_visitor": ""}
+        try:
+            result = await self._conn()["conversations"].update_one(query, change)
+        except DuplicateKeyError as exc:
+            raise DuplicateError("conversations: the visitor has another open one") from exc
+        except PyMongoError as exc:
+            raise StorageError(f"mongo: {exc}") from exc
+        return result.matched_count == 1
 
     # -- messages -------------------------------------------------------------
     async def append_message(self, message: Message) -> tuple[Message, bool]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
-from kefu.core.domain import Agent
+from kefu.core.domain import RESOLVED, Agent, Conversation
 from kefu.core.storage import email_key
 
 R = TypeVar("R")
@@ -16,6 +16,8 @@ def to_doc(record: Any) -> dict[str, Any]:
     doc = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
     if isinstance(record, Agent):
         doc["email_key"] = email_key(record.email)
+    elif isinstance(record, Conversation) and record.state != RESOLVED:
+        doc["open_visitor"] = record.visitor_id  # the unique "one open per visitor" index
     return doc
 
 

@@ -35,6 +35,7 @@ from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
 from kefu.core.stats import Histogram
 from kefu.core.storage import (
     UNCHANGED,
+    DuplicateError,
     GroupCommit,
     Record,
     StorageError,
@@ -64,7 +65,8 @@ _AGENT_KEYS = ["site_id", "id"]
 _AGENT_UPDATE = _picker(Agent, [*Statements.set_columns(Agent, _AGENT_KEYS), *_AGENT_KEYS])
 _CONV_KEYS = ["site_id", "id"]
 _CONV_UPDATE = _picker(
-    Conversation, [*Statements.set_columns(Conversation, _CONV_KEYS, ["last_seq"]), *_CONV_KEYS]
+    Conversation,
+    [*Statements.set_columns(Conversation, _CONV_KEYS, ["last_seq", "version"]), *_CONV_KEYS],
 )
 _LAST_SEQ = CONVERSATION.fields.index("last_seq")
 _V_SITE, _V_ID, _V_CREATED = (VISITOR.fields.index(n) for n in ("site_id", "id", "created_at"))
@@ -278,6 +280,20 @@ class SqlStorage:
         await db.execute(sql.insert[Conversation], row, f"conversation {conversation.id}")
         return CONVERSATION.decode(row)
 
+    async def open_conversation(self, conversation: Conversation) -> tuple[Conversation, bool]:
+        for _ in range(5):
+            try:
+                return await self.create_conversation(conversation), True
+            except DuplicateError:  # the unique index of open conversations (or the id)
+                pass
+            stmt = self._ready()[1].open_conversation_of()
+            params = (conversation.site_id, conversation.visitor_id, 1)
+            found = await self._one(CONVERSATION, stmt, params)
+            if found is not None:
+                return found, False
+            # resolved between the two statements: try to create again
+        raise StorageError("conversation: the visitor's open conversation keeps changing")
+
     async def get_conversation(self, site_id: str, conversation_id: str) -> Conversation | None:
         sql = self._ready()[1].by_key[Conversation]
         return await self._one(CONVERSATION, sql, (site_id, conversation_id))
@@ -304,9 +320,10 @@ class SqlStorage:
         *,
         if_state: str | None = None,
         if_assignee: Any = UNCHANGED,
+        if_version: int | None = None,
     ) -> bool:
         db, sql = self._ready()
-        params = list(_CONV_UPDATE(CONVERSATION.encode(conversation)))  # never last_seq
+        params = list(_CONV_UPDATE(CONVERSATION.encode(conversation)))  # no last_seq, version
         if if_state is not None:
             params.append(if_state)
         if if_assignee is UNCHANGED:
@@ -316,7 +333,9 @@ class SqlStorage:
         else:
             mode = "eq"
             params.append(if_assignee)
-        stmt = sql.update_conversation(if_state is not None, mode)
+        if if_version is not None:
+            params.append(if_version)
+        stmt = sql.update_conversation(if_state is not None, mode, if_version is not None)
         return await db.execute(stmt, params, "conversation") == 1
 
     # -- messages -------------------------------------------------------------

@@ -181,8 +181,15 @@ class PostgresDriver:
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
-                for statement in self.sql.ddl():
-                    await conn.execute(statement)
+                for statement, kind in self.sql.ddl():
+                    if kind != "guarantee":
+                        await conn.execute(statement)
+                        continue
+                    try:
+                        async with conn.transaction():  # a savepoint
+                            await conn.execute(statement)
+                    except asyncpg.UniqueViolationError as exc:
+                        log.error("storage: cannot create %s (%s): fix the rows", statement, exc)
         except BaseException as exc:
             await self.close()
             raise self.error(exc, "open") from None

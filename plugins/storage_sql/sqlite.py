@@ -256,9 +256,17 @@ class SqliteDriver:
 
 
 # -- run in the threads ---------------------------------------------------------------
-def _run_ddl(conn: sqlite3.Connection, statements: list[str]) -> None:
-    for statement in statements:
-        conn.execute(statement)
+def _run_ddl(conn: sqlite3.Connection, statements: list[tuple[str, str]]) -> None:
+    for statement, kind in statements:
+        try:
+            conn.execute(statement)
+        except sqlite3.OperationalError as exc:
+            if kind != "column" or "duplicate column" not in str(exc):
+                raise
+        except sqlite3.IntegrityError as exc:
+            if kind != "guarantee":
+                raise
+            log.error("storage: cannot create %s (%s): fix the rows that break it", statement, exc)
 
 
 def _fetch_one(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:

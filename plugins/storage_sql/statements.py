@@ -17,11 +17,20 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import MetaData, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 
 from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
 
-from .tables import TABLES, conversations, messages, metadata, records, visitors
+from .tables import (
+    GUARANTEES,
+    MIGRATIONS,
+    TABLES,
+    conversations,
+    messages,
+    metadata,
+    records,
+    visitors,
+)
 
 #: A batch's key lists are padded to one of these sizes on SQLite (a statement per size).
 _BUCKETS = tuple(2**i for i in range(15))
@@ -201,11 +210,16 @@ class Statements:
         only: Sequence[str] | None = None,
         skip: Sequence[str] = (),
         extra: Sequence[str] = (),
+        bump: Sequence[str] = (),
     ) -> str:
-        """``UPDATE <table> SET <columns but the keys> = ? WHERE <keys> = ? [AND extra]``."""
+        """``UPDATE <table> SET <columns but the keys> = ?[, <bump> = <bump> + 1] WHERE
+        <keys> = ? [AND extra]``."""
         table = TABLES[cls][0]
         columns = only if only is not None else self.set_columns(cls, where, skip)
-        sets = ", ".join(f"{self._quote(n)} = ?" for n in columns)
+        sets = ", ".join(
+            [f"{self._quote(n)} = ?" for n in columns]
+            + [f"{self._quote(n)} = {self._quote(n)} + 1" for n in bump]
+        )
         clauses = [f"{self._quote(n)} = ?" for n in where] + list(extra)
         return self.text(f"UPDATE {self.table(table)} SET {sets} WHERE {' AND '.join(clauses)}")
 
@@ -258,18 +272,37 @@ class Statements:
             limit=True,
         )
 
-    def update_conversation(self, if_state: bool, if_assignee: str) -> str:
+    def update_conversation(self, if_state: bool, if_assignee: str, if_version: bool) -> str:
         """``if_assignee``: "" (not compared), "null" (only while unassigned) or "eq"."""
-        key = ("update_conversation", if_state, if_assignee)
-        return self._shaped(key, lambda: self._update_conversation(if_state, if_assignee))
+        key = ("update_conversation", if_state, if_assignee, if_version)
+        return self._shaped(
+            key, lambda: self._update_conversation(if_state, if_assignee, if_version)
+        )
 
-    def _update_conversation(self, if_state: bool, if_assignee: str) -> str:
+    def _update_conversation(self, if_state: bool, if_assignee: str, if_version: bool) -> str:
         extra = ["state = ?"] if if_state else []
         if if_assignee == "null":
             extra.append("assignee_id IS NULL")
         elif if_assignee == "eq":
             extra.append("assignee_id = ?")
-        return self.update(Conversation, ["site_id", "id"], skip=["last_seq"], extra=extra)
+        if if_version:
+            extra.append("version = ?")
+        return self.update(
+            Conversation,
+            ["site_id", "id"],
+            skip=["last_seq", "version"],
+            extra=extra,
+            bump=["version"],
+        )
+
+    def open_conversation_of(self) -> str:
+        """The visitor's conversation that is not resolved (at most one)."""
+        return self._shaped(
+            ("open_conversation",),
+            lambda: self.select(
+                Conversation, ["site_id", "visitor_id"], extra="state <> 'resolved'", limit=True
+            ),
+        )
 
     def append_heads(self, n: int) -> str:
         """SQLite: ``last_seq`` / ``updated_at`` of ``n`` (padded) conversation keys."""
@@ -296,16 +329,27 @@ class Statements:
         )
 
     # -- schema ------------------------------------------------------------------------------
-    def ddl(self) -> list[str]:
-        """``CREATE ... IF NOT EXISTS`` for every table and index, in dependency order."""
-        out = []
+    def ddl(self) -> list[tuple[str, str]]:
+        """``(statement, kind)`` to run at open, in order: ``CREATE ... IF NOT EXISTS`` for
+        every table, the columns of :data:`MIGRATIONS` (kind ``"column"``: on SQLite, which
+        has no ``ADD COLUMN IF NOT EXISTS``, a "duplicate column" error means it is there),
+        then every index (kind ``"guarantee"`` for :data:`GUARANTEES`: data an older kefu
+        wrote may violate it; the driver logs instead of refusing to open)."""
+        out: list[tuple[str, str]] = []
         if self.postgres and self.schema:
-            out.append(f"CREATE SCHEMA IF NOT EXISTS {self._quote(self.schema)}")
-        for name in (t.name for t in metadata.sorted_tables):
-            table = self._tables[name]
-            out.append(str(CreateTable(table, if_not_exists=True).compile(dialect=self.dialect)))
+            out.append((f"CREATE SCHEMA IF NOT EXISTS {self._quote(self.schema)}", ""))
+        tables = [self._tables[t.name] for t in metadata.sorted_tables]
+        for table in tables:
+            out.append(
+                (str(CreateTable(table, if_not_exists=True).compile(dialect=self.dialect)), "")
+            )
+        for table_name, column in MIGRATIONS:
+            table = self._tables[table_name]
+            spec = str(CreateColumn(table.c[column]).compile(dialect=self.dialect))
+            exists = "IF NOT EXISTS " if self.postgres else ""
+            out.append((f"ALTER TABLE {self.table(table)} ADD COLUMN {exists}{spec}", "column"))
+        for table in tables:
             for index in sorted(table.indexes, key=lambda i: i.name or ""):
-                out.append(
-                    str(CreateIndex(index, if_not_exists=True).compile(dialect=self.dialect))
-                )
+                sql = str(CreateIndex(index, if_not_exists=True).compile(dialect=self.dialect))
+                out.append((sql, "guarantee" if index.name in GUARANTEES else ""))
         return out

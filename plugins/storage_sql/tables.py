@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
@@ -102,11 +103,28 @@ conversations = Table(
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     Column("resolved_at", Double),
+    # added after the first schema: existing databases get it from MIGRATIONS (statements.py)
+    Column("version", Integer, nullable=False, server_default="0"),
     Index("conversations_site_updated", "site_id", "updated_at"),
     Index("conversations_site_state", "site_id", "state", "updated_at"),
     Index("conversations_site_assignee", "site_id", "assignee_id", "updated_at"),
     Index("conversations_site_visitor", "site_id", "visitor_id", "updated_at"),
+    # at most one open conversation per visitor, across processes (see GUARANTEES)
+    Index(
+        "conversations_one_open",
+        "site_id",
+        "visitor_id",
+        unique=True,
+        sqlite_where=text("state <> 'resolved'"),
+        postgresql_where=text("state <> 'resolved'"),
+    ),
 )
+
+#: Columns added to a table after databases were created without them: (table, column).
+MIGRATIONS = [("conversations", "version")]
+#: Unique indexes that data written by an older kefu may violate: created when it can be,
+#: else logged (the guarantee holds once the offending rows are fixed).
+GUARANTEES = {"conversations_one_open"}
 
 # The primary key is the unique (site_id, conversation_id, seq) index; the
 # unique cid index is what makes a re-sent message impossible to store twice.
