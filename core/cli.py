@@ -54,17 +54,45 @@ def _workers(value: str) -> int:
     return number
 
 
+def _secret_in_use(path: Path) -> tuple[str, str] | None:
+    """The secret an install already signs visitor tokens with, and where it is: the config
+    being overwritten, else the one ``kefu run`` generated into the data dir."""
+    if path.exists():
+        import tomllib
+
+        try:
+            found = tomllib.loads(path.read_text(encoding="utf-8")).get("server", {})
+        except (OSError, tomllib.TOMLDecodeError):
+            found = {}
+        if isinstance(found.get("secret"), str) and found["secret"]:
+            return found["secret"], str(path)
+    data_dir = Path(os.environ.get("KEFU_SERVER__DATA_DIR", "kefu-data"))
+    generated = data_dir / "secret"
+    if generated.is_file():
+        text = generated.read_text(encoding="utf-8").strip()
+        if text:
+            return text, str(generated)
+    return None
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if path.exists() and not args.force:
         print(f"kefu: {path} already exists (use --force to overwrite)", file=sys.stderr)
         return 1
     template = resources.files("kefu.core").joinpath("config_template.toml").read_text()
-    text = template.replace("@SECRET@", secrets.token_urlsafe(48))
+    kept = None if args.new_secret else _secret_in_use(path)
+    text = template.replace("@SECRET@", kept[0] if kept else secrets.token_urlsafe(48))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
-    print(f"wrote {path} with a new per-install secret; start with: kefu run --config {path}")
+    if kept:  # a new one would orphan every visitor's identity (their tokens stop verifying)
+        print(
+            f"wrote {path} keeping the install's secret from {kept[1]} (visitors keep their "
+            f"conversations; --new-secret replaces it); start with: kefu run --config {path}"
+        )
+    else:
+        print(f"wrote {path} with a new per-install secret; start with: kefu run --config {path}")
     return 0
 
 
@@ -128,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="write a commented kefu.toml with a new secret")
     init.add_argument("path", nargs="?", default=DEFAULT_CONFIG_NAME)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument(
+        "--new-secret",
+        action="store_true",
+        help="write a new secret even where the install has one (signs out every visitor)",
+    )
     init.set_defaults(func=cmd_init)
     check = with_config(sub.add_parser("check", help="validate the config and every plugin's"))
     check.set_defaults(func=cmd_check)

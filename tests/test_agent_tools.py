@@ -267,3 +267,13 @@ async def test_rating_is_asked_at_resolve_and_given_once(world):
     assert (await resp.json())["meta"]["rating"]["score"] == 4  # the widget reads it back
     await guest.peer.send(op="rate", conversation_id=new_id(), score=3)
     assert (await guest.peer.expect("error"))["code"] == "conversation_not_found"
+
+
+def test_placeholders_of_an_anonymous_visitor_leave_no_stray_space():
+    from kefu.plugins.agent_tools.placeholders import render
+
+    unknown = {"visitor.name": None, "agent.name": "Mei"}
+    assert render("Hi {visitor.name}, {agent.name} here.", unknown) == "Hi, Mei here."
+    assert render("Hi {visitor.name|there}!", unknown) == "Hi there!"
+    assert render("您好 {visitor.name}，我是{agent.name}", unknown) == "您好，我是Mei"  # noqa: RUF001
+    assert render("Hi {visitor.name}!", {"visitor.name": "Ann"}) == "Hi Ann!"

@@ -14,6 +14,7 @@ from kefu.core.domain import QUEUED
 from kefu.plugins.bot_intents import service_of as bot_of
 from tests.chat_support import add_site
 from tests.web_support import (
+    Frames,
     chromium,
     expect,
     open_widget,
@@ -83,6 +84,7 @@ async def test_bot_answers_with_nobody_online_then_the_handoff_offers_the_form(k
     assert config["online"] is False and config["agents_online"] == 0
     assert config["bot"] is True
     visitor = await visitor_page(browser, f"{kefu.shop_base}shop/{site.site.widget_key}")
+    frames = Frames(visitor)
     chat = visitor.locator("#kefu-widget")
     await open_widget(visitor)  # the composer, not the offline form
     await expect(chat.locator("form.offline")).to_be_hidden()
@@ -106,10 +108,19 @@ async def test_bot_answers_with_nobody_online_then_the_handoff_offers_the_form(k
     await form.locator("textarea[name=message]").fill("Please call me about order 123456.")
     await form.locator("button[type=submit]").click()
     await expect(chat.locator(".notice")).to_contain_text("We got your message")
+    # then the form is gone and emptied, with no "agents are busy" line contradicting the
+    # notice, even after the next "nobody can answer" queue frame
+    await frames.next("queue", within_ms=3000)
+    await expect(form).to_be_hidden()
+    await expect(chat.locator(".queue")).to_be_hidden()
+    assert await form.locator("textarea[name=message]").input_value() == ""
+    await expect(chat.locator(".composer")).to_be_visible()
 
     storage = kefu.kernel.storage
     (conversation,) = await storage.list_conversations(site.site.id)  # the same one
-    assert conversation.state == QUEUED and conversation.department == "support"
+    # nobody serves "support": queued for any agent instead of waiting forever (docs/bot.md)
+    assert conversation.state == QUEUED and conversation.department is None
+    assert conversation.meta["requested_department"] == "support"
     assert conversation.meta["bot_handoff"]["reason"] == "visitor asked for a human"
     assert conversation.meta["offline"]["text"] == "Please call me about order 123456."
     messages = await storage.list_messages(site.site.id, conversation.id, after_seq=0)

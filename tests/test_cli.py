@@ -65,8 +65,9 @@ def test_run_serves_healthz_and_prints_url(tmp_path, config):
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=20)
     assert f"serving on http://127.0.0.1:{port}/" in output
-    # first start: the demo admin's password is printed once, with the real port
-    assert f"admin login at http://127.0.0.1:{port}/v1/auth/login" in output
+    # first start: the demo admin's password is printed once, with the console's sign-in
+    # page on the real port (a browser page, not the API address that answers 405 to GET)
+    assert f"admin sign-in at http://127.0.0.1:{port}/console/login:" in output
     assert proc.returncode == 0, output
 
 
@@ -135,6 +136,23 @@ def test_init_writes_private_commented_config_that_checks(tmp_path):
     again = kefu("init", cwd=tmp_path)
     assert again.returncode == 1 and "already exists" in again.stderr
     assert path.read_text() == text
+
+
+def test_init_over_an_install_keeps_its_secret(tmp_path):
+    """`kefu run` without a config generated kefu-data/secret; `kefu init` afterwards (and
+    `init --force` over a config) keeps it, or every visitor's token stops verifying."""
+    (tmp_path / "kefu-data").mkdir()
+    (tmp_path / "kefu-data" / "secret").write_text("s" * 64)
+    result = kefu("init", cwd=tmp_path)
+    assert result.returncode == 0 and "keeping the install's secret" in result.stdout
+    assert f'secret = "{"s" * 64}"' in (tmp_path / "kefu.toml").read_text()
+    (tmp_path / "kefu-data" / "secret").unlink()
+    forced = kefu("init", "--force", cwd=tmp_path)
+    assert forced.returncode == 0 and "kefu.toml" in forced.stdout
+    assert f'secret = "{"s" * 64}"' in (tmp_path / "kefu.toml").read_text()
+    fresh = kefu("init", "--force", "--new-secret", cwd=tmp_path)
+    assert fresh.returncode == 0 and "new per-install secret" in fresh.stdout
+    assert "s" * 64 not in (tmp_path / "kefu.toml").read_text()
 
 
 def test_two_inits_get_different_secrets(tmp_path):

@@ -360,7 +360,10 @@ async def test_offline_site_offers_leave_a_message(kefu, browser):
     await form.locator("button[type=submit]").click()
     await expect(widget(visitor).locator(".msg.mine[data-seq='1']")).to_be_visible()
     await expect(widget(visitor).locator(".notice")).to_contain_text("We got your message")
-    await expect(widget(visitor).locator(".queue")).to_contain_text("agents are busy or away")
+    # one notice, not a "busy or away" line contradicting it; the form is gone and emptied
+    await expect(widget(visitor).locator(".queue")).to_be_hidden()
+    await expect(form).to_be_hidden()
+    assert await form.locator("textarea[name=message]").input_value() == ""
     storage = kefu.kernel.storage
     (conversation,) = await storage.list_conversations(site.site.id)
     (message,) = await storage.list_messages(site.site.id, conversation.id, after_seq=0)

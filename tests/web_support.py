@@ -3,7 +3,9 @@ Debian's Chromium driven by Playwright, and small page helpers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -100,6 +102,40 @@ class PageErrors:
     def __init__(self, page: Any) -> None:
         self.errors: list[str] = []
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+
+class Frames:
+    """The JSON frames a page's WebSockets receive, to wait for a marker frame."""
+
+    def __init__(self, page: Any) -> None:
+        self.seen: list[dict] = []
+        self._waiters: list[tuple[str, Any]] = []
+        page.on("websocket", self._socket)
+
+    def _socket(self, ws: Any) -> None:
+        ws.on("framereceived", self._frame)
+
+    def _frame(self, payload: Any) -> None:
+        try:
+            frame = json.loads(payload)
+        except (TypeError, ValueError):
+            return
+        self.seen.append(frame)
+        for op, future in list(self._waiters):
+            if frame.get("op") == op and not future.done():
+                future.set_result(frame)
+
+    async def next(self, op: str, within_ms: float = 5000) -> dict | None:
+        """The next ``op`` frame from now on, or None after ``within_ms``."""
+        future = asyncio.get_running_loop().create_future()
+        entry = (op, future)
+        self._waiters.append(entry)
+        try:
+            return await asyncio.wait_for(future, within_ms / 1000)
+        except TimeoutError:
+            return None
+        finally:
+            self._waiters.remove(entry)
 
 
 async def signed_in_agent(browser: Any, base: str, site_id: str, email: str) -> Any:

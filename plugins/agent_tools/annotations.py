@@ -176,4 +176,12 @@ class Annotations:
             rating=score,
             scale=scale,
         )
+        delivery = self.kernel.delivery
+        if delivery is not None:  # open consoles show the rating at once
+            frame = {
+                "op": "conversation",
+                "event": "rated",
+                "conversation": {"id": found.id, "state": found.state, "rating": rating},
+            }
+            await delivery.publish_site_agents(found.site_id, frame)
         return rating

@@ -1,7 +1,8 @@
 """Placeholders in canned replies and welcome messages: ``{visitor.name}``, ``{visitor.email}``,
 ``{agent.name}``, ``{site.name}``, each with an optional fallback after a bar
 (``{visitor.name|there}``) used when the value is unknown. Anything else in braces is
-left as written."""
+left as written. An unknown value with no fallback takes the space before it along, so
+"Hi {visitor.name}, welcome" reads "Hi, welcome" for an anonymous visitor, not "Hi , …"."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from kefu.core.domain import Conversation
 
 PLACEHOLDER = re.compile(
-    r"\{(visitor\.name|visitor\.email|agent\.name|site\.name)(?:\|([^{}]*))?\}"
+    r"( ?)\{(visitor\.name|visitor\.email|agent\.name|site\.name)(?:\|([^{}]*))?\}"
 )
 NAMES = ("visitor.name", "visitor.email", "agent.name", "site.name")
 
@@ -20,8 +21,10 @@ def render(template: str, values: dict[str, str | None]) -> str:
     """``template`` with each known placeholder replaced (its fallback, or "", when unknown)."""
 
     def replace(match: re.Match) -> str:
-        value = values.get(match.group(1))
-        return value if value else (match.group(2) or "")
+        space, value, fallback = match.group(1), values.get(match.group(2)), match.group(3)
+        if value or fallback:
+            return space + (value or fallback)
+        return ""  # nothing to show: the space before it goes too
 
     return PLACEHOLDER.sub(replace, template)
 

@@ -42,11 +42,17 @@ async def bootstrap_demo(kernel: Any) -> bool:
     except StorageError as exc:  # another worker process won the race
         log.info("demo bootstrap skipped: %s", exc)
         return False
-    base = kernel.base_url
+    base = kernel.base_url.rstrip("/")
     kernel.announce(f"demo site created: site id {site.id!r}, widget key {site.widget_key!r}")
     kernel.announce(
-        f"admin login at {base.rstrip('/')}/v1/auth/login: site {site.id!r}, "
+        f"admin sign-in at {sign_in_page(kernel, base)}: site {site.id!r}, "
         f"e-mail {DEMO_ADMIN_EMAIL!r}, password {password!r} "
         "(shown once; change it after signing in)"
     )
     return True
+
+
+def sign_in_page(kernel: Any, base: str) -> str:
+    """The console's sign-in page when the web plugin serves it, else the login API."""
+    web_on = any(r.name == "web" and r.enabled for r in kernel.plugins.records)
+    return f"{base}/console/login" if web_on else f"POST {base}/v1/auth/login"

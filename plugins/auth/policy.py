@@ -4,7 +4,9 @@ The rules (the table in ``docs/protocol.md`` lists the action names):
 
 - no principal, or a resource in another site: denied, always;
 - an admin (role ``admin``) may do anything inside their own site;
-- an agent may do ``conversation.*``, ``message.*`` and ``visitor.read`` in their site;
+- an agent may do ``conversation.*``, ``message.*`` and ``visitor.read`` in their site,
+  except ``message.send`` into a conversation assigned to another agent (after a transfer
+  the first agent cannot post any more; an admin still can);
 - a visitor may act on their own conversations only (the actions of
   :data:`VISITOR_CONVERSATION_ACTIONS` where ``resource.visitor_id`` is theirs:
   never assign or transfer), start a conversation in their site
@@ -59,10 +61,17 @@ def permits(principal: Principal | None, action: str, resource: Any) -> bool:
     if principal.kind == "agent":
         if principal.is_admin:
             return True
+        if action == "message.send" and _assigned_elsewhere(principal, resource):
+            return False
         return action.startswith(AGENT_PREFIXES) or action in AGENT_ACTIONS
     if principal.kind == "visitor":
         return _visitor_permits(principal, action, resource)
     return False
+
+
+def _assigned_elsewhere(principal: Principal, resource: Any) -> bool:
+    assignee = getattr(resource, "assignee_id", None)
+    return getattr(resource, "state", None) == "assigned" and assignee not in (None, principal.id)
 
 
 def _visitor_permits(principal: Principal, action: str, resource: Any) -> bool:

@@ -63,6 +63,13 @@ async def kefu_startup(kernel):
 
 
 @hookimpl
+async def kefu_config_changed(kernel, section, old, new):
+    service = _SERVICES.get(kernel)
+    if section == "bot" and service is not None:
+        await service.settings_changed(old, new)
+
+
+@hookimpl
 async def kefu_shutdown(kernel):
     service = _SERVICES.pop(kernel, None)
     if service is not None:

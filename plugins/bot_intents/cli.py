@@ -130,18 +130,23 @@ def _configure_validate(p: argparse.ArgumentParser) -> None:
         "--config",
         "-c",
         metavar="KEFU_TOML",
-        help="also check the campaign and segment names of when: against this config's [bot]",
+        help="also check the campaign and segment names of when: against this config's [bot] "
+        "and the actions against the ones its plugins install (as the server does)",
     )
 
 
-def _known_names(config: str | None) -> dict[str, set[str]] | None:
-    """Campaign and segment names of a config's ``[bot]`` section (None without a config)."""
+def _known_names(config: str | None) -> tuple[dict[str, set[str]] | None, Any]:
+    """Campaign and segment names of a config's ``[bot]`` section and the action names the
+    server would have with it (None, None without a config)."""
     if not config:
-        return None
+        return None, None
     from kefu.core.kernel import load_kernel
+    from kefu.plugins.bot_intents.demo import actions_of
     from kefu.plugins.bot_intents.strategy import Strategy
 
-    return Strategy.from_settings(load_kernel(config).config.section("bot")).names()
+    kernel = load_kernel(config)
+    names = Strategy.from_settings(kernel.config.section("bot")).names()
+    return names, set(actions_of(kernel))
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -151,7 +156,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from kefu.plugins.bot_intents.flow_yaml import MAX_FLOW_BYTES
     from kefu.plugins.bot_intents.validate import check_flow, format_problems
 
-    known = _known_names(args.config)  # a bad config is one line and exit 2, like `kefu check`
+    known, actions = _known_names(args.config)  # a bad config: one line, exit 2 (`kefu check`)
     failed = 0
     for name in args.files:
         path = Path(name)
@@ -167,7 +172,7 @@ def run_validate(args: argparse.Namespace) -> int:
             print(f"{name}:0: cannot read: {exc.strerror or exc}", file=sys.stderr)
             failed += 1
             continue
-        checked, problems = check_flow(data, known=known)
+        checked, problems = check_flow(data, actions, known=known)
         if problems:
             print(format_problems(name, problems), file=sys.stderr)
             failed += 1

@@ -144,9 +144,11 @@ class CompiledFlow:
         actions: Mapping[str, Action] | None = None,
         text: str = "",
         context: StrategyContext | None = None,
+        language: str | None = None,
     ) -> tuple[Session, Turn]:
-        """A new session on this version, entering the start state (its greeting)."""
-        language = detect_language(text, self.spec.language)
+        """A new session on this version, entering the start state (its greeting), in the
+        language of ``text``, else ``language`` (the visitor's), else the flow's."""
+        language = detect_language(text, language or self.spec.language)
         session = Session(session_id, self.spec.id, self.sha256, self.spec.start, language)
         reply = _Reply(self, session)
         reply.context = context

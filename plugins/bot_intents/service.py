@@ -38,9 +38,11 @@ from kefu.core.domain import BOT, QUEUED, Conversation, Message
 from kefu.core.types import BotReply
 from kefu.plugins.bot_intents.abtests import AbTests
 from kefu.plugins.bot_intents.classifier import TrainingOptions
+from kefu.plugins.bot_intents.demo import actions_of, bot_settings
 from kefu.plugins.bot_intents.engine import CompiledFlow, Session
 from kefu.plugins.bot_intents.faq import record_turn
 from kefu.plugins.bot_intents.store import FlowStore
+from kefu.plugins.bot_intents.strategy import Strategy
 from kefu.plugins.bot_intents.versions import FlowRegistry, FlowRejected
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ class BotService:
 
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
-        settings = kernel.config.section("bot")
+        self.settings = settings = bot_settings(kernel)  # the example's with no config file
         self.executor = (
             ProcessPoolExecutor(settings.training_processes)
             if settings.training_processes
@@ -74,11 +76,14 @@ class BotService:
         self.registry.known_names = self.ab.strategy.names
         self.registry.store = FlowStore(Path(kernel.data_dir) / "bot")  # survives restarts
         self.actions: dict[str, Any] = {}
-        self.paths = [self._resolve(p) for p in settings.flows]
+        self.paths = self._paths(settings)
         self.counts = {"turns": 0, "failed_turns": 0, "handoffs": 0, "reload_failures": 0}
         self._locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task] = set()
         self._watcher: asyncio.Task | None = None
+
+    def _paths(self, settings: Any) -> list[str]:
+        return [self._resolve(p) for p in settings.flows]
 
     def _resolve(self, path: str) -> str:
         base = Path(self.kernel.config_path).parent if self.kernel.config_path else Path.cwd()
@@ -86,12 +91,41 @@ class BotService:
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
-        self.actions = self.kernel.hooks.bot_actions()
+        self.actions = actions_of(self.kernel)
         await self.registry.restore()  # kept versions and active pointers (store.py)
         for path in self.paths:
             await self.load(path, startup=True)
-        if self.paths and self.kernel.config.section("bot").watch:
+        self._watch_paths()
+
+    def _watch_paths(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        if self.paths and self.settings.watch:
             self._watcher = asyncio.create_task(self._watch(), name="kefu-bot-flows")
+
+    async def settings_changed(self, old: Any, new: Any) -> None:
+        """A live ``[bot]`` change: flow files added to ``flows`` are loaded at once and
+        watched; a removed one stays active (say so); the demo actions follow the setting."""
+        self.settings = bot_settings(self.kernel)
+        self.ab.strategy = Strategy.from_settings(self.settings)  # campaigns, segments
+        self.registry.known_names = self.ab.strategy.names
+        paths = self._paths(self.settings)
+        added = [p for p in paths if p not in self.paths]
+        removed = [p for p in self.paths if p not in paths]
+        self.paths = paths
+        self.actions = actions_of(self.kernel)
+        for path in added:
+            flow = await self.load(path)
+            log.info("bot flow %s added: %s", path, "active" if flow else "refused, see above")
+        for path in removed:
+            log.warning(
+                "bot flow %s left [bot] flows: its flow stays active until a restart",
+                path,
+            )
+        self._watch_paths()
+        if old.training_processes != new.training_processes:
+            log.warning("[bot] training_processes changes at the next restart")
 
     async def stop(self) -> None:
         tasks = [t for t in (self._watcher, *self._tasks) if t is not None]
@@ -266,13 +300,25 @@ class BotService:
                 if flow is None:
                     return
                 context = await self.ab.context(conversation, flow)
-                session, turn = await flow.start(conversation_id, self.actions, context=context)
+                language = await self._visitor_language(conversation)
+                session, turn = await flow.start(
+                    conversation_id, self.actions, context=context, language=language
+                )
                 ab_events = self.ab.note_turn(conversation, turn, flow)
                 await self._save(conversation, session)
                 await self._deliver(conversation, turn.texts, "greeting")
                 await self.ab.announce(site_id, ab_events)
         except Exception:
             log.exception("bot greeting for %s failed", conversation_id)
+
+    async def _visitor_language(self, conversation: Conversation) -> str | None:
+        """The visitor's language before they wrote anything: the widget's (its
+        ``language`` attribute: data-lang, the visitor's choice or the browser's)."""
+        visitor = await self.kernel.storage.get_visitor(
+            conversation.site_id, conversation.visitor_id
+        )
+        wanted = visitor.attributes.get("language") if visitor is not None else None
+        return wanted.lower()[:2] if isinstance(wanted, str) and wanted else None
 
     async def _turn_if_bot(self, site_id: str, conversation_id: str, seq: int) -> None:
         delivery = self.kernel.delivery
@@ -330,6 +376,15 @@ class BotService:
         now = time.time()
         saved = fresh.meta.get(META_KEY) or {}
         fresh.state, fresh.updated_at = QUEUED, now
+        if department and not await self._served(fresh.site_id, department):
+            # nobody serves it: the chat would wait forever; any agent takes it instead
+            log.info(
+                "bot handoff of %s: no agent serves department %r, queued for any agent",
+                fresh.id,
+                department,
+            )
+            fresh.meta = {**fresh.meta, "requested_department": department}
+            department = None
         if department:
             fresh.department = department
         fresh.meta = {**fresh.meta, "queued_at": now, "bot_handoff": {"reason": reason, "at": now}}
@@ -348,6 +403,11 @@ class BotService:
         )
         await self.kernel.emit("conversation.queued", site_id, conversation_id=fresh.id)
         return True
+
+    async def _served(self, site_id: str, department: str) -> bool:
+        """Some agent of the site has the department among their skills."""
+        agents = await self.kernel.storage.list_agents(site_id)
+        return any(department in agent.skills for agent in agents)
 
     def stats(self) -> dict[str, Any]:
         s = self.registry.stats

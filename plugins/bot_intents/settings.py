@@ -65,7 +65,8 @@ class CampaignSettings(Section):
 
 
 class BotSettings(Section):
-    """Dialogue flows the bot serves; read at start-up (the files themselves reload live)."""
+    """Dialogue flows the bot serves; a live change loads added files (the files themselves
+    reload live when watched); ``training_processes`` needs a restart."""
 
     #: Flow files (YAML, docs/bot.md). A conversation of a site that an active flow serves
     #: starts with the bot; with none, conversations go straight to routing.
@@ -73,6 +74,9 @@ class BotSettings(Section):
     #: Watch the flow files: a change is checked, compiled and swapped in; an invalid
     #: file is refused (logged, counted in ``kefu_stats``) and the last good version stays.
     watch: bool = True
+    #: The demo ``order_lookup`` action of the example flow (made-up order statuses) when
+    #: no plugin provides one; set false in production (docs/bot.md, The example).
+    demo_actions: bool = True
     #: Worker processes that train intent classifiers (0: a thread of the event loop's pool).
     training_processes: int = Field(0, ge=0, le=8)
     #: Sentence embeddings for the intent classifier: ``auto`` (the installed

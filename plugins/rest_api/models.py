@@ -333,6 +333,12 @@ class VisitorSessionResponse(BaseModel):
 
 
 # -- the widget's config (served by the web plugin, described here) ----------------
+class TeamMember(BaseModel):
+    id: str
+    name: str
+    avatar: str | None = Field(None, description="URL of the agent's picture, if they set one.")
+
+
 class WidgetConfig(BaseModel):
     site_id: str
     name: str = Field(description="The site's `settings.widget.title`, else the site's name.")
@@ -347,4 +353,8 @@ class WidgetConfig(BaseModel):
     )
     bot: bool = Field(
         description="A bot answers the site's new conversations (even when nobody is online)."
+    )
+    team: list[TeamMember] = Field(
+        description="The site's agents as visitors see them: the widget names a message's "
+        "author with it (also after a reload, when only the sender's id is in the frame).",
     )

@@ -315,19 +315,44 @@ class Workflow:
         site_id = principal.site_id
         if not await self.kernel.hooks.permits(principal, "conversation.pick", site_id):
             raise ApiError(403, "forbidden", "you may not pick conversations")
+        wanted = None
         if conversation_id is not None:
-            await self.load(principal, conversation_id, "conversation.pick")
+            wanted = await self.load(principal, conversation_id, "conversation.pick")
         await self.service.sync(site_id)
         assignment = await self.service.engine.pick(site_id, principal.id, conversation_id)
         if assignment is None:
-            raise ApiError(
-                409,
-                "nothing_to_pick",
-                "no waiting conversation you may take (you are away, full, or it was taken)",
-            )
+            raise ApiError(409, "nothing_to_pick", await self._why_not(principal, wanted))
         await self.service.announce(assignment, reason="pick")
         self.service.kick(site_id)  # positions of the others moved
         return await self.storage.get_conversation(site_id, assignment.conversation_id)
+
+    async def _why_not(self, principal: Principal, wanted: Conversation | None) -> str:
+        """The real reason a pick failed, read again from storage."""
+        site_id = principal.site_id
+        agent = await self.storage.get_agent(site_id, principal.id)
+        if agent is None:
+            return "your agent account is gone"
+        if agent.status != "online":
+            return f"you are {agent.status}: set your status to online to take conversations"
+        mine = await self.storage.list_conversations(
+            site_id, state="assigned", assignee_id=agent.id, limit=agent.capacity + 1
+        )
+        if len(mine) >= agent.capacity:
+            return f"you are full ({len(mine)} of {agent.capacity} open conversations)"
+        if wanted is not None:
+            fresh = await self.storage.get_conversation(site_id, wanted.id)
+            if fresh is None or fresh.state != QUEUED:
+                state = fresh.state if fresh else "gone"
+                return f"this conversation is not waiting any more ({state})"
+            if fresh.department and fresh.department not in agent.skills:
+                return (
+                    f"this conversation waits for department {fresh.department!r}, which "
+                    "you do not serve (an admin adds it to your skills)"
+                )
+            if agent.id in fresh.meta.get("declined_by", ()):
+                return "you declined this conversation"
+            return "routing did not let you take it (a filter refused, or it was just taken)"
+        return "no waiting conversation you may take (none in a department you serve)"
 
     async def handed(self, site_id: str, conversation_id: str, reason: str) -> None:
         """Frames and the answer timer for a conversation routing just gave to an agent."""

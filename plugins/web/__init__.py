@@ -79,7 +79,7 @@ def kefu_routes(kernel):
         if principal is None:
             return web.json_response({"error": {"code": "unauthorized"}}, status=401)
         found = await kernel.storage.list_agents(principal.site_id)
-        keys = ("id", "name", "status", "skills", "capacity")
+        keys = ("id", "name", "status", "skills", "capacity", "roles")
         return web.json_response({"agents": [{k: getattr(a, k) for k in keys} for a in found]})
 
     return [

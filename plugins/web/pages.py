@@ -100,6 +100,7 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
         if site is None:
             return error_response(404, "invalid_widget_key", "no site has this widget key")
         state = await site_online(kernel, site.id)
+        team = await kernel.storage.list_agents(site.id)
         widget = (
             site.settings.get("widget") if isinstance(site.settings.get("widget"), dict) else {}
         )
@@ -112,6 +113,8 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
             "protocol": 1,
             **state,
             "bot": await kernel.hooks.bot_serves(site.id),  # a bot answers even when offline
+            # who may answer, so that a message shows its author's name after a reload too
+            "team": [{"id": a.id, "name": a.name} for a in team],
         }
         response = web.json_response(body)
         response.headers["Cache-Control"] = "no-store"

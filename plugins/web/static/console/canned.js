@@ -3,6 +3,8 @@
 import { api } from "../lib/api.js";
 import { h, replace } from "../lib/dom.js";
 
+const RELOAD_MS = 3000;
+
 export class CannedPicker {
   constructor(list, textarea) {
     this.list = list;
@@ -10,11 +12,13 @@ export class CannedPicker {
     this.replies = [];
     this.matches = [];
     this.index = 0;
+    this.loadedAt = 0;
     this.load();
   }
 
   /** The site's and the agent's own replies, kept by the agent_tools plugin. */
   async load() {
+    this.loadedAt = Date.now();
     try {
       this.replies = (await api("/v1/canned_replies")).replies || [];
     } catch {
@@ -26,6 +30,12 @@ export class CannedPicker {
     const value = this.textarea.value;
     const match = /^\/([\w-]*)$/.exec(value);
     this.matches = match ? this.replies.filter((r) => r.shortcut.startsWith(match[1].toLowerCase())) : [];
+    // a shortcut being typed: read the list again (replies added in Admin since the console
+    // opened), soon when nothing matches, else at most every RELOAD_MS
+    const age = Date.now() - this.loadedAt;
+    if (match && !this.loading && age > (this.matches.length ? RELOAD_MS : 300)) {
+      this.loading = this.load().then(() => { this.loading = null; if (this.textarea.value === value) this.update(); });
+    }
     this.index = 0;
     this.render();
   }

@@ -3,6 +3,7 @@
 import { api } from "../lib/api.js";
 import { h, humanSize, timeOf, uuid } from "../lib/dom.js";
 import { SeqTracker } from "../lib/seq.js";
+import { tr } from "../lib/tr.js";
 import { placeFor } from "../widget/view.js";
 import { CannedPicker } from "./canned.js";
 
@@ -22,6 +23,7 @@ export class ChatView {
     this.oldest = null;
     this.lastRead = 0;
     this.typingAt = 0;
+    this.team = new Map(); // agent id -> {name, avatar}: who wrote a message
     this.canned = new CannedPicker(els.canned, els.text);
     els.composer.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -89,13 +91,31 @@ export class ChatView {
     this.els.older.hidden = !page.has_more;
   }
 
+  /** The site's agents (the console's /console/agents.json): messages show their names. */
+  setTeam(agents) {
+    this.team = new Map(agents.map((a) => [a.id, a]));
+  }
+
+  nameOf(id) {
+    return this.team.get(id)?.name;
+  }
+
   renderHead() {
     const c = this.conversation;
-    this.els.title.textContent = `Visitor ${c.visitor_id.slice(0, 6)}`;
-    this.els.state.textContent = c.state;
+    this.els.title.textContent = tr("Visitor {id}", { id: c.visitor_id.slice(0, 6) });
+    this.els.state.textContent = tr(c.state);
     this.els.state.className = `pill ${c.state}`;
-    const resolved = c.state === "resolved";
-    this.els.composer.hidden = resolved;
+    const rating = c.meta?.rating;
+    this.els.rating.hidden = !rating;
+    this.els.rating.textContent = rating ? ratingText(rating) : "";
+    // after a transfer only the new assignee (or an admin) may post: no composer for others
+    const elsewhere = c.state === "assigned" && c.assignee_id && c.assignee_id !== this.me.id;
+    const readOnly = c.state === "resolved" || (elsewhere && !this.me.admin);
+    this.els.composer.hidden = readOnly;
+    this.els.readonly.hidden = !elsewhere || c.state === "resolved";
+    this.els.readonly.textContent = elsewhere
+      ? tr(this.me.admin ? "Assigned to {name}; you reply as an admin." : "Assigned to {name}: only they can reply.", { name: this.nameOf(c.assignee_id) || tr("another agent") })
+      : "";
     this.onHead?.(c);
   }
 
@@ -146,7 +166,7 @@ export class ChatView {
   onTyping(frame) {
     if (frame.conversation_id !== this.id || frame.from.kind !== "visitor") return;
     this.els.typing.hidden = !frame.state;
-    this.els.typing.textContent = "Visitor is typing…";
+    this.els.typing.textContent = tr("Visitor is typing…");
     clearTimeout(this.typingTimer);
     if (frame.state) this.typingTimer = setTimeout(() => { this.els.typing.hidden = true; }, 6000);
   }
@@ -156,7 +176,7 @@ export class ChatView {
     for (const li of this.els.list.querySelectorAll(".msg.mine")) {
       if (Number(li.dataset.seq) && Number(li.dataset.seq) <= frame.seq) {
         li.classList.add("read");
-        li.querySelector(".state").textContent = "Read";
+        li.querySelector(".state").textContent = tr("Read");
       }
     }
   }
@@ -212,7 +232,7 @@ export class ChatView {
       const up = await api("/v1/uploads", { method: "POST", body: form });
       this.queue({ type: up.mime.startsWith("image/") ? "image" : "file", text: "", attachment: up });
     } catch (err) {
-      alert(`Upload failed: ${err.message}`);
+      alert(tr("Upload failed: {error}", { error: err.message }));
     }
   }
 
@@ -221,10 +241,11 @@ export class ChatView {
     const list = this.els.list;
     const existing = (msg.seq && list.querySelector(`[data-seq="${msg.seq}"]`)) ||
       (msg.cid && list.querySelector(`[data-cid="${CSS.escape(msg.cid)}"]`));
-    const state = msg.failed ? `Not sent: ${msg.failed}` : msg.pending ? "Sending…" : "";
+    const state = msg.failed ? tr("Not sent: {error}", { error: msg.failed }) : msg.pending ? tr("Sending…") : "";
+    const who = msg.self ? tr("You") : (msg.kind === "agent" && this.nameOf(msg.senderId)) || label(msg.kind);
     const li = h("li", { class: `msg ${msg.mine ? "mine" : "theirs"} ${msg.self ? "self" : ""} from-${msg.kind} type-${msg.type}`, dataset: { seq: msg.seq || "", cid: msg.cid || "" } },
       body(msg),
-      h("span", { class: "meta" }, `${msg.self ? "You" : label(msg.kind)} · ${timeOf(msg.created_at)} `, h("span", { class: "state" }, state)));
+      h("span", { class: "meta" }, h("span", { class: "who" }, who), ` · ${timeOf(msg.created_at)} `, h("span", { class: "state" }, state)));
     if (msg.seq) this.shown.add(msg.seq);
     const atBottom = this.els.scroller.scrollHeight - this.els.scroller.scrollTop - this.els.scroller.clientHeight < 80;
     if (existing) existing.replaceWith(li); // an ack keeps the message where it was typed
@@ -234,7 +255,15 @@ export class ChatView {
 }
 
 function label(kind) {
-  return { visitor: "Visitor", agent: "Agent", bot: "Bot", system: "System" }[kind] || kind;
+  return tr({ visitor: "Visitor", agent: "Agent", bot: "Bot", system: "System" }[kind] || kind);
+}
+
+/** "★★★★☆ 4/5 · the comment": a visitor's rating as the console shows it. */
+export function ratingText(rating) {
+  const scale = rating.scale || 5;
+  const score = Math.round(rating.score || 0);
+  const stars = "★".repeat(score) + "☆".repeat(Math.max(0, scale - score));
+  return `${stars} ${score}/${scale}${rating.comment ? ` · ${rating.comment}` : ""}`;
 }
 
 function fileUrl(attachment) {
@@ -251,10 +280,10 @@ function body(msg) {
 }
 
 function fromRecord(m, me) {
-  return { seq: m.seq, cid: m.cid, kind: m.sender_kind, mine: m.sender_kind === "agent", self: m.sender_id === me.id, type: m.type, text: m.text, attachment: m.attachment, created_at: m.created_at };
+  return { seq: m.seq, cid: m.cid, kind: m.sender_kind, senderId: m.sender_id, mine: m.sender_kind === "agent", self: m.sender_id === me.id, type: m.type, text: m.text, attachment: m.attachment, created_at: m.created_at };
 }
 
 function fromFrame(f, me) {
-  return { seq: f.seq, cid: f.cid, kind: f.sender.kind, mine: f.sender.kind === "agent", self: f.sender.id === me.id, type: f.type, text: f.text, attachment: f.attachment, created_at: f.created_at };
+  return { seq: f.seq, cid: f.cid, kind: f.sender.kind, senderId: f.sender.id, mine: f.sender.kind === "agent", self: f.sender.id === me.id, type: f.type, text: f.text, attachment: f.attachment, created_at: f.created_at };
 }
 

@@ -2,6 +2,8 @@
 // REST API and kept live by the frames the console receives.
 import { api } from "../lib/api.js";
 import { h, replace, timeOf } from "../lib/dom.js";
+import { tr } from "../lib/tr.js";
+import { ratingText } from "./chat.js";
 
 const TABS = {
   queued: "state=queued",
@@ -22,9 +24,14 @@ export class Inbox {
     this.unread = new Set();
     this.conversations = new Map();
     this.timer = null;
+    this.team = new Map();
     for (const button of tabs.querySelectorAll("[data-tab]")) {
       button.addEventListener("click", () => this.show(button.dataset.tab));
     }
+  }
+
+  setTeam(agents) {
+    this.team = new Map(agents.map((a) => [a.id, a]));
   }
 
   show(tab) {
@@ -64,18 +71,21 @@ export class Inbox {
 
   render(conversations) {
     const items = conversations.map((c) => {
-      const name = h("strong", {}, `Visitor ${c.visitor_id.slice(0, 6)}`);
+      const name = h("strong", {}, tr("Visitor {id}", { id: c.visitor_id.slice(0, 6) }));
+      const assignee = c.assignee_id && this.team.get(c.assignee_id)?.name;
+      const rating = c.meta?.rating;
       this.visitors(c.visitor_id).then((v) => { if (v?.name) name.textContent = v.name; }).catch(() => {});
       const li = h("li", {
         class: [c.id === this.current ? "active" : "", this.unread.has(c.id) ? "unread" : ""].join(" "),
         dataset: { id: c.id, state: c.state },
         onclick: () => this.select(c.id),
       },
-      h("div", { class: "line1" }, name, h("span", { class: `pill ${c.state}` }, c.state)),
-      h("div", { class: "preview" }, this.previews.get(c.id) || `${timeOf(c.updated_at)} · ${c.department || "general"}`));
+      h("div", { class: "line1" }, name, h("span", { class: `pill ${c.state}` }, tr(c.state))),
+      h("div", { class: "preview" }, this.previews.get(c.id) || `${timeOf(c.updated_at)} · ${c.department || tr("general")}${assignee ? ` · ${assignee}` : ""}`),
+      rating ? h("div", { class: "rating" }, ratingText(rating)) : null);
       return li;
     });
-    replace(this.list, ...(items.length ? items : [h("li", { class: "muted" }, "Nothing here.")]));
+    replace(this.list, ...(items.length ? items : [h("li", { class: "muted" }, tr("Nothing here."))]));
   }
 
   select(id) {

@@ -8,6 +8,9 @@ import { ChatView } from "./chat.js";
 import { Inbox } from "./inbox.js";
 import { Notifier } from "./notify.js";
 import { showVisitor, visitorRecord } from "./visitor.js";
+import { ready, tr } from "../lib/tr.js";
+
+await ready; // the page's language table, before anything is drawn
 
 const $ = (id) => document.getElementById(id);
 const meta = document.querySelector('meta[name="kefu-agent"]');
@@ -29,7 +32,7 @@ const chat = new ChatView({
     empty: $("empty-state"), inner: $("chat-inner"), title: $("chat-title"), state: $("chat-state"),
     actions: $("chat-actions"), list: $("message-list"), scroller: $("messages"), older: $("older"),
     typing: $("typing"), canned: $("canned"), composer: $("composer"), text: $("composer-text"),
-    file: $("composer-file"),
+    file: $("composer-file"), rating: $("chat-rating"), readonly: $("composer-note"),
   },
   onSent: (conversation) => {
     inbox.refreshSoon();
@@ -39,7 +42,7 @@ const chat = new ChatView({
     actions.render(conversation);
     const note = handoverNotes.get(conversation.id);
     $("handover").hidden = !note;
-    $("handover").textContent = note ? `Handed over with a note: ${note}` : "";
+    $("handover").textContent = note ? tr("Handed over with a note: {note}", { note }) : "";
   },
 });
 const actions = new Actions({
@@ -70,6 +73,17 @@ const inbox = new Inbox({
 });
 window.kefuConsole = { client, chat, inbox }; // for debugging and the browser tests
 
+/** Names (and pictures) of the site's agents: messages, the inbox and transfers show them. */
+async function loadTeam() {
+  try {
+    const { agents } = await api("/console/agents.json");
+    chat.setTeam(agents);
+    inbox.setTeam(agents);
+  } catch {
+    /* names stay "Agent" until the next try */
+  }
+}
+
 const annotations = new Annotations({ client, panel: $("annotations") });
 
 function openConversation(conversation) {
@@ -89,15 +103,16 @@ function setConn(text, cls) {
   pill.textContent = text;
   pill.className = `pill ${cls}`;
 }
-client.on("connecting", () => setConn("connecting…", "away"));
+client.on("connecting", () => setConn(tr("connecting…"), "away"));
 client.on("open", async ({ transport }) => {
-  setConn(transport === "ws" ? "live" : "live (long-poll)", transport);
+  setConn(transport === "ws" ? tr("live") : tr("live (long-poll)"), transport);
+  await loadTeam();
   client.send({ op: "presence", status: presence.value });
   const mine = await inbox.refresh();
   for (const c of mine) if (c.id !== chat.id) client.send({ op: "watch", conversation_id: c.id });
   chat.watch();
 });
-client.on("close", () => setConn("reconnecting…", "down"));
+client.on("close", () => setConn(tr("reconnecting…"), "down"));
 client.on("auth_failed", () => location.assign("/console/login"));
 
 // -- frames -------------------------------------------------------------------------------
@@ -106,7 +121,7 @@ client.on("message", (frame) => {
   if (frame.sender.kind !== "visitor") return;
   if (!onScreen) inbox.noteMessage(frame);
   if (!onScreen || document.hidden) {
-    notifier.notify("New message", frame.text || frame.attachment?.name || "", {
+    notifier.notify(tr("New message"), frame.text || frame.attachment?.name || "", {
       tag: frame.conversation_id,
       quietIfVisible: onScreen,
       onclick: () => inbox.select(frame.conversation_id),
@@ -124,8 +139,8 @@ client.on("assignment", (frame) => {
   if (frame.note) handoverNotes.set(conversation.id, frame.note);
   inbox.upsert(conversation);
   reload(conversation.id);
-  const verb = frame.reason === "transfer" ? "transferred to you" : "assigned to you";
-  notifier.notify(`Conversation ${verb}`, frame.note || "A visitor is waiting for your answer", {
+  const title = frame.reason === "transfer" ? tr("Conversation transferred to you") : tr("Conversation assigned to you");
+  notifier.notify(title, frame.note || tr("A visitor is waiting for your answer"), {
     quietIfVisible: false,
     onclick: () => inbox.select(conversation.id),
   });
@@ -136,7 +151,7 @@ client.on("conversation", (frame) => {
   inbox.upsert(conversation);
   if (conversation.id === chat.id) reload(conversation.id);
   if (frame.event === "started") {
-    notifier.notify("New conversation", "A visitor is waiting", { quietIfVisible: false, onclick: () => inbox.select(conversation.id) });
+    notifier.notify(tr("New conversation"), tr("A visitor is waiting"), { quietIfVisible: false, onclick: () => inbox.select(conversation.id) });
   }
   if (conversation.assignee_id === me.id && conversation.id !== chat.id) {
     client.send({ op: "watch", conversation_id: conversation.id });

@@ -10,6 +10,7 @@ import { createView } from "./view.js";
 
 const TYPING_IDLE_MS = 4000;
 const TYPING_SHOWN_MS = 6000;
+const AVAILABILITY_MS = 5000;
 
 export async function mount(options) {
   const base = options.base;
@@ -31,7 +32,7 @@ export async function mount(options) {
     conversation: saved.conversationId ? { id: saved.conversationId, state: "unknown" } : null,
     tracker: new SeqTracker(),
     pending: new Map(), // cid -> message awaiting its ack
-    names: new Map(), // agent id -> display name (from agent_joined)
+    names: new Map((config.team || []).map((a) => [a.id, a.name])), // agent id -> name
     open: false,
     unread: 0,
     lastRead: 0,
@@ -43,7 +44,9 @@ export async function mount(options) {
   const persist = () => store.save({ token: state.token, conversationId: state.conversation?.id || null, lang: saved.lang });
 
   async function session(extra = {}) {
+    // the language tells the bot which one to greet in before the visitor wrote anything
     const body = { widget_key: options.siteKey, page: location.pathname + location.search, referrer: document.referrer || undefined, ...extra };
+    body.attributes = { language: lang, ...(extra.attributes || {}) };
     if (state.token) body.token = state.token;
     const answer = await postJSON(`${base}v1/visitors/session`, body);
     state.token = answer.token;
@@ -55,7 +58,7 @@ export async function mount(options) {
     toggle(open = !state.open) {
       state.open = open;
       view.setOpen(open);
-      if (open) { state.unread = 0; view.setBadge(0); flashTitle(); markRead(); }
+      if (open) { state.unread = 0; view.setBadge(0); flashTitle(); markRead(); checkAvailability(); }
     },
     send(text) { queueMessage({ type: "text", text }); },
     typing(active) {
@@ -189,17 +192,23 @@ export async function mount(options) {
 
   /** Routing's answer (business hours, agents online) when it offers one; else the config's.
    * On a site a bot serves the chat starts with the bot; after its handoff the `queue`
-   * frames decide, as for any waiting visitor. */
+   * frames decide, as for any waiting visitor. Asked again whenever the panel opens and,
+   * while the form shows in an open panel, every AVAILABILITY_MS: an agent who signs in
+   * meanwhile replaces the form with the chat, no reload needed. */
   async function checkAvailability() {
+    clearTimeout(state.availabilityTimer);
+    if (state.conversation || !state.token) return; // a chat follows its own queue frames
     try {
       const resp = await fetch(`${base}v1/availability?token=${encodeURIComponent(state.token)}`, { credentials: "omit" });
       if (!resp.ok) return;
       const answer = await resp.json();
-      state.offline = answer.available === false && !config.bot && !state.conversation;
+      if (state.conversation || state.leaving) return;
+      state.offline = answer.available === false && !config.bot;
       view.showOffline(state.offline);
     } catch {
-      /* keep the widget config's answer */
+      /* keep the last answer */
     }
+    if (state.offline && state.open) state.availabilityTimer = setTimeout(checkAvailability, AVAILABILITY_MS);
   }
 
   function ended(rate) {
@@ -264,8 +273,10 @@ export async function mount(options) {
     if (state.pending.has(frame.cid) && frame.sender.kind === "visitor") state.pending.delete(frame.cid);
     if (!state.tracker.add(frame.seq)) return; // a duplicate: already shown
     const mine = frame.sender.kind === "visitor";
-    const name = frame.sender.name || state.names.get(frame.sender.id);
-    view.upsert({ ...frame, mine, senderKind: frame.sender.kind, name });
+    const kind = frame.sender.kind;
+    const name = kind === "bot" ? t("bot") : frame.sender.name || state.names.get(frame.sender.id);
+    view.upsert({ ...frame, mine, senderKind: kind, name });
+    if (kind === "agent") { view.showOffline(false); view.setQueue(null); } // someone answers
     if (state.tracker.hasGap) resume();
     if (!mine) {
       view.setTyping(null);
@@ -289,6 +300,7 @@ export async function mount(options) {
     if (frame.conversation_id !== state.conversation?.id) return;
     if (frame.position == null || frame.state === "assigned") { view.setQueue(null); return; }
     if (frame.available === false) { // nobody can answer now: offer the leave-a-message form
+      if (state.left === state.conversation.id) { view.setQueue(null); return; } // done already
       view.setQueue(t(frame.reason === "closed" ? "queueClosed" : "queueNoAgents"));
       if (!state.leaving) view.showOffline(true);
       return;
@@ -300,6 +312,7 @@ export async function mount(options) {
   client.on("agent_joined", (frame) => {
     if (frame.conversation_id !== state.conversation?.id) return;
     view.setQueue(null);
+    view.showOffline(false);
     if (frame.agent?.name) state.names.set(frame.agent.id, frame.agent.name);
     view.notice(t("assigned", { name: frame.agent?.name || t("agent") }));
   });
@@ -325,7 +338,9 @@ export async function mount(options) {
   });
   client.on("leave_message_ok", (frame) => {
     state.leaving = null;
-    view.showOffline(false);
+    state.left = frame.conversation_id; // its "nobody can answer" frames need no form again
+    view.showOffline(false, { reset: true });
+    view.setQueue(null);
     view.notice(t("left"));
     if (state.conversation?.id !== frame.conversation_id) {
       state.conversation = { id: frame.conversation_id, state: "queued" };

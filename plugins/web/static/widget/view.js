@@ -125,7 +125,11 @@ export function createView(root, t, actions, { stylesheet, title, greeting }) {
     },
     setStatus(text) { status.hidden = !text; status.textContent = text || ""; },
     setQueue(text) { queue.hidden = !text; queue.textContent = text || ""; },
-    showOffline(show) { offline.hidden = !show; composer.hidden = show; },
+    showOffline(show, { reset = false } = {}) {
+      offline.hidden = !show;
+      composer.hidden = show || !ended.hidden;
+      if (reset) offline.reset(); // a sent message does not stay filled in
+    },
     upsert(msg) {
       const selector = msg.seq ? `[data-seq="${msg.seq}"]` : null;
       const existing = (selector && list.querySelector(selector)) ||
