@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: run test lint services browser bench bench-smoke clean
+.PHONY: run test lint services browser bench bench-smoke grpc-gen clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench: $(VENV)/.installed-dev
 
 bench-smoke: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.bench.run --smoke
+
+# The gRPC transport's generated modules from its .proto (committed; a test compares).
+grpc-gen: $(VENV)/.installed-dev
+	$(BIN)/python -m kefu.plugins.transport_grpc.generate
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -38,6 +38,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.gateway",
     "kefu.plugins.transport_ws",
     "kefu.plugins.transport_longpoll",
+    "kefu.plugins.transport_grpc",
     "kefu.plugins.rest_api",
     "kefu.plugins.routing",
     "kefu.plugins.agent_tools",

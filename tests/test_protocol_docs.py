@@ -126,6 +126,7 @@ def config_models() -> dict[str, type]:
         "auth",
         "transport_ws",
         "transport_longpoll",
+        "transport_grpc",
         "routing",
         "bot_intents",
         "agent_tools",

@@ -1,0 +1,129 @@
+"""TLS in front of the gRPC server: minimum version, client certificates, identity.
+
+grpcio's Python API cannot set a minimum TLS version (``ssl_server_credentials``
+takes only key pairs, a CA and whether client certificates are required), so
+when ``tls_cert`` is set the public port is served by :class:`TlsFront`, an
+asyncio TLS server with a standard :class:`ssl.SSLContext` (``minimum_version``,
+ALPN ``h2``, client certificates verified against ``client_ca``). Each accepted
+connection is relayed byte for byte to the gRPC server, which then listens on a
+loopback port only: the relay notes which local port it connected from, and the
+servicer finds the client's certificate (and address) by the peer address gRPC
+reports for the call. A call on the inner port from anything but the relay is
+refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 256 * 1024
+HANDSHAKE_TIMEOUT_S = 10.0
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A client connection the relay accepted."""
+
+    remote: str | None
+    #: The verified client certificate's subject common name and DNS names ([] without one).
+    names: tuple[str, ...]
+
+
+def server_context(settings) -> ssl.SSLContext:
+    """The TLS server context for ``[transport_grpc]``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = TLS_VERSIONS[settings.tls_min_version]
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    context.set_alpn_protocols(["h2"])  # gRPC clients insist on it
+    if settings.client_ca:
+        context.load_verify_locations(cafile=settings.client_ca)
+        context.verify_mode = (
+            ssl.CERT_REQUIRED if settings.require_client_cert else ssl.CERT_OPTIONAL
+        )
+    return context
+
+
+def certificate_names(cert: dict | None) -> tuple[str, ...]:
+    """Subject common names and DNS alternative names of a verified peer certificate."""
+    if not cert:
+        return ()
+    names = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
+    names += [value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"]
+    return tuple(dict.fromkeys(names))
+
+
+class TlsFront:
+    """The public TLS port, relaying every connection to the loopback gRPC port."""
+
+    def __init__(self, context: ssl.SSLContext, inner_port: int) -> None:
+        self.context = context
+        self.inner_port = inner_port
+        #: gRPC peer string of the relay's inner connection -> the client behind it
+        self.peers: dict[str, Peer] = {}
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._relays: set[asyncio.Task] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(
+            self._accept, host, port, ssl=self.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._relays):
+            task.cancel()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    def peer(self, grpc_peer: str) -> Peer | None:
+        """The client behind a call, by the peer address gRPC reports (``context.peer()``)."""
+        return self.peers.get(grpc_peer)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._relays.add(task)
+        key = None
+        try:
+            ssl_object = writer.get_extra_info("ssl_object")
+            names = certificate_names(ssl_object.getpeercert() if ssl_object else None)
+            remote = writer.get_extra_info("peername")
+            inner_reader, inner_writer = await asyncio.open_connection("127.0.0.1", self.inner_port)
+            local = inner_writer.get_extra_info("sockname")
+            key = f"ipv4:{local[0]}:{local[1]}"
+            self.peers[key] = Peer(f"{remote[0]}:{remote[1]}" if remote else None, names)
+            await asyncio.gather(_pipe(reader, inner_writer), _pipe(inner_reader, writer))
+        except (ConnectionError, OSError, ssl.SSLError) as exc:
+            log.debug("grpc tls relay ended: %s", exc)
+        finally:
+            if key is not None:
+                self.peers.pop(key, None)
+            self._relays.discard(task)
+            writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(READ_CHUNK):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError, ssl.SSLError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            if writer.can_write_eof():
+                writer.write_eof()
+            else:
+                writer.close()
