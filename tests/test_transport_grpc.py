@@ -218,3 +218,18 @@ async def test_the_protocol_md_example_runs(client, capsys):
     scope = {"TARGET": grpc_target(client), "TOKEN": token, "__name__": "example"}
     await asyncio.to_thread(exec, compile(example, "protocol.md", "exec"), scope)
     assert "stored as seq 1" in capsys.readouterr().out
+
+
+def test_not_served_unless_enabled_and_installed(tmp_path, monkeypatch):
+    import kefu.plugins.transport_grpc as plugin
+    from kefu.core.errors import StartupError
+    from kefu.core.kernel import load_kernel
+
+    kernel = load_kernel(None, environ={}, entry_points=False)  # the embedded default
+    assert kernel.config.section("transport_grpc").enabled is False
+    assert "grpc" not in [t.name for t in kernel.hooks.transport_adapters()]
+    enabled = make_kernel(tmp_path, GRPC)
+    assert "grpc" in [t.name for t in enabled.hooks.transport_adapters()]
+    monkeypatch.setattr(plugin, "installed", lambda: False)
+    with pytest.raises(StartupError, match=r"kefu\[grpc\]"):
+        asyncio.run(plugin.kefu_startup(enabled))

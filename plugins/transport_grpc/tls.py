@@ -69,7 +69,9 @@ class TlsFront:
         self.peers: dict[str, Peer] = {}
         self.port = 0
         self._server: asyncio.Server | None = None
-        self._relays: set[asyncio.Task] = set()
+        #: the two sockets of every relay, aborted at stop (a relay task is never cancelled:
+        #: asyncio's stream server would log the cancellation as an error)
+        self._relays: dict[asyncio.Task, list[asyncio.StreamWriter]] = {}
 
     async def start(self, host: str, port: int) -> int:
         self._server = await asyncio.start_server(
@@ -81,8 +83,9 @@ class TlsFront:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._relays):
-            task.cancel()
+        for writers in list(self._relays.values()):
+            for writer in writers:
+                writer.transport.abort()
         await asyncio.gather(*self._relays, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
@@ -94,13 +97,14 @@ class TlsFront:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        self._relays.add(task)
+        writers = self._relays[task] = [writer]
         key = None
         try:
             ssl_object = writer.get_extra_info("ssl_object")
             names = certificate_names(ssl_object.getpeercert() if ssl_object else None)
             remote = writer.get_extra_info("peername")
             inner_reader, inner_writer = await asyncio.open_connection("127.0.0.1", self.inner_port)
+            writers.append(inner_writer)
             local = inner_writer.get_extra_info("sockname")
             key = f"ipv4:{local[0]}:{local[1]}"
             self.peers[key] = Peer(f"{remote[0]}:{remote[1]}" if remote else None, names)
@@ -110,8 +114,9 @@ class TlsFront:
         finally:
             if key is not None:
                 self.peers.pop(key, None)
-            self._relays.discard(task)
-            writer.close()
+            self._relays.pop(task, None)
+            for each in writers:
+                each.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
