@@ -45,6 +45,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.metrics_prometheus",
     "kefu.plugins.bot_intents",
     "kefu.plugins.web",
+    "kefu.plugins.webhooks",
 )
 
 #: Built-ins that cannot be disabled: the kernel cannot serve safely without them.

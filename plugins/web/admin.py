@@ -21,7 +21,9 @@ from kefu.plugins.web.status import MessageRate, site_status
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("status", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "plugins")
+SECTIONS = (
+    "status", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "webhooks", "plugins",
+)  # fmt: skip
 #: Navigation labels where capitalising the section name is not right.
 LABELS = {"faq": "FAQ"}
 
@@ -219,6 +221,9 @@ def make_routes(
     async def faq_page(request: web.Request) -> web.Response:
         return await show(request, "faq")  # static/admin/faq.js calls /v1/bot/faq
 
+    async def webhooks_page(request: web.Request) -> web.Response:
+        return await show(request, "webhooks")  # static/admin/webhooks.js calls /v1/webhooks
+
     async def plugins_page(request: web.Request) -> web.Response:
         records = [r.as_dict() for r in kernel.plugins.records]
         return await show(request, "plugins", plugins=records)
@@ -237,5 +242,6 @@ def make_routes(
         web.get("/admin/canned", canned_page),
         web.get("/admin/bot", bot_page),
         web.get("/admin/faq", faq_page),
+        web.get("/admin/webhooks", webhooks_page),
         web.get("/admin/plugins", plugins_page),
     ]
