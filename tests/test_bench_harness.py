@@ -109,3 +109,21 @@ def test_tiny_run_on_two_server_workers_places_both_sides(tmp_path):
     assert (
         "| chat | delivery p99, sides on two workers (ms) |" in (tmp_path / "latest.md").read_text()
     )
+
+
+def test_tiny_grpc_run_compares_the_two_transports(tmp_path):
+    """``--scenario grpc``: a WebSocket and a gRPC population at the same rate, no loss."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.bench.run", "--tiny", "--targets", "kefu",
+         "--scenario", "grpc", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = json.loads(sorted(tmp_path.glob("*-tiny.json"))[0].read_text())
+    kefu = run["results"]["kefu"]
+    for name in ("grpc_ws", "grpc"):
+        assert kefu[name]["offered_per_s"] == 10.0 and kefu[name]["delivery"]["n"] > 0
+        loss = kefu[name]["loss"]
+        assert loss["stored"] == loss["acked"] > 0
+        assert loss["lost"] == loss["duplicated_stored"] == loss["undelivered"] == 0
+    assert "| grpc | gRPC: delivery p99 (ms) |" in (tmp_path / "latest.md").read_text()

@@ -4,6 +4,7 @@ calls, health, reflection, metrics and a graceful shutdown."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import re
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from kefu.core.domain import Message
 from kefu.core.web_app import create_app
+from kefu.hooks import hookimpl
 from kefu.plugins.transport_grpc import client as grpc_client
 from kefu.plugins.transport_grpc.client import Closed, open_stream
 from tests.chat_support import add_site, app_kernel, login, make_kernel, visitor_session, ws_peer
@@ -233,3 +236,73 @@ def test_not_served_unless_enabled_and_installed(tmp_path, monkeypatch):
     monkeypatch.setattr(plugin, "installed", lambda: False)
     with pytest.raises(StartupError, match=r"kefu\[grpc\]"):
         asyncio.run(plugin.kefu_startup(enabled))
+
+
+async def test_terminal_chat_sends_lines_and_prints_messages(client):
+    site = await add_site(app_kernel(client.app))
+    token = (await visitor_session(client, site.site.widget_key))["token"]
+    agent = await ws_peer(client, await login(client, site.site.id, site.agent.email))
+    args = argparse.Namespace(
+        target=grpc_target(client), token=token, conversation=None,
+        ca=None, cert=None, key=None, server_name=None,
+    )  # fmt: skip
+    lines: asyncio.Queue = asyncio.Queue()
+    shown: list[str] = []
+    replied = asyncio.Event()
+
+    def show(line: str) -> None:
+        shown.append(line)
+        if line.endswith("agent: hi terminal"):
+            replied.set()
+
+    chat = asyncio.create_task(grpc_client.terminal_chat(args, lines, show))
+    started = await agent.expect("conversation", event="started", within=10)
+    conversation_id = started["conversation"]["id"]
+    await agent.send(op="watch", conversation_id=conversation_id)
+    await agent.expect("watching")
+    lines.put_nowait("hello from the terminal\n")
+    got = await agent.expect("message", within=10)
+    assert got["text"] == "hello from the terminal" and got["sender"]["kind"] == "visitor"
+    await agent.send(op="send", conversation_id=conversation_id, cid="a1", text="hi terminal")
+    await asyncio.wait_for(replied.wait(), 10)
+    assert shown[0].startswith(f"* connected to {conversation_id}")
+    lines.put_nowait("")  # end of input
+    assert await asyncio.wait_for(chat, 10) == 0
+
+
+async def test_a_stream_that_stops_reading_is_a_slow_consumer(aiohttp_client, tmp_path):
+    extra = GRPC + "[gateway]\noutbox_frames = 16\n"
+    client = await aiohttp_client(create_app(make_kernel(tmp_path, extra)))
+    kernel = app_kernel(client.app)
+    site = await add_site(kernel)
+    token = (await visitor_session(client, site.site.widget_key))["token"]
+    async with grpc_client.channel(grpc_target(client)) as ch:
+        visitor = await open_stream(ch, token)
+        await visitor.send(op="start")
+        conversation_id = (await visitor.expect("started"))["conversation"]["id"]
+        closed = asyncio.get_running_loop().create_future()
+
+        class Listener:
+            @hookimpl
+            def kefu_transport_disconnected(self, kernel, connection, reason):
+                if connection.transport == "grpc" and not closed.done():
+                    closed.set_result(reason)
+
+        kernel.pm.register(Listener(), name="slow-watch")
+        try:
+            conversation = await kernel.delivery.conversation(site.site.id, conversation_id)
+            for n in range(400):  # the visitor reads none of it: flow control, then the outbox
+                message = Message(
+                    site.site.id, conversation_id, f"m{n}", "agent", site.agent.id, text="z" * 7000
+                )
+                await kernel.delivery.deliver(conversation, message)
+                if closed.done():
+                    break
+            assert await asyncio.wait_for(closed, 15) == "slow_consumer"
+        finally:
+            kernel.pm.unregister(name="slow-watch")
+        # what was stored is there for the resume after the client reconnects
+        again = await open_stream(ch, token)
+        await again.send(op="resume", conversation_id=conversation_id, after_seq=0, ref="r")
+        assert (await again.expect("resumed", ref="r", within=10))["replayed"] > 0
+        await again.close()

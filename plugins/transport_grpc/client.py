@@ -191,8 +191,13 @@ def _tls(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def terminal_chat(args: argparse.Namespace, lines: Any = None) -> int:
-    """Chat over gRPC: stdin lines are sent, messages printed; resume after a cut."""
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+async def terminal_chat(args: argparse.Namespace, lines: Any = None, show: Any = _print) -> int:
+    """Chat over gRPC: stdin lines (or ``lines``, a queue of them) are sent, messages are
+    shown (``show(line)``); resume after a cut."""
     loop = asyncio.get_running_loop()
     if lines is None:
         lines = asyncio.Queue()
@@ -209,7 +214,7 @@ async def terminal_chat(args: argparse.Namespace, lines: Any = None) -> int:
                 await chat.send(op="start")
                 conversation_id = (await chat.expect("started"))["conversation"]["id"]
             await chat.send(op="resume", conversation_id=conversation_id, after_seq=last_seq)
-            print(f"* connected to {conversation_id}; type a line to send it", flush=True)
+            show(f"* connected to {conversation_id}; type a line to send it")
             reader = asyncio.ensure_future(chat.receive())
             typed = asyncio.ensure_future(lines.get())
             try:
@@ -233,15 +238,15 @@ async def terminal_chat(args: argparse.Namespace, lines: Any = None) -> int:
                         if frame.get("op") == "message" and frame["seq"] > last_seq:
                             last_seq = frame["seq"]
                             who = frame["sender"]["kind"]
-                            print(f"[{frame['seq']}] {who}: {frame['text']}", flush=True)
+                            show(f"[{frame['seq']}] {who}: {frame['text']}")
                         elif frame.get("op") == "error":
-                            print(f"! {frame['code']}: {frame['message']}", flush=True)
+                            show(f"! {frame['code']}: {frame['message']}")
                         reader = asyncio.ensure_future(chat.receive())
             except Closed as exc:
                 if exc.reason in ("invalid_token", "flood"):
                     print(f"! {exc}", file=sys.stderr)
                     return 1
-                print(f"* stream ended ({exc.reason or exc.code}); resuming", flush=True)
+                show(f"* stream ended ({exc.reason or exc.code}); resuming")
                 await asyncio.sleep(1.0)
             finally:
                 reader.cancel()

@@ -17,8 +17,9 @@ from kefu.plugins.transport_grpc.tls import TlsFront, server_context
 log = logging.getLogger(__name__)
 
 
-def server_options(s: Any) -> list[tuple[str, int]]:
-    """Channel arguments: message cap and keepalive (docs/protocol.md, "gRPC")."""
+def server_options(s: Any, reuse_port: bool = False) -> list[tuple[str, int]]:
+    """Channel arguments: message cap and keepalive (docs/protocol.md, "gRPC"); with
+    ``reuse_port`` (``kefu run --workers N``) every worker listens on the port."""
     ms = 1000
     min_ping = int(s.min_client_ping_interval_s * ms)
     return [
@@ -29,7 +30,7 @@ def server_options(s: Any) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", min_ping),
         ("grpc.http2.max_ping_strikes", 2),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
     ]
 
 
@@ -48,7 +49,8 @@ class GrpcTransport:
 
     async def start(self) -> None:
         s = self.settings
-        server = grpc.aio.server(options=server_options(s))
+        workers = self.kernel.config.section("server").workers
+        server = grpc.aio.server(options=server_options(s, reuse_port=workers > 1))
         pb_grpc.add_ChatServicer_to_server(ChatService(self), server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

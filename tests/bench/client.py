@@ -1,4 +1,4 @@
-"""A low-overhead load client: visitors and agents over WebSocket or HTTP long-polling.
+"""A low-overhead load client: visitors and agents over WebSocket, HTTP long-polling or gRPC.
 
 One :class:`Participant` is one visitor or agent with one connection (a *link*); it keeps,
 per conversation, every ``seq`` it has seen and the end of the contiguous run
@@ -9,7 +9,9 @@ docs/protocol.md. Messages carry their send time (wall clock, shared by every pr
 the machine) at the start of ``text``, so the receiving process measures delivery latency.
 
 A :class:`Dialer` spreads connections over several source addresses in 127.0.0.0/8 (one
-aiohttp session per address) so that no address runs out of ephemeral ports.
+aiohttp session per address) so that no address runs out of ephemeral ports. Over gRPC
+(``kefu.v1.Chat/Connect``, one stream per participant) streams share a few HTTP/2
+connections, :data:`STREAMS_PER_CHANNEL` each, as a back end's client would.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 PAD = "lorem ipsum dolor sit amet " * 3  # ~100-byte messages
 CONNECT_TIMEOUT = 15.0
 RECV_WAIT = 20  # seconds a long-poll recv waits
+STREAMS_PER_CHANNEL = 50  # gRPC streams multiplexed over one HTTP/2 connection
 
 
 class Stats:
@@ -121,7 +124,7 @@ class Participant:
         self.kind, self.ident, self.token, self.tag = kind, ident, token, tag
         self.dialer = dialer
         self.stats: Stats = dialer.stats
-        self.link: WsLink | LpLink | None = None
+        self.link: WsLink | LpLink | GrpcLink | None = None
         self.convs: dict[str, Conv] = {}
         # cid -> (sent at, for the ack latency; 0 after a retry), frame, last attempt)
         self.pending: dict[str, tuple[float, dict, float]] = {}
@@ -436,6 +439,55 @@ class LpLink:
                 pass
 
 
+class GrpcLink:
+    """One ``Connect`` stream; writes one at a time (a gRPC call takes one write at once)."""
+
+    __slots__ = ("call", "lock", "owner", "reader")
+
+    def __init__(self, owner: Participant, call: Any) -> None:
+        self.owner, self.call = owner, call
+        self.lock = asyncio.Lock()
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        from kefu.plugins.transport_grpc.kefu_chat_pb2 import Frame
+
+        async with self.lock:
+            await self.call.write(Frame(json=orjson.dumps(frame)))
+
+    async def _read(self) -> None:
+        import grpc
+
+        owner, reason = self.owner, "closed"
+        try:
+            while True:
+                message = await self.call.read()
+                if message is grpc.aio.EOF:
+                    reason = f"grpc_{(await self.call.code()).name}"
+                    break
+                owner.on_frame(orjson.loads(message.json))
+        except grpc.aio.AioRpcError as exc:
+            reason = f"grpc_{exc.code().name}"
+        except asyncio.CancelledError:
+            reason = "aborted"
+        except Exception as exc:
+            reason = type(exc).__name__
+        if owner.link is self:
+            owner.on_closed(reason)
+
+    def address(self) -> tuple[str, int] | None:
+        return None  # streams share connections: no per-client socket
+
+    def abort(self) -> None:
+        self.call.cancel()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            async with self.lock:
+                await self.call.done_writing()
+        self.call.cancel()
+
+
 class Dialer:
     """Opens links for the participants of one process, rotating source addresses."""
 
@@ -456,6 +508,7 @@ class Dialer:
         ]
         self._turn = 0
         self._tasks: set[asyncio.Task] = set()
+        self._channels: list[list] = []  # [channel, streams opened on it]
 
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` in the background; a failure is logged, never left unretrieved."""
@@ -467,7 +520,21 @@ class Dialer:
         self._turn = (self._turn + 1) % len(self.sessions)
         return self.sessions[self._turn]
 
-    async def open(self, owner: Participant) -> WsLink | LpLink:
+    def _channel(self) -> Any:
+        from kefu.plugins.transport_grpc.client import channel
+
+        if not self._channels or self._channels[-1][1] >= STREAMS_PER_CHANNEL:
+            self._channels.append([channel(self.base.removeprefix("grpc://")), 0])
+        self._channels[-1][1] += 1
+        return self._channels[-1][0]
+
+    async def open(self, owner: Participant) -> WsLink | LpLink | GrpcLink:
+        if self.transport == "grpc":
+            from kefu.plugins.transport_grpc.client import metadata
+            from kefu.plugins.transport_grpc.kefu_chat_pb2_grpc import ChatStub
+
+            call = ChatStub(self._channel()).Connect(metadata=metadata(owner.token))
+            return GrpcLink(owner, call)
         http = self._session()
         async with asyncio.timeout(CONNECT_TIMEOUT):
             if self.transport == "ws":
@@ -492,6 +559,8 @@ class Dialer:
             task.cancel()
         for http in self.sessions:
             await http.close()
+        for ch, _ in self._channels:
+            await ch.close()
 
 
 async def _guarded(coro: Any) -> None:

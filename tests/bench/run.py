@@ -56,6 +56,9 @@ PROFILES: dict[str, dict[str, Any]] = {
             "warmup_s": 0.0,  # e.g. 20.0: an unjudged window first (cold caches)
         },
         "longpoll": {"visitors": 1_000, "agents": 50, "rate": 300.0, "duration": 30.0},
+        # the gRPC transport beside the WebSocket: two populations of this size, one after
+        # the other, at the same offered rate (kefu only; --scenario grpc)
+        "grpc": {"visitors": 1_000, "agents": 50, "rate": 300.0, "duration": 30.0, "first": "ws"},
     },
     "smoke": {
         "workers": 2,
@@ -64,6 +67,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "storm": {"fraction": 0.5, "background_rate": 100.0, "background_s": 6.0, "wait_s": 10.0},
         "sweep": {"rates": [400.0], "step_s": 4.0},
         "longpoll": {"visitors": 40, "agents": 4, "rate": 40.0, "duration": 4.0},
+        "grpc": {"visitors": 40, "agents": 4, "rate": 40.0, "duration": 4.0},
     },
     "tiny": {
         "workers": 2,
@@ -72,6 +76,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "storm": {"fraction": 0.5, "background_rate": 20.0, "background_s": 1.5, "wait_s": 6.0},
         "sweep": None,
         "longpoll": {"visitors": 6, "agents": 2, "rate": 10.0, "duration": 1.0},
+        "grpc": {"visitors": 6, "agents": 2, "rate": 10.0, "duration": 1.0},
     },
 }
 # issue 12: 100,000 idle WebSockets over six server workers (each under the 20,000 fds a
@@ -85,7 +90,9 @@ PROFILES["scale"] = {
     "scenarios": ["idle"],
     "idle": {"n": 100_000, "hold_s": 30.0, "settle_s": 5.0},
 }
-SCENARIOS = ("idle", "chat", "storm", "sweep", "longpoll")
+SCENARIOS = ("idle", "chat", "storm", "sweep", "longpoll", "grpc")
+#: Scenarios a run does unless asked (``--scenario grpc`` needs the grpc extra).
+DEFAULT_SCENARIOS = ("idle", "chat", "storm", "sweep", "longpoll")
 
 
 def kefu_settings(assignments: list[str], disabled: list[str]) -> dict[str, dict[str, str]]:
@@ -234,6 +241,23 @@ async def _scenarios(target, pool, http, probe, profile, wanted, results) -> Non
         results["longpoll"] = {**setup, **chat, "loss": await scenarios.verify(target, pool)}
         step("close long-poll population")
         await pool.each("close", deadline_s=120)
+    if "grpc" in wanted and profile.get("grpc") and target.kind == "kefu":
+        g = profile["grpc"]
+        order = [("ws", "grpc_ws"), ("grpc", "grpc")]  # same size, same rate
+        if g.get("first") == "grpc":  # --param grpc.first='"grpc"': the other order
+            order.reverse()
+        for transport, name in order:
+            step(f"{name} population")
+            setup = await scenarios.populate(
+                target, pool, http, g["visitors"], g["agents"], transport
+            )
+            step(f"{name} chat")
+            chat = await scenarios.load(target, pool, http, probe, g["rate"], g["duration"])
+            chat["drain"] = await scenarios.drain(target, pool)
+            step(f"verify {name} population")
+            results[name] = {**setup, **chat, "loss": await scenarios.verify(target, pool)}
+            step(f"close {name} population")
+            await pool.each("close", deadline_s=120)
     step("end")
 
 
@@ -253,9 +277,11 @@ async def main_async(args: argparse.Namespace) -> int:
     profile = with_params(PROFILES[args.profile], args.param)
     if args.workers:
         profile["workers"] = args.workers
-    wanted = set(args.scenario or profile.get("scenarios", SCENARIOS))
+    wanted = set(args.scenario or profile.get("scenarios", DEFAULT_SCENARIOS))
     disabled = args.disable + ([] if args.all_plugins else profile.get("disable", []))
     settings = kefu_settings(args.set, sorted(set(disabled)))
+    if "grpc" in wanted:
+        settings.setdefault("transport_grpc", {}).setdefault("enabled", "true")
     counts = server_counts(args.server_workers, profile)
     storage = args.storage or profile.get("storage", "sqlite")
     runs = target_runs(args.targets or profile.get("targets", ["relay", "kefu"]), counts)

@@ -150,9 +150,8 @@ async def populate(
             held.append(len(plan["visitors"]))
             plan["visitors"].append(v_tokens[k])
         plan["agents"].append((ident, token, held))
-    results = await pool.each(
-        "open_chat", plans, base=target.base, transport=transport, jitter=jitter
-    )
+    base = target.server.grpc_target if transport == "grpc" else target.base
+    results = await pool.each("open_chat", plans, base=base, transport=transport, jitter=jitter)
     return {
         "population": f"{sum(r['visitors'] for r in results):,} / "
         f"{sum(r['agents'] for r in results):,}",

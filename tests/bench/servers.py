@@ -194,6 +194,8 @@ class ServerProcess:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/ws"
+        self.grpc_port = free_port()  # [transport_grpc] port, used when it is enabled
+        self.grpc_target = f"grpc://127.0.0.1:{self.grpc_port}"
         self.secret = secrets.token_urlsafe(48)
         self.settings = settings or {}
         self.workers = workers if kind == "kefu" else 1
@@ -221,6 +223,7 @@ class ServerProcess:
             },
             "storage": {"backend": '"sql"'},
             "auth": {"password_cost": "10"},
+            "transport_grpc": {"port": str(self.grpc_port)},
         }
         if self.pg_schema:
             sections["sql"] = {"url": f'"{self.pg_url}"', "pg_schema": f'"{self.pg_schema}"'}
