@@ -132,9 +132,15 @@ class Gateway(Protocol):
         """The visitor or agent a token names, or None (refuse with ``invalid_token``)."""
 
     async def open(
-        self, principal: Principal, transport: str, remote: str | None = None
+        self,
+        principal: Principal,
+        transport: str,
+        remote: str | None = None,
+        credential: str | None = None,
     ) -> ClientConnection:
-        """Register a connection and queue its ``hello`` frame."""
+        """Register a connection and queue its ``hello`` frame. ``credential`` (the token it
+        authenticated with) is checked again when the identity changes
+        (:mod:`kefu.core.identity`); a connection opened without one is closed then."""
 
     async def receive(
         self, conn: ClientConnection, data: str | bytes, *, batch: bool = False

@@ -194,6 +194,31 @@ class HookFacade:
             self._hook.kefu_auth_hash_password, kernel=self._kernel, password=password
         )
 
+    async def revoke(self, site_id: str, agent_id: str, reason: str) -> int:
+        """End every session of an agent in every auth plugin; how many were ended."""
+        results = await call_all(
+            self._hook.kefu_auth_revoke,
+            kernel=self._kernel,
+            site_id=site_id,
+            agent_id=agent_id,
+            reason=reason,
+        )
+        return sum(int(n) for _, n in results)
+
+    async def end_session(self, token: str) -> bool:
+        """Log out the session ``token`` belongs to; True when one was ended."""
+        answer = await call_first(
+            self._hook.kefu_auth_end_session, kernel=self._kernel, token=token
+        )
+        return answer is True
+
+    async def account_states(self, site_id: str) -> dict[str, dict[str, Any]]:
+        """Agents of a site whose account is not in its default state (disabled, deleted)."""
+        answer = await call_first(
+            self._hook.kefu_auth_account_states, kernel=self._kernel, site_id=site_id
+        )
+        return answer or {}
+
     # -- pipeline -----------------------------------------------------------
     def pipeline_processors(self) -> list[Processor]:
         found = _flatten(call_all_sync(self._hook.kefu_pipeline_processors, kernel=self._kernel))

@@ -61,3 +61,53 @@ def kefu_auth_hash_password(kernel: Kernel, password: str) -> MaybeAwaitable[str
     :returns: the string to keep in :attr:`kefu.core.domain.Agent.password_hash`
         (a slow salted hash), or None to let other plugins answer. May be async.
     """
+
+
+@hookspec
+def kefu_auth_revoke(
+    kernel: Kernel, site_id: str, agent_id: str, reason: str
+) -> MaybeAwaitable[int | None]:
+    """End every session of an agent: its tokens stop working at once, on every transport.
+
+    Called by features that change what an agent may do with credentials already
+    issued (the REST API's password change). Every implementation is called (each
+    auth plugin ends the sessions it keeps), and each announces the change
+    (:func:`kefu.core.identity.announce`) so that every worker closes the agent's
+    open connections within a second.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :param site_id: the agent's site.
+    :param agent_id: the agent.
+    :param reason: why, for logs: ``password``, ``disabled``, ``deleted``, ``logout_all``.
+    :returns: how many sessions were ended, or None when this plugin keeps none. May be async.
+    """
+
+
+@hookspec
+def kefu_auth_account_states(
+    kernel: Kernel, site_id: str
+) -> MaybeAwaitable[dict[str, dict[str, object]] | None]:
+    """The agents of a site whose account is not in its default state.
+
+    Called by the REST API's agent listing. The first non-None answer wins.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :param site_id: the site.
+    :returns: ``{agent_id: {"disabled": bool, "deleted": bool, ...}}`` (agents absent
+        are enabled), or None to let other plugins answer. May be async.
+    """
+
+
+@hookspec
+def kefu_auth_end_session(kernel: Kernel, token: str) -> MaybeAwaitable[bool | None]:
+    """End the session a token belongs to (a logout): the token stops working at once.
+
+    Called by features that sign someone out with the credential they hold (the web
+    console's logout). The first non-None answer wins; the implementation announces the
+    change so that connections opened with the token close on every worker.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :param token: the bearer token being signed out.
+    :returns: True when a session was ended, False when the token names none of this
+        plugin's, None to let other plugins answer. May be async.
+    """

@@ -57,6 +57,20 @@ async def add_site(kernel: Kernel, site_id: str | None = None) -> SiteFixture:
     return SiteFixture(site, admin, agent)
 
 
+async def add_owner(kernel: Kernel, site_id: str) -> Agent:
+    """An install owner (role ``owner``: install-level administration) in ``site_id``."""
+    return await kernel.storage.create_agent(
+        Agent(
+            new_id(),
+            site_id,
+            f"owner-{new_id()[:6]}@{site_id}.test",
+            "Olga",
+            FAST_HASH,
+            ["owner", "admin", "agent"],
+        )
+    )
+
+
 async def login(client: Any, site_id: str, email: str, password: str = PASSWORD) -> str:
     resp = await client.post(
         "/v1/auth/login", json={"site_id": site_id, "email": email, "password": password}

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from kefu.core.domain import Conversation, Visitor
+from kefu.core.domain import Agent, Conversation, Visitor
 from kefu.core.errors import ConfigError, StartupError
 from kefu.core.kernel import load_kernel
 from kefu.core.types import Principal
@@ -15,6 +15,7 @@ from kefu.plugins.auth import passwords, policy, tokens
 from kefu.plugins.auth.bootstrap import bootstrap_demo
 from tests.chat_support import (
     PASSWORD,
+    add_owner,
     add_site,
     app_kernel,
     login,
@@ -219,6 +220,7 @@ async def test_stored_agent_passwords_are_never_plain(client):
 # -- permissions ------------------------------------------------------------------
 
 ADMIN = Principal("agent", "ad", "a", frozenset({"admin", "agent"}))
+OWNER = Principal("agent", "ow", "a", frozenset({"owner", "admin", "agent"}))
 AGENT = Principal("agent", "ag", "a", frozenset({"agent"}))
 VISITOR = Principal("visitor", "v1", "a")
 MINE = Conversation(id="c1", site_id="a", visitor_id="v1")
@@ -232,7 +234,15 @@ FOREIGN = Conversation(id="c3", site_id="b", visitor_id="v1")
         (ADMIN, "agent.create", "a", True),
         (ADMIN, "site.update", "b", False),
         (ADMIN, "conversation.read", FOREIGN, False),
-        (ADMIN, "plugins.list", None, True),
+        (ADMIN, "plugins.list", None, False),  # install-level (issue 13, hole 11)
+        (OWNER, "plugins.list", None, True),
+        (ADMIN, "sites.create", "a", False),  # issue 13, hole 1
+        (OWNER, "sites.create", "a", True),
+        (ADMIN, "bot.flows.shared", "a", False),
+        (OWNER, "bot.flows.shared", "a", True),
+        (OWNER, "conversation.read", FOREIGN, False),  # no site crossing for owners either
+        (ADMIN, "agents.manage", Agent("ow", "a", "o@x", "O", "h", ["owner", "admin"]), False),
+        (OWNER, "agents.manage", Agent("ow2", "a", "o@x", "O", "h", ["owner", "admin"]), True),
         (AGENT, "plugins.list", None, False),
         (AGENT, "conversation.assign", MINE, True),
         (AGENT, "message.send", THEIRS, True),
@@ -259,15 +269,19 @@ def test_permission_rules(principal, action, resource, allowed):
     assert policy.permits(principal, action, resource) is allowed
 
 
-async def test_plugins_endpoint_is_for_admins(client):
+async def test_plugins_endpoint_is_for_owners(client):
+    """Issue 13, hole 11: the install's plugins are install-level, not a tenant admin's."""
     kernel = app_kernel(client.app)
     s = await add_site(kernel)
     assert (await client.get("/-/plugins")).status == 401
     agent = await login(client, s.site.id, s.agent.email)
     admin = await login(client, s.site.id, s.admin.email)
+    owner = await login(client, s.site.id, (await add_owner(kernel, s.site.id)).email)
     resp = await client.get("/-/plugins", headers={"Authorization": f"Bearer {agent}"})
     assert resp.status == 403
     resp = await client.get("/-/plugins", headers={"Authorization": f"Bearer {admin}"})
+    assert resp.status == 403
+    resp = await client.get("/-/plugins", headers={"Authorization": f"Bearer {owner}"})
     assert resp.status == 200
     assert "auth" in {p["name"] for p in (await resp.json())["plugins"]}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kefu.plugins.rest_api.routes import REST_ENDPOINTS
-from tests.chat_support import PASSWORD, add_site, app_kernel, login, start_client
+from tests.chat_support import PASSWORD, add_owner, add_site, app_kernel, login, start_client
 from tests.rest_support import add_conversation, bearer, build_world
 
 
@@ -324,12 +324,19 @@ async def test_rotating_the_widget_key_retires_the_old_one(client, world):
 
 
 async def test_a_new_site_gets_its_own_admin(client, world):
+    """Creating sites is install-level (issue 13, hole 1): an owner may, a site's admin not."""
+    kernel = app_kernel(client.app)
+    owner = await add_owner(kernel, world.site.site.id)
+    owner_headers = bearer(await login(client, world.site.site.id, owner.email))
     body = {
         "name": "Second shop",
         "settings": {"greeting": "hi"},
         "admin": {"email": "boss@second.test", "name": "Boss", "password": "boss-password"},
     }
-    resp = await client.post("/v1/sites", json=body, headers=world.admin())
+    refused = await client.post("/v1/sites", json=body, headers=world.admin())
+    assert refused.status == 403
+    assert (await refused.json())["error"]["code"] == "forbidden"
+    resp = await client.post("/v1/sites", json=body, headers=owner_headers)
     assert resp.status == 201, await resp.text()
     site = await resp.json()
     assert site["admin"]["roles"] == ["admin", "agent"] and site["settings"] == {"greeting": "hi"}
@@ -341,6 +348,6 @@ async def test_a_new_site_gets_its_own_admin(client, world):
     resp = await client.post("/v1/sites", json={"name": "x"}, headers=world.agent())
     assert resp.status == 403
     resp = await client.post(
-        "/v1/sites", json={"name": "x", "settings": {"k": "a\u0000b"}}, headers=world.admin()
+        "/v1/sites", json={"name": "x", "settings": {"k": "a\u0000b"}}, headers=owner_headers
     )
     assert resp.status == 400

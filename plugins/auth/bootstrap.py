@@ -34,7 +34,7 @@ async def bootstrap_demo(kernel: Any) -> bool:
         email=DEMO_ADMIN_EMAIL,
         name="Admin",
         password_hash=password_hash,
-        roles=["admin", "agent"],
+        roles=["owner", "admin", "agent"],  # the install's first administrator
     )
     try:
         await kernel.storage.create_site(site)

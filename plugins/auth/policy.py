@@ -3,7 +3,12 @@
 The rules (the table in ``docs/protocol.md`` lists the action names):
 
 - no principal, or a resource in another site: denied, always;
-- an admin (role ``admin``) may do anything inside their own site;
+- install-level actions (:data:`INSTALL_ACTIONS`: creating sites, changing bot flows
+  that serve more than one site, listing plugins and install-wide configuration) need
+  the install-level role ``owner`` (an agent of any site; the first admin of a new
+  install has it). Only an owner may act on an agent who is an owner (change its
+  roles or password, disable or delete it) or grant the role;
+- an admin (role ``admin``, or ``owner``) may do anything else inside their own site;
 - an agent may do ``conversation.*``, ``message.*`` and ``visitor.read`` in their site,
   except ``message.send`` into a conversation assigned to another agent (after a transfer
   the first agent cannot post any more; an admin still can);
@@ -12,7 +17,6 @@ The rules (the table in ``docs/protocol.md`` lists the action names):
   never assign or transfer), start a conversation in their site
   (``conversation.start`` on the site id) and read or update their own visitor
   record;
-- ``plugins.list`` (install-wide, no resource): admins only;
 - anything else: denied (default deny). A plugin that introduces new actions
   answers for them with ``@hookimpl(tryfirst=True)``.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kefu.core.domain import Visitor
+from kefu.core.domain import Agent, Visitor
 from kefu.core.types import Principal
 
 AGENT_PREFIXES = ("conversation.", "message.")
@@ -38,7 +42,13 @@ VISITOR_CONVERSATION_ACTIONS = frozenset(
     }
 )
 VISITOR_SITE_ACTIONS = frozenset({"conversation.start"})
-INSTALL_ACTIONS = frozenset({"plugins.list"})
+#: The install-level role: administers the install, not only a site.
+OWNER = "owner"
+INSTALL_ACTIONS = frozenset({"plugins.list", "sites.create", "bot.flows.shared", "install.read"})
+
+
+def is_owner(principal: Principal | None) -> bool:
+    return principal is not None and principal.kind == "agent" and OWNER in principal.roles
 
 
 def resource_site(resource: Any) -> str | None:
@@ -54,12 +64,14 @@ def permits(principal: Principal | None, action: str, resource: Any) -> bool:
     if principal is None or not isinstance(action, str):
         return False
     if action in INSTALL_ACTIONS:
-        return principal.is_admin and principal.kind == "agent"
+        return is_owner(principal)
     site_id = principal.site_id if resource is None else resource_site(resource)
     if site_id is None or site_id != principal.site_id:
         return False
     if principal.kind == "agent":
-        if principal.is_admin:
+        if isinstance(resource, Agent) and OWNER in resource.roles and action.startswith("agents."):
+            return is_owner(principal)
+        if principal.is_admin or is_owner(principal):
             return True
         if action == "message.send" and _assigned_elsewhere(principal, resource):
             return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
@@ -15,7 +16,9 @@ from kefu.core.domain import Visitor, new_id, now
 from kefu.core.storage import email_key
 from kefu.core.web_app import error_response
 from kefu.plugins.auth import passwords, tokens
-from kefu.plugins.auth.throttle import LoginThrottle
+from kefu.plugins.auth.accounts import issue_agent_token
+from kefu.plugins.auth.sessions import Sessions
+from kefu.plugins.auth.throttle import Busy, LoginThrottle, PasswordChecks, client_address
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +61,28 @@ SITE_CACHE_TTL = 5.0
 SITE_CACHE_MAX = 10_000
 
 
-def make_views(kernel: Any) -> list[web.RouteDef]:
+def _retry_later(status: int, code: str, message: str, wait: float) -> web.Response:
+    response = error_response(status, code, message)
+    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
+
+
+def _tag(email: str) -> str:
+    """A short stable tag of an e-mail: failures of one account can be told apart in the
+    log without the log holding the address."""
+    return "e:" + hashlib.sha256(email.encode()).hexdigest()[:10]
+
+
+def make_views(kernel: Any, token_keys: Any) -> list[web.RouteDef]:
     """The auth plugin's routes, bound to one kernel."""
     sites: dict[str, tuple[Any, float]] = {}
+
+    def checks() -> PasswordChecks:
+        settings = kernel.config.section("auth")
+        return kernel.plugin_state(
+            "auth.password_checks",
+            lambda _: PasswordChecks(settings.login_concurrency, settings.login_queue_max),
+        )
 
     async def site_of(widget_key: str) -> Any:
         """The site of a widget key, cached for :data:`SITE_CACHE_TTL` seconds: a visitor
@@ -89,30 +111,37 @@ def make_views(kernel: Any) -> list[web.RouteDef]:
         if kernel.bus is None:
             return error_response(503, "unavailable", "no bus: logins cannot be throttled")
         throttle = LoginThrottle(
-            kernel.bus.state, settings.login_max_failures, settings.login_window
+            kernel.bus.state,
+            settings.login_max_failures,
+            settings.login_window,
+            settings.login_global_failures,
         )
-        key = (request.remote or "?", site_id, email)
+        key = (client_address(request, settings.trusted_proxies), site_id, email)
         wait = await throttle.retry_after(*key)
         if wait > 0:
-            response = error_response(429, "too_many_attempts", "too many failed logins; wait")
-            response.headers["Retry-After"] = str(math.ceil(wait))
-            return response
+            return _retry_later(429, "too_many_attempts", "too many failed logins; wait", wait)
+        delay = await throttle.global_delay(settings.login_global_delay_s)
+        if delay:
+            await asyncio.sleep(delay)
         agent = await kernel.storage.get_agent_by_email(site_id, email)
         stored = agent.password_hash if agent else passwords.dummy_hash(settings.password_cost)
-        ok = await asyncio.to_thread(passwords.verify_password, password, stored)
+        try:
+            ok = await checks().run(passwords.verify_password, password, stored)
+        except Busy:
+            return _retry_later(503, "busy", "too many logins at once; retry", 1.0)
         if agent is None or not ok:
             await throttle.failed(*key)
-            log.info("failed login for %r in site %r from %s", email, site_id, key[0])
+            # no e-mail at INFO (the log would collect guessed addresses and typos)
+            log.info("failed login in site %r from %s (%s)", site_id, key[0], _tag(email))
             return error_response(401, "invalid_credentials", "wrong site, e-mail or password")
         await throttle.succeeded(*key)
-        token, expires_at = tokens.issue(
-            tokens.kernel_secret(kernel),
-            kind="agent",
-            site_id=agent.site_id,
-            subject=agent.id,
-            roles=agent.roles,
-            ttl=settings.agent_token_ttl,
-        )
+        account = Sessions(kernel.storage)
+        if (await account.account(agent.site_id, agent.id)).get("disabled"):
+            return error_response(403, "account_disabled", "this agent is disabled")
+        token, expires_at = await issue_agent_token(kernel, agent, key[0])
+        if (await account.account(agent.site_id, agent.id)).get("disabled"):  # disabled meanwhile
+            await account.end_all(agent.site_id, agent.id)
+            return error_response(403, "account_disabled", "this agent is disabled")
         public = {k: getattr(agent, k) for k in ("id", "site_id", "email", "name", "roles")}
         return web.json_response({"token": token, "expires_at": expires_at, "agent": public})
 
@@ -131,7 +160,7 @@ def make_views(kernel: Any) -> list[web.RouteDef]:
             return error_response(401, "invalid_widget_key", "no site has this widget key")
         fields["user_agent"] = fields["user_agent"] or request.headers.get("User-Agent")
         visitor = None
-        claims = tokens.verify(tokens.kernel_secret(kernel), previous)
+        claims = tokens.verify(token_keys(kernel).accepted(), previous)
         if claims is not None and claims.kind == "visitor" and claims.site_id == site.id:
             visitor = await kernel.storage.get_visitor(site.id, claims.id)
         if visitor is None:

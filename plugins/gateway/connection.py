@@ -34,6 +34,7 @@ class Connection:
         "_waiter",
         "close_reason",
         "closed",
+        "credential",
         "id",
         "inbox",
         "last_typing",
@@ -60,9 +61,12 @@ class Connection:
         rate: float = 20.0,
         burst: int = 40,
         remote: str | None = None,
+        credential: str | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
         self.principal = principal
+        #: what it authenticated with, to check again when the identity changes
+        self.credential = credential
         self.transport = transport
         self.remote = remote
         self.opened_at = time.time()

@@ -44,6 +44,7 @@ from kefu.plugins.gateway.frames import (
     error_frame,
     message_frame,
 )
+from kefu.plugins.gateway.identity import IdentityWatch
 from kefu.plugins.gateway.registry import Registry
 from kefu.plugins.gateway.stats import GatewayStats
 
@@ -91,6 +92,7 @@ class Gateway(Store, Fanout):
         self._locks: dict[Any, list] = {}
         self._conversations: dict[tuple[str, str], tuple[Conversation, float]] = {}
         self.stats = GatewayStats()
+        self.identity = IdentityWatch(self)
 
     @property
     def settings(self) -> Any:
@@ -112,12 +114,14 @@ class Gateway(Store, Fanout):
                 self.directory.start()
                 self.registry.on_held = self.directory.held
                 self.registry.on_released = self.directory.released
+        self.identity.start()
         log.info("gateway ready; ops: %s", ", ".join(sorted(self.handlers)))
 
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe = []
+        await self.identity.stop()
         await self.close_all("shutdown")
         if self.directory is not None:
             await self.directory.stop()
@@ -142,7 +146,13 @@ class Gateway(Store, Fanout):
         principal = await self.kernel.hooks.authenticate(request, token)
         return principal if principal and principal.kind in ("visitor", "agent") else None
 
-    async def open(self, principal: Principal, transport: str, remote: str | None = None):
+    async def open(
+        self,
+        principal: Principal,
+        transport: str,
+        remote: str | None = None,
+        credential: str | None = None,
+    ):
         s = self.settings
         conn = Connection(
             principal,
@@ -153,6 +163,7 @@ class Gateway(Store, Fanout):
             rate=s.rate,
             burst=s.burst,
             remote=remote,
+            credential=credential,
         )
         self.registry.add(conn)
         if self.directory is not None:  # other processes know where to find it first

@@ -39,3 +39,6 @@ class GatewaySettings(Section):
     fanout: Literal["auto", "broadcast", "addressed"] = "auto"
     #: Shards of the connection registry.
     shards: int = Field(16, ge=1, le=1024)
+    #: Seconds between re-checks of every agent connection's credential (0: only on
+    #: identity changes announced on the bus, which apply within a second).
+    recheck_interval_s: float = Field(60.0, ge=0)

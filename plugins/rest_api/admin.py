@@ -41,10 +41,39 @@ async def hash_password(kernel: Kernel, password: str) -> str:
 
 
 # -- agents -------------------------------------------------------------------
+def agent_out(agent: Agent, state: dict | None = None) -> AgentOut:
+    out = AgentOut.model_validate(agent)
+    out.disabled = bool((state or {}).get("disabled"))
+    return out
+
+
+async def _visible_agent(call: Call) -> tuple[Agent, dict]:
+    """The path's agent and its account state; deleted agents are not found."""
+    agent = await call.kernel.storage.get_agent(call.site_id, call.params["id"])
+    states = await call.kernel.hooks.account_states(call.site_id) if agent else {}
+    state = states.get(agent.id, {}) if agent else {}
+    if agent is None or state.get("deleted"):
+        raise not_found("agent")
+    return agent, state
+
+
+async def _require_role_grant(call: Call, roles: list[str]) -> None:
+    """Granting the install-level role ``owner`` is for owners only."""
+    if "owner" in roles:
+        await call.require("sites.create", call.site_id)
+
+
 async def list_agents(call: Call) -> AgentList:
     await call.require("agents.manage", call.site_id)
     agents = await call.kernel.storage.list_agents(call.site_id)
-    return AgentList(agents=[AgentOut.model_validate(a) for a in agents])
+    states = await call.kernel.hooks.account_states(call.site_id)
+    return AgentList(
+        agents=[
+            agent_out(a, states.get(a.id))
+            for a in agents
+            if not states.get(a.id, {}).get("deleted")
+        ]
+    )
 
 
 async def _new_agent(kernel: Kernel, site_id: str, body: AgentCreate) -> Agent:
@@ -66,39 +95,42 @@ async def _new_agent(kernel: Kernel, site_id: str, body: AgentCreate) -> Agent:
 
 async def create_agent(call: Call) -> AgentOut:
     await call.require("agents.manage", call.site_id)
+    await _require_role_grant(call, call.body.roles)
     agent = await _new_agent(call.kernel, call.site_id, call.body)
     log.info("agent %s created in site %s by %s", agent.id, agent.site_id, call.principal.id)
     return AgentOut.model_validate(agent)
 
 
 async def get_agent(call: Call) -> AgentOut:
-    agent = await call.kernel.storage.get_agent(call.site_id, call.params["id"])
-    if agent is None:
-        raise not_found("agent")
+    agent, state = await _visible_agent(call)
     if not (call.principal.kind == "agent" and call.principal.id == agent.id):
         await call.require("agents.manage", agent)
-    return AgentOut.model_validate(agent)
+    return agent_out(agent, state)
 
 
 async def patch_agent(call: Call) -> AgentOut:
-    agent = await call.kernel.storage.get_agent(call.site_id, call.params["id"])
-    if agent is None:
-        raise not_found("agent")
+    agent, state = await _visible_agent(call)
     await call.require("agents.manage", agent)
     body = call.body
     changes = body.model_dump(exclude_unset=True, exclude={"password"})
+    for name, value in changes.items():
+        if value is None:  # an explicit null is not "unchanged" (issue 13, hole 7)
+            raise ApiError(400, "invalid_request", f"{name}: may not be null")
     if "roles" in changes:
         changes["roles"] = list(dict.fromkeys(changes["roles"]))
         if agent.id == call.principal.id and "admin" not in changes["roles"]:
             raise ApiError(400, "cannot_demote_self", "an admin cannot remove its own admin role")
+        await _require_role_grant(call, changes["roles"])
     if body.password is not None:
         changes["password_hash"] = await hash_password(call.kernel, body.password)
-    updated = dataclasses.replace(agent, **{k: v for k, v in changes.items() if v is not None})
+    updated = dataclasses.replace(agent, **changes)
     if not await call.kernel.storage.update_agent(updated):
         raise not_found("agent")
-    # routing drains when capacity or skills change
+    if body.password is not None:  # old tokens stop working and open connections close
+        await call.kernel.hooks.revoke(agent.site_id, agent.id, "password")
+    # routing drains when capacity or skills change; connections follow role changes
     await call.kernel.emit("agent.updated", agent.site_id, agent_id=agent.id)
-    return AgentOut.model_validate(updated)
+    return agent_out(updated, state)
 
 
 # -- sites --------------------------------------------------------------------
@@ -120,7 +152,8 @@ async def get_site(call: Call) -> SiteOut:
 
 
 async def create_site(call: Call) -> SiteCreated:
-    await call.require("sites.manage", call.site_id)
+    # a new tenant is install-level: owners only, never any site's admin (issue 13, hole 1)
+    await call.require("sites.create", call.site_id)
     body = call.body
     site = Site(id=new_id(), name=body.name, widget_key=new_widget_key(), settings=body.settings)
     try:

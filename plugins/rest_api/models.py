@@ -37,7 +37,8 @@ MAX_JSON_OBJECT_BYTES = 16 * 1024
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NAME_PATTERN)]
 Email = Annotated[str, StringConstraints(max_length=254, pattern=EMAIL_PATTERN)]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
-Role = Literal["agent", "admin"]
+#: ``owner`` is install-level (creates sites, changes shared bot flows); only owners grant it.
+Role = Literal["agent", "admin", "owner"]
 Skill = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
 State = Literal[CONVERSATION_STATES]  # type: ignore[valid-type]
 
@@ -167,6 +168,7 @@ class AgentOut(Record):
     skills: list[str]
     status: str
     created_at: float
+    disabled: bool = Field(False, description="Cannot sign in (`POST /v1/agents/{id}/disable`).")
 
 
 class VisitorOut(Record):
@@ -248,7 +250,7 @@ class AgentCreate(Request):
     email: Email
     name: Name
     password: Password
-    roles: list[Role] = Field(default_factory=lambda: ["agent"], min_length=1, max_length=2)
+    roles: list[Role] = Field(default_factory=lambda: ["agent"], min_length=1, max_length=3)
     capacity: Capacity = 5
     skills: list[Skill] = Field(default_factory=list, max_length=50)
 
@@ -256,7 +258,7 @@ class AgentCreate(Request):
 class AgentPatch(Request):
     name: Name | None = None
     password: Password | None = None
-    roles: list[Role] | None = Field(None, min_length=1, max_length=2)
+    roles: list[Role] | None = Field(None, min_length=1, max_length=3)
     capacity: Capacity | None = None
     skills: list[Skill] | None = Field(None, max_length=50)
 

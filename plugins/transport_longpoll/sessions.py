@@ -66,6 +66,8 @@ GONE_MESSAGES = {
     "session_lost": "the worker holding this session stopped; open a new session and resume "
     "from your last seq",
     "shutdown": "the server is shutting down; open a new session and resume from your last seq",
+    "revoked": "your session ended (signed out, password changed, disabled or deleted); "
+    "sign in again",
 }
 
 
@@ -586,7 +588,10 @@ class LongPoll:
             return error_response(
                 429, "too_many_sessions", f"at most {cap} open long-poll sessions per {refused}"
             )
-        conn = await gateway.open(principal, "longpoll", remote=request.remote)
+        credential = token if isinstance(token, str) else None
+        conn = await gateway.open(
+            principal, "longpoll", remote=request.remote, credential=credential
+        )
         g = gateway.settings
         session = Session(session_id, conn, Outbox(g.outbox_frames, s.outbox_bytes), keys)
         self.sessions[session_id] = session

@@ -32,11 +32,14 @@ CLOSE_CODES = {
     "client_closed": 1000,
     "shutdown": 1001,
     "invalid_token": 4401,
+    "revoked": 4403,
     "slow_consumer": 4408,
     "flood": 4429,
 }
 FATAL_MESSAGES = {
     "invalid_token": "the token is missing, forged, expired or of an unknown site",
+    "revoked": "your session ended (signed out, password changed, disabled or deleted); "
+    "sign in again",
     "shutdown": "the server is stopping; reconnect and resume",
     "slow_consumer": "you did not read fast enough; reconnect and resume",
     "flood": "too many frames past the rate limit",
@@ -78,12 +81,13 @@ def kefu_routes(kernel):
         ws = web.WebSocketResponse(
             compress=s.compress, max_msg_size=s.max_msg_size, heartbeat=s.heartbeat
         )
-        principal = await gateway.authenticate(request, bearer_token(request))
+        token = bearer_token(request)
+        principal = await gateway.authenticate(request, token)
         await ws.prepare(request)
         if principal is None:
             await _close(ws, request, "invalid_token", send_timeout=1.0)
             return ws
-        conn = await gateway.open(principal, "ws", remote=request.remote)
+        conn = await gateway.open(principal, "ws", remote=request.remote, credential=token)
         writer = asyncio.create_task(_write(ws, request, conn, s), name=f"kefu-ws-{conn.id}")
         try:
             async for msg in ws:

@@ -147,6 +147,9 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
     async def logout(request: web.Request) -> web.StreamResponse:
         if await security.check_form_csrf(request, kernel.secret) is None:
             return error_response(403, "csrf_failed", "the form's CSRF field is missing or wrong")
+        token = request.cookies.get(security.SESSION_COOKIE)
+        if token:  # the session ends on the server too: the token stops working everywhere
+            await kernel.hooks.end_session(token)
         response = web.HTTPSeeOther("/console/login")
         security.clear_session(response)
         raise response
