@@ -140,7 +140,7 @@ class Gateway(Protocol):
     ) -> ClientConnection:
         """Register a connection and queue its ``hello`` frame. ``credential`` (the token it
         authenticated with) is checked again when the identity changes
-        (:mod:`kefu.core.identity`); a connection opened without one is closed then."""
+        (:mod:`kefu.core.identity`); a connection opened without one is not re-checked."""
 
     async def receive(
         self, conn: ClientConnection, data: str | bytes, *, batch: bool = False

@@ -208,10 +208,13 @@ async def test_a_demoted_admin_open_websocket_loses_admin_rights_at_once(workers
     )
     boss_token = bearer(await login(one, s.site.id, boss.email))
     admin_ws = await ws_peer(two, await login(two, s.site.id, s.admin.email))
-    visitor = await kernel.storage.upsert_visitor(Visitor(new_id(), s.site.id))
     first, second = [
         await add_conversation(
-            kernel, s.site.id, visitor.id, state=ASSIGNED, assignee_id=s.agent.id
+            kernel,
+            s.site.id,
+            (await kernel.storage.upsert_visitor(Visitor(new_id(), s.site.id))).id,
+            state=ASSIGNED,
+            assignee_id=s.agent.id,
         )
         for _ in range(2)
     ]

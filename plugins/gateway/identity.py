@@ -88,8 +88,8 @@ class IdentityWatch:
 
     async def check(self, conn: Any, reason: str = "changed") -> None:
         """Authenticate ``conn``'s credential again; close or update it."""
-        if conn.closed:
-            return
+        if conn.closed or conn.credential is None:
+            return  # not opened with a token (a gRPC service certificate): nothing to check
         self.checked += 1
         old = conn.principal
         try:

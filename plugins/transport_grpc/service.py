@@ -42,6 +42,10 @@ CLOSE_STATUS: dict[str, tuple[grpc.StatusCode, str]] = {
         "you did not read fast enough; reconnect and resume",
     ),
     "flood": (grpc.StatusCode.RESOURCE_EXHAUSTED, "too many frames past the rate limit"),
+    "revoked": (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "your session ended (signed out, password changed, disabled or deleted); sign in again",
+    ),
 }
 
 
@@ -106,7 +110,8 @@ class ChatService(pb_grpc.ChatServicer):
         if principal is None:
             await self._end(context, "invalid_token")
             return
-        conn = await gateway.open(principal, TRANSPORT, remote=remote)
+        # the token is checked again when the agent's identity changes (kefu.core.identity)
+        conn = await gateway.open(principal, TRANSPORT, remote=remote, credential=bearer(context))
         streams = self.transport.streams
         streams.add(conn)
         reader = asyncio.create_task(self._read(request_iterator, conn))
