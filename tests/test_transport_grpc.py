@@ -306,3 +306,13 @@ async def test_a_stream_that_stops_reading_is_a_slow_consumer(aiohttp_client, tm
         await again.send(op="resume", conversation_id=conversation_id, after_seq=0, ref="r")
         assert (await again.expect("resumed", ref="r", within=10))["replayed"] > 0
         await again.close()
+
+
+def test_kefu_grpc_chat_is_a_cli_command(capsys):
+    from kefu.core import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["grpc-chat", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "--target" in out and "--token" in out and "--cert" in out

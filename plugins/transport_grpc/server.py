@@ -70,7 +70,7 @@ class GrpcTransport:
         await server.start()
         self.server = server
         if self.front is not None:
-            self.port = await self.front.start(s.host, s.port)
+            self.port = await self.front.start(s.host, s.port, reuse_port=workers > 1)
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(

@@ -73,9 +73,14 @@ class TlsFront:
         #: asyncio's stream server would log the cancellation as an error)
         self._relays: dict[asyncio.Task, list[asyncio.StreamWriter]] = {}
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
         self._server = await asyncio.start_server(
-            self._accept, host, port, ssl=self.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S
+            self._accept,
+            host,
+            port,
+            ssl=self.context,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+            reuse_port=reuse_port or None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
