@@ -46,6 +46,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.bot_intents",
     "kefu.plugins.web",
     "kefu.plugins.webhooks",
+    "kefu.plugins.email_notify",
 )
 
 #: Built-ins that cannot be disabled: the kernel cannot serve safely without them.
