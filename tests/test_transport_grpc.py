@@ -186,8 +186,18 @@ async def test_health_reflection_metrics_and_graceful_shutdown(aiohttp_client, t
         reflect.cancel()
 
         stream = await open_stream(ch, token)
+        await stream.send(op="start")
+        conversation_id = (await stream.expect("started"))["conversation"]["id"]
+        await stream.send(op="send", conversation_id=conversation_id, cid="m1", text="counted")
+        await stream.expect("ack")
         metrics = await (await client.get("/metrics")).text()
         assert 'kefu_connections{kind="visitor",transport="grpc"} 1' in metrics
+        for series in (
+            'kefu_messages_stored_total{sender_kind="visitor",transport="grpc"} 1',
+            'kefu_message_ack_seconds_count{transport="grpc"} 1',
+            'kefu_conversations_started_total{transport="grpc"} 1',
+        ):
+            assert series in metrics, series
 
         kernel = app_kernel(client.app)
         await kernel.hooks.shutdown_requested()
