@@ -106,7 +106,7 @@ def pki(tmp_path_factory) -> dict:
         path = Path(folder, name)
         path.write_bytes(data)
         paths[name] = path
-    return {"files": files, "paths": paths}
+    return {"files": files, "paths": paths, "authority": ca}
 
 
 def tls_config(pki: dict, require: bool = True) -> str:
@@ -244,3 +244,39 @@ async def test_tls12_client_is_accepted_when_the_minimum_is_12(aiohttp_client, t
     )
     assert writer.get_extra_info("ssl_object").version() == "TLSv1.2"
     writer.close()
+
+
+async def test_a_certificate_replaced_on_disk_is_served_without_a_restart(
+    aiohttp_client, tmp_path, pki
+):
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    for name in ("server.pem", "server.key", "ca"):
+        (folder / name).write_bytes(pki["files"][name])
+    config = tls_config(pki, require=False)
+    for name in ("server.pem", "server.key"):
+        config = config.replace(str(pki["paths"][name]), str(folder / name))
+    client = await aiohttp_client(create_app(make_kernel(tmp_path, config)))
+    front = app_kernel(client.app).existing_plugin_state("transport_grpc").front
+    assert front._watcher is not None  # checked every tls_reload_interval_s (5 s)
+
+    async def served_serial() -> int:
+        ctx = ssl.create_default_context(cafile=str(pki["paths"]["ca"]))
+        ctx.set_alpn_protocols(["h2"])
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", front.port, ssl=ctx, server_hostname="localhost"
+        )
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.close()
+        return x509.load_der_x509_certificate(der).serial_number
+
+    first = await served_serial()
+    assert first == x509.load_pem_x509_certificate(pki["files"]["server.pem"]).serial_number
+    assert front.reload_if_changed() is False  # nothing changed
+    new_cert, new_key = pki["authority"].issue("localhost", server=True)
+    (folder / "server.key.new").write_bytes(new_key)
+    (folder / "server.pem.new").write_bytes(new_cert)
+    (folder / "server.key.new").replace(folder / "server.key")  # renamed in, as a deploy would
+    (folder / "server.pem.new").replace(folder / "server.pem")
+    assert front.reload_if_changed() is True
+    assert await served_serial() == x509.load_pem_x509_certificate(new_cert).serial_number != first

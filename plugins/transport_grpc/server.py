@@ -62,7 +62,7 @@ class GrpcTransport:
         reflection.enable_server_reflection(names, server)
         if s.tls_cert and s.tls_key:
             inner = server.add_insecure_port("127.0.0.1:0")
-            self.front = TlsFront(server_context(s), inner)
+            self.front = TlsFront(server_context(s), inner, s)
         else:
             self.port = server.add_insecure_port(f"{_host(s.host)}:{s.port}")
             if self.port == 0:

@@ -53,6 +53,9 @@ class GrpcSettings(Section):
     #: PEM server certificate chain and key: with both, the port speaks TLS only.
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: Seconds between checks of the certificate, key and CA files: a file replaced on disk
+    #: is served to new connections without a restart (0: never).
+    tls_reload_interval_s: float = Field(5.0, ge=0)
     #: Lowest TLS version accepted.
     tls_min_version: Literal["1.2", "1.3"] = "1.3"
     #: PEM CA bundle that signs client certificates: enables mutual TLS.

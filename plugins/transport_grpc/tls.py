@@ -10,6 +10,11 @@ loopback port only: the relay notes which local port it connected from, and the
 servicer finds the client's certificate (and address) by the peer address gRPC
 reports for the call. A call on the inner port from anything but the relay is
 refused.
+
+Certificates are reloaded when their files change (:meth:`TlsFront.reload_if_changed`,
+every ``tls_reload_interval_s``): the same context loads the new chain, so new
+handshakes present it and connections already open keep theirs. A new ``client_ca``
+file adds its authorities (OpenSSL cannot forget one: removing a CA needs a restart).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 from dataclasses import dataclass
 
@@ -59,12 +65,23 @@ def certificate_names(cert: dict | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _stamp(path: str | None) -> tuple[float, int] | None:
+    try:
+        info = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (info.st_mtime, info.st_size) if info else None
+
+
 class TlsFront:
     """The public TLS port, relaying every connection to the loopback gRPC port."""
 
-    def __init__(self, context: ssl.SSLContext, inner_port: int) -> None:
+    def __init__(self, context: ssl.SSLContext, inner_port: int, settings=None) -> None:
         self.context = context
         self.inner_port = inner_port
+        self.settings = settings
+        self._stamps = self._read_stamps()
+        self._watcher: asyncio.Task | None = None
         #: gRPC peer string of the relay's inner connection -> the client behind it
         self.peers: dict[str, Peer] = {}
         self.port = 0
@@ -83,9 +100,49 @@ class TlsFront:
             reuse_port=reuse_port or None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        interval = self.settings.tls_reload_interval_s if self.settings is not None else 0
+        if interval > 0:
+            self._watcher = asyncio.ensure_future(self._watch(interval))
         return self.port
 
+    def _read_stamps(self) -> dict[str, tuple[float, int] | None]:
+        s = self.settings
+        if s is None:
+            return {}
+        return {name: _stamp(getattr(s, name)) for name in ("tls_cert", "tls_key", "client_ca")}
+
+    def reload_if_changed(self) -> bool:
+        """Load the certificate chain (and CA) again if a file changed; True when it did.
+
+        A half-written pair fails to load: the context keeps the previous one and the
+        next check tries again.
+        """
+        s, stamps = self.settings, self._read_stamps()
+        if s is None or stamps == self._stamps:
+            return False
+        try:
+            if (stamps["tls_cert"], stamps["tls_key"]) != (
+                self._stamps["tls_cert"],
+                self._stamps["tls_key"],
+            ):
+                self.context.load_cert_chain(s.tls_cert, s.tls_key)
+            if s.client_ca and stamps["client_ca"] != self._stamps["client_ca"]:
+                self.context.load_verify_locations(cafile=s.client_ca)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.warning("gRPC TLS files changed but did not load (kept the old ones): %s", exc)
+            return False
+        self._stamps = stamps
+        log.info("gRPC TLS certificate reloaded from %s", s.tls_cert)
+        return True
+
+    async def _watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.reload_if_changed()
+
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._server is not None:
             self._server.close()
         for writers in list(self._relays.values()):
