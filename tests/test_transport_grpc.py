@@ -275,6 +275,7 @@ async def test_terminal_chat_sends_lines_and_prints_messages(client):
     assert got["text"] == "hello from the terminal" and got["sender"]["kind"] == "visitor"
     await agent.send(op="send", conversation_id=conversation_id, cid="a1", text="hi terminal")
     await asyncio.wait_for(replied.wait(), 10)
+    assert f"[{got['seq']}] you: hello from the terminal" in shown  # acked before the reply
     assert shown[0].startswith(f"* connected to {conversation_id}")
     lines.put_nowait("")  # end of input
     assert await asyncio.wait_for(chat, 10) == 0

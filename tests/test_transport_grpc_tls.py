@@ -3,6 +3,7 @@ to a service identity and its permissions; certificates are made here with ``cry
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime
 import ipaddress
@@ -280,3 +281,28 @@ async def test_a_certificate_replaced_on_disk_is_served_without_a_restart(
     (folder / "server.pem.new").replace(folder / "server.pem")
     assert front.reload_if_changed() is True
     assert await served_serial() == x509.load_pem_x509_certificate(new_cert).serial_number != first
+
+
+async def test_terminal_chat_over_mutual_tls_as_the_service(client, pki):
+    kernel = app_kernel(client.app)
+    site = await add_site(kernel, SITE)
+    visitor = await ws_peer(client, (await visitor_session(client, site.site.widget_key))["token"])
+    await visitor.send(op="start")
+    conversation_id = (await visitor.expect("started"))["conversation"]["id"]
+    p = pki["paths"]
+    args = argparse.Namespace(
+        target=f"127.0.0.1:{grpc_port(client)}", token=None, conversation=conversation_id,
+        ca=str(p["ca"]), cert=str(p["service.pem"]), key=str(p["service.key"]),
+        server_name="localhost",
+    )  # fmt: skip
+    lines: asyncio.Queue = asyncio.Queue()
+    shown: list[str] = []
+    chat = asyncio.create_task(grpc_client.terminal_chat(args, lines, shown.append))
+    lines.put_nowait("Your order has shipped\n")
+    got = await visitor.expect("message", within=10)
+    assert (got["text"], got["sender"]) == (
+        "Your order has shipped",
+        {"kind": "system", "id": SERVICE},
+    )
+    lines.put_nowait("")
+    assert await asyncio.wait_for(chat, 10) == 0

@@ -203,6 +203,8 @@ async def terminal_chat(args: argparse.Namespace, lines: Any = None, show: Any =
         lines = asyncio.Queue()
         loop.add_reader(sys.stdin, lambda: lines.put_nowait(sys.stdin.readline()))
     conversation_id, last_seq, sent = args.conversation, 0, 0
+    unacked: dict[str, str] = {}  # cid -> text, shown once acknowledged
+    shown: set[int] = set()
     async with channel(args.target, **_tls(args)) as ch:
         while True:
             try:
@@ -214,6 +216,8 @@ async def terminal_chat(args: argparse.Namespace, lines: Any = None, show: Any =
                 await chat.send(op="start")
                 conversation_id = (await chat.expect("started"))["conversation"]["id"]
             await chat.send(op="resume", conversation_id=conversation_id, after_seq=last_seq)
+            for cid, text in unacked.items():  # no ack before the cut: the same cid again
+                await chat.send(op="send", conversation_id=conversation_id, cid=cid, text=text)
             show(f"* connected to {conversation_id}; type a line to send it")
             reader = asyncio.ensure_future(chat.receive())
             typed = asyncio.ensure_future(lines.get())
@@ -226,24 +230,32 @@ async def terminal_chat(args: argparse.Namespace, lines: Any = None, show: Any =
                             return 0
                         if line.strip():
                             sent += 1
+                            cid = f"{chat.hello['connection_id']}-{sent}"
+                            unacked[cid] = line.rstrip("\n")
                             await chat.send(
                                 op="send",
                                 conversation_id=conversation_id,
-                                cid=f"{chat.hello['connection_id']}-{sent}",
-                                text=line.rstrip("\n"),
+                                cid=cid,
+                                text=unacked[cid],
                             )
                         typed = asyncio.ensure_future(lines.get())
                     if reader in done:
                         frame = reader.result()
-                        if frame.get("op") == "message" and frame["seq"] > last_seq:
+                        op = frame.get("op")
+                        if op == "ack" and frame.get("cid") in unacked:
+                            shown.add(frame["seq"])
+                            show(f"[{frame['seq']}] you: {unacked.pop(frame['cid'])}")
+                        elif op == "message" and frame["seq"] > last_seq:
                             last_seq = frame["seq"]
-                            who = frame["sender"]["kind"]
-                            show(f"[{frame['seq']}] {who}: {frame['text']}")
-                        elif frame.get("op") == "error":
+                            if frame["seq"] not in shown:
+                                shown.add(frame["seq"])
+                                who = frame["sender"]["kind"]
+                                show(f"[{frame['seq']}] {who}: {frame['text']}")
+                        elif op == "error":
                             show(f"! {frame['code']}: {frame['message']}")
                         reader = asyncio.ensure_future(chat.receive())
             except Closed as exc:
-                if exc.reason in ("invalid_token", "flood"):
+                if exc.reason in ("invalid_token", "revoked", "flood"):
                     print(f"! {exc}", file=sys.stderr)
                     return 1
                 show(f"* stream ended ({exc.reason or exc.code}); resuming")
