@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from kefu.plugins.bot_intents import service_of as bot_of
-from tests.chat_support import add_site
+from tests.chat_support import add_owner, add_site
 from tests.test_bot_clarify import flow_text, mixed
 from tests.web_support import (
     chromium,
@@ -37,7 +37,9 @@ async def test_admin_sees_a_refused_file_rolls_back_and_the_widget_offers_choice
         second = (await bot.load(str(path))).sha256
         site = await add_site(kefu.kernel)
         async with chromium() as browser:
-            admin = await signed_in_agent(browser, kefu.base, site.site.id, site.admin.email)
+            # the flow serves every site and its file's errors are install-level: an owner
+            owner = await add_owner(kefu.kernel, site.site.id)
+            admin = await signed_in_agent(browser, kefu.base, site.site.id, owner.email)
             await admin.goto(f"{kefu.base}admin/bot")
             flow = admin.locator('.bot-flow[data-flow="clarify"]')
             await expect(flow.locator(".active-sha")).to_have_text(second[:12])

@@ -315,9 +315,23 @@ async def test_visitor_talks_to_the_bot_then_gets_an_agent(aiohttp_client, tmp_p
     listing = await (await client.get("/v1/bot/flows", headers=admin)).json()
     sha = listing["flows"][0]["active"]
     assert listing["flows"][0]["versions"][0]["sha256"] == sha
+    # the shop flow serves every site (sites: ["*"]): a site's admin reads it but may not
+    # change it (issue 13, hole 1), and sees no file paths (hole 11)
+    assert listing["flows"][0]["sites"] == ["*"]
+    assert "/" not in listing["flows"][0]["versions"][0]["source"]
     resp = await client.post("/v1/bot/flows/shop/rollback", headers=admin)
-    assert resp.status == 409
+    assert resp.status == 403
     resp = await client.post(f"/v1/bot/flows/shop/versions/{sha}/activate", headers=admin)
+    assert resp.status == 403
+    from tests.chat_support import add_owner
+
+    owner_agent = await add_owner(kernel, site.site.id)
+    owner = {"Authorization": f"Bearer {await login(client, site.site.id, owner_agent.email)}"}
+    listing = await (await client.get("/v1/bot/flows", headers=owner)).json()
+    assert "/" in listing["flows"][0]["versions"][0]["source"]  # owners see where it lives
+    resp = await client.post("/v1/bot/flows/shop/rollback", headers=owner)
+    assert resp.status == 409
+    resp = await client.post(f"/v1/bot/flows/shop/versions/{sha}/activate", headers=owner)
     assert resp.status == 200 and (await resp.json())["active"] == sha
-    resp = await client.post(f"/v1/bot/flows/shop/versions/{'0' * 64}/activate", headers=admin)
+    resp = await client.post(f"/v1/bot/flows/shop/versions/{'0' * 64}/activate", headers=owner)
     assert resp.status == 404

@@ -1,7 +1,8 @@
 """Admin REST endpoints of FAQ mining: the clusters of a site's questions, and publishing one
 as a new intent of the site's flow (``docs/bot.md``, "FAQ mining").
 
-Admins (``sites.manage``) mine and publish for their own site only.
+Admins (``sites.manage``) mine and publish for their own site only; publishing into a flow
+other sites share is for owners (``bot.flows.shared``, see :mod:`.api`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from kefu.core.errors import ApiError
 from kefu.core.types import RestEndpoint
+from kefu.plugins.bot_intents.api import file_name, require_flow_change, sees_install
 
 
 class FaqQuery(BaseModel):
@@ -119,6 +121,12 @@ def make_faq_endpoints(service_of: Callable[[Any], Any]) -> list[RestEndpoint]:
         if service is None:
             raise ApiError(503, "unavailable", "the bot is not running")
         body: FaqPublish = call.body
+        registry = service.registry
+        target = registry.active_flow(body.flow_id) if body.flow_id else None
+        target = target or registry.for_site(call.site_id)
+        if target is not None and target.spec.serves(call.site_id):
+            # a flow other sites share is install-level (issue 13, hole 1)
+            await require_flow_change(call, target.spec.sites)
         try:
             result = await publish_faq(
                 service, call.site_id, intent=body.intent, examples=body.examples,
@@ -127,6 +135,9 @@ def make_faq_endpoints(service_of: Callable[[Any], Any]) -> list[RestEndpoint]:
             )  # fmt: skip
         except PublishError as exc:
             raise ApiError(exc.status, exc.code, exc.message) from None
+        if not await sees_install(call):
+            result = {**result, "source": file_name(result["source"])}
+            result["file"] = file_name(result["file"]) if result.get("file") else None
         return FaqPublished(**result)
 
     return [
