@@ -20,7 +20,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    ValidationError,
+    model_validator,
+)
 
 from kefu.core.errors import ConfigError
 
@@ -54,6 +61,26 @@ class ServerSettings(Section):
     drain_timeout: float = Field(30.0, gt=0, le=3600)
     #: Tests and demos only: several workers on the in-process bus (each sees only its own).
     allow_unshared_bus: bool = False
+    #: HTTPS/WSS (and gRPC TLS) on this port: PEM certificate chain and private key files
+    #: (core/tls.py, docs/security.md "TLS"); both or neither.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: Mutual TLS: clients must present a certificate signed by this CA (PEM file).
+    tls_client_ca: str | None = None
+    tls_min_version: Literal["1.2", "1.3"] = "1.3"
+    #: Seconds between checks of the TLS files for a renewed certificate; 0: never.
+    tls_reload_interval_s: float = Field(5.0, ge=0, le=86400)
+    #: Strict-Transport-Security when serving TLS (or when public_url is https).
+    hsts: bool = True
+    hsts_max_age: NonNegativeInt = 31536000
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        return self
 
 
 class PluginsSettings(Section):

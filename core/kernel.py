@@ -152,7 +152,8 @@ class Kernel:
         if server.public_url:
             return server.public_url.rstrip("/") + "/"
         host, port = self.listen or (server.host, server.port)
-        return f"http://{host}:{port}/"
+        scheme = "https" if server.tls_cert else "http"
+        return f"{scheme}://{host}:{port}/"
 
     @property
     def worker_name(self) -> str:

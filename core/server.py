@@ -10,7 +10,7 @@ import sys
 
 from aiohttp import web
 
-from kefu.core import __version__
+from kefu.core import __version__, tls
 from kefu.core.kernel import Kernel
 from kefu.core.supervisor import (
     WorkerControl,
@@ -68,8 +68,21 @@ def serve(
 
     app.on_startup.append(banner)
     # aiohttp's default backlog (128) overflows during connection ramps and reconnect storms
-    web.run_app(app, host=host, port=port, print=None, access_log=None, backlog=4096)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        backlog=4096,
+        ssl_context=_ssl_context(kernel),
+    )
     return 0
+
+
+def _ssl_context(kernel: Kernel):
+    server_tls = tls.server_tls(kernel)
+    return server_tls.context if server_tls else None
 
 
 def serve_worker(kernel: Kernel, host: str, port: int, fd: int) -> None:
@@ -107,7 +120,9 @@ async def _worker_main(
     )
     await runner.setup()  # starts the services and every plugin
     try:
-        site = web.TCPSite(runner, host, port, backlog=4096, reuse_port=True)
+        site = web.TCPSite(
+            runner, host, port, backlog=4096, reuse_port=True, ssl_context=_ssl_context(kernel)
+        )
         await site.start()
         control.watch(stop.set)
         control.report_ready(kernel, loop_name)

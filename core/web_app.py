@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from kefu.core import __version__, gc_tuning
+from kefu.core import __version__, gc_tuning, tls
 from kefu.core.errors import StartupError
 from kefu.core.kernel import Kernel
 from kefu.core.reload import watch_config
@@ -93,6 +93,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if kernel.config_path and kernel.config.server.reload:
             watcher = asyncio.create_task(watch_config(kernel), name="kefu-config-watch")
             stack.callback(watcher.cancel)
+        server_tls = tls.server_tls(kernel)
+        if server_tls is not None:
+            kernel.spawn(server_tls.watch(), "kefu-tls-reload")
         kernel.started = True
         _tune_gc(kernel)
         yield
@@ -132,6 +135,9 @@ async def _run_stop(plugin: str, stop, kernel: Kernel) -> None:
 def create_app(kernel: Kernel) -> web.Application:
     """Build the application; routes and middlewares are collected before it is frozen."""
     app = web.Application(middlewares=kernel.hooks.middlewares(), client_max_size=1024**2)
+    hsts = tls.hsts_value(kernel.config.server)
+    if hsts:
+        app.on_response_prepare.append(_send_hsts(hsts))
     app[KERNEL_KEY] = kernel
     app[CHECKS_KEY] = {"storage": _storage_ping(kernel), **kernel.hooks.ready_checks()}
     app.router.add_get("/healthz", healthz)
@@ -141,6 +147,15 @@ def create_app(kernel: Kernel) -> web.Application:
     app.cleanup_ctx.append(_services)
     app.on_shutdown.append(_shutdown_requested)
     return app
+
+
+def _send_hsts(value: str):
+    """``Strict-Transport-Security`` on every response, errors included."""
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.setdefault("Strict-Transport-Security", value)
+
+    return on_prepare
 
 
 async def _shutdown_requested(app: web.Application) -> None:

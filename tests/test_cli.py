@@ -32,6 +32,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_run(config: Path, port: int, cwd: Path) -> subprocess.Popen:
+    """``kefu run`` as a process, its output (stderr too) on ``stdout``."""
+    return subprocess.Popen(
+        [*KEFU, "run", "--config", str(config), "--port", str(port)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def wait_for_healthz(proc: subprocess.Popen, url: str, context=None, within: float = 30):
+    """The first ``/healthz`` answer of a ``kefu run`` that is starting (an open response)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            r = urllib.request.urlopen(url, timeout=1, context=context)
+        except OSError:
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, f"server did not answer {url}"
+            time.sleep(0.1)
+            continue
+        assert json.loads(r.read())["status"] == "ok"
+        return r
+
+
 @pytest.fixture
 def config(tmp_path):
     path = tmp_path / "kefu.toml"
@@ -41,26 +68,10 @@ def config(tmp_path):
 
 def test_run_serves_healthz_and_prints_url(tmp_path, config):
     port = free_port()
-    proc = subprocess.Popen(
-        [*KEFU, "run", "--config", str(config), "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    proc = start_run(config, port, tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                    assert r.status == 200
-                    assert json.load(r)["status"] == "ok"
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read()
-                assert time.monotonic() < deadline, "server did not answer /healthz"
-                time.sleep(0.1)
+        with wait_for_healthz(proc, f"http://127.0.0.1:{port}/healthz") as r:
+            assert r.status == 200
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=20)
