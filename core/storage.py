@@ -230,6 +230,113 @@ class StorageBackend(Protocol):
         :class:`VersionConflict`."""
 
 
+# -- search, filters and data rights (an optional capability) ---------------------------------
+#: Most hits one search returns, whatever ``limit`` asks.
+SEARCH_LIMIT = 200
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConversationFilter:
+    """What :meth:`Searchable.find_conversations` keeps; ``None`` / empty = any.
+
+    ``assignee_id=""`` keeps unassigned conversations; ``tag`` is one tag the
+    conversation carries; ``since`` / ``until`` bound ``created_at`` (``until``
+    excluded); ``ids`` / ``visitor_ids`` restrict to those conversations or
+    visitors (what a text search found)."""
+
+    states: tuple[str, ...] = ()
+    assignee_id: str | None = None
+    department: str | None = None
+    tag: str | None = None
+    since: float | None = None
+    until: float | None = None
+    ids: tuple[str, ...] | None = None
+    visitor_ids: tuple[str, ...] | None = None
+
+    def matches(self, c: Conversation) -> bool:
+        """The reference semantics (the memory backend's; the others' must agree)."""
+        return (
+            (not self.states or c.state in self.states)
+            and (self.assignee_id is None or (c.assignee_id or "") == self.assignee_id)
+            and (self.department is None or c.department == self.department)
+            and (self.tag is None or self.tag in c.tags)
+            and (self.since is None or c.created_at >= self.since)
+            and (self.until is None or c.created_at < self.until)
+            and (self.ids is None or c.id in self.ids)
+            and (self.visitor_ids is None or c.visitor_id in self.visitor_ids)
+        )
+
+
+def holds_terms(text: str, terms: list[str]) -> bool:
+    """Whether ``text`` holds every term (see :func:`search_terms`)."""
+    folded = text.casefold()
+    return bool(terms) and all(t in folded for t in terms)
+
+
+def contact_text(visitor: Visitor) -> str:
+    """What a contact search looks in: name, e-mail and the attributes' values."""
+    values = [visitor.name or "", visitor.email or ""]
+    values += [str(v) for v in visitor.attributes.values()]
+    return "\n".join(values)
+
+
+def search_terms(query: str) -> list[str]:
+    """The terms of a user's query: whitespace-separated, case-folded, at most 8.
+
+    Every backend matches a message whose text contains **every** term as a
+    substring, case-insensitively (CJK text has no spaces: "你好" finds "你好吗")."""
+    return [t.casefold() for t in query.split() if t][:8]
+
+
+@runtime_checkable
+class Searchable(Protocol):
+    """Optional capability of a backend: full-text search, conversation filters,
+    the contact list, and deleting or redacting what a person asked to erase.
+
+    Every built-in backend has it (``isinstance(storage, Searchable)``); a
+    third-party backend without it gets no search in the console. Messages
+    removed by :meth:`delete_visitor` or redacted by :meth:`redact_message`
+    are gone from the index in the same write."""
+
+    async def search_messages(
+        self, site_id: str, query: str, *, limit: int = 20, before: float | None = None
+    ) -> list[Message]:
+        """Messages of the site whose text holds every term of ``query``
+        (:func:`search_terms`), newest first, ``created_at < before`` when given.
+        A query without terms finds nothing."""
+
+    async def search_visitors(self, site_id: str, query: str, *, limit: int = 20) -> list[Visitor]:
+        """Visitors whose name, e-mail or attribute values hold every term, newest
+        ``last_seen_at`` first."""
+
+    async def list_visitors(
+        self, site_id: str, *, limit: int = 50, before: float | None = None
+    ) -> list[Visitor]:
+        """The contact list: newest ``last_seen_at`` first, paged by ``before``."""
+
+    async def find_conversations(
+        self,
+        site_id: str,
+        where: ConversationFilter,
+        *,
+        limit: int = 50,
+        before: float | None = None,
+    ) -> list[Conversation]:
+        """Conversations matching ``where``, newest ``updated_at`` first (as
+        ``list_conversations``)."""
+
+    async def redact_message(
+        self, site_id: str, conversation_id: str, seq: int, *, text: str, meta: dict[str, Any]
+    ) -> bool:
+        """Replace a message's text, attachment (removed) and meta, keeping its seq and
+        cid (a tombstone); False when absent."""
+
+    async def delete_visitor(self, site_id: str, visitor_id: str) -> int:
+        """Erase a visitor, their conversations and messages (and their index
+        entries) in one transaction; the number of messages removed, or -1 when
+        the visitor did not exist."""
+
+
 class GroupCommit(Generic[T, R]):
     """Group commit for backend authors: concurrent writes share one durable commit.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kefu.plugins.rest_api import admin, conversations, uploads
+from kefu.plugins.rest_api import admin, conversations, search, uploads
 from kefu.plugins.rest_api import models as m
 from kefu.plugins.rest_api.endpoint import Endpoint
 
@@ -268,4 +268,6 @@ REST_ENDPOINTS: tuple[Endpoint, ...] = (
         "where a header cannot be set (an `<img>` tag).",
         openapi=UPLOAD_FILE,
     ),
+    # search, filters, saved views (issue 14): plugins/rest_api/search.py
+    *search.ENDPOINTS,
 )

@@ -17,12 +17,17 @@ import orjson
 
 from kefu.core.domain import RESOLVED, Agent, Conversation, Message, Site, Visitor
 from kefu.core.storage import (
+    SEARCH_LIMIT,
     UNCHANGED,
+    ConversationFilter,
     DuplicateError,
     Record,
     StorageError,
     VersionConflict,
+    contact_text,
     email_key,
+    holds_terms,
+    search_terms,
 )
 from kefu.hooks import hookimpl
 
@@ -318,6 +323,86 @@ class MemoryStorage:
         if expect_version is not None and expect_version != version:
             raise VersionConflict(f"record {kind}/{record_id} is at version {version}")
         return records.pop(record_id, None) is not None
+
+    # -- search, filters and data rights (core.storage.Searchable) -------------------
+    async def search_messages(
+        self, site_id: str, query: str, *, limit: int = 20, before: float | None = None
+    ) -> list[Message]:
+        terms = search_terms(query)
+        found = [
+            m
+            for (site, _), messages in self._messages.items()
+            if site == site_id
+            for m in messages
+            if m.type != "event"
+            and (before is None or m.created_at < before)
+            and holds_terms(m.text, terms)
+        ]
+        found.sort(key=lambda m: (m.created_at, m.conversation_id, m.seq), reverse=True)
+        return [_copy(m) for m in found[: min(max(limit, 0), SEARCH_LIMIT)]]
+
+    async def search_visitors(self, site_id: str, query: str, *, limit: int = 20) -> list[Visitor]:
+        terms = search_terms(query)
+        found = [
+            v
+            for v in self._visitors.values()
+            if v.site_id == site_id and holds_terms(contact_text(v), terms)
+        ]
+        found.sort(key=lambda v: (v.last_seen_at, v.id), reverse=True)
+        return [_copy(v) for v in found[: min(max(limit, 0), SEARCH_LIMIT)]]
+
+    async def list_visitors(
+        self, site_id: str, *, limit: int = 50, before: float | None = None
+    ) -> list[Visitor]:
+        found = [
+            v
+            for v in self._visitors.values()
+            if v.site_id == site_id and (before is None or v.last_seen_at < before)
+        ]
+        found.sort(key=lambda v: (v.last_seen_at, v.id), reverse=True)
+        return [_copy(v) for v in found[: max(limit, 0)]]
+
+    async def find_conversations(
+        self,
+        site_id: str,
+        where: ConversationFilter,
+        *,
+        limit: int = 50,
+        before: float | None = None,
+    ) -> list[Conversation]:
+        found = [
+            c
+            for c in self._conversations.values()
+            if c.site_id == site_id
+            and (before is None or c.updated_at < before)
+            and where.matches(c)
+        ]
+        found.sort(key=lambda c: (c.updated_at, c.id), reverse=True)
+        return [_copy(c) for c in found[: max(limit, 0)]]
+
+    async def redact_message(
+        self, site_id: str, conversation_id: str, seq: int, *, text: str, meta: dict[str, Any]
+    ) -> bool:
+        messages = self._messages.get((site_id, conversation_id), [])
+        if not 1 <= seq <= len(messages):
+            return False
+        stored = messages[seq - 1]
+        stored.text, stored.attachment = text, None
+        stored.meta = orjson.loads(orjson.dumps(meta))
+        return True
+
+    async def delete_visitor(self, site_id: str, visitor_id: str) -> int:
+        if self._visitors.pop((site_id, visitor_id), None) is None:
+            return -1
+        removed = 0
+        for key, c in list(self._conversations.items()):
+            if c.site_id == site_id and c.visitor_id == visitor_id:
+                del self._conversations[key]
+                for m in self._messages.pop(key, []):
+                    self._by_cid.pop((site_id, c.id, m.cid), None)
+                    removed += 1
+        self._open.pop((site_id, visitor_id), None)
+        return removed
 
 
 @hookimpl(trylast=True)

@@ -34,6 +34,7 @@ from kefu.core.storage import (
 
 from .appends import append_to_conversation
 from .records import from_doc, to_doc
+from .search import MongoSearch
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
-class MongoStorage:
+class MongoStorage(MongoSearch):
     """The ``mongo`` backend."""
 
     name = "mongo"
@@ -104,6 +105,7 @@ class MongoStorage:
         try:
             for name, indexes in INDEXES.items():
                 await self._db[name].create_indexes(indexes)
+            await self._open_search()  # search.py
         except PyMongoError as exc:
             await self.close()
             raise StorageError(f"mongo: cannot prepare {self.database!r}: {exc}") from exc

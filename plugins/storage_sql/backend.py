@@ -44,6 +44,7 @@ from kefu.core.storage import (
 )
 
 from . import appends
+from .search import SqlSearch
 from .statements import Statements
 from .tables import AGENT, CONVERSATION, MESSAGE, SITE, TABLES, VISITOR, Codec
 
@@ -72,7 +73,7 @@ _LAST_SEQ = CONVERSATION.fields.index("last_seq")
 _V_SITE, _V_ID, _V_CREATED = (VISITOR.fields.index(n) for n in ("site_id", "id", "created_at"))
 
 
-class SqlStorage:
+class SqlStorage(SqlSearch):
     """The ``sql`` backend. ``url``: ``sqlite[+driver]:///path`` or ``postgresql[+asyncpg]://...``."""
 
     name = "sql"
@@ -153,6 +154,11 @@ class SqlStorage:
         self._db = db
         if self._echo:
             self._db = _Echo(db)
+        try:
+            await self._open_search()  # search.py
+        except BaseException:
+            await self.close()
+            raise
         log.info("sql storage open: %s", url.render_as_string(hide_password=True))
 
     async def close(self) -> None:
