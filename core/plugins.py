@@ -47,6 +47,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.web",
     "kefu.plugins.webhooks",
     "kefu.plugins.email_notify",
+    "kefu.plugins.agent_bot",
 )
 
 #: Built-ins that cannot be disabled: the kernel cannot serve safely without them.

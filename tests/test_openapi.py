@@ -265,7 +265,10 @@ REST_API_SOURCE = Path(kefu.plugins.rest_api.__file__).parent
 #: Plugins that contribute endpoints through kefu_rest_endpoints: their codes are documented too.
 ENDPOINT_SOURCES = [
     REST_API_SOURCE,
-    *(REST_API_SOURCE.parent / p for p in ("routing", "agent_tools", "webhooks", "email_notify")),
+    *(
+        REST_API_SOURCE.parent / p
+        for p in ("routing", "agent_tools", "webhooks", "email_notify", "agent_bot")
+    ),
 ]
 
 

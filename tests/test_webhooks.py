@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 import pytest
 
-from kefu.plugins.webhooks import signing
+from kefu.core import signing
 from tests.chat_support import add_site, app_kernel, login, make_kernel, open_chat
 from tests.cluster_support import ROOT, agent_token, free_port, post_json, visitor_token
 from tests.webhook_support import Receiver, in_order_per_conversation

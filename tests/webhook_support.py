@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from kefu.plugins.webhooks.signing import HEADER, verify
+from kefu.core.signing import HEADER, verify
 
 
 @dataclass

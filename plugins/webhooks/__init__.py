@@ -6,7 +6,7 @@ process), POSTed as JSON signed with HMAC-SHA256 (``X-Kefu-Signature: t=...,v1=.
 retried with exponential back-off and jitter, in order per conversation, and after
 ``max_attempts`` kept as a dead letter that can be resent. The message path only appends
 to a memory buffer. Settings: ``[webhooks]`` (:mod:`~kefu.plugins.webhooks.settings`);
-the receiving side: :func:`kefu.plugins.webhooks.signing.verify`; docs/integrations.md.
+the receiving side: :func:`kefu.core.signing.verify`; docs/integrations.md.
 """
 
 from __future__ import annotations

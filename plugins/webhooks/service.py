@@ -31,8 +31,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from kefu.core import __version__
-from kefu.plugins.webhooks import signing
+from kefu.core import __version__, signing
 from kefu.plugins.webhooks.store import DEAD, EVENTS, LOG, Store, delivery_id, subscription_of
 
 log = logging.getLogger(__name__)

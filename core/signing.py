@@ -1,4 +1,4 @@
-"""Signing webhook requests, and checking them on the receiving side.
+"""Signing outgoing HTTP requests (webhooks, bot calls), and checking them on the receiving side.
 
 A request carries ``X-Kefu-Signature: t=<unix seconds>,v1=<hex>`` where the hex is
 HMAC-SHA256, keyed with the subscription's secret, of ``"<t>.<raw body>"``. A receiver
