@@ -49,6 +49,7 @@ from kefu.plugins.bot_intents.features import (
     FeatureConfig,
     SingleTextFeatures,
     build_vectorizer,
+    resolve_chinese,
 )
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,11 @@ class IntentClassifier:
         """What the features are, e.g. for logs and ``kefu bot eval``."""
         grams = "tf-idf word + char n-grams"
         return grams if self.encoder is None else f"{grams} + {self.encoder!r}"
+
+    @property
+    def chinese(self) -> bool:
+        """Whether the Chinese feature blocks (jieba words, pinyin) were built."""
+        return any(name in ("segment", "pinyin") for name, _ in self._vectorizer.transformer_list)
 
     @property
     def intents(self) -> tuple[str, ...]:
@@ -289,7 +295,7 @@ def _fit_linear(
     options: TrainingOptions,
     dense: np.ndarray | None = None,
 ):
-    vectorizer = build_vectorizer(options.features)
+    vectorizer = build_vectorizer(resolve_chinese(options.features, texts))
     x = _features(vectorizer, texts, dense, options.embedding_weight, fit=True)
     model = LinearSVC(C=options.c, dual=True, max_iter=5000, random_state=options.seed)
     model.fit(x, labels)

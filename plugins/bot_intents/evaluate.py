@@ -137,6 +137,9 @@ def evaluate(dataset: Dataset, options: EvalOptions, progress: Progress = no_pro
 def _describe(training: TrainingOptions, clf: IntentClassifier) -> str:
     (w1, w2), (c1, c2) = training.features.word_ngrams, training.features.char_ngrams
     grams = f"tf-idf word {w1}-{w2} + char_wb {c1}-{c2} grams"
+    if clf.chinese:
+        (p1, p2) = training.features.pinyin_ngrams
+        grams += f" + jieba words 1-2 + pinyin char_wb {p1}-{p2} grams"
     if clf.encoder is not None:
         grams += f" + {clf.encoder!r} x{training.embedding_weight:g}"
     return f"{grams}, LinearSVC C={training.c:g}, softmax"

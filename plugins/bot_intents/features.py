@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import FeatureUnion
+
+from kefu.core.text import cjk_share, pinyin_text, segment
+from kefu.core.text import normalize_text as _normalize
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,14 @@ _TOKEN = re.compile(
 
 
 def normalize_text(text: str) -> str:
-    """NFKC-fold (full-width letters and digits become ASCII) and lower-case."""
-    return unicodedata.normalize("NFKC", text).lower()
+    """NFKC-fold (full-width letters and digits become ASCII), lower-case, traditional
+    Chinese to simplified (:func:`kefu.core.text.normalize_text`)."""
+    return _normalize(text)
+
+
+def pinyin_preprocess(text: str) -> str:
+    """Normalised text with its Chinese characters spelled in toneless pinyin."""
+    return pinyin_text(_normalize(text))
 
 
 def tokenize(text: str) -> list[str]:
@@ -51,6 +59,21 @@ class FeatureConfig:
     char_ngrams: tuple[int, int] = (1, 4)
     char_weight: float = 1.0
     min_df: int = 1
+    #: Chinese blocks (jieba words, pinyin character n-grams): ``None`` decides from the
+    #: training texts (:func:`resolve_chinese`), so Latin-script data keeps two blocks.
+    chinese: bool | None = None
+    segment_weight: float = 1.0
+    pinyin_ngrams: tuple[int, int] = (1, 4)
+    pinyin_weight: float = 1.0
+    #: With ``chinese=None``: the share of training texts holding Chinese characters.
+    chinese_min_share: float = 0.3
+
+
+def resolve_chinese(config: FeatureConfig, texts) -> FeatureConfig:
+    """``config`` with ``chinese`` decided from the training texts when it is ``None``."""
+    if config.chinese is not None:
+        return config
+    return replace(config, chinese=cjk_share(texts) >= config.chinese_min_share)
 
 
 def build_vectorizer(config: FeatureConfig | None = None) -> FeatureUnion:
@@ -75,10 +98,40 @@ def build_vectorizer(config: FeatureConfig | None = None) -> FeatureUnion:
         min_df=config.min_df,
         dtype=np.float32,
     )
-    return FeatureUnion(
-        [("word", word), ("char", char)],
-        transformer_weights={"word": 1.0, "char": config.char_weight},
-    )
+    blocks = [("word", word), ("char", char)]
+    weights = {"word": 1.0, "char": config.char_weight}
+    if config.chinese:
+        blocks.append(
+            (
+                "segment",
+                TfidfVectorizer(
+                    preprocessor=normalize_text,
+                    tokenizer=segment,
+                    token_pattern=None,
+                    lowercase=False,
+                    ngram_range=(1, 2),
+                    sublinear_tf=True,
+                    min_df=config.min_df,
+                    dtype=np.float32,
+                ),
+            )
+        )
+        blocks.append(
+            (
+                "pinyin",
+                TfidfVectorizer(
+                    preprocessor=pinyin_preprocess,
+                    analyzer="char_wb",
+                    lowercase=False,
+                    ngram_range=config.pinyin_ngrams,
+                    sublinear_tf=True,
+                    min_df=config.min_df,
+                    dtype=np.float32,
+                ),
+            )
+        )
+        weights.update(segment=config.segment_weight, pinyin=config.pinyin_weight)
+    return FeatureUnion(blocks, transformer_weights=weights)
 
 
 class SingleTextFeatures:
