@@ -35,6 +35,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.storage_sql",
     "kefu.plugins.storage_mongo",
     "kefu.plugins.auth",
+    "kefu.plugins.auth_oidc",
     "kefu.plugins.gateway",
     "kefu.plugins.transport_ws",
     "kefu.plugins.transport_longpoll",
