@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 
 from kefu.core.domain import CONVERSATION_STATES, Conversation, Message
 from kefu.core.storage import ConversationFilter, Searchable, VersionConflict, search_terms
@@ -83,8 +83,8 @@ class ViewFilter(m.Request):
 class ViewIn(m.Request):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=m.NAME_PATTERN)]
     filter: ViewFilter = Field(default_factory=ViewFilter)
-    version: int | None = Field(
-        None, ge=0, description="Replace only while the stored version is this (0: create)."
+    version: Annotated[int, Field(ge=0, le=m.MAX_SEQ), BeforeValidator(m._whole_number)] | None = (
+        Field(None, description="Replace only while the stored version is this (0: create).")
     )
 
 
