@@ -23,7 +23,13 @@ from kefu.core.types import TransportInfo
 from kefu.core.web_app import bearer_token, error_response
 from kefu.hooks import hookimpl
 
+from .heartbeat import Heartbeats
+
 log = logging.getLogger(__name__)
+
+#: A batch of frames this small, written while nothing is buffered, cannot wait for the
+#: socket: it is written without arming the send timeout.
+SMALL_BATCH = 16 * 1024
 
 PATH = "/v1/ws"
 
@@ -51,7 +57,8 @@ class WsSettings(Section):
 
     #: Hard cap of one incoming WebSocket message; larger ones close the connection.
     max_msg_size: int = Field(128 * 1024, ge=1024)
-    #: Seconds between protocol pings; a peer that does not answer is dropped.
+    #: Seconds of silence before a protocol ping; a peer that does not answer within half
+    #: of it is dropped (one timer wheel for every connection: heartbeat.py).
     heartbeat: float = Field(30.0, gt=0)
     #: permessage-deflate; off by default because it costs memory per connection.
     compress: bool = False
@@ -73,13 +80,16 @@ def kefu_transport_adapters(kernel):
 
 @hookimpl
 def kefu_routes(kernel):
+    heartbeats = Heartbeats()
+
     async def websocket(request: web.Request) -> web.StreamResponse:
         gateway = kernel.gateway
         if gateway is None:
             return error_response(503, "unavailable", "the gateway plugin is not running")
         s = kernel.config.section("transport_ws")
+        # pings and pongs are ours (autoping off): one wheel times every connection
         ws = web.WebSocketResponse(
-            compress=s.compress, max_msg_size=s.max_msg_size, heartbeat=s.heartbeat
+            compress=s.compress, max_msg_size=s.max_msg_size, heartbeat=None, autoping=False
         )
         token = bearer_token(request)
         principal = await gateway.authenticate(request, token)
@@ -89,13 +99,20 @@ def kefu_routes(kernel):
             return ws
         conn = await gateway.open(principal, "ws", remote=request.remote, credential=token)
         writer = asyncio.create_task(_write(ws, request, conn, s), name=f"kefu-ws-{conn.id}")
+        beat = heartbeats.add(ws, request, s.heartbeat, lambda: _dead(request, conn))
+        clock = asyncio.get_running_loop().time
         try:
             async for msg in ws:
-                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                beat.seen = clock()
+                kind = msg.type
+                if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                     await gateway.receive(conn, msg.data)
+                elif kind is WSMsgType.PING:
+                    await ws.pong(msg.data)
                 if conn.closed:
                     break
         finally:
+            beat.gone = True
             await gateway.close(conn, "client_closed")  # keeps an earlier, better reason
             await asyncio.gather(writer, return_exceptions=True)
         return ws
@@ -110,6 +127,15 @@ async def _write(ws: web.WebSocketResponse, request: web.Request, conn, s: WsSet
             frames = await conn.take()
             if not frames:
                 break
+            transport = request.transport
+            if (
+                transport is not None
+                and not transport.get_write_buffer_size()
+                and sum(map(len, frames)) < SMALL_BATCH
+            ):
+                for data in frames:  # (the writer waits only while the socket is paused)
+                    await ws.send_frame(data, WSMsgType.TEXT)
+                continue
             async with asyncio.timeout(s.send_timeout):
                 for data in frames:
                     await ws.send_frame(data, WSMsgType.TEXT)
@@ -119,6 +145,13 @@ async def _write(ws: web.WebSocketResponse, request: web.Request, conn, s: WsSet
     except (ConnectionError, RuntimeError):
         conn.close("client_closed")
     await _close(ws, request, conn.close_reason or "client_closed")
+
+
+def _dead(request: web.Request, conn) -> None:
+    """A peer that did not answer a ping: drop the socket, as aiohttp's heartbeat does."""
+    conn.close("client_closed")
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def _drain(request: web.Request, limit: int) -> None:

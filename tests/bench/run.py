@@ -95,6 +95,15 @@ SCENARIOS = ("idle", "chat", "storm", "sweep", "longpoll", "grpc")
 DEFAULT_SCENARIOS = ("idle", "chat", "storm", "sweep", "longpoll")
 
 
+def installed_third_party() -> list[str]:
+    """Names of the kefu plugins installed as entry points (not kefu's own)."""
+    from importlib import metadata
+
+    from kefu.core.plugins import ENTRY_POINT_GROUP
+
+    return sorted(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
 def kefu_settings(assignments: list[str], disabled: list[str]) -> dict[str, dict[str, str]]:
     """``section.key=value`` pairs and disabled plugins, laid over the bench config."""
     sections: dict[str, dict[str, str]] = {}
@@ -279,7 +288,10 @@ async def main_async(args: argparse.Namespace) -> int:
         profile["workers"] = args.workers
     wanted = set(args.scenario or profile.get("scenarios", DEFAULT_SCENARIOS))
     disabled = args.disable + ([] if args.all_plugins else profile.get("disable", []))
-    settings = kefu_settings(args.set, sorted(set(disabled)))
+    # the targets are for kefu's own plugins: plugins installed in this venv from elsewhere
+    # (the example kefu-greeter of `make test`) are off unless --third-party keeps them
+    third_party = [] if args.third_party else installed_third_party()
+    settings = kefu_settings(args.set, sorted(set(disabled + third_party)))
     if "grpc" in wanted:
         settings.setdefault("transport_grpc", {}).setdefault("enabled", "true")
     counts = server_counts(args.server_workers, profile)
@@ -298,7 +310,7 @@ async def main_async(args: argparse.Namespace) -> int:
             "storage": storage,
         },
         "results": {},
-        "notes": [],
+        "notes": [f"third-party plugins disabled: {', '.join(third_party)}"] if third_party else [],
     }
     started = time.monotonic()
     out = Path(args.out) if args.out else report.REPORT_DIR
@@ -364,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--param", action="append", default=[], help="e.g. chat.rate=1000")
     parser.add_argument("--set", action="append", default=[], help="section.key=value")
     parser.add_argument("--disable", action="append", default=[], help="a kefu plugin")
+    parser.add_argument(
+        "--third-party",
+        action="store_true",
+        help="keep the third-party plugins installed here (off by default: the targets are "
+        "for kefu's own plugins)",
+    )
     parser.add_argument(
         "--all-plugins", action="store_true", help="ignore the profile's disabled plugins"
     )

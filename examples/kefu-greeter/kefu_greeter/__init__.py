@@ -45,11 +45,20 @@ def kefu_routes(kernel):
 
 @hookimpl
 def kefu_pipeline_processors(kernel):
+    # This runs for every message: the lowered words are kept until the settings change
+    # (a reload gives a new section object), and a message without words costs nothing.
+    lowered: list = [None, ()]  # [settings the words came from, their lowered forms]
+
     async def refuse_blocked(message, context):
-        words = kernel.config.section("greeter").blocked_words
-        text = str(getattr(message, "text", "") or "").lower()
-        if any(word.lower() in text for word in words):
-            raise PipelineReject("blocked_word", "this message contains a blocked word")
+        settings = kernel.config.section("greeter")
+        if lowered[0] is not settings:
+            lowered[:] = [settings, tuple(w.lower() for w in settings.blocked_words if w)]
+        words = lowered[1]
+        if words:
+            text = str(getattr(message, "text", "") or "").lower()
+            for word in words:
+                if word in text:
+                    raise PipelineReject("blocked_word", "this message contains a blocked word")
         return message
 
     return [Processor(name="greeter.blocked_words", priority=50, process=refuse_blocked)]
