@@ -34,7 +34,7 @@ async def test_a_peer_that_answers_pings_stays(aiohttp_client, tmp_path):
 async def test_a_peer_that_does_not_answer_is_dropped(aiohttp_client, tmp_path):
     _, peer = await _visitor(aiohttp_client, tmp_path, autoping=False)
     started, pings = time.monotonic(), 0
-    async with asyncio.timeout(HEARTBEAT * 6):
+    async with asyncio.timeout(HEARTBEAT * 10):
         while True:
             msg = await peer.ws.receive()
             if msg.type is WSMsgType.PING:
@@ -44,7 +44,8 @@ async def test_a_peer_that_does_not_answer_is_dropped(aiohttp_client, tmp_path):
     assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING, WSMsgType.ERROR)
     waited = time.monotonic() - started
     assert pings == 1, pings
-    assert HEARTBEAT * 1.4 <= waited <= HEARTBEAT * 4, waited
+    # 1.5 intervals, give or take the wheel's one-second slots (and a loaded machine)
+    assert HEARTBEAT * 1.4 <= waited <= HEARTBEAT * 8, waited
 
 
 async def test_a_peer_that_keeps_talking_is_not_pinged(aiohttp_client, tmp_path):

@@ -14,6 +14,7 @@ import asyncio
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 
 from kefu.core.types import Principal
 
@@ -38,6 +39,7 @@ class Connection:
         "id",
         "inbox",
         "last_typing",
+        "on_push",
         "opened_at",
         "principal",
         "remote",
@@ -88,6 +90,9 @@ class Connection:
         self._byte_limit, self._bytes = outbox_bytes, 0
         self._shed_at = max(1, int(outbox_frames * shed_ephemeral_at))
         self._waiter: asyncio.Future | None = None
+        #: a transport that writes without a task of its own is told here of every frame
+        #: queued and of the close (it coalesces: one write per loop tick)
+        self.on_push: Callable[[], None] | None = None
         self._rate, self._burst = rate, burst
         self._tokens, self._stamp = float(burst), time.monotonic()
 
@@ -117,6 +122,8 @@ class Connection:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        elif self.on_push is not None:
+            self.on_push()
         return True
 
     def _drop_one_ephemeral(self) -> bool:
@@ -179,6 +186,8 @@ class Connection:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self.on_push is not None:
+            self.on_push()
 
     # -- rate limit ---------------------------------------------------------------
     def allow(self) -> bool:

@@ -24,12 +24,10 @@ from kefu.core.web_app import bearer_token, error_response
 from kefu.hooks import hookimpl
 
 from .heartbeat import Heartbeats
+from .pump import Pump
 
 log = logging.getLogger(__name__)
 
-#: A batch of frames this small, written while nothing is buffered, cannot wait for the
-#: socket: it is written without arming the send timeout.
-SMALL_BATCH = 16 * 1024
 
 PATH = "/v1/ws"
 
@@ -98,7 +96,13 @@ def kefu_routes(kernel):
             await _close(ws, request, "invalid_token", send_timeout=1.0)
             return ws
         conn = await gateway.open(principal, "ws", remote=request.remote, credential=token)
-        writer = asyncio.create_task(_write(ws, request, conn, s), name=f"kefu-ws-{conn.id}")
+        pump = Pump(
+            conn,
+            request,
+            s.write_buffer_limit,
+            lambda: _drain_within(request, s),
+            lambda reason: _close(ws, request, reason),
+        )
         beat = heartbeats.add(ws, request, s.heartbeat, lambda: _dead(request, conn))
         clock = asyncio.get_running_loop().time
         try:
@@ -114,37 +118,16 @@ def kefu_routes(kernel):
         finally:
             beat.gone = True
             await gateway.close(conn, "client_closed")  # keeps an earlier, better reason
-            await asyncio.gather(writer, return_exceptions=True)
+            await pump.finished()
         return ws
 
     return [web.get(PATH, websocket)]
 
 
-async def _write(ws: web.WebSocketResponse, request: web.Request, conn, s: WsSettings) -> None:
-    """Copy the connection's outbox to the socket until either side closes."""
-    try:
-        while True:
-            frames = await conn.take()
-            if not frames:
-                break
-            transport = request.transport
-            if (
-                transport is not None
-                and not transport.get_write_buffer_size()
-                and sum(map(len, frames)) < SMALL_BATCH
-            ):
-                for data in frames:  # (the writer waits only while the socket is paused)
-                    await ws.send_frame(data, WSMsgType.TEXT)
-                continue
-            async with asyncio.timeout(s.send_timeout):
-                for data in frames:
-                    await ws.send_frame(data, WSMsgType.TEXT)
-                await _drain(request, s.write_buffer_limit)
-    except TimeoutError:
-        conn.close("slow_consumer")
-    except (ConnectionError, RuntimeError):
-        conn.close("client_closed")
-    await _close(ws, request, conn.close_reason or "client_closed")
+async def _drain_within(request: web.Request, s: WsSettings) -> None:
+    """Wait, at most ``send_timeout``, until the socket's buffer is back under its limit."""
+    async with asyncio.timeout(s.send_timeout):
+        await _drain(request, s.write_buffer_limit)
 
 
 def _dead(request: web.Request, conn) -> None:
