@@ -21,7 +21,11 @@ export class Inbox {
     this.tab = "queued";
     this.current = null;
     this.previews = new Map(); // conversation id -> last message text
-    this.unread = new Set();
+    this.unread = new Map(); // conversation id -> messages not seen (issue 14)
+    this.found = null; // the finder's results, shown instead of the tab's list
+    this.shown = [];
+    this.onUnread = null; // (total) => ..., the page title
+    this.onTab = null;
     this.conversations = new Map();
     this.timer = null;
     this.team = new Map();
@@ -36,6 +40,7 @@ export class Inbox {
 
   show(tab) {
     this.tab = tab;
+    this.onTab?.(tab);
     for (const button of this.tabs.querySelectorAll("[data-tab]")) {
       button.setAttribute("aria-selected", String(button.dataset.tab === tab));
     }
@@ -60,7 +65,7 @@ export class Inbox {
     for (const c of [...shown.conversations, ...queued.conversations, ...mine.conversations]) {
       this.conversations.set(c.id, c);
     }
-    this.render(shown.conversations);
+    this.render(this.found || shown.conversations);
     return mine.conversations;
   }
 
@@ -69,7 +74,31 @@ export class Inbox {
     if (el) el.textContent = n ? String(n) : "";
   }
 
+  /** The finder's results instead of the tab's list; null goes back to the tab. */
+  showFound(conversations) {
+    this.found = conversations;
+    for (const c of conversations || []) this.conversations.set(c.id, c);
+    if (conversations) this.render(conversations);
+    else this.refresh();
+  }
+
+  /** Open the next (1) or previous (-1) conversation of the list (shortcuts j / k). */
+  step(delta) {
+    const ids = this.shown.map((c) => c.id);
+    if (!ids.length) return;
+    const at = ids.indexOf(this.current);
+    const next = at < 0 ? (delta > 0 ? 0 : ids.length - 1) : Math.min(Math.max(at + delta, 0), ids.length - 1);
+    this.select(ids[next]);
+  }
+
+  unreadTotal() {
+    let n = 0;
+    for (const count of this.unread.values()) n += count;
+    return n;
+  }
+
   render(conversations) {
+    this.shown = conversations;
     const items = conversations.map((c) => {
       const name = h("strong", {}, tr("Visitor {id}", { id: c.visitor_id.slice(0, 6) }));
       const assignee = c.assignee_id && this.team.get(c.assignee_id)?.name;
@@ -80,7 +109,9 @@ export class Inbox {
         dataset: { id: c.id, state: c.state },
         onclick: () => this.select(c.id),
       },
-      h("div", { class: "line1" }, name, h("span", { class: `pill ${c.state}` }, tr(c.state))),
+      h("div", { class: "line1" }, name, h("span", {},
+        this.unread.get(c.id) ? h("span", { class: "badge", title: tr("Unread messages") }, String(this.unread.get(c.id))) : null,
+        h("span", { class: `pill ${c.state}` }, tr(c.state)))),
       h("div", { class: "preview" }, this.previews.get(c.id) || `${timeOf(c.updated_at)} · ${c.department || tr("general")}${assignee ? ` · ${assignee}` : ""}`),
       rating ? h("div", { class: "rating" }, ratingText(rating)) : null);
       return li;
@@ -91,9 +122,13 @@ export class Inbox {
   select(id) {
     this.current = id;
     this.unread.delete(id);
+    this.onUnread?.(this.unreadTotal());
     for (const li of this.list.children) {
       li.classList.toggle("active", li.dataset.id === id);
-      if (li.dataset.id === id) li.classList.remove("unread");
+      if (li.dataset.id === id) {
+        li.classList.remove("unread");
+        li.querySelector(".badge")?.remove();
+      }
     }
     const conversation = this.conversations.get(id);
     if (conversation) this.onSelect(conversation);
@@ -102,7 +137,10 @@ export class Inbox {
   /** A message arrived for a conversation that is not on screen. */
   noteMessage(frame) {
     this.previews.set(frame.conversation_id, frame.text || frame.attachment?.name || "");
-    if (frame.conversation_id !== this.current) this.unread.add(frame.conversation_id);
+    if (frame.conversation_id !== this.current) {
+      this.unread.set(frame.conversation_id, (this.unread.get(frame.conversation_id) || 0) + 1);
+      this.onUnread?.(this.unreadTotal());
+    }
     this.refreshSoon();
   }
 

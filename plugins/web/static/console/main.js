@@ -5,7 +5,9 @@ import { Client } from "../lib/client.js";
 import { Actions } from "./actions.js";
 import { Annotations } from "./annotations.js";
 import { ChatView } from "./chat.js";
+import { Finder } from "./finder.js";
 import { Inbox } from "./inbox.js";
+import { installShortcuts, readPlace, titleWithUnread, writePlace } from "./nav.js";
 import { Notifier } from "./notify.js";
 import { showVisitor, visitorRecord } from "./visitor.js";
 import { ready, tr } from "../lib/tr.js";
@@ -79,6 +81,7 @@ async function loadTeam() {
     const { agents } = await api("/console/agents.json");
     chat.setTeam(agents);
     inbox.setTeam(agents);
+    finder.setTeam(agents);
   } catch {
     /* names stay "Agent" until the next try */
   }
@@ -87,6 +90,8 @@ async function loadTeam() {
 const annotations = new Annotations({ client, panel: $("annotations") });
 
 function openConversation(conversation) {
+  place.conversation = conversation.id;
+  writePlace(place);
   chat.open(conversation);
   annotations.open(conversation);
   showVisitor($("visitor-panel"), conversation, openConversation);
@@ -158,5 +163,35 @@ client.on("conversation", (frame) => {
   }
 });
 
-inbox.show("queued");
+// -- search, filters, deep links, unread title, shortcuts (finder.js, nav.js) ---------------
+const TAB_KEYS = ["queued", "mine", "open", "resolved"];
+const place = readPlace();
+const baseTitle = document.title;
+const finder = new Finder({ root: $("finder"), inbox });
+finder.onChange = (filters) => {
+  place.filters = filters;
+  writePlace(place);
+};
+inbox.onTab = (tab) => {
+  place.tab = tab;
+  writePlace(place);
+};
+inbox.onUnread = (n) => titleWithUnread(baseTitle, n);
+installShortcuts({ inbox, finder, composer: $("composer-text"), tabs: TAB_KEYS });
+window.kefuConsole.finder = finder;
+
+inbox.show(TAB_KEYS.includes(place.tab) ? place.tab : "queued");
+if (Object.keys(place.filters).length) finder.set(place.filters);
+if (place.conversation) {
+  api(`/v1/conversations/${encodeURIComponent(place.conversation)}`)
+    .then((conversation) => {
+      inbox.current = conversation.id;
+      inbox.conversations.set(conversation.id, conversation);
+      openConversation(conversation);
+    })
+    .catch(() => {
+      place.conversation = null;
+      writePlace(place);
+    });
+}
 client.connect();
