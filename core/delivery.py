@@ -30,6 +30,8 @@ class ClientConnection(Protocol):
     remote: str | None
     closed: bool
     close_reason: str | None
+    #: frames waiting in the outbox (the slowest consumers have the most)
+    queued: int
 
     def push(self, frame: bytes, ephemeral: bool = False) -> bool:
         """Queue a serialised frame for the client; False when shed or closed."""

@@ -18,6 +18,7 @@ from kefu.core.errors import ConfigError
 from kefu.core.facade import HookFacade, choose_named
 from kefu.core.hookcall import HookFailures
 from kefu.core.plugins import DEFAULT_PLUGINS, PluginSet, make_plugin_manager
+from kefu.core.pressure import STEADY, Pressure
 from kefu.core.storage import StorageBackend
 from kefu.core.supervisor import worker_index
 from kefu.core.types import Event
@@ -41,6 +42,9 @@ class Kernel:
         self.delivery: Delivery | None = None
         #: what transports drive (set by the gateway plugin while it runs)
         self.gateway: Gateway | None = None
+        #: this worker's degradation level and readings (set by the degradation plugin
+        #: while it runs; level 0 always without one): ``kernel.pressure.level`` is an int
+        self.pressure: Pressure = STEADY
         self.started = False
         self.reload_failures = 0
         self.announcements: list[str] = []

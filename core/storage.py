@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
+from kefu.core.pressure import BatchMeter, SojournMeter
 
 log = logging.getLogger(__name__)
 
@@ -364,8 +365,11 @@ class GroupCommit(Generic[T, R]):
         self.max_batch = max_batch
         self.window = window
         self.name = name
-        self._pending: list[tuple[T, asyncio.Future]] = []
+        self._pending: list[tuple[T, asyncio.Future, float]] = []
         self._wakeup = asyncio.Event()
+        #: what the degradation sensors read (kefu.core.pressure): time queued, commit time
+        self.sojourn = SojournMeter(f"storage.{name}")
+        self.latency = BatchMeter(f"storage.{name}")
         self._writer: asyncio.Task | None = None
         self._closed = False
         self.batches = 0  # flushes so far (tests and benchmarks read these)
@@ -376,7 +380,10 @@ class GroupCommit(Generic[T, R]):
         if self._closed:
             raise StorageError("storage is closed")
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
+        now = time.monotonic()
+        if not self._pending:
+            self.sojourn.oldest = now
+        self._pending.append((item, future, now))
         self._wakeup.set()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._run(), name=self.name)
@@ -391,13 +398,17 @@ class GroupCommit(Generic[T, R]):
             while self._pending:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
+                started = time.monotonic()
+                self.sojourn.record(started - batch[0][2])  # its oldest item's wait
+                self.sojourn.oldest = self._pending[0][2] if self._pending else 0.0
                 await self._commit(batch)
+                self.latency.record(time.monotonic() - started)
             if self._closed:
                 return
 
-    async def _commit(self, batch: list[tuple[T, asyncio.Future]]) -> None:
+    async def _commit(self, batch: list[tuple[T, asyncio.Future, float]]) -> None:
         try:
-            results: Sequence[R | BaseException] = await self._flush([item for item, _ in batch])
+            results: Sequence[R | BaseException] = await self._flush([item[0] for item in batch])
             if len(results) != len(batch):
                 raise StorageError(f"{self.name}: flush returned {len(results)} results")
         except Exception as exc:
@@ -405,7 +416,7 @@ class GroupCommit(Generic[T, R]):
             results = [exc] * len(batch)
         self.batches += 1
         self.items += len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             if future.done():  # the caller was cancelled; its item is stored anyway
                 continue
             if isinstance(result, BaseException):

@@ -122,11 +122,19 @@ class BotReply:
 
 @dataclass(frozen=True, slots=True)
 class DegradableFeature:
-    """A feature that can be shed under pressure; lower ``priority`` is shed first."""
+    """A feature that can be shed under pressure (``kefu_degradation_features``).
+
+    ``level`` is the pressure level (1..3) at which it is shed unless the config says
+    otherwise (``[degradation.features]``); within a level lower ``priority`` is shed
+    first and restored last. ``set_enabled(False)`` is called when it is shed,
+    ``set_enabled(True)`` when it is restored; it must be cheap and must not block.
+    """
 
     name: str
     priority: int
     set_enabled: Callable[[bool], Any]
+    level: int = 1
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kefu.core.bus import Handler, OrderedDelivery, Unsubscribe, WorkHandler, WorkItem
 from kefu.core.errors import StartupError
+from kefu.core.pressure import BatchMeter
 
 from .state import RedisState
 
@@ -184,6 +185,8 @@ class RedisBus:
         self._outbox: list[tuple[tuple, asyncio.Future | None]] = []
         self._scheduled = False
         self._flusher: asyncio.Task | None = None
+        #: a publish batch's round trip, for the degradation sensors (kefu.core.pressure)
+        self.latency = BatchMeter("bus.redis")
         self._dropped = 0
         self._heads: dict = {}  # topic or (topic, node) -> XADD head
         self._publisher_conn: Any = None
@@ -423,7 +426,9 @@ class RedisBus:
                 attempt = 0
                 while True:
                     try:
+                        started = time.monotonic()
                         results = await self._execute(batch)
+                        self.latency.record(time.monotonic() - started)
                         break
                     except UNAVAILABLE as exc:
                         await self._unavailable(exc, attempt)

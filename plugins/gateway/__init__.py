@@ -34,6 +34,11 @@ def kefu_transport_frame_handlers(kernel):
 
 
 @hookimpl
+def kefu_degradation_features(kernel):
+    return _gateway(kernel).degraded.features()
+
+
+@hookimpl
 async def kefu_startup(kernel):
     gateway = _gateway(kernel)
     await gateway.start()

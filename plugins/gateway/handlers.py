@@ -16,6 +16,7 @@ import orjson
 
 from kefu.core.domain import BOT, QUEUED, RESOLVED, Conversation, Message, new_id
 from kefu.plugins.gateway.connection import Connection
+from kefu.plugins.gateway.degraded import TYPING_SHED_INTERVAL
 from kefu.plugins.gateway.frames import (
     GatewayError,
     bool_field,
@@ -203,12 +204,15 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
         state = bool_field(frame, "state", True)
         now = time.monotonic()
         last = conn.last_typing
+        shed = gateway.degraded.typing  # under pressure: coalesced over a longer interval
         if (
             last
             and last[0] == conversation_id
             and last[1] == state
-            and now - last[2] < TYPING_INTERVAL
+            and now - last[2] < (TYPING_SHED_INTERVAL if shed else TYPING_INTERVAL)
         ):
+            if shed:
+                gateway.degraded.dropped["typing"] += 1
             return None  # coalesced: the peer already knows
         conversation = await _ephemeral_target(
             gateway, conn, conversation_id, "conversation.typing"
@@ -228,6 +232,9 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
         conversation_id = string_field(frame, "conversation_id", max_len=64)
         seq = int_field(frame, "seq")
         conversation = await _ephemeral_target(gateway, conn, conversation_id, "conversation.read")
+        if gateway.degraded.read_receipts:  # shed under pressure (degraded.py)
+            gateway.degraded.dropped["read_receipts"] += 1
+            return None
         p = conn.principal
         notice = {
             "op": "read",
@@ -249,7 +256,12 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
         if "accepting" in frame:  # "accept new chats" switch (routing reads it)
             extra["accepting"] = bool_field(frame, "accepting", True)
         notice = {"op": "presence", "agent_id": p.id, "status": status, **extra}
-        await gateway.publish_site_agents(p.site_id, notice, origin=conn, ephemeral=True)
+        degraded, key = gateway.degraded, (p.site_id, p.id)
+        if degraded.presence and degraded.presence_sent.get(key) == (status, extra):
+            degraded.dropped["presence"] += 1  # coalesced: the site's agents know it
+        else:
+            degraded.presence_sent[key] = (status, extra)
+            await gateway.publish_site_agents(p.site_id, notice, origin=conn, ephemeral=True)
         await kernel.emit("agent.presence", p.site_id, agent_id=p.id, status=status, **extra)
         return {"op": "presence_ok", "status": status, **extra}
 

@@ -34,6 +34,7 @@ from kefu.core.errors import ApiError
 from kefu.core.storage import StorageError
 from kefu.core.types import Principal
 from kefu.plugins.gateway.connection import Connection
+from kefu.plugins.gateway.degraded import Degraded
 from kefu.plugins.gateway.delivery import FORGET_TOPIC, Store
 from kefu.plugins.gateway.directory import Directory
 from kefu.plugins.gateway.fanout import Fanout
@@ -93,6 +94,7 @@ class Gateway(Store, Fanout):
         self._conversations: dict[tuple[str, str], tuple[Conversation, float]] = {}
         self.stats = GatewayStats()
         self.identity = IdentityWatch(self)
+        self.degraded = Degraded()  # extras shed under pressure (degraded.py)
 
     @property
     def settings(self) -> Any:

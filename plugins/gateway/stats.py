@@ -79,4 +79,6 @@ def kefu_stats(kernel):
     gateway = kernel.existing_plugin_state("gateway")
     if gateway is None:
         return None
-    return gateway.stats.snapshot(gateway.registry)
+    figures = gateway.stats.snapshot(gateway.registry)
+    figures["gateway_degraded_frames_total"] = labelled("feature", dict(gateway.degraded.dropped))
+    return figures

@@ -107,6 +107,19 @@ def make_routes(
         response.headers["Cache-Control"] = "no-store"
         return response
 
+    async def hold_level(request: web.Request) -> web.StreamResponse:
+        """The status page's button: hold a degradation level for some minutes."""
+        principal, form = await form_of(request)
+        raw = str(form.get("level", ""))
+        level = None if raw in ("", "auto") else int(raw)
+        minutes = float(form.get("minutes") or 10)
+        try:
+            by = f"{principal.site_id}/{principal.id}"
+            await kernel.pressure.override(level, minutes * 60, by=by)
+        except (RuntimeError, ValueError) as exc:
+            raise web.HTTPConflict(text=str(exc)) from None
+        raise web.HTTPSeeOther("/admin/status")
+
     async def agents_page(request: web.Request, error: str | None = None) -> web.Response:
         principal = await admin_of(request)
         agents = await kernel.storage.list_agents(principal.site_id)
@@ -233,6 +246,7 @@ def make_routes(
         web.get("/admin/status", status_page),
         web.get("/admin/status.json", status_json),
         web.get("/admin/agents", agents_page),
+        web.post("/admin/status/degradation", hold_level),
         web.post("/admin/agents", create_agent),
         web.post("/admin/agents/{id}", update_agent),
         web.get("/admin/sites", sites_page),

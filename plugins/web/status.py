@@ -195,5 +195,7 @@ async def site_status(
             "window_s": window,
             "total_since_start": sum(part.get("total", 0) for part in parts),
         },
+        # this worker's degradation level and sensor readings (docs/degradation.md)
+        "degradation": kernel.pressure.snapshot(),
         "ts": now,
     }

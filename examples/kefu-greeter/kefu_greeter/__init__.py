@@ -1,7 +1,8 @@
 """kefu-greeter: a complete third-party plugin in one module.
 
 It shows the four things most plugins do: declare a config section, add an
-HTTP route, add a message pipeline step and listen to domain events.
+HTTP route, add a message pipeline step and listen to domain events; and one a
+plugin under load should do: declare what may be shed (``kefu_degradation_features``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections import Counter
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from kefu.core.types import PipelineReject, Processor
+from kefu.core.types import DegradableFeature, PipelineReject, Processor
 from kefu.hooks import hookimpl
 
 __version__ = "0.2.0"
@@ -27,6 +28,8 @@ class GreeterSettings(BaseModel):
 
 #: Events seen since start-up, by type (a real plugin would export metrics).
 events_seen: Counter[str] = Counter()
+#: False while the degradation plugin sheds the greeting route (level 2 and up).
+hello_enabled = {"on": True}
 
 
 @hookimpl
@@ -37,6 +40,8 @@ def kefu_config_schema():
 @hookimpl
 def kefu_routes(kernel):
     async def hello(request: web.Request) -> web.Response:
+        if not hello_enabled["on"]:  # shed under pressure: a cheap, polite refusal
+            return web.json_response({"busy": True}, status=503, headers={"Retry-After": "5"})
         settings = kernel.config.section("greeter")
         return web.json_response({"greeting": settings.greeting})
 
@@ -62,6 +67,22 @@ def kefu_pipeline_processors(kernel):
         return message
 
     return [Processor(name="greeter.blocked_words", priority=50, process=refuse_blocked)]
+
+
+@hookimpl
+def kefu_degradation_features(kernel):
+    def switch(enabled: bool) -> None:
+        hello_enabled["on"] = enabled
+
+    return [
+        DegradableFeature(
+            "greeter.hello",
+            priority=40,
+            set_enabled=switch,
+            level=2,
+            description="GET /greeter/hello answers 503",
+        )
+    ]
 
 
 @hookimpl

@@ -41,3 +41,19 @@ async def test_counts_events(config_file):
     before = kefu_greeter.events_seen["demo.event"]
     await kernel.emit("demo.event", site_id="s1")
     assert kefu_greeter.events_seen["demo.event"] == before + 1
+
+
+async def test_greeting_is_shed_at_level_2(aiohttp_client, tmp_path):
+    path = tmp_path / "kefu.toml"
+    path.write_text(
+        f'[server]\ndata_dir = "{tmp_path}"\n[storage]\nbackend = "memory"\n'
+        '[plugins]\nenable = ["kefu.plugins.degradation"]\n'
+    )
+    kernel = load_kernel(path)
+    client = await aiohttp_client(create_app(kernel))
+    assert "greeter.hello" in [f.name for f in kernel.hooks.degradation_features()]
+    await kernel.pressure.override(2, 60)
+    resp = await client.get("/greeter/hello")
+    assert resp.status == 503 and resp.headers["Retry-After"]
+    await kernel.pressure.override(None, 1)
+    assert (await client.get("/greeter/hello")).status == 200

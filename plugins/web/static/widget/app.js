@@ -39,7 +39,8 @@ export async function mount(options) {
     typingSentAt: 0,
     starting: false,
     // a bot serving the site answers even with no agent online (config.bot): chat, no form
-    offline: !config.online && !config.bot && !saved.conversationId,
+    // a server under pressure answers busy: new visitors get the polite leave-a-message form
+    offline: ((!config.online && !config.bot) || config.busy === true) && !saved.conversationId,
   };
   const persist = () => store.save({ token: state.token, conversationId: state.conversation?.id || null, lang: saved.lang });
 
@@ -122,6 +123,7 @@ export async function mount(options) {
     stylesheet: `${base}static/widget/widget.css${options.version ? `?v=${options.version}` : ""}`,
     title: config.name,
     greeting: config.greeting,
+    busy: config.busy === true,
   });
   view.showOffline(state.offline);
 

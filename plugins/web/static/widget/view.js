@@ -11,7 +11,7 @@ export function placeFor(list, seq) {
   return null;
 }
 
-export function createView(root, t, actions, { stylesheet, title, greeting }) {
+export function createView(root, t, actions, { stylesheet, title, greeting, busy = false }) {
   const badge = h("span", { class: "badge", hidden: true });
   const launcher = h("button", { class: "launcher", type: "button", "aria-label": t("launcher") },
     h("span", { class: "launcher-icon", "aria-hidden": "true" }), h("span", { class: "launcher-text" }, t("launcher")), badge);
@@ -26,7 +26,7 @@ export function createView(root, t, actions, { stylesheet, title, greeting }) {
     input, h("button", { type: "submit", class: "send" }, t("send")));
   const ended = h("div", { class: "ended", hidden: true });
   const offline = h("form", { class: "offline", hidden: true },
-    h("h3", {}, t("offlineTitle")), h("p", {}, t("offlineText")),
+    h("h3", {}, t(busy ? "busyTitle" : "offlineTitle")), h("p", {}, t(busy ? "busyText" : "offlineText")),
     h("input", { name: "name", placeholder: t("name"), required: true, maxlength: "100" }),
     h("input", { name: "email", type: "email", placeholder: t("email"), required: true, maxlength: "200" }),
     h("textarea", { name: "message", rows: "4", placeholder: t("message"), required: true, maxlength: "4000" }),

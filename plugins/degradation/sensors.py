@@ -1,0 +1,233 @@
+"""The sensors of one worker: each :meth:`Sensors.sample` reads them all (docs/degradation.md).
+
+Cheap by construction: a sample is a few clock reads, the meters' minima
+(:mod:`kefu.core.pressure`), one ``/proc/self/statm`` read every fifth sample and a
+``/proc/self/fd`` listing every twentieth; the outbox sample walks at most
+``outbox_sample`` connections every fifth. ``tests/test_degradation_sensors.py``
+drives each one with an injected condition; the bench reports their CPU.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import time
+from collections import deque
+from typing import Any
+
+from kefu.core.pressure import BatchMeter, SojournMeter, meters
+
+#: Readings whose value is compared with ``[degradation.thresholds]`` under these names.
+SENSORS = (
+    "loop_lag_ms",
+    "sojourn_ms",
+    "batch_ratio",
+    "slow_consumers",
+    "cpu",
+    "rss",
+    "fds",
+    "gc_ms_per_s",
+    "handshakes_per_s",
+    "sessions_per_s",
+    "plugin",
+)
+
+#: A batch slower than this never counts as slow, whatever its floor (a 0.2 ms commit
+#: taking 2 ms is no pressure).
+BATCH_FLOOR_S = 0.005
+
+
+def memory_total_bytes() -> int:
+    """The machine's memory, or the cgroup's limit when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            raw = open(path).read().strip()
+        except OSError:
+            continue
+        if raw.isdigit():
+            total = min(total, int(raw))
+    return total
+
+
+class GcClock:
+    """Time spent in garbage collection, from ``gc.callbacks`` (start/stop pairs)."""
+
+    __slots__ = ("_started", "last_pause_s", "longest_s", "total_s")
+
+    def __init__(self) -> None:
+        self.total_s = 0.0
+        self.longest_s = 0.0
+        self.last_pause_s = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started:
+            pause = time.perf_counter() - self._started
+            self._started = 0.0
+            self.total_s += pause
+            self.last_pause_s = pause
+            if pause > self.longest_s:
+                self.longest_s = pause
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def remove(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
+
+
+class Rate:
+    """Events per second over the last ``window`` samples (a ring of counts)."""
+
+    __slots__ = ("_ring", "_seen", "count")
+
+    def __init__(self, window: int) -> None:
+        self.count = 0  # incremented where the event happens
+        self._seen = 0
+        self._ring: deque[tuple[float, int]] = deque(maxlen=window + 1)
+
+    def sample(self, now: float) -> float:
+        self._ring.append((now, self.count))
+        first_t, first_n = self._ring[0]
+        span = now - first_t
+        return (self.count - first_n) / span if span > 0 else 0.0
+
+
+class Sensors:
+    """Every sensor of one worker; :meth:`sample` returns ``{sensor: reading}``."""
+
+    def __init__(self, kernel: Any, settings: Any) -> None:
+        self.kernel = kernel
+        self.settings = settings
+        self.gc = GcClock()
+        self.handshakes = Rate(10)
+        self.sessions = Rate(10)
+        self._ticks = 0
+        self._lags: deque[float] = deque(maxlen=3)
+        self._gc: deque[tuple[float, float]] = deque(maxlen=11)
+        self._cpu: tuple[float, float] | None = None
+        self._cpu_value = 0.0
+        self._rss, self._fds, self._slow = 0.0, 0.0, 0.0
+        self._ratios: dict[str, float] = {}
+        self.backlog = 0  # frames queued in the sampled outboxes
+        self.extra: dict[str, float] = {}  # readings other plugins reported
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0] or 1024
+        workers = max(1, kernel.config.server.workers)
+        budget_mb = settings.rss_budget_mb
+        self.rss_budget = (
+            budget_mb * 1024 * 1024 if budget_mb else memory_total_bytes() * 0.8 / workers
+        )
+        self.cost_s = 0.0  # CPU seconds spent sampling (the sensor's own price)
+
+    def start(self) -> None:
+        self.gc.install()
+
+    def stop(self) -> None:
+        self.gc.remove()
+
+    def sample(self, lag_s: float, plugin: float = 0.0) -> dict[str, float]:
+        """One reading of every sensor; ``lag_s`` is how late the sampler woke up."""
+        began = time.thread_time()
+        now = time.monotonic()
+        self._ticks += 1
+        self._lags.append(lag_s)
+        readings = {
+            "loop_lag_ms": min(self._lags) * 1000.0,
+            "sojourn_ms": self._sojourn(now) * 1000.0,
+            "batch_ratio": self._batch_ratio(),
+            "cpu": self._cpu_cores(now),
+            "gc_ms_per_s": self._gc_rate(now),
+            "handshakes_per_s": self.handshakes.sample(now),
+            "sessions_per_s": self.sessions.sample(now),
+            "plugin": plugin,
+        }
+        if self._ticks % 5 == 1:
+            self._rss = self._read_rss() / self.rss_budget
+            self._slow = self._outboxes()
+        if self._ticks % 20 == 1:
+            self._fds = self._count_fds() / self._fd_limit
+        readings["rss"] = self._rss
+        readings["fds"] = self._fds
+        readings["slow_consumers"] = self._slow
+        self.cost_s += time.thread_time() - began
+        return readings
+
+    # -- each sensor ----------------------------------------------------------------
+    def _sojourn(self, now: float) -> float:
+        """The worst queue: its minimum sojourn this interval, or how long its oldest item
+        has waited when nothing left it (a stuck commit records nothing)."""
+        worst = 0.0
+        for meter in meters().values():
+            if isinstance(meter, SojournMeter):
+                value = meter.take()
+                waiting = meter.waiting_s(now)
+                worst = max(worst, waiting if value is None else max(value, 0.0))
+        return worst
+
+    def _batch_ratio(self) -> float:
+        """The worst meter's latest batch against its floor; a meter with no batch this
+        interval keeps its last ratio (a 120 ms commit spans several samples)."""
+        worst = 0.0
+        last = self._ratios
+        for name, meter in meters().items():
+            if isinstance(meter, BatchMeter):
+                taken = meter.take()
+                if taken is not None:
+                    largest, floor = taken
+                    slow = largest > BATCH_FLOOR_S
+                    last[name] = largest / max(floor, BATCH_FLOOR_S / 10) if slow else 0.0
+                worst = max(worst, last.get(name, 0.0))
+        return worst
+
+    def _cpu_cores(self, now: float) -> float:
+        cpu = time.process_time()
+        if self._cpu is not None and now - self._cpu[0] >= 0.5:  # a half-second window
+            self._cpu_value = (cpu - self._cpu[1]) / (now - self._cpu[0])
+            self._cpu = (now, cpu)
+        elif self._cpu is None:
+            self._cpu = (now, cpu)
+        return self._cpu_value
+
+    def _gc_rate(self, now: float) -> float:
+        self._gc.append((now, self.gc.total_s))
+        first_t, first_total = self._gc[0]
+        span = now - first_t
+        return (self.gc.total_s - first_total) * 1000.0 / span if span > 0 else 0.0
+
+    def _read_rss(self) -> float:
+        try:
+            with open("/proc/self/statm", "rb") as f:
+                return int(f.read().split()[1]) * self._page
+        except OSError:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+
+    def _count_fds(self) -> int:
+        try:
+            return len(os.listdir("/proc/self/fd"))
+        except OSError:
+            return 0
+
+    def _outboxes(self) -> float:
+        delivery = self.kernel.delivery
+        if delivery is None:
+            self.backlog = 0
+            return 0.0
+        seen = slow = backlog = 0
+        limit, cap = self.settings.slow_outbox_frames, self.settings.outbox_sample
+        for conn in delivery.connections():
+            queued = conn.queued
+            backlog += queued
+            if queued >= limit:
+                slow += 1
+            seen += 1
+            if seen >= cap:
+                break
+        self.backlog = backlog
+        return slow / seen if seen else 0.0

@@ -1,0 +1,432 @@
+"""Degradation (issue 16): hysteresis, each sensor against an injected condition, shedding,
+admission refusals, the never-shed path, the override (REST, CLI, expiry) and metrics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import itertools
+import os
+import threading
+import time
+
+import orjson
+import pytest
+from chat_support import (
+    add_site,
+    app_kernel,
+    login,
+    make_kernel,
+    open_chat,
+    visitor_session,
+    ws_peer,
+)
+
+from kefu.core.pressure import STEADY, meters
+from kefu.core.storage import GroupCommit
+from kefu.core.types import DegradableFeature, PressureReading
+from kefu.core.web_app import create_app
+from kefu.hooks import hookimpl
+from kefu.plugins.degradation import api as degrade_cli
+from kefu.plugins.degradation.levels import Hysteresis
+
+ENABLE = '[plugins]\nenable = ["kefu.plugins.degradation"]\n'
+#: thresholds no loaded test machine reaches by itself: each test lowers the one it drives
+QUIET = (
+    "[degradation.thresholds]\n"
+    "loop_lag_ms = [5000, 6000, 7000]\nsojourn_ms = [5000, 6000, 7000]\n"
+    "batch_ratio = [1e6, 2e6, 3e6]\nslow_consumers = [0.99, 0.995, 0.999]\n"
+    "cpu = [50, 60, 70]\nrss = [50, 60, 70]\nfds = [0.99, 0.995, 0.999]\n"
+    "gc_ms_per_s = [5000, 6000, 7000]\nhandshakes_per_s = [1e6, 2e6, 3e6]\n"
+    "sessions_per_s = [1e6, 2e6, 3e6]\n"
+)
+
+
+def config(extra_thresholds: str = "", settings: str = "") -> str:
+    lines = QUIET
+    for line in extra_thresholds.strip().splitlines():
+        key = line.split("=")[0].strip()
+        lines = "\n".join(line if row.startswith(key + " ") else row for row in lines.splitlines())
+    return ENABLE + "[degradation]\ninterval_s = 0.05\n" + settings + lines + "\n"
+
+
+async def until(predicate, within: float = 5.0, step: float = 0.02):
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(step)
+
+
+class Recorder:
+    """A throw-away plugin: a sheddable feature, pressure readings, the events."""
+
+    def __init__(self) -> None:
+        self.enabled: list[tuple[str, bool]] = []
+        self.events: list[dict] = []
+        self.changes: list[tuple[int, int]] = []
+        self.reading = 0.0
+
+    @hookimpl
+    def kefu_degradation_features(self, kernel):
+        def switch(name):
+            return lambda on: self.enabled.append((name, on))
+
+        return [
+            DegradableFeature("third.low", 5, switch("third.low"), 1),
+            DegradableFeature("third.l2", 1, switch("third.l2"), 2),
+            DegradableFeature("acks", 1, switch("acks"), 1),  # never shed: refused
+        ]
+
+    @hookimpl
+    def kefu_degradation_pressure(self, kernel):
+        return [PressureReading("third.queue", self.reading)]
+
+    @hookimpl
+    def kefu_degradation_level_changed(self, kernel, old, new):
+        self.changes.append((old, new))
+
+    @hookimpl
+    def kefu_event(self, kernel, event):
+        if event.type == "degradation.level_changed":
+            self.events.append(dict(event.data))
+
+
+async def client_for(aiohttp_client, tmp_path, extra: str, recorder: Recorder | None = None):
+    plugins = (("recorder", recorder),) if recorder is not None else ()
+    kernel = make_kernel(tmp_path, extra, extra_plugins=plugins)
+    return await aiohttp_client(create_app(kernel))
+
+
+# -- hysteresis --------------------------------------------------------------------------
+THRESHOLDS = {"lag": (10.0, 20.0, 30.0)}
+
+
+def test_levels_enter_fast_leave_slowly_with_a_dwell():
+    h = Hysteresis(enter_samples=2, leave_s=1.0, min_dwell_s=1.5, exit_ratio=0.5)
+    assert h.update({"lag": 35}, THRESHOLDS, 0.0) is None  # one sample is not a load
+    assert h.update({"lag": 35}, THRESHOLDS, 0.1) == 3  # two: straight to 3
+    assert h.cause == {"lag": 35}
+    # calm from 0.2 on: one step per leave_s, each level held min_dwell_s
+    changes = []
+    for i in range(2, 80):
+        now = i / 10
+        new = h.update({"lag": 0}, THRESHOLDS, now)
+        if new is not None:
+            changes.append((round(now, 1), new))
+    assert [level for _, level in changes] == [2, 1, 0]
+    times = [at for at, _ in changes]  # (float clock: within one sample)
+    assert times == pytest.approx([1.6, 3.1, 4.6], abs=0.11)  # back to 0 within 5 s of calm
+
+
+def test_levels_do_not_flap_in_the_band_between_exit_and_entry():
+    h = Hysteresis(enter_samples=2, leave_s=1.0, min_dwell_s=1.0, exit_ratio=0.5)
+    h.update({"lag": 12}, THRESHOLDS, 0.0)
+    assert h.update({"lag": 12}, THRESHOLDS, 0.1) == 1
+    changes = 0
+    for i in range(2, 600):  # a minute of a noisy steady load: 6..19.9 ms
+        value = 6 + (i * 7.3) % 13.9
+        changes += h.update({"lag": value}, THRESHOLDS, i / 10) is not None
+    assert changes == 0 and h.level == 1
+    # a lone spike above L2 in the noise does not move it either
+    assert h.update({"lag": 25}, THRESHOLDS, 61.0) is None
+    assert h.update({"lag": 12}, THRESHOLDS, 61.1) is None
+    assert h.level == 1
+
+
+def test_levels_enter_the_level_every_sample_of_the_run_wanted():
+    h = Hysteresis(enter_samples=3, leave_s=1.0, min_dwell_s=0.0, exit_ratio=0.5)
+    h.update({"lag": 35}, THRESHOLDS, 0.0)
+    h.update({"lag": 15}, THRESHOLDS, 0.1)
+    assert h.update({"lag": 35}, THRESHOLDS, 0.2) == 1
+
+
+# -- sensors, each against an injected condition ----------------------------------------
+async def test_a_blocking_call_in_the_loop_raises_the_level_and_it_comes_back(
+    aiohttp_client, tmp_path
+):
+    recorder = Recorder()
+    extra = config("loop_lag_ms = [60, 5000, 6000]", "leave_s = 0.3\nmin_dwell_s = 0.3\n")
+    client = await client_for(aiohttp_client, tmp_path, extra, recorder)
+    kernel = app_kernel(client.app)
+    loop = asyncio.get_running_loop()
+    # past the controller's warm-up (start-up stalls choose no level) and quiet
+    await until(lambda: (kernel.pressure._warm_until or 1e18) < loop.time(), within=5)
+    await until(lambda: kernel.pressure.level == 0, within=10)
+    began = time.monotonic()
+    stop = asyncio.Event()
+
+    async def busy():  # the injected condition: handlers that block the loop 5 ms each
+        while not stop.is_set():
+            time.sleep(0.005)  # noqa: ASYNC251 (a blocking call in the loop, on purpose)
+            await asyncio.sleep(0)
+
+    hogs = [asyncio.ensure_future(busy()) for _ in range(20)]  # ~100 ms per loop turn
+    try:
+        await until(lambda: kernel.pressure.level == 1, within=5)
+    finally:
+        stop.set()
+        await asyncio.gather(*hogs)
+    detected = time.monotonic() - began
+    assert detected < 2.0
+    event = recorder.events[0]
+    assert event["old"] == 0 and event["new"] == 1 and event["reason"] == "sensors"
+    assert "loop_lag_ms" in event["cause"]
+    assert "typing" in event["shed"] and "third.low" in event["shed"]
+    assert recorder.changes[0] == (0, 1)
+    await until(lambda: kernel.pressure.level == 0, within=5)
+    assert ("third.low", False) in recorder.enabled and recorder.enabled[-1] == ("third.low", True)
+
+
+async def test_a_slow_commit_shows_as_a_standing_queue_and_a_slow_batch(aiohttp_client, tmp_path):
+    # The memory backend has no group commit and SQLite cannot be slowed on demand: a
+    # GroupCommit with a stub flush that takes 120 ms is the slow storage.
+    extra = config("sojourn_ms = [30, 5000, 6000]\nbatch_ratio = [1e6, 2e6, 3e6]")
+    client = await client_for(aiohttp_client, tmp_path, extra)
+    kernel = app_kernel(client.app)
+    delay = [0.001]
+
+    async def flush(items):
+        await asyncio.sleep(delay[0])
+        return items
+
+    commit = GroupCommit(flush, name="test-slow")
+    assert meters()["sojourn:storage.test-slow"] is commit.sojourn
+    assert meters()["latency:storage.test-slow"] is commit.latency
+
+    async def arrivals(stop):  # open loop, as clients send: one item every 5 ms
+        pending = set()
+        while not stop.is_set():
+            task = asyncio.ensure_future(commit.submit(1))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*pending)
+
+    stop = asyncio.Event()
+    producer = asyncio.ensure_future(arrivals(stop))
+    await asyncio.sleep(0.3)  # fast commits set the batch floor
+    controller = kernel.pressure
+    assert controller.readings["sojourn_ms"] < 30
+    delay[0] = 0.12
+    await until(lambda: kernel.pressure.level == 1, within=3)
+    assert "sojourn_ms" in controller.hysteresis.cause
+    await until(lambda: controller.readings["batch_ratio"] > 10)  # 120 ms against ~1 ms
+    stop.set()
+    delay[0] = 0.001
+    await producer
+    await commit.close()
+
+
+async def test_a_paused_reader_counts_as_a_slow_consumer_and_level_3_closes_it(
+    aiohttp_client, tmp_path
+):
+    extra = config("slow_consumers = [0.3, 5000, 6000]", "slow_outbox_frames = 16\n")
+    client = await client_for(aiohttp_client, tmp_path, extra)
+    kernel = app_kernel(client.app)
+    chat = await open_chat(client)
+    # an agent connection whose reader is paused: the gateway's connection, never drained
+    from kefu.core.types import Principal
+
+    principal = Principal("agent", chat.site.agent.id, chat.site.site.id, frozenset({"agent"}))
+    paused = await kernel.gateway.open(principal, "test")
+    for n in range(40):
+        paused.push(orjson.dumps({"op": "noop", "n": n}))
+    await until(lambda: kernel.pressure.readings["slow_consumers"] >= 0.3)
+    await until(lambda: kernel.pressure.level == 1)
+    await kernel.pressure.override(3, 30)
+    await until(lambda: paused.closed)
+    assert paused.close_reason == "overloaded"
+    assert kernel.pressure.closed_slow >= 1
+    assert not chat.visitor.ws.closed  # the ones that read are not touched
+    await kernel.pressure.override(None, 1)
+
+
+async def test_gc_time_cpu_memory_fds_and_rates_are_read(aiohttp_client, tmp_path):
+    extra = config(
+        "gc_ms_per_s = [1, 5000, 6000]\ncpu = [0.3, 50, 60]\nrss = [0.5, 1e6, 2e6]",
+        "rss_budget_mb = 1\n",
+    )
+    recorder = Recorder()
+    client = await client_for(aiohttp_client, tmp_path, extra, recorder)
+    kernel = app_kernel(client.app)
+    controller = kernel.pressure
+    await until(lambda: controller.readings["rss"] > 1.0)  # far more than 1 MiB
+    # GC: cyclic garbage collected on purpose, timed through gc.callbacks
+    for _ in range(20):
+        junk = [[] for _ in range(20000)]
+        for a, b in itertools.pairwise(junk):
+            a.append(b)
+            b.append(a)
+        del junk
+        gc.collect()
+    await until(lambda: controller.readings["gc_ms_per_s"] > 1.0)
+    # CPU: a thread spinning for a second (process time counts every thread)
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        await until(lambda: controller.readings["cpu"] > 0.3, within=8)
+    finally:
+        stop.set()
+        spinner.join()
+    # fds against a limit injected low (the real soft limit is shared by the test run)
+    opened = [os.pipe() for _ in range(20)]
+    try:
+        controller.sensors._fd_limit = len(os.listdir("/proc/self/fd")) + 5
+        await until(lambda: controller.readings["fds"] > 0.8, within=3)
+    finally:
+        for r, w in opened:
+            os.close(r)
+            os.close(w)
+    # session-creation and handshake rates, counted by the middleware
+    site = await add_site(kernel)
+    for _ in range(30):
+        await visitor_session(client, site.site.widget_key)
+    await until(lambda: controller.readings["sessions_per_s"] > 5)
+    for _ in range(10):
+        resp = await client.get("/v1/ws?token=nope")
+        resp.release()
+    await until(lambda: controller.readings["handshakes_per_s"] > 2)
+    # a third party's reading (kefu_degradation_pressure): 0.9 is level 2
+    recorder.reading = 0.9
+    await until(lambda: controller.readings["plugin"] == 0.9)
+    assert controller.sensors.extra["third.queue"] == 0.9
+    await until(lambda: controller.hysteresis.level == 2)
+    assert controller.sensors.cost_s < 1.0
+
+
+# -- shedding, admission and the never-shed path -----------------------------------------
+async def test_level_3_sheds_extras_refuses_newcomers_and_never_touches_chat(
+    aiohttp_client, tmp_path
+):
+    recorder = Recorder()
+    client = await client_for(aiohttp_client, tmp_path, config(), recorder)
+    kernel = app_kernel(client.app)
+    chat = await open_chat(client)
+    await kernel.pressure.override(3, 60, by="test")
+    assert kernel.pressure.level == 3
+    # features shed in priority order, the never-shed name refused
+    names = [f["name"] for f in kernel.pressure.snapshot()["features"]]
+    assert "acks" not in names
+    assert kernel.pressure.shed == ["third.l2", "third.low", "typing", "presence", "read_receipts"]
+    # the connected visitor still sends: acknowledged, stored, delivered
+    await chat.visitor.send(op="send", conversation_id=chat.conversation_id, cid="c1", text="hi")
+    ack = await chat.visitor.expect("ack", cid="c1")
+    got = await chat.agent.expect("message", cid="c1")
+    assert got["seq"] == ack["seq"]
+    stored = await kernel.storage.list_messages(chat.site.site.id, chat.conversation_id)
+    assert [m.cid for m in stored] == ["c1"]
+    # and the agent answers: delivered to the visitor
+    await chat.agent.send(op="send", conversation_id=chat.conversation_id, cid="a1", text="yes")
+    await chat.agent.expect("ack", cid="a1")
+    await chat.visitor.expect("message", cid="a1")
+    # read receipts dropped, typing coalesced (the first goes, a repeat within 5 s does not)
+    await chat.visitor.send(op="read", conversation_id=chat.conversation_id, seq=2)
+    await chat.visitor.send(op="typing", conversation_id=chat.conversation_id, state=True)
+    await chat.agent.expect("typing")
+    await asyncio.sleep(1.1)  # past the normal 1 s coalescing, inside the shed 5 s
+    await chat.visitor.send(op="typing", conversation_id=chat.conversation_id, state=True)
+    await chat.visitor.send(op="ping")
+    await chat.visitor.expect("pong")
+    assert [f for f in await chat.agent.quiet(0.3) if f["op"] in ("read", "typing")] == []
+    assert kernel.gateway.degraded.dropped["read_receipts"] == 1
+    assert kernel.gateway.degraded.dropped["typing"] == 1
+    # newcomers: 503 with a jittered Retry-After, before any work
+    resp = await client.get(f"/v1/ws?token={chat.visitor_token}")
+    assert resp.status == 503
+    assert 5 <= int(resp.headers["Retry-After"]) <= 15
+    assert (await resp.json())["error"]["code"] == "busy"
+    resp = await client.post("/v1/poll/open", headers={"Authorization": "Bearer x"})
+    assert resp.status == 503
+    resp = await client.get("/widget.js")
+    assert resp.status == 503
+    # level 2: the widget config says busy; new WebSockets are let in again
+    await kernel.pressure.override(2, 60)
+    resp = await client.get(f"/v1/widget/config?key={chat.site.site.widget_key}")
+    body = await resp.json()
+    assert resp.status == 200 and body["busy"] is True and body["online"] is False
+    peer = await ws_peer(client, chat.visitor_token)
+    await peer.close()
+    assert kernel.pressure.shed == ["third.l2", "third.low", "typing", "presence", "read_receipts"]
+    # level 1: the level-2 feature is back, restored before the others
+    await kernel.pressure.override(1, 60)
+    assert kernel.pressure.shed == ["third.low", "typing", "presence", "read_receipts"]
+    assert recorder.enabled[-1] == ("third.l2", True)
+    await kernel.pressure.override(None, 1)
+    assert kernel.pressure.level == 0 and kernel.pressure.shed == []
+    assert [c for c in recorder.changes] == [(0, 3), (3, 2), (2, 1), (1, 0)]
+    reasons = [e["reason"] for e in recorder.events]
+    assert reasons == ["override", "override", "override", "override ended"]
+
+
+async def test_a_feature_level_from_the_config_and_zero_never_sheds(aiohttp_client, tmp_path):
+    extra = config(settings="[degradation.features]\ntyping = 0\n'third.l2' = 1\n")
+    recorder = Recorder()
+    client = await client_for(aiohttp_client, tmp_path, extra, recorder)
+    kernel = app_kernel(client.app)
+    await kernel.pressure.override(1, 60)
+    assert "typing" not in kernel.pressure.shed and "third.l2" in kernel.pressure.shed
+
+
+# -- the override: REST, CLI, expiry; metrics; the status page ---------------------------
+async def test_override_through_rest_and_cli_expires_and_shows(aiohttp_client, tmp_path):
+    client = await client_for(aiohttp_client, tmp_path, config() + '[metrics]\npath = "/metrics"\n')
+    kernel = app_kernel(client.app)
+    site = await add_site(kernel)
+    admin = await login(client, site.site.id, site.admin.email)
+    agent = await login(client, site.site.id, site.agent.email)
+    path = "/v1/admin/degradation"
+    resp = await client.put(path, json={"level": 2}, headers={"Authorization": f"Bearer {agent}"})
+    assert resp.status == 403
+    # the CLI, in a thread: it talks to the running server over HTTP
+    url = str(client.make_url("/"))
+    args = argparse.Namespace(level=2, clear=False, ttl=1.0, url=url, token=admin, json=True)
+    assert await asyncio.to_thread(degrade_cli.run, args) == 0
+    assert kernel.pressure.level == 2
+    stored = await kernel.storage.get_record("", "degradation", "override")
+    assert stored.data["level"] == 2 and stored.data["by"].endswith(site.admin.id)
+    resp = await client.get(path, headers={"Authorization": f"Bearer {admin}"})
+    status = await resp.json()
+    assert status["level"] == 2 and status["override"]["level"] == 2
+    assert "loop_lag_ms" in status["sensors"]
+    text = degrade_cli.describe(status)
+    assert "level 2" in text and "override: level 2" in text
+    metrics = await (await client.get("/metrics")).text()
+    assert "kefu_degradation_level 2" in metrics
+    assert 'kefu_degradation_sensor{sensor="loop_lag_ms"}' in metrics
+    assert 'kefu_degradation_shed_total{feature="typing"} 1' in metrics
+    page = await client.get("/admin/status.json", headers={"Authorization": f"Bearer {admin}"})
+    if page.status == 200:
+        assert (await page.json())["degradation"]["level"] == 2
+    # it expires by itself (ttl 1 s): the sensors choose again
+    await until(lambda: kernel.pressure.level == 0, within=4)
+    assert kernel.pressure.snapshot()["override"] is None
+
+
+async def test_another_worker_takes_the_override_from_storage(aiohttp_client, tmp_path):
+    client = await client_for(aiohttp_client, tmp_path, config("", "override_poll_s = 0.1\n"))
+    kernel = app_kernel(client.app)
+    # what another worker's override() wrote
+    until_ts = time.time() + 30
+    await kernel.storage.put_record("", "degradation", "override", {"level": 1, "until": until_ts})
+    await until(lambda: kernel.pressure.level == 1)
+    await kernel.storage.put_record("", "degradation", "override", {"level": None, "until": 0})
+    await until(lambda: kernel.pressure.level == 0)
+
+
+async def test_without_the_plugin_the_kernel_is_steady(aiohttp_client, tmp_path):
+    kernel = make_kernel(tmp_path)
+    await aiohttp_client(create_app(kernel))
+    assert kernel.pressure is STEADY and kernel.pressure.level == 0
+    with pytest.raises(RuntimeError):
+        await kernel.pressure.override(2, 10)
