@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from kefu.hooks import hookimpl
-from kefu.plugins.web import admin, pages, security
+from kefu.plugins.web import admin, pages, profile, security
 from kefu.plugins.web.cors import OriginPolicy, make_cors_middleware
 from kefu.plugins.web.settings import WebSettings
 from kefu.plugins.web.status import MessageRate, WorkerFigures
@@ -79,11 +79,20 @@ def kefu_routes(kernel):
         if principal is None:
             return web.json_response({"error": {"code": "unauthorized"}}, status=401)
         found = await kernel.storage.list_agents(principal.site_id)
+        pictures = await pages.team_pictures(kernel, principal.site_id)
         keys = ("id", "name", "status", "skills", "capacity", "roles")
-        return web.json_response({"agents": [{k: getattr(a, k) for k in keys} for a in found]})
+        return web.json_response(
+            {
+                "agents": [
+                    {**{k: getattr(a, k) for k in keys}, "avatar": pictures.get(a.id)}
+                    for a in found
+                ]
+            }
+        )
 
     return [
         *pages.make_routes(kernel, state.pages),
+        *profile.make_routes(kernel, state.pages),
         *admin.make_routes(
             kernel, state.pages, state.rate, state.origins.forget, lambda: state.figures
         ),

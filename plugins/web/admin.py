@@ -25,7 +25,17 @@ SECTIONS = (
     "status", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "webhooks", "plugins",
 )  # fmt: skip
 #: Navigation labels where capitalising the section name is not right.
-LABELS = {"faq": "FAQ"}
+LABELS = {
+    "status": "Status",
+    "agents": "Agents",
+    "sites": "Sites",
+    "routing": "Routing",
+    "hours": "Hours",
+    "canned": "Canned",
+    "bot": "Bot",
+    "faq": "FAQ",
+    "plugins": "Plugins",
+}
 
 
 class FormError(Exception):
@@ -80,6 +90,7 @@ def make_routes(
             labels=LABELS,
             site=site,
             me=principal,
+            lang=await pages.language(request, principal),
             **context,
         )
 

@@ -14,7 +14,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from kefu.core import __version__
 from kefu.core.types import Principal
 from kefu.core.web_app import error_response
-from kefu.plugins.web import security
+from kefu.plugins.web import i18n, security
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,8 @@ HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 LANGUAGES = ("en", "zh")
+#: Record kind of an agent's console settings (id: the agent id): language, avatar.
+AGENT_KIND = "web.agent"
 
 
 class Pages:
@@ -42,13 +44,30 @@ class Pages:
 
     def render(self, request: web.Request, name: str, status: int = 200, **context: Any):
         csrf = security.csrf_for(request, self.kernel.secret)
+        lang = context.pop("lang", None) or i18n.from_header(request.headers.get("Accept-Language"))
         html = self.env.get_template(name).render(
-            csrf=csrf, version=__version__, path=request.path, **context
+            csrf=csrf,
+            version=__version__,
+            path=request.path,
+            lang=lang,
+            _=i18n.translator(lang),
+            languages=i18n.LANGUAGE_NAMES,
+            **context,
         )
         response = web.Response(text=html, content_type="text/html", status=status)
         security.page_headers(request, response)
         security.finish(request, response, self.settings)
         return response
+
+    async def settings_of(self, principal: Principal) -> dict[str, Any]:
+        """The agent's own console settings (language, avatar), a plugin record."""
+        record = await self.kernel.storage.get_record(principal.site_id, AGENT_KIND, principal.id)
+        return dict(record.data) if record is not None else {}
+
+    async def language(self, request: web.Request, principal: Principal) -> str:
+        """The agent's language setting, else the browser's."""
+        setting = (await self.settings_of(principal)).get("language")
+        return i18n.choose(setting, request.headers.get("Accept-Language"))
 
     async def agent(self, request: web.Request) -> Principal | None:
         """The signed-in agent of the session cookie, or None."""
@@ -77,6 +96,16 @@ async def site_online(kernel: Any, site_id: str) -> dict[str, Any]:
     }
 
 
+async def team_pictures(kernel: Any, site_id: str) -> dict[str, str]:
+    """Agent id -> the URL of their picture, for the agents who set one."""
+    found: dict[str, str] = {}
+    for record in await kernel.storage.list_records(site_id, AGENT_KIND, limit=1000):
+        if record.data.get("avatar"):
+            version = record.data.get("avatar_version", 0)
+            found[record.id] = f"/avatars/{site_id}/{record.id}?v={version}"
+    return found
+
+
 def _text(value: Any) -> str | None:
     """A widget setting the config may show: a string, or nothing."""
     return value if isinstance(value, str) else None
@@ -101,6 +130,7 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
             return error_response(404, "invalid_widget_key", "no site has this widget key")
         state = await site_online(kernel, site.id)
         team = await kernel.storage.list_agents(site.id)
+        pictures = await team_pictures(kernel, site.id)
         widget = (
             site.settings.get("widget") if isinstance(site.settings.get("widget"), dict) else {}
         )
@@ -114,7 +144,7 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
             **state,
             "bot": await kernel.hooks.bot_serves(site.id),  # a bot answers even when offline
             # who may answer, so that a message shows its author's name after a reload too
-            "team": [{"id": a.id, "name": a.name} for a in team],
+            "team": [{"id": a.id, "name": a.name, "avatar": pictures.get(a.id)} for a in team],
         }
         response = web.json_response(body)
         response.headers["Cache-Control"] = "no-store"
@@ -161,7 +191,13 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
         agent = await kernel.storage.get_agent(principal.site_id, principal.id)
         if agent is None:
             raise web.HTTPSeeOther("/console/login")
-        return pages.render(request, "console.html", agent=agent, is_admin=principal.is_admin)
+        return pages.render(
+            request,
+            "console.html",
+            agent=agent,
+            is_admin=principal.is_admin,
+            lang=await pages.language(request, principal),
+        )
 
     return [
         web.get("/", demo),

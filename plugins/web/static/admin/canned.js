@@ -2,6 +2,9 @@
 // manage the shared ones (scope "site") here.
 import { api, ApiError } from "../lib/api.js";
 import { h, replace } from "../lib/dom.js";
+import { ready, tr } from "../lib/tr.js";
+
+await ready;
 
 const rows = document.getElementById("canned-rows");
 const form = document.getElementById("canned-form");
@@ -20,20 +23,20 @@ async function load() {
   } catch (err) {
     const missing = err instanceof ApiError && err.status === 404;
     replace(rows, h("tr", {}, h("td", { colspan: "4", class: missing ? "muted" : "error" },
-      missing ? "Canned replies need the agent_tools plugin." : err.message)));
+      missing ? tr("Canned replies need the agent_tools plugin.") : err.message)));
     form.hidden = missing;
     return;
   }
   replace(rows, ...(replies.length ? replies.map((r) => h("tr", { dataset: { id: r.id } },
-    h("td", {}, `/${r.shortcut}`), h("td", { class: "pre" }, r.text), h("td", {}, r.scope === "site" ? "yes" : "own"),
-    h("td", {}, h("button", { type: "button", class: "ghost", onclick: () => remove(r) }, "Delete"))))
-    : [h("tr", {}, h("td", { colspan: "4", class: "muted" }, "None yet."))]));
+    h("td", {}, `/${r.shortcut}`), h("td", { class: "pre" }, r.text), h("td", {}, r.scope === "site" ? tr("yes") : tr("own")),
+    h("td", {}, h("button", { type: "button", class: "ghost", onclick: () => remove(r) }, tr("Delete")))))
+    : [h("tr", {}, h("td", { colspan: "4", class: "muted" }, tr("None yet.")))]));
 }
 
 async function remove(reply) {
   try {
     await api(`/v1/canned_replies/${encodeURIComponent(reply.id)}`, { method: "DELETE" });
-    say(`Deleted /${reply.shortcut}.`);
+    say(tr("Deleted /{shortcut}.", { shortcut: reply.shortcut }));
   } catch (err) {
     say(err.message, true);
   }
@@ -46,7 +49,7 @@ form.addEventListener("submit", async (event) => {
   try {
     await api("/v1/canned_replies", { method: "POST", json: { shortcut, text: form.text.value.trim(), scope: "site" } });
     form.reset();
-    say(`Saved /${shortcut}.`);
+    say(tr("Saved /{shortcut}.", { shortcut }));
   } catch (err) {
     say(err.message, true);
   }

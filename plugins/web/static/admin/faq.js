@@ -4,6 +4,9 @@
 // flow (POST /v1/bot/faq/publish), which becomes a new active version.
 import { api, ApiError } from "../lib/api.js";
 import { h, replace } from "../lib/dom.js";
+import { ready, tr } from "../lib/tr.js";
+
+await ready;
 
 const box = document.getElementById("faq-clusters");
 const summary = document.getElementById("faq-summary");
@@ -19,7 +22,7 @@ function say(text, error = false) {
 const pct = (x) => (x === null || x === undefined ? "–" : `${Math.round(x * 100)}%`);
 
 function trend(c) {
-  if (c.trend === null) return c.recent ? "new" : "–";
+  if (c.trend === null) return c.recent ? tr("new") : "–";
   const t = Math.round(c.trend * 100);
   return `${t > 0 ? "+" : ""}${t}%`;
 }
@@ -27,22 +30,22 @@ function trend(c) {
 function publishForm(c) {
   const name = h("input", { name: "intent", value: c.suggested_intent, required: true, maxlength: 64, size: 24 });
   const reply = h("textarea", { name: "response", rows: 2, cols: 50, required: true,
-    placeholder: "the bot's reply" }, c.agent_answer ? c.agent_answer.text : "");
-  const goto = h("input", { name: "goto", placeholder: "then go to state (optional)", size: 20 });
+    placeholder: tr("the bot's reply") }, c.agent_answer ? c.agent_answer.text : "");
+  const goto = h("input", { name: "goto", placeholder: tr("then go to state (optional)"), size: 20 });
   const result = h("span", { class: "muted faq-result", role: "status" });
   const form = h("form", { class: "faq-publish", dataset: { cluster: c.id } },
-    h("label", {}, "Intent ", name), " ", h("label", {}, "Reply ", reply), " ", goto, " ",
-    h("button", { type: "submit" }, "Publish as intent"), " ", result);
+    h("label", {}, tr("Intent"), " ", name), " ", h("label", {}, tr("Reply"), " ", reply), " ", goto, " ",
+    h("button", { type: "submit" }, tr("Publish as intent")), " ", result);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     result.className = "muted faq-result";
-    result.textContent = "Publishing…";
+    result.textContent = tr("Publishing…");
     try {
       const done = await api("/v1/bot/faq/publish", { method: "POST", json: {
         intent: name.value.trim(), examples: c.examples, response: reply.value,
         goto: goto.value.trim() || null } });
-      result.textContent = `Published: ${done.flow_id}@${done.sha256.slice(0, 12)} is active` +
-        ` (${done.examples} examples${done.file ? `, ${done.file} written` : ""}).`;
+      result.textContent = tr("Published: {version} is active ({n} examples).", { version: `${done.flow_id}@${done.sha256.slice(0, 12)}`, n: done.examples }) +
+        (done.file ? ` ${tr("{file} written.", { file: done.file })}` : "");
     } catch (err) {
       result.className = "error faq-result";
       result.textContent = err.message;
@@ -54,19 +57,19 @@ function publishForm(c) {
 function clusterRow(c, rank) {
   const reps = c.representatives.map((r) => h("li", {}, r.text, h("span", { class: "muted" }, ` ×${r.count}`)));
   const answer = c.agent_answer
-    ? h("div", {}, h("span", { class: "muted" }, `Agents (${c.agent_answer.count}/${c.agent_answer.answered}): `),
+    ? h("div", {}, h("span", { class: "muted" }, `${tr("Agents")} (${c.agent_answer.count}/${c.agent_answer.answered}): `),
       c.agent_answer.text)
-    : h("div", { class: "muted" }, "No agent answer recorded.");
+    : h("div", { class: "muted" }, tr("No agent answer recorded."));
   return h("tr", { dataset: { cluster: c.id } },
     h("td", {}, String(rank)),
     h("td", {}, `${c.size}`, h("div", { class: "muted" }, `${(c.share * 100).toFixed(1)}%`)),
     h("td", {}, trend(c), h("div", { class: "muted" }, `${c.recent} / ${c.previous}`)),
-    h("td", {}, c.bot_turns ? `${pct(c.failure_rate)} of ${c.bot_turns}` : "–"),
+    h("td", {}, c.bot_turns ? tr("{pct} of {n}", { pct: pct(c.failure_rate), n: c.bot_turns }) : "–"),
     h("td", {}, h("ul", { class: "faq-reps" }, reps), answer, publishForm(c)));
 }
 
 async function load() {
-  say("Mining…");
+  say(tr("Mining…"));
   const params = new URLSearchParams({ days: value("faq-days"), top: value("faq-top"),
     threshold: value("faq-threshold"), window_days: value("faq-window") });
   let data;
@@ -76,17 +79,18 @@ async function load() {
     const missing = err instanceof ApiError && (err.status === 404 || err.status === 503);
     say("");
     replace(box, h("p", { class: missing ? "muted" : "error" },
-      missing ? "FAQ mining needs the bot_intents plugin and a storage backend." : err.message));
+      missing ? tr("FAQ mining needs the bot_intents plugin and a storage backend.") : err.message));
     return;
   }
   say("");
-  summary.textContent = `${data.questions} questions (${data.unique_questions} distinct) in ` +
-    `${data.conversations} conversations; ${data.clusters_found} clusters, ${data.seconds.toFixed(1)} s.`;
+  summary.textContent = tr("{questions} questions ({distinct} distinct) in {conversations} conversations; {clusters} clusters, {seconds} s.", {
+    questions: data.questions, distinct: data.unique_questions, conversations: data.conversations,
+    clusters: data.clusters_found, seconds: data.seconds.toFixed(1) });
   if (!data.clusters.length) {
-    replace(box, h("p", { class: "muted" }, "No cluster yet: no question was asked twice."));
+    replace(box, h("p", { class: "muted" }, tr("No cluster yet: no question was asked twice.")));
     return;
   }
-  const head = ["#", "Questions", `Trend (${data.window_days} d)`, "Bot failed", "Representative questions, agents' answer"];
+  const head = ["#", tr("Questions"), tr("Trend ({n} d)", { n: data.window_days }), tr("Bot failed"), tr("Representative questions, agents' answer")];
   replace(box, h("table", { class: "grid faq" },
     h("thead", {}, h("tr", {}, ...head.map((t) => h("th", {}, t)))),
     h("tbody", {}, data.clusters.map((c, i) => clusterRow(c, i + 1)))));

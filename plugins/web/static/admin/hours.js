@@ -1,6 +1,9 @@
 // Business hours of the site: read and written through the routing plugin's REST endpoints
 // (GET/PUT/DELETE /v1/business_hours); the session cookie authenticates, the CSRF header guards.
 import { api } from "../lib/api.js";
+import { ready, tr } from "../lib/tr.js";
+
+await ready;
 
 const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 const form = document.getElementById("hours-form");
@@ -15,9 +18,9 @@ function say(text, error = false) {
 
 function show(answer) {
   const openNow = document.getElementById("open-now");
-  openNow.textContent = answer.open_now ? "open" : "closed";
+  openNow.textContent = answer.open_now ? tr("open") : tr("closed");
   openNow.className = `pill ${answer.open_now ? "online" : "offline"}`;
-  const source = { site: "(hours set for this site)", config: "(hours from kefu.toml)", none: "(no hours: always open)" };
+  const source = { site: tr("(hours set for this site)"), config: tr("(hours from kefu.toml)"), none: tr("(no hours: always open)") };
   document.getElementById("hours-source").textContent = source[answer.source] || "";
   const hours = answer.hours || {};
   form.timezone.value = hours.timezone || "UTC";
@@ -31,7 +34,7 @@ form.addEventListener("submit", async (event) => {
   for (const day of DAYS) body[day] = list(form[day].value);
   try {
     show(await api("/v1/business_hours", { method: "PUT", json: body }));
-    say("Saved.");
+    say(tr("Saved."));
   } catch (err) {
     say(err.message, true);
   }
@@ -40,10 +43,10 @@ form.addEventListener("submit", async (event) => {
 document.getElementById("hours-reset").addEventListener("click", async () => {
   try {
     show(await api("/v1/business_hours", { method: "DELETE" }));
-    say("Back to the configured hours.");
+    say(tr("Back to the configured hours."));
   } catch (err) {
     say(err.message, true);
   }
 });
 
-api("/v1/business_hours").then(show).catch((err) => say(`Cannot read the hours: ${err.message}`, true));
+api("/v1/business_hours").then(show).catch((err) => say(tr("Cannot read the hours: {error}", { error: err.message }), true));

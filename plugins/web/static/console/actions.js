@@ -3,6 +3,7 @@
 // note, resolve, reopen. Each is one frame; the reply (or an error) updates the view.
 import { api } from "../lib/api.js";
 import { h, replace } from "../lib/dom.js";
+import { tr } from "../lib/tr.js";
 
 let refs = 0;
 
@@ -38,7 +39,7 @@ export class Actions {
     this.say("");
     if (!this.client.send({ op, ref, conversation_id: this.conversation.id, ...fields })) {
       this.pending.delete(ref);
-      this.say("Not connected; try again in a moment.");
+      this.say(tr("Not connected; try again in a moment."));
     }
   }
 
@@ -53,7 +54,7 @@ export class Actions {
     const c = conversation;
     const mine = c.assignee_id === this.me.id;
     const accepted = Boolean(c.meta?.accepted_at) || this.answered(); // answering accepts too
-    const button = (label, onclick, cls = "ghost") => h("button", { type: "button", class: cls, dataset: { action: label.toLowerCase() }, onclick }, label);
+    const button = (label, onclick, cls = "ghost") => h("button", { type: "button", class: cls, dataset: { action: label.toLowerCase() }, onclick }, tr(label));
     const buttons = [];
     if (c.state === "queued") buttons.push(button("Take", () => this.send("pick"), ""));
     if (c.state === "assigned" && mine && !accepted) {
@@ -72,20 +73,20 @@ export class Actions {
     try {
       agents = (await api("/console/agents.json")).agents;
     } catch (err) {
-      this.say(`Cannot list agents: ${err.message}`);
+      this.say(tr("Cannot list agents: {error}", { error: err.message }));
       return;
     }
     const others = agents.filter((a) => a.id !== this.me.id);
     const departments = [...new Set(agents.flatMap((a) => a.skills))].sort();
-    const target = h("select", { name: "target", "aria-label": "Transfer to" },
-      h("optgroup", { label: "Agents" }, ...others.map((a) =>
-        h("option", { value: `agent:${a.id}`, disabled: a.status !== "online" }, `${a.name} (${a.status})`))),
-      departments.length ? h("optgroup", { label: "Departments" }, ...departments.map((d) => h("option", { value: `department:${d}` }, d))) : null);
-    const note = h("textarea", { name: "note", rows: "2", maxlength: "2000", placeholder: "Note for the next agent (the visitor does not see it)" });
+    const target = h("select", { name: "target", "aria-label": tr("Transfer to") },
+      h("optgroup", { label: tr("Agents") }, ...others.map((a) =>
+        h("option", { value: `agent:${a.id}`, disabled: a.status !== "online" }, `${a.name} (${tr(a.status)})`))),
+      departments.length ? h("optgroup", { label: tr("Departments") }, ...departments.map((d) => h("option", { value: `department:${d}` }, d))) : null);
+    const note = h("textarea", { name: "note", rows: "2", maxlength: "2000", placeholder: tr("Note for the next agent (the visitor does not see it)") });
     const form = h("form", { class: "transfer-form" },
-      h("label", {}, "Transfer to ", target), note,
-      h("div", { class: "row" }, h("button", { type: "submit" }, "Transfer"),
-        h("button", { type: "button", class: "ghost", onclick: () => { this.panel.hidden = true; } }, "Cancel")));
+      h("label", {}, tr("Transfer to"), " ", target), note,
+      h("div", { class: "row" }, h("button", { type: "submit" }, tr("Transfer")),
+        h("button", { type: "button", class: "ghost", onclick: () => { this.panel.hidden = true; } }, tr("Cancel"))));
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       const [kind, id] = target.value.split(/:(.*)/s);

@@ -3,6 +3,7 @@
 // them. Without that plugin the section says so.
 import { api, ApiError } from "../lib/api.js";
 import { h, replace, timeOf } from "../lib/dom.js";
+import { tr } from "../lib/tr.js";
 
 export class Annotations {
   constructor({ client, panel }) {
@@ -58,31 +59,31 @@ export class Annotations {
 
   render() {
     if (!this.available) {
-      replace(this.panel, h("p", { class: "muted" }, "Notes and tags need the agent_tools plugin."));
+      replace(this.panel, h("p", { class: "muted" }, tr("Notes and tags need the agent_tools plugin.")));
       return;
     }
-    const tagInput = h("input", { placeholder: "add a tag", maxlength: "32", "aria-label": "New tag" });
-    const tagForm = h("form", { class: "tag-form" }, tagInput, h("button", { type: "submit", class: "ghost" }, "Add"));
+    const tagInput = h("input", { placeholder: tr("add a tag"), maxlength: "32", "aria-label": tr("New tag") });
+    const tagForm = h("form", { class: "tag-form" }, tagInput, h("button", { type: "submit", class: "ghost" }, tr("Add")));
     tagForm.addEventListener("submit", (e) => {
       e.preventDefault();
       const tag = tagInput.value.trim().toLowerCase();
       if (tag) this.send("tag", { add: [tag] });
     });
-    const noteText = h("textarea", { rows: "2", maxlength: "4000", placeholder: "A private note for agents", "aria-label": "New note" });
-    const noteForm = h("form", { class: "note-form" }, noteText, h("button", { type: "submit" }, "Add note"));
+    const noteText = h("textarea", { rows: "2", maxlength: "4000", placeholder: tr("A private note for agents"), "aria-label": tr("New note") });
+    const noteForm = h("form", { class: "note-form" }, noteText, h("button", { type: "submit" }, tr("Add note")));
     noteForm.addEventListener("submit", (e) => {
       e.preventDefault();
       const text = noteText.value.trim();
       if (text) this.send("note", { text });
     });
     replace(this.panel,
-      h("h3", {}, "Tags"),
+      h("h3", {}, tr("Tags")),
       h("div", { class: "tags" }, ...this.tags.map((t) => h("span", { class: "pill tag" }, t,
-        h("button", { type: "button", class: "untag", "aria-label": `remove ${t}`, onclick: () => this.send("tag", { remove: [t] }) }, "×")))),
+        h("button", { type: "button", class: "untag", "aria-label": tr("remove {tag}", { tag: t }), onclick: () => this.send("tag", { remove: [t] }) }, "×")))),
       tagForm,
-      h("h3", {}, "Private notes"),
+      h("h3", {}, tr("Private notes")),
       h("ul", { class: "notes" }, ...this.notes.map((n) => h("li", { class: `note ${n.source || ""}` },
-        h("p", {}, n.text), h("span", { class: "muted" }, `${n.source === "transfer" ? "transfer note · " : ""}${timeOf(n.created_at)}`)))),
+        h("p", {}, n.text), h("span", { class: "muted" }, `${n.source === "transfer" ? `${tr("transfer note")} · ` : ""}${timeOf(n.created_at)}`)))),
       noteForm,
       h("p", { class: "error annot-error", hidden: true }));
   }

@@ -204,7 +204,7 @@ export class ChatView {
   }
 
   queue(fields) {
-    const msg = { cid: uuid(), mine: true, self: true, pending: true, kind: "agent", created_at: Date.now() / 1000, ...fields };
+    const msg = { cid: uuid(), mine: true, self: true, pending: true, kind: "agent", senderId: this.me.id, created_at: Date.now() / 1000, ...fields };
     this.pending.set(msg.cid, msg);
     this.render(msg);
     this.client.send(this.frameOf(msg));
@@ -243,9 +243,10 @@ export class ChatView {
       (msg.cid && list.querySelector(`[data-cid="${CSS.escape(msg.cid)}"]`));
     const state = msg.failed ? tr("Not sent: {error}", { error: msg.failed }) : msg.pending ? tr("Sending…") : "";
     const who = msg.self ? tr("You") : (msg.kind === "agent" && this.nameOf(msg.senderId)) || label(msg.kind);
+    const picture = msg.kind === "agent" && this.team.get(msg.senderId)?.avatar;
     const li = h("li", { class: `msg ${msg.mine ? "mine" : "theirs"} ${msg.self ? "self" : ""} from-${msg.kind} type-${msg.type}`, dataset: { seq: msg.seq || "", cid: msg.cid || "" } },
       body(msg),
-      h("span", { class: "meta" }, h("span", { class: "who" }, who), ` · ${timeOf(msg.created_at)} `, h("span", { class: "state" }, state)));
+      h("span", { class: "meta" }, picture ? h("img", { class: "avatar", src: picture, alt: "" }) : null, h("span", { class: "who" }, who), ` · ${timeOf(msg.created_at)} `, h("span", { class: "state" }, state)));
     if (msg.seq) this.shown.add(msg.seq);
     const atBottom = this.els.scroller.scrollHeight - this.els.scroller.scrollTop - this.els.scroller.clientHeight < 80;
     if (existing) existing.replaceWith(li); // an ack keeps the message where it was typed
@@ -276,7 +277,7 @@ function body(msg) {
     return h("a", { href: fileUrl(a), target: "_blank", rel: "noopener" }, h("img", { src: fileUrl(a), alt: a.name || "image", class: "image" }));
   }
   if (a) return h("a", { href: fileUrl(a), target: "_blank", rel: "noopener", class: "text" }, `${a.name || "file"} (${humanSize(a.size || 0)})`);
-  return h("p", { class: "text" }, msg.text);
+  return h("p", { class: "text", translate: "no" }, msg.text);
 }
 
 function fromRecord(m, me) {

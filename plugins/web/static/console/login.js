@@ -1,6 +1,9 @@
 // Agent sign-in: the auth plugin's /v1/auth/login checks the password (and throttles), then
 // /console/session stores the token in an HttpOnly cookie that scripts cannot read.
 import { api, ApiError } from "../lib/api.js";
+import { ready, tr } from "../lib/tr.js";
+
+await ready;
 
 const form = document.getElementById("login-form");
 const error = document.getElementById("login-error");
@@ -25,10 +28,10 @@ form.addEventListener("submit", async (event) => {
   } catch (err) {
     error.textContent =
       err instanceof ApiError && err.status === 429
-        ? "Too many failed attempts. Wait a few minutes and try again."
+        ? tr("Too many failed attempts. Wait a few minutes and try again.")
         : err instanceof ApiError && err.status === 401
-          ? "Wrong site, e-mail or password."
-          : `Sign-in failed: ${err.message}`;
+          ? tr("Wrong site, e-mail or password.")
+          : tr("Sign-in failed: {error}", { error: err.message });
     error.hidden = false;
   } finally {
     button.disabled = false;

@@ -1,5 +1,6 @@
 // Desktop notifications and a short chime for new conversations and messages. Browsers allow
 // both only after a user gesture: the "Enable notifications" button asks once.
+import { tr } from "../lib/tr.js";
 
 export class Notifier {
   constructor(button) {
@@ -11,7 +12,7 @@ export class Notifier {
   }
 
   render() {
-    this.button.textContent = this.enabled ? "Notifications on" : "Enable notifications";
+    this.button.textContent = this.enabled ? tr("Notifications on") : tr("Enable notifications");
     this.button.classList.toggle("active", this.enabled);
   }
 

@@ -1,6 +1,7 @@
 // The visitor panel: who is chatting, from which page, custom attributes, earlier chats.
 import { api } from "../lib/api.js";
 import { h, replace, timeOf } from "../lib/dom.js";
+import { tr } from "../lib/tr.js";
 
 const cache = new Map();
 
@@ -16,32 +17,32 @@ export async function showVisitor(panel, conversation, onOpen) {
     api(`/console/visitors/${encodeURIComponent(conversation.visitor_id)}/conversations.json`).catch(() => ({ conversations: [] })),
   ]);
   if (!visitor) {
-    replace(panel, h("p", { class: "muted" }, "Visitor details unavailable."));
+    replace(panel, h("p", { class: "muted" }, tr("Visitor details unavailable.")));
     return;
   }
   const attrs = visitor.attributes || {};
   const rows = [
-    ["Name", visitor.name || "—"],
-    ["E-mail", visitor.email || attrs.email || "—"],
-    ["Page", visitor.page || "—"],
-    ["Referrer", visitor.referrer || "—"],
-    ["Location", attrs.location || attrs.city || attrs.country || "unknown"],
-    ["Browser", visitor.user_agent || "—"],
-    ["First seen", new Date(visitor.created_at * 1000).toLocaleString()],
-    ["Last seen", new Date(visitor.last_seen_at * 1000).toLocaleString()],
+    [tr("Name"), visitor.name || "—"],
+    [tr("E-mail"), visitor.email || attrs.email || "—"],
+    [tr("Page"), visitor.page || "—"],
+    [tr("Referrer"), visitor.referrer || "—"],
+    [tr("Location"), attrs.location || attrs.city || attrs.country || tr("unknown")],
+    [tr("Browser"), visitor.user_agent || "—"],
+    [tr("First seen"), new Date(visitor.created_at * 1000).toLocaleString()],
+    [tr("Last seen"), new Date(visitor.last_seen_at * 1000).toLocaleString()],
   ];
   const custom = Object.entries(attrs).filter(([k]) => !["email", "location", "city", "country"].includes(k));
   const earlier = history.conversations.filter((c) => c.id !== conversation.id);
   replace(panel,
-    h("h2", {}, visitor.name || `Visitor ${visitor.id.slice(0, 6)}`),
-    h("dl", {}, ...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
-    h("h3", {}, "Custom attributes"),
+    h("h2", { translate: "no" }, visitor.name || tr("Visitor {id}", { id: visitor.id.slice(0, 6) })),
+    h("dl", {}, ...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { translate: "no" }, String(v))])),
+    h("h3", {}, tr("Custom attributes")),
     custom.length
-      ? h("dl", {}, ...custom.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "string" ? v : JSON.stringify(v))]))
-      : h("p", { class: "muted" }, "none"),
-    h("h3", {}, "Previous conversations"),
+      ? h("dl", {}, ...custom.flatMap(([k, v]) => [h("dt", { translate: "no" }, k), h("dd", { translate: "no" }, typeof v === "string" ? v : JSON.stringify(v))]))
+      : h("p", { class: "muted" }, tr("none")),
+    h("h3", {}, tr("Previous conversations")),
     earlier.length
       ? h("ul", {}, ...earlier.map((c) => h("li", {}, h("a", { href: "#", onclick: (e) => { e.preventDefault(); onOpen(c); } },
-        `${new Date(c.created_at * 1000).toLocaleDateString()} ${timeOf(c.created_at)}`), ` · ${c.state}`)))
-      : h("p", { class: "muted" }, "none"));
+        `${new Date(c.created_at * 1000).toLocaleDateString()} ${timeOf(c.created_at)}`), ` · ${tr(c.state)}`)))
+      : h("p", { class: "muted" }, tr("none")));
 }

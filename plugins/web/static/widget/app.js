@@ -33,6 +33,7 @@ export async function mount(options) {
     tracker: new SeqTracker(),
     pending: new Map(), // cid -> message awaiting its ack
     names: new Map((config.team || []).map((a) => [a.id, a.name])), // agent id -> name
+    avatars: new Map((config.team || []).filter((a) => a.avatar).map((a) => [a.id, new URL(a.avatar, base).href])),
     open: false,
     unread: 0,
     lastRead: 0,
@@ -277,7 +278,7 @@ export async function mount(options) {
     const mine = frame.sender.kind === "visitor";
     const kind = frame.sender.kind;
     const name = kind === "bot" ? t("bot") : frame.sender.name || state.names.get(frame.sender.id);
-    view.upsert({ ...frame, mine, senderKind: kind, name });
+    view.upsert({ ...frame, mine, senderKind: kind, name, avatar: kind === "agent" ? state.avatars.get(frame.sender.id) : null });
     if (kind === "agent") { view.showOffline(false); view.setQueue(null); } // someone answers
     if (state.tracker.hasGap) resume();
     if (!mine) {

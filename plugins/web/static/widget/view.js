@@ -92,7 +92,8 @@ export function createView(root, t, actions, { stylesheet, title, greeting, busy
       class: `msg ${msg.mine ? "mine" : "theirs"} ${msg.senderKind || ""}`,
       dataset: { seq: msg.seq || "", cid: msg.cid || "" },
     },
-    msg.mine || msg.senderKind === "system" ? null : h("span", { class: "who" }, msg.name || t("agent")),
+    msg.mine || msg.senderKind === "system" ? null : h("span", { class: "who" },
+      msg.avatar ? h("img", { class: "avatar", src: msg.avatar, alt: "" }) : null, msg.name || t("agent")),
     body(msg),
     choices(msg),
     h("span", { class: "meta" }, timeOf(msg.created_at), h("span", { class: "state" }, state)));
