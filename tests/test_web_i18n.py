@@ -15,6 +15,7 @@ Screenshots of every screen in both languages land in build/screenshots/ui-*.png
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -284,3 +285,62 @@ async def test_the_widget_is_a_full_screen_sheet_on_a_phone(kefu, browser):
         await phone.locator("#kefu-widget .close").click()
         await expect(phone.locator("#kefu-widget .launcher")).to_be_visible()
         await phone.context.close()
+
+
+async def login_status(kefu, site_id: str, email: str, password: str) -> int:
+    async with aiohttp.ClientSession() as http:
+        body = {"site_id": site_id, "email": email, "password": password}
+        async with http.post(f"{kefu.base}v1/auth/login", json=body) as resp:
+            return resp.status
+
+
+async def test_admin_disables_resets_and_deletes_an_agent(kefu, browser):
+    site = await add_site(kefu.kernel)
+    sid, bob_email = site.site.id, site.agent.email
+    bob_context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    bob = await bob_context.new_page()
+    await bob.goto(f"{kefu.base}console/login")
+    await bob.fill("input[name=site_id]", sid)
+    await bob.fill("input[name=email]", bob_email)
+    await bob.fill("input[name=password]", PASSWORD)
+    await bob.click("button[type=submit]")
+    await bob.locator("#conn-state.ws").wait_for()
+
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    ada = await context.new_page()
+    await ada.goto(f"{kefu.base}console/login")
+    await ada.fill("input[name=site_id]", sid)
+    await ada.fill("input[name=email]", site.admin.email)
+    await ada.fill("input[name=password]", PASSWORD)
+    await ada.click("button[type=submit]")
+    await ada.wait_for_url(re.compile(r"/console$"))
+    await ada.goto(f"{kefu.base}admin/agents")
+    row = ada.locator(f'tr[data-agent="{site.agent.id}"]')
+    await expect(row.locator(".pill.role")).to_have_text("Agent")
+    await expect(ada.locator(f'tr[data-agent="{site.admin.id}"] .pill.role')).to_have_text(
+        "Administrator"
+    )
+    await expect(ada.locator(f'tr[data-agent="{site.admin.id}"] .account button')).to_have_count(0)
+
+    await row.locator("button.disable").click()
+    await expect(row.locator(".pill.offline")).to_have_text("Disabled")
+    await bob.wait_for_url(re.compile(r"/console/login$"))  # signed out at once
+    assert await login_status(kefu, sid, bob_email, PASSWORD) == 403
+    await row.locator("button.enable").click()
+    await expect(row.locator("button.disable")).to_be_visible()
+    assert await login_status(kefu, sid, bob_email, PASSWORD) == 200
+
+    await row.locator("form.reset input").fill("reset by ada 123")
+    await row.locator("form.reset button").click()
+    await expect(ada.locator("#agents-message")).to_contain_text("was reset")
+    assert await login_status(kefu, sid, bob_email, PASSWORD) == 401
+    assert await login_status(kefu, sid, bob_email, "reset by ada 123") == 200
+
+    ada.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await row.locator("button.delete").click()
+    await expect(ada.locator("#agents-message")).to_contain_text("was deleted")
+    await expect(row).to_be_hidden()
+    assert await login_status(kefu, sid, bob_email, "reset by ada 123") == 401
+    await ada.screenshot(path=screenshot_path("ui-en-admin-agents-actions.png"))
+    await context.close()
+    await bob_context.close()

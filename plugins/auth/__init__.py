@@ -86,13 +86,6 @@ async def kefu_auth_authenticate(kernel, request, token):
 
 
 @hookimpl
-def kefu_rest_endpoints(kernel):
-    from kefu.plugins.auth.own_password import endpoints
-
-    return endpoints()
-
-
-@hookimpl
 def kefu_auth_permits(kernel, principal, action, resource):
     return policy.permits(principal, action, resource)
 

@@ -1,4 +1,6 @@
-// The password form of the Profile page: POST /v1/agents/me/password (auth plugin).
+// The password form of the Profile page: POST /v1/agents/{id}/password with the current
+// password. Every session of the agent ends, this one included: the answer's new token
+// becomes the console's session cookie (POST /console/session), so the page stays signed in.
 import { api } from "../lib/api.js";
 import { ready, tr } from "../lib/tr.js";
 
@@ -19,8 +21,12 @@ form.addEventListener("submit", async (event) => {
     return;
   }
   try {
-    await api("/v1/agents/me/password", { method: "POST", json: {
-      current_password: form.current_password.value, new_password: form.new_password.value } });
+    const id = form.dataset.agent;
+    const answer = await api(`/v1/agents/${encodeURIComponent(id)}/password`, { method: "POST", json: {
+      current_password: form.current_password.value, password: form.new_password.value } });
+    if (answer?.token) {
+      await api("/console/session", { method: "POST", json: { token: answer.token, expires_at: answer.expires_at } });
+    }
     form.reset();
     say(tr("Password changed."));
   } catch (err) {
