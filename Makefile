@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: run test lint services browser bench bench-smoke grpc-gen clean
+.PHONY: run test lint services browser bench bench-smoke fuzz grpc-gen clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench: $(VENV)/.installed-dev
 
 bench-smoke: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.bench.run --smoke
+
+# The long fuzz runs (docs/security.md "Fuzzing"): frames and schemathesis, >= 5,000 cases each.
+fuzz: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.bench.fuzz
 
 # The gRPC transport's generated modules from its .proto (committed; a test compares).
 grpc-gen: $(VENV)/.installed-dev

@@ -107,6 +107,12 @@ async def test_oversized_frames(client):
     assert (await chat.visitor.expect("error"))["code"] == "frame_too_large"
     await chat.visitor.send_raw(b"[" + b",".join([b'{"op": "ping"}', big]) + b"]")
     assert (await chat.visitor.expect("pong")) and (await chat.visitor.expect("error"))
+    # found by the frame fuzzer: a batch over the limit holding a frame nested deeper than
+    # orjson writes (it reads up to 1,024 levels, writes 254) was a 500
+    deep = b'{"op": "ping", "x": ' + b"[" * 500 + b"1" + b"]" * 500 + b"}"
+    await chat.visitor.send_raw(b"[" + b",".join([b'{"op": "ping"}', deep, big]) + b"]")
+    assert (await chat.visitor.expect("pong")) and (await chat.visitor.expect("error"))
+    assert (await chat.visitor.expect("error"))["code"] == "frame_too_large"
     resp = await client.post(
         f"/v1/poll/send?session={chat.visitor.session}", data=b"x" * (600 * 1024)
     )

@@ -232,3 +232,18 @@ def test_kefu_run_serves_https_with_the_configured_certificate(tmp_path, pki):
         output, _ = proc.communicate(timeout=20)
     assert f"serving on https://127.0.0.1:{port}/" in output
     assert proc.returncode == 0, output
+
+
+def test_the_hardened_example_config_checks_and_turns_the_defences_on():
+    environ = {
+        "KEFU_SECRET": "s" * 40,
+        "KEFU_DATABASE_URL": "postgresql://kefu@127.0.0.1/kefu",
+        "KEFU_REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    kernel = load_kernel(ROOT / "examples" / "config" / "hardened.toml", environ=environ)
+    server_settings = kernel.config.server
+    assert server_settings.tls_cert and server_settings.tls_min_version == "1.3"
+    assert tls.hsts_value(server_settings) == "max-age=31536000"
+    assert not kernel.config.section("auth").bootstrap_demo
+    assert kernel.config.section("auth_oidc").jwks_url.startswith("https://")
+    assert kernel.config.section("web").allowed_origins != ["*"]

@@ -262,7 +262,11 @@ class Gateway(Store, Fanout):
             return parsed
         kept = []
         for frame in parsed:
-            if len(orjson.dumps(frame)) > limit:
+            try:
+                size = len(orjson.dumps(frame))
+            except TypeError:  # nested deeper than orjson writes (it reads deeper): too large
+                size = limit + 1
+            if size > limit:
                 ref = frame.get("ref") if isinstance(frame, dict) else None
                 self.send(
                     conn,
