@@ -21,7 +21,10 @@ async def world(client):
 
 def concrete(path: str) -> str:
     return (
-        path.replace("{site}", "demo").replace("{name}", "x" * 22 + "-a.png").replace("{id}", "x")
+        path.replace("{site}", "demo")
+        .replace("{name}", "x" * 22 + "-a.png")
+        .replace("{id}", "x")
+        .replace("{seq}", "1")
     )
 
 

@@ -95,11 +95,21 @@ def kefu_routes(kernel):
     return [to_route(endpoint) for endpoint in served]
 
 
+#: Actions of contacts.py any agent of the site may do (``contact.delete`` is left to the
+#: auth plugin: admins only).
+AGENT_CONTACT_ACTIONS = frozenset({"contact.list", "contact.update", "contact.export"})
+
+
 @hookimpl(tryfirst=True)
 def kefu_auth_permits(kernel, principal, action, resource):
     """``upload.create``, the action this plugin introduces: any agent or visitor of the site
     may attach files to a chat. Other actions are left to the auth plugin."""
-    if action != "upload.create" or principal is None:
+    if principal is None:
+        return None
+    if action in AGENT_CONTACT_ACTIONS:  # contacts.py: agents of the site (erasure: admins)
+        site = resource if isinstance(resource, str) else getattr(resource, "site_id", None)
+        return principal.kind == "agent" and site == principal.site_id
+    if action != "upload.create":
         return None
     return isinstance(resource, str) and resource == principal.site_id
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kefu.plugins.rest_api import admin, conversations, search, uploads
+from kefu.plugins.rest_api import admin, contacts, conversations, search, uploads
 from kefu.plugins.rest_api import models as m
 from kefu.plugins.rest_api.endpoint import Endpoint
 
@@ -270,4 +270,6 @@ REST_ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     # search, filters, saved views (issue 14): plugins/rest_api/search.py
     *search.ENDPOINTS,
+    # contacts and data rights, message delete (issue 14): plugins/rest_api/contacts.py
+    *contacts.ENDPOINTS,
 )

@@ -1,0 +1,258 @@
+"""Contacts and data rights (issue 14): the contact list, an editable profile, a person's
+data exported, a person erased, and a message deleted by an agent (a tombstone).
+
+Needs a storage backend with :class:`~kefu.core.storage.Searchable` (every built-in one).
+Erasures and message deletions leave an audit record (who, when, how much; never the
+erased content) as plugin records of kind ``audit.erasure`` / ``audit.message_delete``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from kefu.core.domain import new_id
+from kefu.core.storage import ConversationFilter
+from kefu.plugins.rest_api import models as m
+from kefu.plugins.rest_api.endpoint import ApiError, Call, Endpoint, not_found
+from kefu.plugins.rest_api.search import Time, _searchable
+
+#: Most conversations and messages one export holds.
+EXPORT_CONVERSATIONS = 1000
+EXPORT_PAGE = 500
+VISITOR_PATH = {
+    "path_patterns": {"id": r"^(?!session$)[A-Za-z0-9_-]{1,64}$"},
+}
+Phone = Annotated[str, StringConstraints(max_length=40, pattern=r"^[0-9+() .-]*$")]
+
+
+class ContactQuery(BaseModel):
+    q: (
+        Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=m.TEXT_PATTERN)]
+        | None
+    ) = Field(None, description="Only contacts whose name, e-mail or attributes hold these words.")
+    limit: int = Field(50, ge=1, le=100)
+    before: Time | None = Field(None, description="The previous page's `next_before`.")
+
+
+class ContactPage(BaseModel):
+    visitors: list[m.VisitorOut] = Field(description="Most recently seen first.")
+    next_before: float | None
+
+
+class ContactPatch(m.Request):
+    name: Annotated[str, StringConstraints(max_length=100, pattern=m.TEXT_PATTERN)] | None = None
+    email: Annotated[str, StringConstraints(max_length=254)] | None = Field(
+        None, description="An e-mail address, or an empty string to remove it."
+    )
+    phone: Phone | None = Field(None, description="Kept as the `phone` attribute.")
+    attributes: m.JsonObject | None = Field(
+        None, description="Replaces the custom attributes (the `phone` one is kept unless given)."
+    )
+
+
+class ContactExport(BaseModel):
+    visitor: m.VisitorOut
+    conversations: list[dict[str, Any]] = Field(
+        description="Each conversation with its `messages`, oldest first."
+    )
+    exported_at: float
+
+
+class Erased(BaseModel):
+    visitor_id: str
+    messages_removed: int
+
+
+async def _contact(call: Call, action: str):
+    visitor = await call.kernel.storage.get_visitor(call.site_id, call.params["id"])
+    if visitor is None:
+        raise not_found("visitor")
+    await call.require(action, visitor)
+    return visitor
+
+
+async def list_contacts(call: Call) -> ContactPage:
+    await call.require("contact.list", call.site_id)
+    storage, query = _searchable(call), call.query
+    if query.q:
+        found = await storage.search_visitors(call.site_id, query.q, limit=query.limit)
+        return ContactPage(
+            visitors=[m.VisitorOut.model_validate(v) for v in found], next_before=None
+        )
+    found = await storage.list_visitors(call.site_id, limit=query.limit + 1, before=query.before)
+    page = found[: query.limit]
+    next_before = page[-1].last_seen_at if len(found) > query.limit else None
+    return ContactPage(
+        visitors=[m.VisitorOut.model_validate(v) for v in page], next_before=next_before
+    )
+
+
+async def patch_contact(call: Call) -> m.VisitorOut:
+    visitor = await _contact(call, "contact.update")
+    body: ContactPatch = call.body
+    if body.email and "@" not in body.email:
+        raise ApiError(400, "invalid_field", "email: not an e-mail address")
+    if body.name is not None:
+        visitor.name = body.name.strip() or None
+    if body.email is not None:
+        visitor.email = body.email.strip() or None
+    if body.attributes is not None:
+        phone = visitor.attributes.get("phone")
+        visitor.attributes = dict(body.attributes)
+        if phone is not None and "phone" not in visitor.attributes:
+            visitor.attributes["phone"] = phone
+    if body.phone is not None:
+        if body.phone.strip():
+            visitor.attributes["phone"] = body.phone.strip()
+        else:
+            visitor.attributes.pop("phone", None)
+    return m.VisitorOut.model_validate(await call.kernel.storage.upsert_visitor(visitor))
+
+
+async def export_contact(call: Call) -> ContactExport:
+    visitor = await _contact(call, "contact.export")
+    storage = _searchable(call)
+    conversations = await storage.find_conversations(
+        call.site_id, ConversationFilter(visitor_ids=(visitor.id,)), limit=EXPORT_CONVERSATIONS
+    )
+    out = []
+    for conversation in reversed(conversations):  # oldest first
+        messages, after = [], 0
+        while True:
+            page = await storage.list_messages(
+                call.site_id, conversation.id, after_seq=after, limit=EXPORT_PAGE
+            )
+            messages += [m.MessageOut.model_validate(x).model_dump() for x in page]
+            if len(page) < EXPORT_PAGE:
+                break
+            after = page[-1].seq
+        item = m.ConversationOut.model_validate(conversation).model_dump()
+        item["messages"] = messages
+        out.append(item)
+    return ContactExport(
+        visitor=m.VisitorOut.model_validate(visitor), conversations=out, exported_at=time.time()
+    )
+
+
+async def erase_contact(call: Call) -> Erased:
+    visitor = await _contact(call, "contact.delete")
+    removed = await _searchable(call).delete_visitor(call.site_id, visitor.id)
+    if removed < 0:
+        raise not_found("visitor")
+    await call.kernel.storage.put_record(
+        call.site_id,
+        "audit.erasure",
+        f"{int(time.time() * 1000):015d}-{new_id()[:8]}",
+        {"visitor_id": visitor.id, "by": call.principal.id, "at": time.time(), "messages": removed},
+    )
+    return Erased(visitor_id=visitor.id, messages_removed=removed)
+
+
+async def delete_message(call: Call) -> m.MessageOut:
+    storage = _searchable(call)
+    conversation = await storage.get_conversation(call.site_id, call.params["id"])
+    if conversation is None:
+        raise not_found("conversation")
+    await call.require("message.delete", conversation)
+    seq = int(call.params["seq"])
+    found = await storage.list_messages(call.site_id, conversation.id, after_seq=seq - 1, limit=1)
+    if not found or found[0].seq != seq:
+        raise not_found("message")
+    message = found[0]
+    if message.meta.get("deleted"):
+        raise ApiError(409, "already_deleted", "this message was deleted already")
+    now = time.time()
+    meta = {"deleted": {"by": call.principal.id, "at": now}}
+    await storage.redact_message(call.site_id, conversation.id, seq, text="", meta=meta)
+    await storage.put_record(
+        call.site_id,
+        "audit.message_delete",
+        f"{conversation.id}.{seq}",
+        {
+            "conversation_id": conversation.id,
+            "seq": seq,
+            "cid": message.cid,
+            "sender_kind": message.sender_kind,
+            "sender_id": message.sender_id,
+            "had_attachment": message.attachment is not None,
+            "by": call.principal.id,
+            "at": now,
+        },
+    )
+    message.text, message.attachment, message.meta = "", None, meta
+    return m.MessageOut.model_validate(message)
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/v1/visitors",
+        "list_contacts",
+        "List or search contacts",
+        "visitors",
+        list_contacts,
+        response=ContactPage,
+        query=ContactQuery,
+        errors=(503,),
+        description="Agents only. Most recently seen first; with `q`, the contacts whose "
+        "name, e-mail or attribute values hold every word (no paging).",
+    ),
+    Endpoint(
+        "PATCH",
+        "/v1/visitors/{id}",
+        "update_contact",
+        "Edit a contact's profile",
+        "visitors",
+        patch_contact,
+        response=m.VisitorOut,
+        body=ContactPatch,
+        errors=(404,),
+        description="Agents of the site. Only the fields given change.",
+        route_path="/v1/visitors/{id:(?!session$)[^{}/]+}",
+        **VISITOR_PATH,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/visitors/{id}/export",
+        "export_contact",
+        "Export a contact's data",
+        "visitors",
+        export_contact,
+        response=ContactExport,
+        errors=(404, 503),
+        description="Agents of the site. The profile and every conversation with its messages "
+        "(GDPR/PIPL access request).",
+        **VISITOR_PATH,
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/visitors/{id}",
+        "erase_contact",
+        "Erase a contact",
+        "visitors",
+        erase_contact,
+        response=Erased,
+        errors=(404, 503),
+        description="Admins only. The contact, their conversations and messages are removed "
+        "from storage and from search at once; an audit record (who, when, how many) stays.",
+        route_path="/v1/visitors/{id:(?!session$)[^{}/]+}",
+        **VISITOR_PATH,
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/conversations/{id}/messages/{seq}",
+        "delete_message",
+        "Delete a message",
+        "conversations",
+        delete_message,
+        response=m.MessageOut,
+        errors=(404, 409, 503),
+        description="Agents. The message keeps its place (seq, cid) with an empty text, no "
+        "attachment and `meta.deleted` = who and when (a tombstone); it leaves search; an "
+        "audit record keeps who deleted whose message when (not its text).",
+        path_patterns={"seq": r"^[1-9][0-9]{0,9}$"},
+    ),
+)
