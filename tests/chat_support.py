@@ -72,9 +72,15 @@ async def add_owner(kernel: Kernel, site_id: str) -> Agent:
 
 
 async def login(client: Any, site_id: str, email: str, password: str = PASSWORD) -> str:
-    resp = await client.post(
-        "/v1/auth/login", json={"site_id": site_id, "email": email, "password": password}
-    )
+    """Sign in; a ``503 busy`` (more logins at once than the server checks) is retried
+    after its ``Retry-After``, as a console does."""
+    body = {"site_id": site_id, "email": email, "password": password}
+    for _ in range(30):
+        resp = await client.post("/v1/auth/login", json=body)
+        if resp.status == 503 and "Retry-After" in resp.headers:
+            await asyncio.sleep(min(float(resp.headers["Retry-After"]), 2.0))
+            continue
+        break
     assert resp.status == 200, await resp.text()
     return (await resp.json())["token"]
 
