@@ -71,6 +71,15 @@ class TLSMaterial:
     generation: int
 
 
+def load_pair(context: ssl.SSLContext, cert: str, key: str) -> None:
+    """Load a certificate and its key into a live server context, only once they are known
+    to match: a failed ``load_cert_chain`` on a live context breaks every new handshake, so
+    the pair is tried on a scratch context first (a half-written pair raises, and the
+    context keeps the one it had)."""
+    ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    context.load_cert_chain(cert, key)
+
+
 def _stamp(path: str) -> tuple:
     """What changes when a file is replaced, rewritten or swapped behind a symlink."""
     real = os.path.realpath(path)
@@ -111,9 +120,7 @@ class ServerTLS:
         stamps = tuple(_stamp(p) for p in self._files())
         chain, key = Path(self.cert).read_bytes(), Path(self.key).read_bytes()
         ca = Path(self.client_ca).read_bytes() if self.client_ca else None
-        # a scratch context first: a mismatched pair must not touch the live one
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert, self.key)
-        self.context.load_cert_chain(self.cert, self.key)
+        load_pair(self.context, self.cert, self.key)
         if ca is not None:
             self.context.load_verify_locations(cadata=ca.decode("ascii"))
         generation = self._material.generation + 1 if self._material else 1

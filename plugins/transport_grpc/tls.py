@@ -26,6 +26,8 @@ import os
 import ssl
 from dataclasses import dataclass
 
+from kefu.core.tls import load_pair
+
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
@@ -125,7 +127,7 @@ class TlsFront:
                 self._stamps["tls_cert"],
                 self._stamps["tls_key"],
             ):
-                self.context.load_cert_chain(s.tls_cert, s.tls_key)
+                load_pair(self.context, s.tls_cert, s.tls_key)  # checked first
             if s.client_ca and stamps["client_ca"] != self._stamps["client_ca"]:
                 self.context.load_verify_locations(cafile=s.client_ca)
         except (OSError, ssl.SSLError, ValueError) as exc:
