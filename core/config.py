@@ -59,6 +59,9 @@ class ServerSettings(Section):
     gc_freeze_interval_s: float = Field(1.0, ge=0, le=3600)
     #: Seconds a worker has to drain on SIGTERM before the supervisor kills it.
     drain_timeout: float = Field(30.0, gt=0, le=3600)
+    #: Seconds a new connection has to send its first request's headers (slow-header
+    #: clients are dropped; 0: no limit).
+    header_timeout: float = Field(10.0, ge=0, le=3600)
     #: Tests and demos only: several workers on the in-process bus (each sees only its own).
     allow_unshared_bus: bool = False
     #: HTTPS/WSS (and gRPC TLS) on this port: PEM certificate chain and private key files

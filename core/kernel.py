@@ -112,7 +112,7 @@ class Kernel:
     @property
     def data_dir(self) -> Path:
         path = Path(self.config.server.data_dir)
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: database, uploads, secret
         return path
 
     @property

@@ -11,6 +11,7 @@ import sys
 from aiohttp import web
 
 from kefu.core import __version__, tls
+from kefu.core.http_limits import Runner
 from kefu.core.kernel import Kernel
 from kefu.core.supervisor import (
     WorkerControl,
@@ -67,22 +68,33 @@ def serve(
         sys.stdout.flush()
 
     app.on_startup.append(banner)
-    # aiohttp's default backlog (128) overflows during connection ramps and reconnect storms
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        print=None,
-        access_log=None,
-        backlog=4096,
-        ssl_context=_ssl_context(kernel),
-    )
+    asyncio.run(_serve_single(kernel, app, host, port))
     return 0
 
 
 def _ssl_context(kernel: Kernel):
     server_tls = tls.server_tls(kernel)
     return server_tls.context if server_tls else None
+
+
+async def _serve_single(kernel: Kernel, app: web.Application, host: str, port: int) -> None:
+    """What ``web.run_app`` did, with the runner that bounds the header read
+    (core/http_limits.py): serve until SIGINT or SIGTERM, then shut down cleanly (the
+    application closes its clients first, then the tasks stop)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    header_timeout = kernel.config.server.header_timeout
+    runner = Runner(app, header_timeout=header_timeout, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        # aiohttp's default backlog (128) overflows during connection ramps and reconnect storms
+        site = web.TCPSite(runner, host, port, backlog=4096, ssl_context=_ssl_context(kernel))
+        await site.start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def serve_worker(kernel: Kernel, host: str, port: int, fd: int) -> None:
@@ -111,8 +123,9 @@ async def _worker_main(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(
+    runner = Runner(
         app,
+        header_timeout=kernel.config.server.header_timeout,
         access_log=None,
         handle_signals=False,
         # the supervisor kills at drain_timeout: stop waiting for requests before that

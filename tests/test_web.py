@@ -11,6 +11,7 @@ import pytest
 
 from kefu.plugins.web import security
 from tests.chat_support import (
+    add_owner,
     add_site,
     app_kernel,
     login,
@@ -34,7 +35,7 @@ def cookies(**values: str) -> dict[str, str]:
 async def signed_in(client, site, email) -> dict[str, str]:
     """Headers of a browser holding the agent's session cookie and a CSRF value."""
     token = await login(client, site.site.id, email)
-    csrf = security.new_csrf(app_kernel(client.app).secret)
+    csrf = security.new_csrf(app_kernel(client.app).secret, token)  # bound to the session
     return {**cookies(kefu_session=token, kefu_csrf=csrf), "X-CSRF-Token": csrf}
 
 
@@ -77,14 +78,21 @@ async def test_console_and_admin_need_a_signed_in_agent(aiohttp_client, tmp_path
     assert (await client.get("/admin/status", headers=agent)).status == 403
     assert (await client.get("/admin/status.json", headers=agent)).status == 403
     admin = await signed_in(client, site, site.admin.email)
+    owner_agent = await add_owner(app_kernel(client.app), site.site.id)
+    owner = await signed_in(client, site, owner_agent.email)
     for path in ("/admin/status", "/admin/agents", "/admin/sites", "/admin/routing",
                  "/admin/hours", "/admin/canned", "/admin/bot", "/admin/faq",
                  "/admin/plugins"):  # fmt: skip
-        resp = await client.get(path, headers=admin)
+        install_level = path in ("/admin/routing", "/admin/plugins")
+        resp = await client.get(path, headers=owner if install_level else admin)
         assert resp.status == 200, path
         assert "Content-Security-Policy" in resp.headers
         page = await resp.text()
         assert '<a href="/admin/faq" ' in page and ">FAQ</a>" in page and ">Bot</a>" in page
+        # install-wide routing and plugin settings are not a tenant admin's (issue 13, hole 11)
+        assert ('href="/admin/plugins"' in page) is install_level
+        if install_level:
+            assert (await client.get(path, headers=admin)).status == 403
 
 
 async def test_session_cookie_is_httponly_strict_and_needs_the_csrf_header(

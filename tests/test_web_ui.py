@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from kefu.core.domain import Visitor, new_id
-from tests.chat_support import add_site
+from tests.chat_support import add_owner, add_site
 from tests.rest_support import add_conversation
 from tests.web_support import (
     chromium,
@@ -394,8 +394,13 @@ async def test_admin_status_page_shows_live_figures(kefu, browser):
     assert (await kefu.kernel.storage.get_site(site.site.id)).settings["business_hours"]
     await admin.locator("#hours-reset").click()
     await expect(admin.locator("#open-now")).to_have_text("open")
-    await admin.goto(f"{kefu.base}admin/plugins")
-    await expect(admin.locator("table.grid")).to_contain_text("web")
+    # install-wide plugin settings are for owners (issue 13, hole 11)
+    assert await admin.locator('nav a[href="/admin/plugins"]').count() == 0
+    owner = await add_owner(kefu.kernel, site.site.id)
+    owner_page = await signed_in_agent(browser, kefu.base, site.site.id, owner.email)
+    await owner_page.goto(f"{kefu.base}admin/plugins")
+    await expect(owner_page.locator("table.grid")).to_contain_text("web")
+    await owner_page.context.close()
     assert admin.errors.errors == [] and visitor.errors.errors == []
     await admin.context.close()
     await visitor.context.close()

@@ -1,12 +1,15 @@
 """Canned replies: saved answers an agent sends by typing ``/shortcut``.
 
-A reply belongs to the whole site (``scope: "site"``, managed by admins) or to one
-agent (``scope: "agent"``, managed by that agent); both live in the site's
-settings under ``canned_replies``. When an agent sends a text message that is
-exactly ``/shortcut``, the pipeline processor :data:`PROCESSOR` replaces it, before
-it is stored, with the reply's text, placeholders filled in (:mod:`placeholders`):
-the agent's own reply first, else the site's. ``meta["canned"]`` records the
-shortcut. Text that names no reply is sent as typed.
+A reply belongs to the whole site (``scope: "site"``, managed by admins, kept in the
+site's settings under ``canned_replies``, at most :data:`MAX_REPLIES`) or to one agent
+(``scope: "agent"``, managed by that agent, kept apart as storage records of kind
+:data:`RECORD_KIND`, at most :data:`MAX_AGENT_REPLIES` per agent): an agent's own
+replies never grow the site record nor use the site's quota. Agent replies written by
+earlier versions into the site's settings are still read, changed and deleted there.
+When an agent sends a text message that is exactly ``/shortcut``, the pipeline
+processor :data:`PROCESSOR` replaces it, before it is stored, with the reply's text,
+placeholders filled in (:mod:`placeholders`): the agent's own reply first, else the
+site's. ``meta["canned"]`` records the shortcut. Text that names no reply is sent as typed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ KEY = "canned_replies"
 SHORTCUT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 _TYPED = re.compile(r"^\s*/([a-z0-9][a-z0-9_-]{0,31})\s*$")
 MAX_REPLIES = 500
+#: Private replies one agent may keep.
+MAX_AGENT_REPLIES = 100
+RECORD_KIND = "agent_tools.canned"
 PRIORITY = 40  # after the REST API's attachment check; a plugin may rewrite the result later
 
 
@@ -78,10 +84,33 @@ class CannedReplies:
             return
         raise ApiError(403, "forbidden", "site replies are managed by admins, yours by you")
 
+    async def _own(self, principal: Principal) -> dict[str, Any]:
+        """The agent's private replies kept as records, by reply id (with their records)."""
+        records = await self.kernel.storage.list_records(
+            principal.site_id, RECORD_KIND, prefix=f"{principal.id}.", limit=MAX_AGENT_REPLIES + 1
+        )
+        return {r.data["id"]: r for r in records if isinstance(r.data.get("id"), str)}
+
+    async def _all(self, principal: Principal) -> list[dict]:
+        site = await self.kernel.storage.get_site(principal.site_id)
+        replies = entries(site.settings) if site else []
+        replies += [r.data for r in (await self._own(principal)).values()]
+        return visible(replies, principal)
+
     async def list(self, principal: Principal) -> list[dict]:
         await self._require_agent(principal)
-        site = await self.kernel.storage.get_site(principal.site_id)
-        return visible(entries(site.settings) if site else [], principal)
+        return await self._all(principal)
+
+    async def _create_own(self, principal: Principal, reply: dict) -> None:
+        own = await self._own(principal)
+        if len(own) >= MAX_AGENT_REPLIES:
+            message = f"an agent keeps {MAX_AGENT_REPLIES} replies of its own"
+            raise ApiError(409, "too_many_replies", message)
+        _unique(await self._all(principal), reply)
+        record_id = f"{principal.id}.{reply['id']}"
+        await self.kernel.storage.put_record(
+            principal.site_id, RECORD_KIND, record_id, reply, expect_version=0
+        )
 
     async def create(self, principal: Principal, shortcut: str, text: str, scope: str) -> dict:
         await self._require_agent(principal)
@@ -95,6 +124,10 @@ class CannedReplies:
         }
         reply["updated_at"] = reply["created_at"]
         await self._may_manage(principal, reply)
+        if scope == "agent":
+            await self._create_own(principal, reply)
+            await self._changed(principal, "created", reply)
+            return reply
 
         def add(settings: dict) -> None:
             replies = entries(settings)
@@ -113,6 +146,19 @@ class CannedReplies:
         await self._require_agent(principal)
         found = await self._find(principal, reply_id)
         await self._may_manage(principal, found)
+        record = (await self._own(principal)).get(reply_id)
+        if record is not None:
+            reply = {**record.data, "updated_at": time.time()}
+            if shortcut is not None:
+                reply["shortcut"] = shortcut
+            if text is not None:
+                reply["text"] = text
+            _unique([r for r in await self._all(principal) if r["id"] != reply_id], reply)
+            await self.kernel.storage.put_record(
+                principal.site_id, RECORD_KIND, record.id, reply, expect_version=record.version
+            )
+            await self._changed(principal, "updated", reply)
+            return reply
 
         def change(settings: dict) -> dict:
             replies = entries(settings)
@@ -137,6 +183,11 @@ class CannedReplies:
         await self._require_agent(principal)
         found = await self._find(principal, reply_id)
         await self._may_manage(principal, found)
+        record = (await self._own(principal)).get(reply_id)
+        if record is not None:
+            await self.kernel.storage.delete_record(principal.site_id, RECORD_KIND, record.id)
+            await self._changed(principal, "deleted", found)
+            return
 
         def drop(settings: dict) -> None:
             settings[KEY] = [r for r in entries(settings) if r["id"] != reply_id]
@@ -145,10 +196,8 @@ class CannedReplies:
         await self._changed(principal, "deleted", found)
 
     async def _find(self, principal: Principal, reply_id: str) -> dict:
-        site = await self.kernel.storage.get_site(principal.site_id)
-        replies = entries(site.settings) if site else []
-        found = next((r for r in replies if r["id"] == reply_id), None)
-        if found is None or found not in visible(replies, principal):
+        found = next((r for r in await self._all(principal) if r["id"] == reply_id), None)
+        if found is None:
             raise ApiError(404, "not_found", "canned reply not found")  # others' are private
         return found
 
@@ -170,8 +219,7 @@ class CannedReplies:
         typed = _TYPED.match(message.text)
         if typed is None:
             return None
-        site = await self.kernel.storage.get_site(message.site_id)
-        replies = visible(entries(site.settings) if site else [], context["principal"])
+        replies = await self._all(context["principal"])
         matching = [r for r in replies if r["shortcut"] == typed.group(1)]
         if not matching:
             return None

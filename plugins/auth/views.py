@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from kefu.core.domain import Visitor, new_id, now
+from kefu.core.jsonlimits import MAX_DEPTH, too_deep
 from kefu.core.storage import email_key
 from kefu.core.web_app import error_response
 from kefu.plugins.auth import passwords, tokens
@@ -42,6 +43,8 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         raise BadRequest("bad_json", "the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("bad_json", "the request body must be a JSON object")
+    if too_deep(body):
+        raise BadRequest("bad_json", f"the request body nests deeper than {MAX_DEPTH} levels")
     return body
 
 

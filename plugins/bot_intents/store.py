@@ -30,10 +30,12 @@ MAX_ACTIVATIONS = 200  # activation log entries kept per flow
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` in one step (temp file + fsync + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temp, "wb") as out:
+    try:  # a new file is private (0600); a replaced one keeps its mode (a flow file's)
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())

@@ -31,6 +31,7 @@ import orjson
 
 from kefu.core.domain import Conversation
 from kefu.core.errors import ApiError
+from kefu.core.jsonlimits import MAX_DEPTH, too_deep
 from kefu.core.storage import StorageError
 from kefu.core.types import Principal
 from kefu.plugins.gateway.connection import Connection
@@ -262,6 +263,9 @@ class Gateway(Store, Fanout):
             return parsed
         kept = []
         for frame in parsed:
+            if too_deep(frame):
+                kept.append(frame)  # refused by _admit with bad_frame (it cannot be measured)
+                continue
             try:
                 size = len(orjson.dumps(frame))
             except TypeError:  # nested deeper than orjson writes (it reads deeper): too large
@@ -280,6 +284,10 @@ class Gateway(Store, Fanout):
         """Shape and rate checks at arrival; False when the frame was answered already."""
         if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
             self.send(conn, error_frame("bad_frame", "a frame is a JSON object with a string op"))
+            return False
+        if too_deep(frame):
+            message = f"a frame may nest objects and arrays at most {MAX_DEPTH} deep"
+            self.send(conn, error_frame("bad_frame", message))
             return False
         ref = frame.get("ref")
         if ref is not None and _bounded(ref) is None:

@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from kefu.core.errors import ApiError
+from kefu.core.jsonlimits import MAX_DEPTH, too_deep
 from kefu.core.kernel import Kernel
 from kefu.core.types import Principal, RestEndpoint
 from kefu.core.web_app import KERNEL_KEY, error_response, request_principal
@@ -153,6 +154,8 @@ async def read_json(request: web.Request, model: type[BaseModel]) -> Any:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    if too_deep(data):
+        raise ApiError(400, "invalid_json", f"the body nests deeper than {MAX_DEPTH} levels")
     try:
         # strict: JSON has types, so `false` is not a number and `"5"` is not an integer
         return model.model_validate(data, strict=True)

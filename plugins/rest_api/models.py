@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from kefu.core.domain import CONVERSATION_STATES
+from kefu.core.jsonlimits import MAX_DEPTH, too_deep
 
 #: Ids in paths and filters: what :func:`kefu.core.domain.new_id` makes, plus short slugs.
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -45,6 +46,8 @@ State = Literal[CONVERSATION_STATES]  # type: ignore[valid-type]
 
 def _json_object(value: dict[str, Any]) -> dict[str, Any]:
     """Free-form settings: bounded size and no NUL characters (databases refuse them)."""
+    if too_deep(value):  # orjson cannot even encode past 254 levels
+        raise ValueError(f"nests deeper than {MAX_DEPTH} levels")
     encoded = orjson.dumps(value)
     if len(encoded) > MAX_JSON_OBJECT_BYTES:
         raise ValueError(f"at most {MAX_JSON_OBJECT_BYTES} bytes once encoded")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -184,6 +185,7 @@ class SqliteDriver:
         self.transactions = 0  # write transactions committed or failed (tests read it)
 
     def connect(self) -> sqlite3.Connection:
+        _create_private(self.path)
         # autocommit mode: the writer emits BEGIN IMMEDIATE / COMMIT itself
         conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=256)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -314,3 +316,15 @@ def _flush_appends(
         conn.executemany(sql.append_insert, rows)
         conn.executemany(sql.append_bump, bumps)
     return results
+
+
+def _create_private(path: str) -> None:
+    """Create the database file readable by its owner only (0600) if it does not exist:
+    SQLite would create it under the umask (usually world-readable), and gives its WAL and
+    shared-memory files the database file's permissions."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 SECTIONS = (
     "status", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "webhooks", "plugins",
 )  # fmt: skip
+#: Install-level pages (install-wide routing and plugin configuration): owners only.
+INSTALL_SECTIONS = frozenset({"routing", "plugins"})
 #: Navigation labels where capitalising the section name is not right.
 LABELS = {
     "status": "Status",
@@ -81,12 +83,15 @@ def make_routes(
 
     async def show(request: web.Request, section: str, **context: Any) -> web.Response:
         principal = await admin_of(request)
+        install = await kernel.hooks.permits(principal, "install.read", None)
+        if section in INSTALL_SECTIONS and not install:
+            raise web.HTTPForbidden(text="install-level settings: owners only")
         site = await kernel.storage.get_site(principal.site_id)
         return pages.render(
             request,
             f"admin_{section}.html",
             section=section,
-            sections=SECTIONS,
+            sections=[x for x in SECTIONS if install or x not in INSTALL_SECTIONS],
             labels=LABELS,
             site=site,
             me=principal,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -159,17 +160,29 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
         """Turn a token from ``/v1/auth/login`` into the HttpOnly session cookie."""
         secret = kernel.secret
         submitted = request.headers.get(security.CSRF_HEADER)
-        if not security.csrf_valid(secret, request.cookies.get(security.CSRF_COOKIE), submitted):
+        csrf_cookie = request.cookies.get(security.CSRF_COOKIE)
+        if not security.csrf_valid(secret, csrf_cookie, submitted, security.session_of(request)):
             return error_response(403, "csrf_failed", "missing or wrong X-CSRF-Token header")
         try:
             body = orjson.loads(await request.read())
             token = body["token"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return error_response(400, "bad_json", 'send {"token": ...}')
-        principal = await kernel.hooks.authenticate(request, token)
+        expires_at = body.get("expires_at")
+        if expires_at is None:
+            expires_at = time.time() + 12 * 3600
+        if (
+            isinstance(expires_at, bool)
+            or not isinstance(expires_at, (int, float))
+            or not math.isfinite(expires_at)
+        ):
+            message = "expires_at must be a number (Unix seconds) or absent"
+            return error_response(400, "invalid_field", message)
+        principal = await kernel.hooks.authenticate(
+            request, token if isinstance(token, str) else None
+        )
         if principal is None or principal.kind != "agent":
             return error_response(401, "invalid_token", "not an agent's token")
-        expires_at = float(body.get("expires_at") or time.time() + 12 * 3600)
         response = web.json_response({"ok": True, "next": "/console"})
         security.set_session(request, response, token, expires_at, pages.settings)
         return response

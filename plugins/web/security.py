@@ -6,7 +6,10 @@
   pages repeat it in ``<meta name="csrf-token">`` and in hidden form fields, and every
   state-changing request made with the session cookie must send it back (form field
   ``csrf`` or header ``X-CSRF-Token``): the double-submit pattern, signed so that a value
-  planted by another site does not verify.
+  planted by another site does not verify, and bound to the session cookie it was issued
+  with (its signature covers a digest of the session token), so that a value someone
+  obtained for their own session (or for no session) is refused with anyone else's.
+  Signing in changes the session: the next page issues a value bound to the new one.
 - The agent session cookie ``kefu_session`` holds the agent's token: HttpOnly,
   SameSite=Strict, ``Secure`` over HTTPS; JavaScript never sees it.
 """
@@ -31,34 +34,44 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ISSUED = web.RequestKey("kefu_web_csrf", str)  # the CSRF value issued during this request
 
 
-def _sign(secret: bytes, value: str) -> str:
-    digest = hmac.new(secret, b"kefu.web.csrf:" + value.encode(), hashlib.sha256).hexdigest()
-    return digest[:32]
+def _sign(secret: bytes, value: str, session: str | None) -> str:
+    bound = hashlib.sha256((session or "").encode()).digest()  # "" = signed out
+    message = b"kefu.web.csrf:" + value.encode() + b"\0" + bound
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
 
 
-def new_csrf(secret: bytes) -> str:
+def new_csrf(secret: bytes, session: str | None = None) -> str:
+    """A CSRF value bound to ``session`` (the session cookie's token; None: signed out)."""
     value = secrets.token_urlsafe(18)
-    return f"{value}.{_sign(secret, value)}"
+    return f"{value}.{_sign(secret, value, session)}"
 
 
-def csrf_valid(secret: bytes, cookie: str | None, submitted: str | None) -> bool:
-    """True when ``submitted`` equals the signed ``cookie`` value."""
+def csrf_valid(
+    secret: bytes, cookie: str | None, submitted: str | None, session: str | None = None
+) -> bool:
+    """True when ``submitted`` equals the ``cookie`` value signed for ``session``."""
     if not cookie or not submitted or "." not in cookie:
         return False
     value, signature = cookie.rsplit(".", 1)
-    return hmac.compare_digest(_sign(secret, value), signature) and hmac.compare_digest(
+    return hmac.compare_digest(_sign(secret, value, session), signature) and hmac.compare_digest(
         cookie, submitted
     )
 
 
+def session_of(request: web.Request) -> str | None:
+    return request.cookies.get(SESSION_COOKIE) or None
+
+
 def csrf_for(request: web.Request, secret: bytes) -> str:
-    """The CSRF value of this browser, issued now (and set as a cookie) when it has none."""
+    """The CSRF value of this browser and session, issued now (and set as a cookie) when
+    it has none for this session."""
     current = request.cookies.get(CSRF_COOKIE)
-    if current and "." in current and csrf_valid(secret, current, current):
+    session = session_of(request)
+    if current and "." in current and csrf_valid(secret, current, current, session):
         return current
     issued = request.get(ISSUED)
     if issued is None:
-        issued = request[ISSUED] = new_csrf(secret)
+        issued = request[ISSUED] = new_csrf(secret, session)
     return issued
 
 
@@ -146,7 +159,8 @@ def make_csrf_guard(kernel: Any):
             and cookie_authenticated(request)
         ):
             submitted = request.headers.get(CSRF_HEADER)
-            if not csrf_valid(kernel.secret, request.cookies.get(CSRF_COOKIE), submitted):
+            cookie = request.cookies.get(CSRF_COOKIE)
+            if not csrf_valid(kernel.secret, cookie, submitted, session_of(request)):
                 return error_response(403, "csrf_failed", "missing or wrong X-CSRF-Token header")
         return await handler(request)
 
@@ -159,6 +173,6 @@ async def check_form_csrf(request: web.Request, secret: bytes) -> dict[str, str]
     submitted = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
     if not isinstance(submitted, str):
         return None
-    if not csrf_valid(secret, request.cookies.get(CSRF_COOKIE), submitted):
+    if not csrf_valid(secret, request.cookies.get(CSRF_COOKIE), submitted, session_of(request)):
         return None
     return {k: v for k, v in form.items() if isinstance(v, str)}
