@@ -251,6 +251,16 @@ class HookFacade:
             message=message,
         )
 
+    async def bot_knowledge(self, site_id: str, question: str, lang: str) -> Any:
+        """The best help-article passage for a question, or None (``kefu_bot_knowledge``)."""
+        return await call_first(
+            self._hook.kefu_bot_knowledge,
+            kernel=self._kernel,
+            site_id=site_id,
+            question=question,
+            lang=lang,
+        )
+
     async def bot_takes(self, conversation: Any) -> bool:
         """Whether a bot answers this new conversation first (``kefu_bot_takes``)."""
         answer = await call_first(

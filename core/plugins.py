@@ -48,6 +48,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.web",
     "kefu.plugins.webhooks",
     "kefu.plugins.email_notify",
+    "kefu.plugins.knowledge_base",
     "kefu.plugins.agent_bot",
 )
 

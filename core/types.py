@@ -110,6 +110,21 @@ class RestEndpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class KnowledgeAnswer:
+    """A passage of a help article that answers a question (``kefu_bot_knowledge``).
+
+    ``text`` is the passage, ``article_id``/``title`` name the article to cite and
+    ``score`` is the retriever's (comparable only within one knowledge base).
+    """
+
+    text: str
+    article_id: str
+    title: str
+    score: float
+    lang: str = "en"
+
+
+@dataclass(frozen=True, slots=True)
 class BotReply:
     """What a bot answers: texts to send and an optional handoff to humans."""
 

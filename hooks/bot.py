@@ -10,7 +10,7 @@ from kefu.hooks import MaybeAwaitable, hookspec
 if TYPE_CHECKING:
     from kefu.core.domain import Conversation, Message
     from kefu.core.kernel import Kernel
-    from kefu.core.types import BotReply
+    from kefu.core.types import BotReply, KnowledgeAnswer
 
 
 @hookspec
@@ -69,4 +69,22 @@ def kefu_bot_serves(kernel: Kernel, site_id: str) -> MaybeAwaitable[bool | None]
     :param site_id: the site's id.
     :returns: True when a bot serves the site, False when it does not, or None
         to let other plugins answer (no answer: no bot). May be async.
+    """
+
+
+@hookspec
+def kefu_bot_knowledge(
+    kernel: Kernel, site_id: str, question: str, lang: str
+) -> MaybeAwaitable[KnowledgeAnswer | None]:
+    """Answer a visitor question that no intent of the bot's flow covers from help articles.
+
+    Called by the bot when a turn would fall back ("sorry, I did not understand");
+    a knowledge-base plugin answers with its best passage when it is confident.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :param site_id: the conversation's site.
+    :param question: the visitor's message text.
+    :param lang: the visitor's language (``"zh"`` or ``"en"``), for the citation wording.
+    :returns: a :class:`kefu.core.types.KnowledgeAnswer`, or None when unsure (the bot
+        then falls back / hands over as its flow says). May be async.
     """

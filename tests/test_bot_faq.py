@@ -163,7 +163,8 @@ def test_add_faq_intent_keeps_comments_and_adds_exactly_the_intent_and_rule():
     assert after["global"][:-1] == before["global"] and after["states"] == before["states"]
 
 
-async def test_publish_a_cluster_as_an_intent_then_the_bot_answers_it(aiohttp_client, tmp_path):
+async def shop_flow_client(aiohttp_client, tmp_path):
+    """A running server whose bot serves a copy of the example shop flow, and that file."""
     flow_file = tmp_path / "flows" / "shop.yaml"
     flow_file.parent.mkdir()
     shutil.copy(SHOP, flow_file)
@@ -171,6 +172,11 @@ async def test_publish_a_cluster_as_an_intent_then_the_bot_answers_it(aiohttp_cl
         aiohttp_client, tmp_path, ROUTING, extra=shop_config(flow_file),
         extra_plugins=(("shop_actions", Actions()),),
     )  # fmt: skip
+    return client, flow_file
+
+
+async def test_publish_a_cluster_as_an_intent_then_the_bot_answers_it(aiohttp_client, tmp_path):
+    client, flow_file = await shop_flow_client(aiohttp_client, tmp_path)
     kernel = app_kernel(client.app)
     site = await site_of(client)
     service = bot_of(kernel)

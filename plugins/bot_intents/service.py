@@ -35,6 +35,7 @@ from typing import Any
 import watchfiles
 
 from kefu.core.domain import BOT, QUEUED, Conversation, Message
+from kefu.core.text import has_cjk
 from kefu.core.types import BotReply
 from kefu.plugins.bot_intents.abtests import AbTests
 from kefu.plugins.bot_intents.classifier import TrainingOptions
@@ -77,7 +78,13 @@ class BotService:
         self.registry.store = FlowStore(Path(kernel.data_dir) / "bot")  # survives restarts
         self.actions: dict[str, Any] = {}
         self.paths = self._paths(settings)
-        self.counts = {"turns": 0, "failed_turns": 0, "handoffs": 0, "reload_failures": 0}
+        self.counts = {
+            "turns": 0,
+            "failed_turns": 0,
+            "handoffs": 0,
+            "reload_failures": 0,
+            "knowledge_answers": 0,
+        }
         self._locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task] = set()
         self._watcher: asyncio.Task | None = None
@@ -265,6 +272,10 @@ class BotService:
             log.exception("bot turn failed in %s (%r)", conversation.id, flow)
             return None
         self.counts["turns"] += 1
+        if turn.matched in ("fallback", "clarify"):  # no intent: a help article may answer
+            article = await self._knowledge(conversation.site_id, message.text or "")
+            if article is not None:
+                return BotReply(tuple(texts) + article)
         texts.extend(turn.texts)
         # FAQ mining reads how the bot did on each visitor message (faq.py)
         record_turn(conversation, message.seq, turn.matched, turn.handoff is not None)
@@ -274,6 +285,21 @@ class BotService:
         if turn.handoff is None:
             return BotReply(tuple(texts), choices=turn.choices)
         return BotReply(tuple(texts), True, turn.handoff.reason, turn.handoff.department)
+
+    async def _knowledge(self, site_id: str, question: str) -> tuple[str, ...] | None:
+        """A knowledge-base passage with its citation and "did this help?", or None."""
+        lang = "zh" if has_cjk(question) else "en"
+        try:
+            found = await self.kernel.hooks.bot_knowledge(site_id, question, lang)
+        except Exception:
+            log.exception("knowledge-base lookup failed")
+            return None
+        if found is None:
+            return None
+        self.counts["knowledge_answers"] += 1
+        if lang == "zh":
+            return (f"{found.text}\n（来自文章：《{found.title}》）", "这个回答有帮助吗？")  # noqa: RUF001
+        return (f'{found.text}\n(From the article: "{found.title}")', "Did this help?")
 
     # -- events ---------------------------------------------------------------------
     async def on_event(self, event: Any) -> None:

@@ -1,0 +1,197 @@
+"""Knowledge base: help articles (Markdown, English/Chinese) stored as storage records
+(kind ``kb.article``), searched by BM25 over words, Chinese characters/bigrams and pinyin
+(:mod:`.retrieval`), answering the bot's fallback turns through ``kefu_bot_knowledge``
+and suggesting articles to agents. REST under ``/v1/kb/`` (docs/api.md); settings
+``[knowledge_base]``; docs/bot.md, "Knowledge base".
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kefu.core.errors import ApiError
+from kefu.core.types import KnowledgeAnswer, RestEndpoint
+from kefu.hooks import hookimpl
+from kefu.plugins.knowledge_base.retrieval import Index, split_passages
+
+KIND = "kb.article"
+STATE = "knowledge_base"
+ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
+class KnowledgeBaseSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: BM25 score of the best passage below which the bot does not answer from an
+    #: article (chosen on tests/data/kb_articles.json against out-of-scope questions).
+    min_score: float = Field(6.0, ge=0)
+    #: Seconds an index is reused before the site's articles are read again (edits made
+    #: through this process rebuild it at once).
+    refresh_s: float = Field(30.0, ge=0)
+
+
+class ArticleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(..., min_length=1, max_length=200)
+    body: str = Field(..., min_length=1, max_length=10_000, description="Markdown")
+    lang: Literal["en", "zh"] = "en"
+    tags: list[str] = Field(default_factory=list, max_length=20)
+
+
+class ArticleOut(ArticleIn):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    version: int
+
+
+class ArticleList(BaseModel):
+    articles: list[ArticleOut]
+
+
+class SearchQuery(BaseModel):
+    q: str = Field(..., min_length=1, max_length=200)
+    limit: int = Field(3, ge=1, le=20)
+
+
+class SearchHit(BaseModel):
+    article_id: str
+    title: str
+    heading: str
+    passage: str
+    score: float
+
+
+class SearchResult(BaseModel):
+    hits: list[SearchHit]
+
+
+class Library:
+    """Per-site indexes built from the stored articles, rebuilt after a change."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self._indexes: dict[str, tuple[float, Index]] = {}
+
+    async def articles(self, site_id: str) -> list[Any]:
+        records, after = [], ""
+        while True:
+            page = await self.kernel.storage.list_records(site_id, KIND, after=after, limit=500)
+            records.extend(page)
+            if len(page) < 500:
+                return records
+            after = page[-1].id
+
+    async def index(self, site_id: str) -> Index:
+        settings = self.kernel.config.section("knowledge_base")
+        cached = self._indexes.get(site_id)
+        if cached is not None and time.monotonic() - cached[0] < settings.refresh_s:
+            return cached[1]
+        passages = []
+        for record in await self.articles(site_id):
+            d = record.data
+            passages.extend(split_passages(record.id, d["title"], d.get("lang", "en"), d["body"]))
+        index = Index(passages)
+        self._indexes[site_id] = (time.monotonic(), index)
+        return index
+
+    def changed(self, site_id: str) -> None:
+        self._indexes.pop(site_id, None)
+
+
+def library(kernel: Any) -> Library:
+    return kernel.plugin_state(STATE, Library)
+
+
+@hookimpl
+def kefu_config_schema():
+    return {"knowledge_base": KnowledgeBaseSettings}
+
+
+@hookimpl
+async def kefu_bot_knowledge(kernel, site_id, question, lang):
+    if kernel.storage is None:
+        return None
+    hits = (await library(kernel).index(site_id)).search(question, 1)
+    if not hits or hits[0].score < kernel.config.section("knowledge_base").min_score:
+        return None
+    p = hits[0].passage
+    return KnowledgeAnswer(p.text, p.article_id, p.title, hits[0].score, p.lang)
+
+
+def _out(record: Any) -> ArticleOut:
+    return ArticleOut(id=record.id, version=record.version, **record.data)
+
+
+async def list_articles(call: Any) -> ArticleList:
+    await call.require("conversation.read", call.site_id)
+    return ArticleList(
+        articles=[_out(r) for r in await library(call.kernel).articles(call.site_id)]
+    )
+
+
+async def get_article(call: Any) -> ArticleOut:
+    await call.require("conversation.read", call.site_id)
+    record = await call.kernel.storage.get_record(call.site_id, KIND, call.params["id"])
+    if record is None:
+        raise ApiError(404, "article_not_found", "no such article in this site")
+    return _out(record)
+
+
+async def put_article(call: Any) -> ArticleOut:
+    await call.require("sites.manage", call.site_id)
+    record = await call.kernel.storage.put_record(
+        call.site_id, KIND, call.params["id"], call.body.model_dump()
+    )
+    library(call.kernel).changed(call.site_id)
+    return _out(record)
+
+
+async def delete_article(call: Any) -> None:
+    await call.require("sites.manage", call.site_id)
+    if not await call.kernel.storage.delete_record(call.site_id, KIND, call.params["id"]):
+        raise ApiError(404, "article_not_found", "no such article in this site")
+    library(call.kernel).changed(call.site_id)
+
+
+async def search(call: Any) -> SearchResult:
+    await call.require("conversation.read", call.site_id)
+    index = await library(call.kernel).index(call.site_id)
+    hits = index.search(call.query.q, call.query.limit)
+    return SearchResult(
+        hits=[
+            SearchHit(
+                article_id=h.passage.article_id,
+                title=h.passage.title,
+                heading=h.passage.heading,
+                passage=h.passage.text,
+                score=round(h.score, 4),
+            )
+            for h in hits
+        ]
+    )
+
+
+@hookimpl
+def kefu_rest_endpoints(kernel):
+    ids = {"id": ID_PATTERN}
+    return [
+        RestEndpoint("GET", "/v1/kb/articles", "list_kb_articles", "List help articles",
+                     "knowledge base", list_articles, response=ArticleList),
+        RestEndpoint("GET", "/v1/kb/articles/{id}", "get_kb_article", "Read a help article",
+                     "knowledge base", get_article, response=ArticleOut, errors=(404,),
+                     path_patterns=ids),
+        RestEndpoint("PUT", "/v1/kb/articles/{id}", "put_kb_article",
+                     "Create or replace a help article", "knowledge base", put_article,
+                     response=ArticleOut, body=ArticleIn, path_patterns=ids,
+                     description="Admins of the site. Markdown body, `lang` en or zh; the "
+                     "bot answers from it at once in this process."),
+        RestEndpoint("DELETE", "/v1/kb/articles/{id}", "delete_kb_article",
+                     "Delete a help article", "knowledge base", delete_article, status=204,
+                     errors=(404,), path_patterns=ids),
+        RestEndpoint("GET", "/v1/kb/search", "search_kb", "Search help articles",
+                     "knowledge base", search, response=SearchResult, query=SearchQuery,
+                     description="The best passage of each matching article, best first: "
+                     "what the console suggests to an agent for the visitor's question."),
+    ]  # fmt: skip
