@@ -67,7 +67,10 @@ def make_routes(kernel: Any, pages: Any) -> list[web.RouteDef]:
         form = await request.post()
         submitted = form.get(security.CSRF_FIELD)
         if not isinstance(submitted, str) or not security.csrf_valid(
-            kernel.secret, request.cookies.get(security.CSRF_COOKIE), submitted
+            kernel.secret,
+            request.cookies.get(security.CSRF_COOKIE),
+            submitted,
+            security.session_of(request),  # (the value is bound to the session: hole 9)
         ):
             raise web.HTTPForbidden(text="the form's CSRF field is missing or wrong; reload")
         agent = await kernel.storage.get_agent(principal.site_id, principal.id)
