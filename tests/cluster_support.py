@@ -186,7 +186,8 @@ class Node:
             f'[storage]\nbackend = "sql"\n[sql]\nurl = "{url}"\npg_schema = "{schema}"\n'
             f'[bus]\nbackend = "redis"\n[bus_redis]\nurl = "{redis}"\nprefix = "{prefix}"\n'
             "[auth]\npassword_cost = 10\n[gateway]\nrate = 10000\nburst = 10000\n"
-            f'[plugins]\n{enable}disable = ["bot_intents"]\n{extra}',
+            f'[plugins]\n{enable}disable = ["bot_intents"]\n'
+            f"[routing]\nlease_ttl_s = 10\n{extra}",
             encoding="utf-8",
         )
         self.proc: subprocess.Popen | None = None

@@ -122,7 +122,7 @@ def test_automatic_away_across_two_processes(tmp_path):
         "redis": "redis://127.0.0.1:6379/0",
         "prefix": f"kefu-pr-{secrets.token_hex(3)}:",
         "secret": secrets.token_urlsafe(40),
-        "extra": f"[routing]\naway_grace_s = {GRACE}\n",
+        "extra": f"away_grace_s = {GRACE}\n",  # (in [routing], the last section)
     }
     a, b = Node(tmp_path, "a", **common), Node(tmp_path, "b", **common)
     try:
