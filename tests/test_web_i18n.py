@@ -70,7 +70,7 @@ def shown_texts() -> set[str]:
     return found
 
 
-def test_every_text_has_its_chinese_translation():
+async def test_every_text_has_its_chinese_translation():
     texts = shown_texts()
     assert len(texts) > 200
     missing = sorted(t for t in texts if t not in TABLE)

@@ -191,18 +191,25 @@ async def console_say(page: Any, text: str) -> None:
 
 
 async def open_conversation(page: Any) -> str:
-    """Open the newest conversation from whichever inbox tab holds it; its id."""
-    for tab in ("mine", "queued", "open"):
-        await page.locator(f'.tabs [data-tab="{tab}"]').click()
-        item = page.locator("#conversation-list li[data-id]").first
-        try:
-            await item.wait_for(timeout=1500)
-        except Exception:
-            continue
-        conversation_id = await item.get_attribute("data-id")
-        await item.click()
-        await page.locator("#chat-inner:not([hidden])").wait_for()
-        return conversation_id
+    """Open the newest conversation from whichever inbox tab holds it; its id.
+
+    A conversation can move between tabs while it is clicked (queued, then assigned by
+    routing a moment later), as a person's click can miss a row that just moved: then look
+    again, as the person would, until the chat pane shows it.
+    """
+    deadline = asyncio.get_running_loop().time() + 30
+    while asyncio.get_running_loop().time() < deadline:
+        for tab in ("mine", "queued", "open"):
+            await page.locator(f'.tabs [data-tab="{tab}"]').click()
+            item = page.locator("#conversation-list li[data-id]").first
+            try:
+                await item.wait_for(timeout=1500)
+                conversation_id = await item.get_attribute("data-id", timeout=1500)
+                await item.click(timeout=1500)
+                await page.locator("#chat-inner:not([hidden])").wait_for(timeout=3000)
+            except Exception:
+                continue
+            return conversation_id
     raise AssertionError("no conversation in the inbox")
 
 

@@ -97,26 +97,49 @@ export class Inbox {
     return n;
   }
 
+  /**
+   * Show the list. Items are kept by conversation id: a refresh that changes nothing touches
+   * no element, and a changed item keeps its <li>, so a click that lands while the list is
+   * refreshed (frames arrive in bursts) still opens the conversation.
+   */
   render(conversations) {
     this.shown = conversations;
+    const kept = this.items || new Map();
+    this.items = new Map();
     const items = conversations.map((c) => {
-      const name = h("strong", {}, tr("Visitor {id}", { id: c.visitor_id.slice(0, 6) }));
       const assignee = c.assignee_id && this.team.get(c.assignee_id)?.name;
       const rating = c.meta?.rating;
-      this.visitors(c.visitor_id).then((v) => { if (v?.name) name.textContent = v.name; }).catch(() => {});
-      const li = h("li", {
-        class: [c.id === this.current ? "active" : "", this.unread.has(c.id) ? "unread" : ""].join(" "),
-        dataset: { id: c.id, state: c.state },
-        onclick: () => this.select(c.id),
-      },
-      h("div", { class: "line1" }, name, h("span", {},
-        this.unread.get(c.id) ? h("span", { class: "badge", title: tr("Unread messages") }, String(this.unread.get(c.id))) : null,
-        h("span", { class: `pill ${c.state}` }, tr(c.state)))),
-      h("div", { class: "preview" }, this.previews.get(c.id) || `${timeOf(c.updated_at)} · ${c.department || tr("general")}${assignee ? ` · ${assignee}` : ""}`),
-      rating ? h("div", { class: "rating" }, ratingText(rating)) : null);
+      const unread = this.unread.get(c.id) || 0;
+      const preview = this.previews.get(c.id) || `${timeOf(c.updated_at)} · ${c.department || tr("general")}${assignee ? ` · ${assignee}` : ""}`;
+      const signature = JSON.stringify([c.state, c.visitor_id, unread, preview, rating ? ratingText(rating) : ""]);
+      let entry = kept.get(c.id);
+      if (!entry) {
+        const li = h("li", { dataset: { id: c.id }, onclick: () => this.select(c.id) });
+        entry = { li, signature: null };
+      }
+      const { li } = entry;
+      li.classList.toggle("active", c.id === this.current);
+      li.classList.toggle("unread", this.unread.has(c.id));
+      li.dataset.state = c.state;
+      if (entry.signature !== signature) {
+        entry.signature = signature;
+        const name = h("strong", {}, tr("Visitor {id}", { id: c.visitor_id.slice(0, 6) }));
+        this.visitors(c.visitor_id).then((v) => { if (v?.name) name.textContent = v.name; }).catch(() => {});
+        li.replaceChildren(
+          h("div", { class: "line1" }, name, h("span", {},
+            unread ? h("span", { class: "badge", title: tr("Unread messages") }, String(unread)) : null,
+            h("span", { class: `pill ${c.state}` }, tr(c.state)))),
+          h("div", { class: "preview" }, preview),
+          ...(rating ? [h("div", { class: "rating" }, ratingText(rating))] : []));
+      }
+      this.items.set(c.id, entry);
       return li;
     });
-    replace(this.list, ...(items.length ? items : [h("li", { class: "muted" }, tr("Nothing here."))]));
+    const now = [...this.list.children];
+    const same = items.length
+      ? now.length === items.length && now.every((li, i) => li === items[i])
+      : now.length === 1 && now[0].classList.contains("muted");
+    if (!same) replace(this.list, ...(items.length ? items : [h("li", { class: "muted" }, tr("Nothing here."))]));
   }
 
   select(id) {
