@@ -18,6 +18,7 @@ Queue Delay", 2012): the *minimum* time spent queued over an interval says wheth
 queue stands (every item waited) or only bursts (some went straight through).
 :class:`BatchMeter` keeps a batch's latency against its own recent minimum, so a slow
 disk or a remote database is judged against itself, not against a constant.
+:class:`Tally` counts the work offered (frames received).
 """
 
 from __future__ import annotations
@@ -67,12 +68,31 @@ STEADY = Steady()
 
 #: Every live meter of this process, ``sojourn:NAME`` / ``latency:NAME`` (a name used
 #: twice keeps the newest).
-_meters: weakref.WeakValueDictionary[str, SojournMeter | BatchMeter] = weakref.WeakValueDictionary()
+_meters: weakref.WeakValueDictionary[str, SojournMeter | BatchMeter | Tally] = (
+    weakref.WeakValueDictionary()
+)
 
 
-def meters() -> dict[str, SojournMeter | BatchMeter]:
+def meters() -> dict[str, SojournMeter | BatchMeter | Tally]:
     """The live meters of this process: ``{"sojourn:storage.kefu-sql-append": meter, ...}``."""
     return dict(_meters)
+
+
+class Tally:
+    """A count of work offered to this process (frames received), bumped on a hot path.
+
+    The degradation sensors turn it into a rate (``inflow_per_s``): shedding makes the
+    other readings calm while the offered work stays the same, so a level is left only
+    once the inflow fell as well (docs/degradation.md "Hysteresis"), not merely because
+    shedding worked.
+    """
+
+    __slots__ = ("__weakref__", "count", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.count = 0  # incremented where the work arrives: ``tally.count += n``
+        _meters[f"tally:{name}"] = self
 
 
 class SojournMeter:

@@ -68,7 +68,15 @@ class Controller:
     def _hysteresis(self) -> Hysteresis:
         s = self.settings
         return Hysteresis(
-            s.enter_samples, s.leave_s, s.min_dwell_s, s.exit_ratio, max_level=s.max_level
+            s.enter_samples,
+            s.leave_s,
+            s.min_dwell_s,
+            s.exit_ratio,
+            max_level=s.max_level,
+            leave_inflow_ratio=s.leave_inflow_ratio,
+            probe_s=s.probe_s,
+            probe_max_s=s.probe_max_s,
+            flap_window_s=s.flap_window_s,
         )
 
     # -- life cycle ------------------------------------------------------------------
@@ -101,9 +109,10 @@ class Controller:
         """``[degradation]`` changed: new thresholds and feature levels from the next sample."""
         self.settings = self.kernel.config.section("degradation")
         self.sensors.settings = self.settings
-        level, since = self.hysteresis.level, self.hysteresis.since
-        self.hysteresis = self._hysteresis()
-        self.hysteresis.level, self.hysteresis.since = min(level, self.settings.max_level), since
+        old, new = self.hysteresis, self._hysteresis()
+        new.level, new.since = min(old.level, self.settings.max_level), old.since
+        new.carry_state(old)
+        self.hysteresis = new
 
     # -- the sampler -----------------------------------------------------------------
     async def _run(self) -> None:

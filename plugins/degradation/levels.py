@@ -10,7 +10,14 @@ Pure logic on readings and a clock, so that tests drive it sample by sample:
 - a level is left one step at a time, once every sensor read below that level's exit
   thresholds for ``leave_s`` seconds and the level was held ``min_dwell_s``;
 - the band between exit and entry thresholds is where a steady load sits without
-  changing level.
+  changing level;
+- shedding works: under a steady overload the readings calm down *because* of what
+  was shed, and leaving would bring the pressure straight back (a control loop that
+  oscillates). So a level is also left only once the offered work fell: the inflow
+  (``inflow_per_s``, frames received) at most ``leave_inflow_ratio`` times what it was
+  when the level was entered, or after ``probe_s`` at the level (a probe: restore and
+  see); a level re-entered within ``flap_window_s`` of leaving it doubles the next
+  probe time (up to ``probe_max_s``), a calm re-entry resets it.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ class Hysteresis:
     min_dwell_s: float
     exit_ratio: float
     max_level: int = 3
+    leave_inflow_ratio: float = 0.8
+    probe_s: float = 90.0
+    probe_max_s: float = 600.0
+    flap_window_s: float = 30.0
     level: int = 0
     since: float = 0.0  # when the current level was entered
     #: the sensors that put the worker at its level, with the reading (the event says them)
@@ -33,6 +44,10 @@ class Hysteresis:
     _above: int = 0
     _above_level: int = 0
     _calm_since: float | None = None
+    #: per level, the inflow when it was entered; when it was last left
+    _entry_inflow: dict[int, float] = field(default_factory=dict)
+    _left_at: dict[int, float] = field(default_factory=dict)
+    _probe: float | None = None  # the probe time in force (probe_s, doubled by flaps)
 
     def levels_of(
         self, readings: Mapping[str, float], thresholds: Mapping[str, tuple[float, ...]]
@@ -61,13 +76,14 @@ class Hysteresis:
     ) -> int | None:
         """Feed one sample; the new level when it changed, else None."""
         enter, stay, cause = self.levels_of(readings, thresholds)
+        inflow = readings.get("inflow_per_s", 0.0)
         if enter > self.level:
             # the level every sample of the run wanted at least
             self._above_level = enter if self._above == 0 else min(self._above_level, enter)
             self._above += 1
             self._calm_since = None
             if self._above >= self.enter_samples:
-                return self._set(self._above_level, now, cause)
+                return self._enter(self._above_level, now, cause, inflow)
             return None
         self._above = 0
         if stay >= self.level or self.level == 0:
@@ -75,10 +91,41 @@ class Hysteresis:
             return None
         if self._calm_since is None:
             self._calm_since = now
-        if now - self._calm_since >= self.leave_s and now - self.since >= self.min_dwell_s:
-            self._calm_since = now  # the next step down waits again
-            return self._set(self.level - 1, now, cause)
-        return None
+        if now - self._calm_since < self.leave_s or now - self.since < self.min_dwell_s:
+            return None
+        if not self._load_fell(inflow, now):
+            return None
+        self._calm_since = now  # the next step down waits again
+        self._left_at[self.level] = now
+        return self._set(self.level - 1, now, cause)
+
+    def carry_state(self, old: Hysteresis) -> None:
+        """Keep ``old``'s memory of entries, exits and probes (a live reconfiguration)."""
+        self._entry_inflow, self._left_at, self._probe = (
+            old._entry_inflow,
+            old._left_at,
+            old._probe,
+        )
+
+    @property
+    def probe(self) -> float:
+        """Seconds at a level after which it is left on calm readings alone."""
+        return self.probe_s if self._probe is None else self._probe
+
+    def _load_fell(self, inflow: float, now: float) -> bool:
+        """Calm because the work offered fell, or time for a probe (module docstring)."""
+        entered_with = self._entry_inflow.get(self.level, 0.0)
+        if inflow <= entered_with * self.leave_inflow_ratio or entered_with <= 0.0:
+            return True
+        return now - self.since >= self.probe
+
+    def _enter(self, level: int, now: float, cause: dict[str, float], inflow: float) -> int:
+        left = self._left_at.get(level)
+        flapped = left is not None and now - left < self.flap_window_s
+        self._probe = min(self.probe * 2, self.probe_max_s) if flapped else None
+        for entered in range(self.level + 1, level + 1):
+            self._entry_inflow[entered] = inflow
+        return self._set(level, now, cause)
 
     def _set(self, level: int, now: float, cause: dict[str, float]) -> int:
         self.level, self.since, self.cause = level, now, cause

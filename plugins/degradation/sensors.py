@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import Any
 
-from kefu.core.pressure import BatchMeter, SojournMeter, meters
+from kefu.core.pressure import BatchMeter, SojournMeter, Tally, meters
 
 #: Readings whose value is compared with ``[degradation.thresholds]`` under these names.
 SENSORS = (
@@ -31,7 +31,12 @@ SENSORS = (
     "handshakes_per_s",
     "sessions_per_s",
     "plugin",
+    "inflow_per_s",
+    "run_queue_ms",
 )
+#: Readings shown (status page, metrics) but compared with no threshold: what the
+#: hysteresis gate and an operator look at.
+SHOWN_ONLY = ("inflow_per_s", "run_queue_ms")
 
 #: A batch slower than this never counts as slow, whatever its floor (a 0.2 ms commit
 #: taking 2 ms is no pressure).
@@ -82,6 +87,36 @@ class GcClock:
             gc.callbacks.remove(self)
 
 
+class RunQueueClock:
+    """Seconds the calling thread has waited for a CPU while runnable (Linux schedstat).
+
+    The file stays open and is re-read with ``pread`` (about 2 µs); ``None`` where the
+    kernel does not keep the figure (the lag is then taken whole).
+    """
+
+    __slots__ = ("_fd", "available")
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self.available = True
+
+    def read(self) -> float | None:
+        if not self.available:
+            return None
+        try:
+            if self._fd is None:  # opened by the thread that samples: it is that thread's
+                self._fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+            return int(os.pread(self._fd, 128, 0).split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            self.available = False
+            return None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class Rate:
     """Events per second over the last ``window`` samples (a ring of counts)."""
 
@@ -109,7 +144,11 @@ class Sensors:
         self.handshakes = Rate(10)
         self.sessions = Rate(10)
         self._ticks = 0
-        self._lags: deque[float] = deque(maxlen=3)
+        self._lags: deque[float] = deque(maxlen=settings.lag_window)
+        self.run_queue = RunQueueClock()
+        self._waited: float | None = None  # the loop thread's run-queue time at the last sample
+        self.run_queue_s = 0.0  # ... and how much it grew over the last interval
+        self._inflow: deque[tuple[float, int]] = deque(maxlen=11)
         self._gc: deque[tuple[float, float]] = deque(maxlen=11)
         self._cpu: tuple[float, float] | None = None
         self._cpu_value = 0.0
@@ -131,15 +170,15 @@ class Sensors:
 
     def stop(self) -> None:
         self.gc.remove()
+        self.run_queue.close()
 
     def sample(self, lag_s: float, plugin: float = 0.0) -> dict[str, float]:
         """One reading of every sensor; ``lag_s`` is how late the sampler woke up."""
         began = time.thread_time()
         now = time.monotonic()
         self._ticks += 1
-        self._lags.append(lag_s)
         readings = {
-            "loop_lag_ms": min(self._lags) * 1000.0,
+            "loop_lag_ms": self._own_lag(lag_s) * 1000.0,
             "sojourn_ms": self._sojourn(now) * 1000.0,
             "batch_ratio": self._batch_ratio(),
             "cpu": self._cpu_cores(now),
@@ -147,6 +186,8 @@ class Sensors:
             "handshakes_per_s": self.handshakes.sample(now),
             "sessions_per_s": self.sessions.sample(now),
             "plugin": plugin,
+            "inflow_per_s": self._inflow_rate(now),
+            "run_queue_ms": self.run_queue_s * 1000.0,
         }
         if self._ticks % 5 == 1:
             self._rss = self._read_rss() / self.rss_budget
@@ -160,6 +201,35 @@ class Sensors:
         return readings
 
     # -- each sensor ----------------------------------------------------------------
+    def _own_lag(self, lag_s: float) -> float:
+        """The median over ``lag_window`` samples of the lag this process caused itself.
+
+        The sampler wakes late either because this loop was busy (callbacks running,
+        a blocking call: its own overload) or because its thread, runnable, waited
+        for a core that other processes held (the machine's). The kernel counts the
+        second for each thread (``/proc/thread-self/schedstat``): the time the loop
+        thread spent in the run queue since the last sample is taken off the lag. An
+        idle worker on a machine at load 18 then reads about nothing however late it
+        woke; a busy loop on a quiet machine reads its whole lag. (Busy on a busy
+        machine, it reads less than its lag: the queue sensors still see it.)
+        """
+        waited = self.run_queue.read()
+        if waited is not None and self._waited is not None:
+            self.run_queue_s = waited - self._waited
+            lag_s = max(0.0, lag_s - self.run_queue_s)
+        self._waited = waited
+        self._lags.append(lag_s)
+        ordered = sorted(self._lags)
+        return ordered[len(ordered) // 2]
+
+    def _inflow_rate(self, now: float) -> float:
+        """Frames received per second over about a second (every :class:`Tally`)."""
+        total = sum(m.count for m in meters().values() if isinstance(m, Tally))
+        self._inflow.append((now, total))
+        first_t, first_n = self._inflow[0]
+        span = now - first_t
+        return (total - first_n) / span if span > 0 else 0.0
+
     def _sojourn(self, now: float) -> float:
         """The worst queue: its minimum sojourn this interval, or how long its oldest item
         has waited when nothing left it (a stuck commit records nothing)."""

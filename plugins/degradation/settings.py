@@ -60,6 +60,18 @@ class DegradationSettings(Section):
     min_dwell_s: float = Field(1.5, ge=0, le=600)
     #: A level is left below this share of its entry thresholds (the hysteresis band).
     exit_ratio: float = Field(0.6, gt=0, lt=1)
+    #: A level is left only once the inflow (frames received per second) is at most this
+    #: share of what it was when the level was entered: calm readings under the same
+    #: traffic mean the shedding works, not that the load went away (no oscillation).
+    leave_inflow_ratio: float = Field(0.8, gt=0, le=1)
+    #: ... or after this many seconds at the level on calm readings alone (a probe).
+    probe_s: float = Field(90.0, ge=1, le=3600)
+    #: A level re-entered within this many seconds of leaving it doubles the probe time,
+    probe_max_s: float = Field(600.0, ge=1, le=86400)
+    #: ... up to this (a calm re-entry resets it to ``probe_s``).
+    flap_window_s: float = Field(30.0, ge=0, le=3600)
+    #: Loop-lag samples whose median is the reading (one stall is not a load).
+    lag_window: int = Field(3, ge=1, le=50)
     #: Highest level the sensors may choose (an operator's override may go to 3 anyway).
     max_level: int = Field(MAX_LEVEL, ge=0, le=MAX_LEVEL)
     thresholds: SensorThresholds = SensorThresholds()

@@ -32,6 +32,7 @@ import orjson
 from kefu.core.domain import Conversation
 from kefu.core.errors import ApiError
 from kefu.core.jsonlimits import MAX_DEPTH, too_deep
+from kefu.core.pressure import Tally
 from kefu.core.storage import StorageError
 from kefu.core.types import Principal
 from kefu.plugins.gateway.connection import Connection
@@ -96,6 +97,7 @@ class Gateway(Store, Fanout):
         self.stats = GatewayStats()
         self.identity = IdentityWatch(self)
         self.degraded = Degraded()  # extras shed under pressure (degraded.py)
+        self.inflow = Tally("gateway.frames")  # frames offered, for the degradation sensors
 
     @property
     def settings(self) -> Any:
@@ -223,6 +225,7 @@ class Gateway(Store, Fanout):
         long-poll ``send``) this returns once the batch was processed.
         """
         frames = self._parse(conn, data, batch)
+        self.inflow.count += len(frames)
         admitted = [frame for frame in frames if self._admit(conn, frame)]
         if not admitted or conn.closed:
             return
