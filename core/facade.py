@@ -27,6 +27,7 @@ from kefu.core.types import (
     RestEndpoint,
     RoutingFilter,
     TransportInfo,
+    VisitorIdentity,
     WeightFactor,
 )
 
@@ -211,6 +212,19 @@ class HookFacade:
             self._hook.kefu_auth_end_session, kernel=self._kernel, token=token
         )
         return answer is True
+
+    async def visitor_identity(
+        self, site: Any, claim: dict[str, str | None], visitor_id: str | None
+    ) -> VisitorIdentity | None:
+        """The contact a visitor identity claim names, or None when no plugin checks claims;
+        a refused claim raises :class:`kefu.core.errors.ApiError`."""
+        return await call_first(
+            self._hook.kefu_auth_visitor_identity,
+            kernel=self._kernel,
+            site=site,
+            claim=claim,
+            visitor_id=visitor_id,
+        )
 
     async def account_states(self, site_id: str) -> dict[str, dict[str, Any]]:
         """Agents of a site whose account is not in its default state (disabled, deleted)."""

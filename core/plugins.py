@@ -36,6 +36,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.storage_mongo",
     "kefu.plugins.auth",
     "kefu.plugins.auth_oidc",
+    "kefu.plugins.visitor_identity",
     "kefu.plugins.gateway",
     "kefu.plugins.transport_ws",
     "kefu.plugins.transport_longpoll",

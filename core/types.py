@@ -33,6 +33,21 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
+class VisitorIdentity:
+    """Who a visitor is on the company's own site, as ``kefu_auth_visitor_identity`` found.
+
+    ``visitor_id`` is the visitor (contact) the session continues as: for a verified
+    ``user_id`` the one already linked to it (so the same user on two devices is one
+    contact), else the visitor the session had. ``verified`` is False for a claim a site
+    accepts without a valid signature (shown as unverified in the console).
+    """
+
+    user_id: str
+    visitor_id: str
+    verified: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TransportInfo:
     """Describes a transport for introspection: its name and endpoint."""
 

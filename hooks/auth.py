@@ -9,8 +9,9 @@ from kefu.hooks import MaybeAwaitable, hookspec
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from kefu.core.domain import Site
     from kefu.core.kernel import Kernel
-    from kefu.core.types import Principal
+    from kefu.core.types import Principal, VisitorIdentity
 
 
 @hookspec
@@ -110,4 +111,28 @@ def kefu_auth_end_session(kernel: Kernel, token: str) -> MaybeAwaitable[bool | N
     :param token: the bearer token being signed out.
     :returns: True when a session was ended, False when the token names none of this
         plugin's, None to let other plugins answer. May be async.
+    """
+
+
+@hookspec
+def kefu_auth_visitor_identity(
+    kernel: Kernel, site: Site, claim: dict[str, str | None], visitor_id: str | None
+) -> MaybeAwaitable[VisitorIdentity | None]:
+    """Check an identity the company's own site claims for a visitor, and name its contact.
+
+    Called by ``POST /v1/visitors/session`` (the widget's ``kefu.identify``) when the body
+    carries ``user_id`` (and ``user_hash``, the company backend's signature of it). The
+    first non-None answer wins; when no plugin answers, the claim is refused
+    (``identity_not_configured``). The built-in answer is the ``visitor_identity``
+    plugin's (HMAC-SHA256 with per-site rotatable secrets, docs/security.md).
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :param site: the :class:`kefu.core.domain.Site` of the widget key.
+    :param claim: ``{"user_id": str, "user_hash": str | None}`` as the widget sent them.
+    :param visitor_id: the visitor the session continues as (its previous token's), or
+        None for a new visitor.
+    :returns: a :class:`kefu.core.types.VisitorIdentity` (the contact to continue as and
+        whether the claim was verified), or None to let other plugins answer. Raise
+        :class:`kefu.core.errors.ApiError` to refuse the claim (the session is refused
+        with its status and code). May be async.
     """

@@ -267,7 +267,14 @@ ENDPOINT_SOURCES = [
     REST_API_SOURCE,
     *(
         REST_API_SOURCE.parent / p
-        for p in ("routing", "agent_tools", "webhooks", "email_notify", "agent_bot")
+        for p in (
+            "routing",
+            "agent_tools",
+            "webhooks",
+            "email_notify",
+            "agent_bot",
+            "visitor_identity",
+        )
     ),
 ]
 

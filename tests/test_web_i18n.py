@@ -104,7 +104,9 @@ async def browser():
         yield launched
 
 
-ADMIN_PAGES = ["status", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "plugins"]
+ADMIN_PAGES = [
+    "status", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "identity", "plugins",
+]  # fmt: skip
 #: Words on the pages that are data or names, not texts to translate.
 NOT_TEXT = {
     "kefu", "Ada", "Bob", "admin", "agent", "test", "UTC", "IANA", "YYYY", "sha256", "docs",

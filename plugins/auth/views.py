@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from kefu.core.domain import Visitor, new_id, now
+from kefu.core.errors import ApiError
 from kefu.core.jsonlimits import MAX_DEPTH, too_deep
 from kefu.core.storage import email_key
 from kefu.core.web_app import error_response
@@ -24,8 +25,10 @@ from kefu.plugins.auth.throttle import Busy, LoginThrottle, PasswordChecks, clie
 log = logging.getLogger(__name__)
 
 MAX_FIELD = 2048
+#: A claim of who the visitor is on the company's site (kefu_auth_visitor_identity).
+IDENTITY_FIELDS = ("user_id", "user_hash")
 MAX_ATTRIBUTES_BYTES = 8192
-VISITOR_FIELDS = ("name", "referrer", "page", "user_agent")
+VISITOR_FIELDS = ("name", "email", "referrer", "page", "user_agent")
 
 
 class BadRequest(Exception):
@@ -155,7 +158,10 @@ def make_views(kernel: Any, token_keys: Any) -> list[web.RouteDef]:
             widget_key = _string(body, "widget_key", required=True)
             previous = _string(body, "token", required=False)
             fields = {name: _string(body, name, required=False) for name in VISITOR_FIELDS}
+            claim = {name: _string(body, name, required=False) for name in IDENTITY_FIELDS}
             attributes = _attributes(body.get("attributes"))
+            if fields["email"] is not None and "@" not in fields["email"]:
+                raise BadRequest("invalid_field", "field 'email' is not an e-mail address")
         except BadRequest as exc:
             return error_response(400, exc.code, exc.message)
         site = await site_of(widget_key)
@@ -166,6 +172,23 @@ def make_views(kernel: Any, token_keys: Any) -> list[web.RouteDef]:
         claims = tokens.verify(token_keys(kernel).accepted(), previous)
         if claims is not None and claims.kind == "visitor" and claims.site_id == site.id:
             visitor = await kernel.storage.get_visitor(site.id, claims.id)
+        identity = None
+        if claim["user_id"] is not None:
+            # the identity plugin decides (kefu_auth_visitor_identity): verified claims
+            # continue as the user's contact, refused ones end here
+            try:
+                identity = await kernel.hooks.visitor_identity(
+                    site, claim, visitor.id if visitor else None
+                )
+            except ApiError as exc:
+                return error_response(exc.status, exc.code, exc.message)
+            if identity is None:
+                return error_response(
+                    401, "identity_not_configured", "no plugin verifies visitor identities"
+                )
+            if visitor is None or visitor.id != identity.visitor_id:
+                visitor = await kernel.storage.get_visitor(site.id, identity.visitor_id)
+                visitor = visitor or Visitor(id=identity.visitor_id, site_id=site.id)
         if visitor is None:
             visitor = Visitor(id=new_id(), site_id=site.id)
         for name, value in fields.items():
@@ -187,6 +210,8 @@ def make_views(kernel: Any, token_keys: Any) -> list[web.RouteDef]:
                 "expires_at": expires_at,
                 "visitor_id": visitor.id,
                 "site_id": site.id,
+                "identity": identity
+                and {"user_id": identity.user_id, "verified": identity.verified},
             }
         )
 

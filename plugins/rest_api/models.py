@@ -322,6 +322,24 @@ class VisitorSessionRequest(BaseModel):
         None, description="A previous visitor token of the same site, to keep the identity."
     )
     name: AuthField | None = None
+    email: Annotated[str, StringConstraints(max_length=2048, pattern="@")] | None = None
+    user_id: (
+        Annotated[
+            str,
+            StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$"),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="Who the visitor is on the company's site (no control characters): "
+        "verified with `user_hash`, the visitor continues as that user's contact.",
+    )
+    user_hash: AuthField | None = Field(
+        None,
+        description="`hex(HMAC-SHA256(identity secret, user_id))`, computed by the company's "
+        "backend (docs/security.md, signed visitor identity). Refusals: `identity_unsigned`, "
+        "`identity_invalid`, `identity_not_configured` (401).",
+    )
     referrer: AuthField | None = None
     page: AuthField | None = None
     user_agent: AuthField | None = Field(None, description="Defaults to the `User-Agent` header.")
@@ -330,11 +348,19 @@ class VisitorSessionRequest(BaseModel):
     )
 
 
+class SessionIdentity(BaseModel):
+    user_id: str
+    verified: bool = Field(description="False: an unverified claim the site accepts.")
+
+
 class VisitorSessionResponse(BaseModel):
     token: str
     expires_at: float
     visitor_id: str
     site_id: str
+    identity: SessionIdentity | None = Field(
+        None, description="The identity claimed with `user_id`, as checked; null without one."
+    )
 
 
 # -- the widget's config (served by the web plugin, described here) ----------------

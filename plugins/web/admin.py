@@ -22,7 +22,8 @@ from kefu.plugins.web.status import MessageRate, site_status
 log = logging.getLogger(__name__)
 
 SECTIONS = (
-    "status", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "webhooks", "plugins",
+    "status", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "webhooks", "identity",
+    "plugins",
 )  # fmt: skip
 #: Install-level pages (install-wide routing and plugin configuration): owners only.
 INSTALL_SECTIONS = frozenset({"routing", "plugins"})
@@ -36,6 +37,7 @@ LABELS = {
     "canned": "Canned",
     "bot": "Bot",
     "faq": "FAQ",
+    "identity": "Identity",
     "plugins": "Plugins",
 }
 
@@ -253,6 +255,9 @@ def make_routes(
     async def webhooks_page(request: web.Request) -> web.Response:
         return await show(request, "webhooks")  # static/admin/webhooks.js calls /v1/webhooks
 
+    async def identity_page(request: web.Request) -> web.Response:
+        return await show(request, "identity")  # static/admin/identity.js calls /v1/identity
+
     async def plugins_page(request: web.Request) -> web.Response:
         records = [r.as_dict() for r in kernel.plugins.records]
         return await show(request, "plugins", plugins=records)
@@ -273,5 +278,6 @@ def make_routes(
         web.get("/admin/bot", bot_page),
         web.get("/admin/faq", faq_page),
         web.get("/admin/webhooks", webhooks_page),
+        web.get("/admin/identity", identity_page),
         web.get("/admin/plugins", plugins_page),
     ]

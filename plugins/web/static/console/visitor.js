@@ -12,9 +12,11 @@ export function visitorRecord(id) {
 
 export async function showVisitor(panel, conversation, onOpen) {
   cache.delete(conversation.visitor_id);
-  const [visitor, history] = await Promise.all([
+  const [visitor, history, identity] = await Promise.all([
     visitorRecord(conversation.visitor_id),
     api(`/console/visitors/${encodeURIComponent(conversation.visitor_id)}/conversations.json`).catch(() => ({ conversations: [] })),
+    // who the company's site says this is (the visitor_identity plugin); 404: not identified
+    api(`/v1/visitors/${encodeURIComponent(conversation.visitor_id)}/identity`).catch(() => null),
   ]);
   if (!visitor) {
     replace(panel, h("p", { class: "muted" }, tr("Visitor details unavailable.")));
@@ -36,6 +38,8 @@ export async function showVisitor(panel, conversation, onOpen) {
   replace(panel,
     h("h2", { translate: "no" }, visitor.name || tr("Visitor {id}", { id: visitor.id.slice(0, 6) })),
     h("dl", {}, ...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { translate: "no" }, String(v))])),
+    identity ? h("p", { class: identity.verified ? "identity verified" : "identity unverified", dataset: { verified: String(identity.verified) } },
+      identity.verified ? "✓ " : "⚠ ", tr(identity.verified ? "Verified user {id}" : "Unverified claim: {id}", { id: identity.user_id })) : null,
     h("h3", {}, tr("Custom attributes")),
     custom.length
       ? h("dl", {}, ...custom.flatMap(([k, v]) => [h("dt", { translate: "no" }, k), h("dd", { translate: "no" }, typeof v === "string" ? v : JSON.stringify(v))]))

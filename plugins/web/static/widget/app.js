@@ -43,7 +43,8 @@ export async function mount(options) {
     // a server under pressure answers busy: new visitors get the polite leave-a-message form
     offline: ((!config.online && !config.bot) || config.busy === true) && !saved.conversationId,
   };
-  const persist = () => store.save({ token: state.token, conversationId: state.conversation?.id || null, lang: saved.lang });
+  const persist = () => store.save({ token: state.token, visitorId: state.visitorId, conversationId: state.conversation?.id || null, lang: saved.lang });
+  state.visitorId = saved.visitorId || null;
 
   async function session(extra = {}) {
     // the language tells the bot which one to greet in before the visitor wrote anything
@@ -51,9 +52,13 @@ export async function mount(options) {
     body.attributes = { language: lang, ...(extra.attributes || {}) };
     if (state.token) body.token = state.token;
     const answer = await postJSON(`${base}v1/visitors/session`, body);
+    const switched = state.visitorId && answer.visitor_id !== state.visitorId;
     state.token = answer.token;
+    state.visitorId = answer.visitor_id;
     client.token = answer.token;
+    if (switched) forgetConversation(); // a verified user continues as their own contact
     persist();
+    return answer;
   }
 
   const actions = {
@@ -104,14 +109,8 @@ export async function mount(options) {
       }
     },
     newChat() {
-      state.conversation = null;
-      state.tracker = new SeqTracker();
-      state.lastRead = 0;
-      state.endedShown = false;
+      forgetConversation();
       persist();
-      view.clear();
-      view.setEnded(false);
-      view.canEnd(false);
     },
     switchLanguage() {
       saved.lang = lang === "zh" ? "en" : "zh";
@@ -129,6 +128,37 @@ export async function mount(options) {
   view.showOffline(state.offline);
 
   const client = new Client({ base, token: state.token, transport: options.transport });
+
+  function forgetConversation() {
+    state.conversation = null;
+    state.tracker = new SeqTracker();
+    state.lastRead = 0;
+    state.endedShown = false;
+    view.clear();
+    view.setEnded(false);
+    view.canEnd(false);
+  }
+
+  /** kefu.identify({name, email, attributes, user_id, user_hash}): who the visitor is, told
+   * by the company's page (docs/ui.md, "The widget's page API"). `user_id` with its
+   * `user_hash` (signed by the company's backend) makes the visitor that user's one contact:
+   * when that is another visitor than before, the widget reconnects as it and drops the
+   * conversation it showed. Resolves to {visitor_id, identity}; rejects with the server's
+   * `code` (identity_invalid, identity_unsigned, ...), and the visitor stays as they were. */
+  const PROFILE_FIELDS = ["name", "email", "user_id", "user_hash"];
+  function identifyFields(profile) {
+    if (!profile || typeof profile !== "object") throw new TypeError("kefu.identify: an object");
+    const extra = {};
+    for (const key of PROFILE_FIELDS) if (typeof profile[key] === "string" && profile[key]) extra[key] = profile[key];
+    if (profile.attributes && typeof profile.attributes === "object") extra.attributes = profile.attributes;
+    return extra;
+  }
+  async function identify(profile) {
+    const before = state.visitorId;
+    const answer = await session(identifyFields(profile));
+    if (before !== answer.visitor_id && !client.stopped) { client.stop(); client.connect(); }
+    return { visitor_id: answer.visitor_id, identity: answer.identity || null };
+  }
 
   function queueMessage(fields) {
     const msg = { cid: uuid(), mine: true, pending: true, created_at: Date.now() / 1000, ...fields };
@@ -382,7 +412,18 @@ export async function mount(options) {
   const api = (window.kefu = window.kefu || {});
   api.track = track;
   for (const [name, props] of options.queued || []) track(name, props);
-  await session();
+  // an identify() called before the widget loaded goes with the first session
+  const early = options.identified || [];
+  const first = early.length ? early[early.length - 1] : null;
+  try {
+    const answer = await session(first ? identifyFields(first.profile) : {});
+    for (const call of early) call.resolve({ visitor_id: answer.visitor_id, identity: answer.identity || null });
+  } catch (err) {
+    if (!first) throw err;
+    for (const call of early) call.reject(err);
+    await session(); // a refused claim: the visitor stays anonymous
+  }
+  api.identify = identify;
   client.token = state.token;
   await checkAvailability();
   client.connect();

@@ -15,7 +15,13 @@ export function storage(key) {
 export async function postJSON(url, body) {
   // text/plain keeps it a "simple" cross-origin request: no preflight
   const resp = await fetch(url, { method: "POST", body: JSON.stringify(body), credentials: "omit" });
-  if (!resp.ok) throw new Error(`${url}: ${resp.status}`);
+  if (!resp.ok) {
+    const body = await resp.json().catch(() => null);
+    const err = new Error(body?.error?.message || `${url}: ${resp.status}`);
+    err.status = resp.status;
+    err.code = body?.error?.code; // e.g. identity_invalid (docs/protocol.md section 6)
+    throw err;
+  }
   return resp.json();
 }
 
