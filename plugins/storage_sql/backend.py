@@ -165,6 +165,8 @@ class SqlStorage(SqlSearch):
         await self.appender.close()
         await self.visitor_upserts.close()
         if self._db is not None:
+            await self._close_search()  # search.py
+        if self._db is not None:
             db, self._db = self._db, None
             await db.close()
 

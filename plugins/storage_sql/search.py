@@ -1,9 +1,12 @@
 """Search, conversation filters and data rights on SQL (``core.storage.Searchable``).
 
 **SQLite**: an FTS5 table ``messages_fts`` with the ``trigram`` tokenizer over
-``messages.text`` (external content keyed by the message's rowid, kept in step
-by triggers inside the writer's transactions, so an append, a redaction or an
-erasure changes the index in the same commit). Trigrams match substrings in any
+``messages.text`` (external content keyed by the message's rowid). An append only queues its
+rowid in the same transaction; the queue is indexed off the append path every
+``INDEX_INTERVAL`` seconds while messages arrive, in transactions of
+``INDEX_CHUNK`` messages, and before every search, so a search sees every
+message stored before it. A redaction or an erasure changes the index in its
+own commit. Trigrams match substrings in any
 script, which is what Chinese text needs (no spaces between words); terms of
 fewer than three characters are checked with ``LIKE`` on the rows the longer
 terms found, or on the site's messages when the query has no longer term.
@@ -21,6 +24,7 @@ checked against :func:`kefu.core.storage.contact_text` (every backend agrees).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from typing import Any
@@ -55,8 +59,24 @@ def _fts_phrase(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
+#: Messages indexed per write transaction by the catch-up (keeps each commit short).
+INDEX_CHUNK = 256
+#: Seconds between catch-ups while messages arrive (a search catches up first anyway).
+INDEX_INTERVAL = 0.5
+
+#: Triggers of kefu before the index left the append path (replaced at open).
+_OLD_TRIGGERS = ("messages_fts_insert", "messages_fts_delete", "messages_fts_update")
+
+
 def _sqlite_fts_setup(conn: sqlite3.Connection, table: str) -> bool:
-    """In the writer's transaction: the FTS table and its triggers; True when it was built."""
+    """In the writer's transaction: the FTS table, its queue and triggers; True when built.
+
+    An append only queues its rowid (``messages_fts_pending``, one b-tree insert); the
+    catch-up (:func:`_sqlite_fts_catch_up`) indexes the queue off the append path. A
+    redaction or an erasure keeps the index exact either way: a row still queued is not
+    in the index (nothing to remove, and the catch-up reads its text as it is then), a
+    row indexed is removed or re-indexed in the same transaction.
+    """
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages_fts'"
     ).fetchone()
@@ -64,20 +84,46 @@ def _sqlite_fts_setup(conn: sqlite3.Connection, table: str) -> bool:
         "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5("
         f"text, content={table}, content_rowid='rowid', tokenize='trigram')"
     )
-    delete = (
+    conn.execute("CREATE TABLE IF NOT EXISTS messages_fts_pending (rowid INTEGER PRIMARY KEY)")
+    for name in _OLD_TRIGGERS:
+        conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+    queued = "EXISTS (SELECT 1 FROM messages_fts_pending WHERE rowid = old.rowid)"
+    unindex = (
         "INSERT INTO messages_fts(messages_fts, rowid, text) "
-        "VALUES ('delete', old.rowid, old.text);"
+        f"SELECT 'delete', old.rowid, old.text WHERE NOT {queued};"
     )
-    insert = "INSERT INTO messages_fts(rowid, text) VALUES (new.rowid, new.text);"
+    reindex = (
+        f"INSERT INTO messages_fts(rowid, text) SELECT new.rowid, new.text WHERE NOT {queued};"
+    )
     for name, event, body in (
-        ("messages_fts_insert", "AFTER INSERT", insert),
-        ("messages_fts_delete", "AFTER DELETE", delete),
-        ("messages_fts_update", "AFTER UPDATE OF text", delete + " " + insert),
+        (
+            "messages_fts_queue",
+            "AFTER INSERT",
+            "INSERT OR IGNORE INTO messages_fts_pending(rowid) VALUES (new.rowid);",
+        ),
+        (
+            "messages_fts_unindex",
+            "AFTER DELETE",
+            unindex + " DELETE FROM messages_fts_pending WHERE rowid = old.rowid;",
+        ),
+        ("messages_fts_reindex", "AFTER UPDATE OF text", unindex + " " + reindex),
     ):
         conn.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {event} ON {table} BEGIN {body} END")
     if not exists:
         conn.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
+        conn.execute("DELETE FROM messages_fts_pending")
     return not exists
+
+
+def _sqlite_fts_catch_up(conn: sqlite3.Connection, table: str) -> bool:
+    """In the writer's transaction: index up to INDEX_CHUNK queued messages; True if more wait."""
+    chunk = f"SELECT rowid FROM messages_fts_pending ORDER BY rowid LIMIT {INDEX_CHUNK}"
+    conn.execute(
+        f"INSERT INTO messages_fts(rowid, text) SELECT rowid, text FROM {table} "
+        f"WHERE rowid IN ({chunk})"
+    )
+    conn.execute(f"DELETE FROM messages_fts_pending WHERE rowid IN ({chunk})")
+    return conn.execute("SELECT 1 FROM messages_fts_pending LIMIT 1").fetchone() is not None
 
 
 def _sqlite_delete_visitor(
@@ -100,7 +146,10 @@ class SqlSearch:
     """The Searchable methods of :class:`~kefu.plugins.storage_sql.SqlStorage` (a mixin)."""
 
     is_sqlite: bool
+    appender: Any  # SqlStorage's GroupCommit (its ``items`` counts stored messages)
     _trigram_index = False
+    _indexer: asyncio.Task | None = None
+    _indexing = asyncio.Lock()  # replaced per instance at open
 
     def _ready(self) -> tuple[Any, Any]:  # pragma: no cover - SqlStorage's
         raise NotImplementedError
@@ -117,9 +166,14 @@ class SqlSearch:
             "(site_id, created_at)"
         )
         if self.is_sqlite:
+            self._indexing = asyncio.Lock()
             built = await db.write(_sqlite_fts_setup, sql.table(messages), what="search index")
             if built:
                 log.info("sql: search index built from the stored messages")
+            await self._index_queued()  # left queued by a process that stopped
+            self._indexer = asyncio.get_running_loop().create_task(
+                self._index_while_open(), name="kefu-sql-search-index"
+            )
             await db.execute(visitors_index, (), "search index")
             await db.execute(messages_index, (), "search index")
             return
@@ -139,6 +193,37 @@ class SqlSearch:
             f"CREATE INDEX IF NOT EXISTS messages_text_trgm ON {sql.table(messages)} "
             f"USING gin (text {row[0]}.gin_trgm_ops)"
         )
+
+    async def _index_queued(self) -> None:
+        """Index every queued message (SQLite), a chunk per write transaction."""
+        db, sql = self._ready()
+        async with self._indexing:
+            while await db.write(_sqlite_fts_catch_up, sql.table(messages), what="search index"):
+                pass
+
+    async def _index_while_open(self) -> None:
+        seen = -1
+        while True:
+            await asyncio.sleep(INDEX_INTERVAL)
+            stored = self.appender.items
+            if stored == seen:
+                continue
+            seen = stored
+            try:
+                await self._index_queued()
+            except StorageError as exc:  # retried at the next interval or search
+                log.warning("sql: search index catch-up failed: %s", exc)
+
+    async def _close_search(self) -> None:
+        task, self._indexer = self._indexer, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        try:
+            await self._index_queued()  # a clean stop leaves nothing queued
+        except StorageError as exc:
+            log.warning("sql: search index catch-up at close failed: %s", exc)
 
     async def _pg_ddl(self, statement: str) -> bool:
         try:
@@ -160,6 +245,8 @@ class SqlSearch:
         fields = sql.cols(MESSAGE.fields, "m.")
         like = "LIKE" if self.is_sqlite else "ILIKE"
         long_terms = [t for t in terms if len(t) >= TRIGRAM]
+        if self.is_sqlite and long_terms:
+            await self._index_queued()  # every message stored before this search
         params: list[Any] = []
         if self.is_sqlite and long_terms:
             head = (

@@ -141,6 +141,18 @@ async def test_delete_visitor_erases_conversations_messages_and_index(storage):
     assert conv2.id in {c.id for c in await storage.find_conversations(SITE, ConversationFilter())}
 
 
+async def test_redaction_and_erasure_after_the_message_was_found(storage):
+    """Once a search has seen a message (indexed), a redaction and an erasure still remove it."""
+    gone, _ = await chat(storage, SITE, ["needle to erase"], name="Gone")
+    _, conv = await chat(storage, SITE, ["needle to redact", "needle kept"], t0=2000)
+    found = await storage.search_messages(SITE, "needle")
+    assert [m.text for m in found] == ["needle kept", "needle to redact", "needle to erase"]
+    assert await storage.redact_message(SITE, conv.id, 1, text="haystack now", meta={})
+    assert await storage.delete_visitor(SITE, gone.id) == 1
+    assert [m.text for m in await storage.search_messages(SITE, "needle")] == ["needle kept"]
+    assert [m.text for m in await storage.search_messages(SITE, "haystack")] == ["haystack now"]
+
+
 def _fields(conv: Conversation) -> dict:
     return {f: getattr(conv, f) for f in conv.__dataclass_fields__}
 

@@ -96,3 +96,49 @@ async def test_postgres_database_of_an_older_kefu(pg, caplog):  # noqa: F811
     caplog.set_level(logging.ERROR)
     again = await pg()
     await _check_reopened(again, site_id, caplog)
+
+
+async def test_sqlite_search_index_of_an_older_kefu(tmp_path):
+    """An index kept by triggers on every append (kefu before the queue) is taken over as is."""
+    from tests.storage_contract.test_search_contract import chat
+
+    path = tmp_path / "kefu.db"
+    storage = SqlStorage(f"sqlite:///{path}")
+    await storage.open()
+    await storage.close()
+    insert = "INSERT INTO messages_fts(rowid, text) VALUES (new.rowid, new.text);"
+    delete = (
+        "INSERT INTO messages_fts(messages_fts, rowid, text) "
+        "VALUES ('delete', old.rowid, old.text);"
+    )
+    with sqlite3.connect(path) as db:  # as an older kefu left it, with one message indexed
+        for name in ("messages_fts_queue", "messages_fts_unindex", "messages_fts_reindex"):
+            db.execute(f"DROP TRIGGER {name}")
+        db.execute("DROP TABLE messages_fts_pending")
+        for name, event, body in (
+            ("messages_fts_insert", "AFTER INSERT", insert),
+            ("messages_fts_delete", "AFTER DELETE", delete),
+            ("messages_fts_update", "AFTER UPDATE OF text", delete + " " + insert),
+        ):
+            db.execute(f"CREATE TRIGGER {name} {event} ON messages BEGIN {body} END")
+        db.execute(
+            "INSERT INTO messages (site_id, conversation_id, seq, cid, sender_kind, sender_id, "
+            "type, text, meta, created_at) VALUES ('s1', 'c1', 1, 'x1', 'visitor', 'v', "
+            "'text', 'an older needle', '{}', 1)"
+        )
+    storage = SqlStorage(f"sqlite:///{path}")
+    await storage.open()
+    try:
+        with sqlite3.connect(path) as db:
+            listed = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+            triggers = {row[0] for row in listed}
+        assert not triggers & {"messages_fts_insert", "messages_fts_delete", "messages_fts_update"}
+        found = await storage.search_messages("s1", "needle")
+        assert [m.text for m in found] == ["an older needle"]
+        await chat(storage, "s1", ["a newer needle"], t0=2000)
+        found = await storage.search_messages("s1", "needle")
+        assert [m.text for m in found] == ["a newer needle", "an older needle"]
+        assert await storage.redact_message("s1", "c1", 1, text="", meta={})
+        assert [m.text for m in await storage.search_messages("s1", "needle")] == ["a newer needle"]
+    finally:
+        await storage.close()
