@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: run test lint services browser bench bench-smoke fuzz grpc-gen clean
+.PHONY: run test lint services browser bench bench-smoke bench-overload fuzz grpc-gen clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,14 @@ test: $(VENV)/.installed-dev services browser lint
 	$(BIN)/python -m pytest
 
 # Load harness (tests/bench/run.py, docs/performance.md): report in build/bench/.
+# Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--scenario overload".
+BENCH_ARGS ?=
 bench: $(VENV)/.installed-dev
-	$(BIN)/python -m tests.bench.run
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
+# Issue 16: twice the highest good rate, with and without the degradation plugin.
+bench-overload: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.bench.run --scenario overload $(BENCH_ARGS)
 
 bench-smoke: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.bench.run --smoke

@@ -41,6 +41,10 @@ class DegradationStatus(BaseModel):
     sensed_level: int = Field(0, description="The level the sensors chose.")
     since: float = 0.0
     changes: int = 0
+    history: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The last 64 level changes: at (Unix time), old, new, reason.",
+    )
     sensors: dict[str, Any] = Field(default_factory=dict)
     plugin_readings: dict[str, float] = Field(default_factory=dict)
     outbox_backlog: int = 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from kefu.core.pressure import MAX_LEVEL
@@ -34,6 +34,9 @@ OVERRIDE_KIND, OVERRIDE_ID = "degradation", "override"
 #: switch at all; these names keep a plugin from pretending otherwise.
 NEVER_SHED = frozenset({"persistence", "acks", "delivery", "messages", "resume"})
 
+
+#: Level changes kept for the status (``history``): the bench reads when each happened.
+HISTORY = 64
 
 #: Seconds after start-up during which readings are shown but choose no level.
 WARM_UP_S = 1.0
@@ -56,6 +59,8 @@ class Controller:
         self.override_by: str | None = None
         self.changes = 0
         self.changed_at = time.time()
+        #: the last level changes: {at (wall clock), old, new, reason} (the status shows them)
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.shed_total: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self.closed_slow = 0
@@ -165,6 +170,7 @@ class Controller:
         self.level = new
         self.changes += 1
         self.changed_at = time.time()
+        self.history.append({"at": self.changed_at, "old": old, "new": new, "reason": reason})
         for feature in self.features:  # shed in priority order
             level = self.feature_level(feature)
             if level and level <= new and feature.name not in self.shed:
@@ -281,6 +287,7 @@ class Controller:
             "sensed_level": self.hysteresis.level,
             "since": self.changed_at,
             "changes": self.changes,
+            "history": list(self.history),
             "sensors": {
                 name: {"value": round(value, 4), "thresholds": list(thresholds.get(name, ()))}
                 for name, value in self.readings.items()

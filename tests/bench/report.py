@@ -166,8 +166,89 @@ ROWS = [
 
 
 def kefu_names(results: dict[str, Any]) -> list[str]:
-    """The result names of kefu runs: ``kefu``, or ``kefu-1w``, ``kefu-2w``, ..."""
-    return [name for name in results if name == "kefu" or name.startswith("kefu-")]
+    """The result names of kefu runs: ``kefu``, or ``kefu-1w``, ``kefu-2w``, ..., and the
+    overload scenario's runs with the degradation plugin (``kefu+degradation``)."""
+    return [name for name in results if name == "kefu" or name.startswith(("kefu-", "kefu+"))]
+
+
+def _worker_names(names: list[str]) -> list[str]:
+    return [name for name in names if "+" not in name]
+
+
+#: (label, path inside the overload result, issue 16's target)
+OVERLOAD_ROWS = [
+    ("chat population (visitors / agents)", "setup.population", ""),
+    ("P: highest ramp rate with p99 ≤ 50 ms (msg/s)", "rate", "report"),
+    ("at P: delivered (msg/s)", "steady.delivered_per_s", ""),
+    ("at P: goodput, delivered ≤ 200 ms (msg/s) = the peak", "steady.goodput_per_s", ""),
+    ("at P: delivery p99 (ms)", "steady.delivery.p99", "≤ 50"),
+    ("at P: level changes per minute", "steady.level_changes_per_min", "< 2"),
+    ("at P: level at the end", "steady.level_at_end", ""),
+    ("at P: machine load average (1 min)", "steady.load_average", ""),
+    ("2P offered (msg/s)", "overload.offered_per_s", ""),
+    ("2P: delivered (msg/s)", "overload.delivered_per_s", ""),
+    ("2P: goodput (msg/s)", "overload.goodput_per_s", ""),
+    ("2P: goodput / the peak", "overload.goodput_share_of_peak", "≥ 0.90"),
+    ("2P: admitted messages' delivery p50 (ms)", "overload.delivery.p50", ""),
+    ("2P: admitted messages' delivery p99 (ms)", "overload.delivery.p99", "< 100"),
+    ("2P: ack p99 (ms)", "overload.ack.p99", ""),
+    ("2P: sends refused (error frames)", "overload.errors", ""),
+    ("2P: server RSS (MiB)", "overload.rss_mib", "no OOM"),
+    ("2P: server file descriptors", "overload.server_fds", "no exhaustion"),
+    ("2P: server CPU (%)", "overload.cpu_percent", ""),
+    ("2P: level when it started", "overload.level_at_start", ""),
+    ("2P: overload detected after (s)", "overload.detect_s", "≤ 1"),
+    ("2P: highest level", "overload.highest_level", ""),
+    ("load stopped: back at level 0 after (s)", "overload.back_to_0_s", "≤ 5"),
+    ("2P: machine load average (1 min)", "overload.load_average", ""),
+    ("flood: new connections", "flood.connections", "5,000"),
+    ("flood: spread over (s)", "flood.flood_s", "2"),
+    ("flood: opened / refused (503) / failed", "flood.summary", ""),
+    ("flood: chat delivery p99 (ms)", "flood.chat.delivery.p99", "< 100"),
+    ("flood: chat ack p99 (ms)", "flood.chat.ack.p99", ""),
+    ("flood: highest level", "flood.highest_level", ""),
+    ("flood: back at level 0 after the window (s)", "flood.back_to_0_s", ""),
+    ("flood: machine load average (1 min)", "flood.chat.load_average", ""),
+    ("lost / duplicated (stored)", "loss.summary", "0 / 0"),
+]
+
+
+def _overload_table(results: dict[str, Any], names: list[str]) -> list[str]:
+    names = [n for n in names if "overload" in results[n]]
+    if not names:
+        return []
+    heads = [("with the degradation plugin" if "+" in n else "without") for n in names]
+    lines = [
+        "",
+        "Overload (issue 16), twice the highest rate meeting p99 ≤ 50 ms:",
+        "",
+        "| metric | " + " | ".join(heads) + " | target |",
+        "|---|" + "---:|" * len(names) + "---|",
+    ]
+    for n in names:
+        flood = results[n]["overload"].get("flood")
+        if flood:
+            flood["summary"] = f"{flood['opened']} / {flood['refused']} / {flood['failed']}"
+    for label, path, target in OVERLOAD_ROWS:
+        values = [_get(results[n]["overload"], path) for n in names]
+        if all(v is None for v in values):
+            continue
+        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in values) + f" | {target} |")
+    steps = _get(results[names[0]]["overload"], "ramp.steps") or []
+    return lines + _steps_table(f"Overload ramp ({names[0]})", steps)
+
+
+def _steps_table(title: str, steps: list[dict]) -> list[str]:
+    """A sweep's or ramp's steps: offered, delivered, p99, whether it met p99 ≤ 50 ms."""
+    if not steps:
+        return []
+    lines = ["", f"{title}:", "", "| offered | delivered | p99 ms | ok |", "|---:|---:|---:|---|"]
+    for s in steps:
+        lines.append(
+            f"| {_fmt(s['offered_per_s'])} | {_fmt(s['delivered_per_s'])} | "
+            f"{_fmt(s['delivery']['p99'])} | {'yes' if s['ok'] else 'no'} |"
+        )
+    return lines
 
 
 #: (label, path) of the side-by-side table of server-worker counts
@@ -229,6 +310,7 @@ def markdown(run: dict[str, Any]) -> str:
         "| target (issues 7, 11, 12) |",
         "|---|---|---:|---:|---:|---|",
     ]
+    rows = 0
     for scenario, label, path, target, _ in ROWS:
         k, r = _get(kefu.get(scenario, {}), path), _get(relay.get(scenario, {}), path)
         if k is None and r is None:
@@ -237,6 +319,9 @@ def markdown(run: dict[str, Any]) -> str:
         if isinstance(k, int | float) and isinstance(r, int | float) and r and not math.isnan(r):
             ratio = f"{k / r:.2f}x"
         lines.append(f"| {scenario} | {label} | {_fmt(k)} | {_fmt(r)} | {ratio} | {target} |")
+        rows += 1
+    if not rows:  # only the overload ran: its own table below
+        del lines[-2:]
     sweep = _get(kefu, "sweep.steps") or []
     if sweep:
         lines += [
@@ -254,18 +339,14 @@ def markdown(run: dict[str, Any]) -> str:
                 f"{_fmt(s['ack']['p99'])} | {_fmt(s.get('cpu_us_per_msg'))} | "
                 f"{'yes' if s['ok'] else 'no'} |"
             )
-    if len(names) > 1:
-        lines += _workers_table(run["results"], names)
-    for name in names[1:]:
-        more = _get(run["results"][name], "sweep.steps") or []
-        if more:
-            lines += ["", f"Rate sweep ({name}):", "", "| offered | delivered | p99 ms | ok |"]
-            lines.append("|---:|---:|---:|---|")
-            for s in more:
-                lines.append(
-                    f"| {_fmt(s['offered_per_s'])} | {_fmt(s['delivered_per_s'])} | "
-                    f"{_fmt(s['delivery']['p99'])} | {'yes' if s['ok'] else 'no'} |"
-                )
+    workers = _worker_names(names)
+    if len(workers) > 1:
+        lines += _workers_table(run["results"], workers)
+    lines += _overload_table(run["results"], names)
+    for name in workers[1:]:
+        lines += _steps_table(
+            f"Rate sweep ({name})", _get(run["results"][name], "sweep.steps") or []
+        )
     notes = run.get("notes") or []
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]

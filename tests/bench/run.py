@@ -10,6 +10,11 @@ and ``.md`` (kefu beside the relay, with ratios and the targets of issue 7).
 ``smoke`` one (about a minute); ``tiny`` is what tests/test_bench_harness.py runs;
 ``scale`` holds 100,000 idle WebSockets on six server workers (issue 12).
 
+``--scenario overload`` (issue 16, :mod:`tests.bench.overload`) runs kefu a second time
+with the degradation plugin enabled (``kefu+degradation``): both are offered twice the
+highest rate the first run met p99 ≤ 50 ms at, then a connection flood; the report puts
+them side by side. Asked alone, it runs no relay.
+
 Several server workers (issue 12): ``--server-workers 2`` starts ``kefu run --workers 2``
 over the Redis bus (the local Redis, a key prefix of its own); ``--server-workers 1,2``
 runs kefu once per count, side by side in the report (``kefu-1w``, ``kefu-2w``) with the
@@ -36,7 +41,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.bench import report, scenarios
+from tests.bench import overload, report, scenarios
 from tests.bench.pool import Pool, Probe
 from tests.bench.servers import PG_URL, REDIS_URL, raise_nofile, toml_sections
 from tests.bench.targets import Target
@@ -59,6 +64,20 @@ PROFILES: dict[str, dict[str, Any]] = {
         # the gRPC transport beside the WebSocket: two populations of this size, one after
         # the other, at the same offered rate (kefu only; --scenario grpc)
         "grpc": {"visitors": 1_000, "agents": 50, "rate": 300.0, "duration": 30.0, "first": "ws"},
+        # issue 16: ramp to P (p99 <= 50 ms), P for steady_s, 2P for overload_s, a flood
+        "overload": {
+            "visitors": 2_000,
+            "agents": 100,
+            "rates": [200.0, 400.0, 600.0, 800.0, 1_000.0, 1_200.0, 1_400.0, 1_600.0, 2_000.0],
+            "step_s": 4.0,
+            "steady_s": 60.0,
+            "overload_s": 20.0,
+            "recover_s": 20.0,
+            "flood": 5_000,
+            "flood_s": 2.0,
+            "flood_window_s": 8.0,
+            "rate": None,  # e.g. --param overload.rate=1000.0: no ramp, P given
+        },
     },
     "smoke": {
         "workers": 2,
@@ -68,6 +87,19 @@ PROFILES: dict[str, dict[str, Any]] = {
         "sweep": {"rates": [400.0], "step_s": 4.0},
         "longpoll": {"visitors": 40, "agents": 4, "rate": 40.0, "duration": 4.0},
         "grpc": {"visitors": 40, "agents": 4, "rate": 40.0, "duration": 4.0},
+        "overload": {
+            "visitors": 200,
+            "agents": 10,
+            "rates": [100.0, 200.0, 400.0, 600.0, 800.0],
+            "step_s": 3.0,
+            "steady_s": 10.0,
+            "overload_s": 8.0,
+            "recover_s": 15.0,
+            "flood": 1_000,
+            "flood_s": 1.0,
+            "flood_window_s": 5.0,
+            "rate": None,
+        },
     },
     "tiny": {
         "workers": 2,
@@ -77,6 +109,19 @@ PROFILES: dict[str, dict[str, Any]] = {
         "sweep": None,
         "longpoll": {"visitors": 6, "agents": 2, "rate": 10.0, "duration": 1.0},
         "grpc": {"visitors": 6, "agents": 2, "rate": 10.0, "duration": 1.0},
+        "overload": {
+            "visitors": 12,
+            "agents": 2,
+            "rates": [20.0, 40.0],
+            "step_s": 0.8,
+            "steady_s": 1.0,
+            "overload_s": 1.0,
+            "recover_s": 3.0,
+            "flood": 40,
+            "flood_s": 0.3,
+            "flood_window_s": 1.2,
+            "rate": None,
+        },
     },
 }
 # issue 12: 100,000 idle WebSockets over six server workers (each under the 20,000 fds a
@@ -90,8 +135,11 @@ PROFILES["scale"] = {
     "scenarios": ["idle"],
     "idle": {"n": 100_000, "hold_s": 30.0, "settle_s": 5.0},
 }
-SCENARIOS = ("idle", "chat", "storm", "sweep", "longpoll", "grpc")
-#: Scenarios a run does unless asked (``--scenario grpc`` needs the grpc extra).
+SCENARIOS = ("idle", "chat", "storm", "sweep", "longpoll", "grpc", "overload")
+#: The plugin the overload scenario's second kefu run enables.
+DEGRADATION = "kefu.plugins.degradation"
+#: Scenarios a run does unless asked (``--scenario grpc`` needs the grpc extra;
+#: ``--scenario overload`` runs kefu twice).
 DEFAULT_SCENARIOS = ("idle", "chat", "storm", "sweep", "longpoll")
 
 
@@ -144,6 +192,29 @@ def target_runs(kinds: list[str], counts: list[int]) -> list[tuple[str, str, int
     return runs
 
 
+def overload_runs(
+    runs: list[tuple[str, str, int]], wanted: set[str], targets_asked: bool
+) -> list[tuple[str, str, int]]:
+    """With ``overload``: each kefu run again with the degradation plugin (``+degradation``);
+    the relay is left out when the overload is the only scenario and no target was asked."""
+    if "overload" not in wanted:
+        return runs
+    if wanted == {"overload"} and not targets_asked:
+        runs = [r for r in runs if r[1] == "kefu"]
+    return runs + [(f"{name}+degradation", kind, n) for name, kind, n in runs if kind == "kefu"]
+
+
+def with_degradation(settings: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """``settings`` with the degradation plugin added to ``[plugins] enable``."""
+    out = {name: dict(keys) for name, keys in settings.items()}
+    plugins = out.setdefault("plugins", {})
+    enabled = ast.literal_eval(plugins.get("enable", "[]"))
+    if DEGRADATION not in enabled:
+        enabled.append(DEGRADATION)
+    plugins["enable"] = repr(enabled).replace("'", '"')
+    return out
+
+
 def with_params(profile: dict[str, Any], params: list[str]) -> dict[str, Any]:
     """A copy of ``profile`` with ``scenario.key=value`` changes (values are Python literals)."""
     profile = {k: dict(v) if isinstance(v, dict) else v for k, v in profile.items()}
@@ -165,6 +236,7 @@ async def run_target(
     settings: dict[str, dict[str, str]],
     backlog: int = 4096,
     name: str | None = None,
+    carry: dict[str, Any] | None = None,
     **server: Any,
 ) -> dict[str, Any]:
     target = Target(
@@ -189,7 +261,7 @@ async def run_target(
         probe = Probe(target.base, (await target.visitors(http, 1, signed=True))[0][1])
         try:
             await probe.open()
-            await _scenarios(target, pool, http, probe, profile, wanted, results)
+            await _scenarios(target, pool, http, probe, profile, wanted, results, carry)
         finally:
             await probe.close()
             await pool.each("close", deadline_s=120)
@@ -202,7 +274,7 @@ async def run_target(
     return results
 
 
-async def _scenarios(target, pool, http, probe, profile, wanted, results) -> None:
+async def _scenarios(target, pool, http, probe, profile, wanted, results, carry=None) -> None:
     timings = results.setdefault("timings_s", {})
     last = [time.monotonic(), "start"]
 
@@ -267,6 +339,11 @@ async def _scenarios(target, pool, http, probe, profile, wanted, results) -> Non
             results[name] = {**setup, **chat, "loss": await scenarios.verify(target, pool)}
             step(f"close {name} population")
             await pool.each("close", deadline_s=120)
+    if "overload" in wanted and profile.get("overload") and target.kind == "kefu":
+        step("overload")  # a population of its own; the ramp's P is carried to the next run
+        results["overload"] = await overload.overload(
+            target, pool, http, probe, carry if carry is not None else {}, **profile["overload"]
+        )
     step("end")
 
 
@@ -297,6 +374,8 @@ async def main_async(args: argparse.Namespace) -> int:
     counts = server_counts(args.server_workers, profile)
     storage = args.storage or profile.get("storage", "sqlite")
     runs = target_runs(args.targets or profile.get("targets", ["relay", "kefu"]), counts)
+    runs = overload_runs(runs, wanted, bool(args.targets))
+    carry: dict[str, Any] = {}  # the overload's P, from the run without the plugin
     run: dict[str, Any] = {
         "profile": args.profile,
         "started": dt.datetime.now().strftime("%Y-%m-%dT%H:%M:%S"),
@@ -319,15 +398,17 @@ async def main_async(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="kefu-bench-") as tmp:
             workdir = Path(args.keep) if args.keep else Path(tmp)
             for name, kind, workers in runs:
+                degraded = name.endswith("+degradation")
                 run["results"][name] = await run_target(
                     kind,
                     pool,
                     profile,
-                    wanted,
+                    {"overload"} if degraded else wanted,
                     workdir,
-                    settings,
+                    with_degradation(settings) if degraded else settings,
                     args.relay_backlog,
                     name=name,
+                    carry=carry,
                     workers=workers,
                     storage=storage,
                     pg_url=args.pg_url,

@@ -23,6 +23,7 @@ Each returns a JSON-ready dict. Everything runs on loopback and is bounded in ti
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from array import array
@@ -38,6 +39,8 @@ from tests.bench.targets import Target
 log = logging.getLogger(__name__)
 
 P99_TARGET_MS = 50.0
+#: Goodput (issue 16): messages delivered within this many milliseconds of their send.
+GOODPUT_MS = 200.0
 
 
 def _split(items: list, parts: int) -> list[list]:
@@ -187,6 +190,8 @@ async def load(
             for key, n in table.items():
                 into[key] = into.get(key, 0) + n
     lag = merge([p["lag"] for p in parts])
+    deliveries = merge([p["delivery"] for p in parts])
+    within = bisect.bisect_right(deliveries, GOODPUT_MS / 1000)
     if placed is not None:
         placed["delivery_cross"] = summary_ms(merge([p["delivery_cross"] for p in parts]))
         placed["delivery_same"] = summary_ms(merge([p["delivery_same"] for p in parts]))
@@ -199,10 +204,12 @@ async def load(
         "acked": sum(p["acked"] for p in parts),
         "delivered": delivered,
         "delivered_per_s": round(delivered / duration, 1),
+        # delivered within GOODPUT_MS of their send, per second of the window
+        "goodput_per_s": round(within / duration, 1),
         "late_unacked": sum(p["late"] for p in parts),
         "duplicates_delivered": sum(p["duplicates"] for p in parts),
         "resent": sum(p["resent"] for p in parts),
-        "delivery": summary_ms(merge([p["delivery"] for p in parts])),
+        "delivery": summary_ms(deliveries),
         "ack": summary_ms(merge([p["ack"] for p in parts])),
         "client_lag": {"p99": round(quantile(lag, 0.99) * 1000, 2) if lag else 0.0},
         "cpu_us_per_msg": round(measured["cpu_s"] / delivered * 1e6, 1) if delivered else None,

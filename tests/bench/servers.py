@@ -15,6 +15,7 @@ bus under a key prefix of their own (deleted afterwards).
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
 import os
@@ -238,6 +239,10 @@ class ServerProcess:
                 "prefix": f'"{self.redis_prefix}"',
             }
         for name, keys in self.settings.items():
+            keys = dict(keys)
+            if name == "plugins" and "enable" in keys and "enable" in sections.get(name, {}):
+                both = ast.literal_eval(sections[name]["enable"]) + ast.literal_eval(keys["enable"])
+                keys["enable"] = repr(list(dict.fromkeys(both))).replace("'", '"')
             sections.setdefault(name, {}).update(keys)
         return sections
 

@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from tests.bench.client import Dialer, Participant, Stats
+from tests.bench.overload_client import FloodCommands
 from tests.bench.servers import raise_nofile
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ async def bounded(items: list, action: Any, limit: int = CONNECT_CONCURRENCY) ->
     return await asyncio.gather(*(one(item) for item in items))
 
 
-class Worker:
+class Worker(FloodCommands):
     """The participants of one process and the commands the driver may give."""
 
     def __init__(self, index: int, channel: Channel) -> None:

@@ -1,0 +1,324 @@
+"""The overload scenario of issue 16: twice the highest good rate, with and without shedding.
+
+``python -m tests.bench.run --scenario overload`` runs kefu twice on the same machine, first
+without the degradation plugin (``kefu``), then with it (``kefu+degradation``), each on a
+chat population of its own (:func:`overload`):
+
+1. **ramp** (first run only): the chat load at rising offered rates, a few seconds each,
+   until p99 delivery exceeds 50 ms; ``P`` is the highest rate that met it (the second
+   run takes the first one's ``P``, so both are offered the same load);
+2. **steady at P** for ``steady_s``: goodput (messages delivered within 200 ms, per
+   second) there is the *peak*; the plugin's level changes per minute there say whether
+   it flaps under a load it should hold;
+3. **overload at 2P** for ``overload_s``: goodput against the peak, the admitted (every
+   acknowledged) message's delivery p99, server RSS and descriptors; with the plugin the
+   time from the first overloaded send to its first level change (*detection*);
+4. **load stops**: the time from the last send of the overload to level 0 again;
+5. **flood**: ``flood`` new WebSocket connections within ``flood_s`` seconds from every
+   client process together (:mod:`tests.bench.overload_client`), on top of the chat
+   at P: the chat's delivery p99 in that window, and what became of the flood
+   (opened, refused with 503, failed);
+6. **verify**: every acknowledged message stored once and delivered to both sides
+   (``lost`` must be 0), against the SQLite file.
+
+The level and its changes come from ``GET /v1/admin/degradation`` (the plugin's status:
+``history`` holds each change's time), polled every :data:`POLL_S` with the demo admin's
+token; without the plugin the endpoint does not exist and no level is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+import aiohttp
+
+from tests.bench import scenarios
+from tests.bench.pool import Pool, Probe
+from tests.bench.targets import Target
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.25
+#: The overload's offered rate, as a multiple of the highest rate meeting the SLO.
+FACTOR = 2.0
+#: The issue's targets, for the report.
+TARGETS = {
+    "goodput_share": 0.9,  # of the peak
+    "admitted_p99_ms": 2 * scenarios.P99_TARGET_MS,
+    "detect_s": 1.0,
+    "back_to_0_s": 5.0,
+    "changes_per_min": 2.0,
+    "flood_p99_ms": 2 * scenarios.P99_TARGET_MS,
+}
+
+
+class LevelWatch:
+    """Polls the plugin's status; keeps the level changes (with their server time)."""
+
+    def __init__(self, target: Target, http: aiohttp.ClientSession) -> None:
+        self.url = f"{target.base}/v1/admin/degradation"
+        self.headers = {"Authorization": f"Bearer {target.admin_token}"}
+        self.http = http
+        self.enabled: bool | None = None
+        self.level: int | None = None
+        self.changes: dict[float, dict] = {}  # at -> {at, old, new, reason}
+        self.peak = 0
+        self.sensors: dict[str, float] = {}
+        self._task: asyncio.Task | None = None
+
+    async def poll(self) -> None:
+        try:
+            async with asyncio.timeout(5.0):
+                async with self.http.get(self.url, headers=self.headers) as resp:
+                    if resp.status == 404:
+                        self.enabled = False
+                        return
+                    if resp.status != 200:
+                        return
+                    status = await resp.json()
+        except (aiohttp.ClientError, TimeoutError):
+            return  # a busy server answers the next poll
+        self.enabled = bool(status.get("enabled"))
+        self.level = status.get("level")
+        self.peak = max(self.peak, self.level or 0)
+        for change in status.get("history", []):
+            self.changes[change["at"]] = change
+        self.sensors = {k: v["value"] for k, v in status.get("sensors", {}).items()}
+
+    async def start(self) -> None:
+        await self.poll()
+        if self.enabled:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            await self.poll()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def between(self, start: float, end: float) -> list[dict]:
+        return [c for at, c in sorted(self.changes.items()) if start <= at < end]
+
+    def level_at(self, when: float) -> int | None:
+        if not self.enabled:
+            return None
+        level = 0
+        for at, change in sorted(self.changes.items()):
+            if at > when:
+                break
+            level = change["new"]
+        return level
+
+    async def settle(self, since: float, wait_s: float) -> float | None:
+        """Seconds from ``since`` until the level was back at 0 (None: not within ``wait_s``)."""
+        if not self.enabled:
+            return None
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            await self.poll()
+            if self.level == 0:
+                break
+            await asyncio.sleep(POLL_S)
+        if self.level != 0:
+            return None
+        downs = [c["at"] for c in self.between(since, float("inf")) if c["new"] == 0]
+        return round(max(downs) - since, 2) if downs else 0.0
+
+
+def server_fds(target: Target) -> int:
+    total = 0
+    for pid in target.server.pids():
+        with contextlib.suppress(OSError):
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+    return total
+
+
+def _brief(step: dict[str, Any]) -> dict[str, Any]:
+    keep = (
+        "offered_per_s",
+        "duration_s",
+        "sent",
+        "acked",
+        "delivered_per_s",
+        "goodput_per_s",
+        "late_unacked",
+        "delivery",
+        "ack",
+        "errors",
+        "closes",
+        "cpu_percent",
+        "rss_mib",
+        "loop_lag",
+        "probe",
+        "load_average",
+    )
+    return {k: step[k] for k in keep if k in step}
+
+
+async def ramp(target, pool, http, probe, rates: list[float], step_s: float) -> dict[str, Any]:
+    """The sweep's rising rates, ``step_s`` each, until p99 exceeds the SLO: the best one."""
+    found = await scenarios.sweep(target, pool, http, probe, rates, step_s)
+    steps = [{**_brief(step), "ok": step["ok"]} for step in found["steps"]]
+    await scenarios.drain(target, pool)  # the failed step's backlog
+    return {"steps": steps, "best_rate": found["best_rate"]}
+
+
+async def _timed_load(target, pool, http, probe, rate, duration, seed) -> tuple[float, dict]:
+    started = time.time()
+    result = await scenarios.load(target, pool, http, probe, rate, duration, seed=seed)
+    return started, result
+
+
+async def flood_window(
+    target: Target,
+    pool: Pool,
+    http: aiohttp.ClientSession,
+    probe: Probe,
+    rate: float,
+    n: int,
+    spread_s: float,
+    window_s: float,
+) -> dict[str, Any]:
+    """The chat at ``rate`` for ``window_s``; ``n`` connections flood in a second into it."""
+    tokens = await target.visitors(http, n, signed=True)
+    chunks = [tokens[i :: len(pool)] for i in range(len(pool))]
+    chat = asyncio.ensure_future(_timed_load(target, pool, http, probe, rate, window_s, seed=500))
+    await asyncio.sleep(min(1.0, window_s / 4))
+    fds_before = server_fds(target)
+    parts = await pool.each(
+        "flood",
+        [{"tokens": c} for c in chunks],
+        base=target.base,
+        spread_s=spread_s,
+        deadline_s=spread_s + 120,
+    )
+    fds_during = server_fds(target)
+    started, background = await chat
+    closed = await pool.each("flood_close", deadline_s=120)
+    first = min(p["first"] for p in parts)
+    last = max(p["last"] for p in parts)
+    opened = sum(p["opened"] for p in parts)
+    failures: dict[str, int] = {}
+    for p in parts:
+        for key, k in p["failures"].items():
+            failures[key] = failures.get(key, 0) + k
+    return {
+        "connections": n,
+        "opened": opened,
+        "refused": sum(p["refused"] for p in parts),
+        "failed": sum(p["failed"] for p in parts),
+        "failures": failures,
+        "flood_s": round(last - first, 2),
+        "flood_per_s": round(n / (last - first), 1) if last > first else None,
+        "held_at_end": sum(c["held_at_end"] for c in closed),
+        "server_fds_before": fds_before,
+        "server_fds_after_flood": fds_during,
+        "chat": _brief(background),
+        "chat_started": started,
+    }
+
+
+async def overload(
+    target: Target,
+    pool: Pool,
+    http: aiohttp.ClientSession,
+    probe: Probe,
+    carry: dict[str, Any],
+    visitors: int,
+    agents: int,
+    rates: list[float],
+    step_s: float,
+    steady_s: float,
+    overload_s: float,
+    recover_s: float,
+    flood: int,
+    flood_s: float,
+    flood_window_s: float,
+    rate: float | None = None,
+) -> dict[str, Any]:
+    """One target through the phases of the module docstring; ``carry`` passes ``P`` on."""
+    result: dict[str, Any] = {}
+    result["setup"] = await scenarios.populate(target, pool, http, visitors, agents, "ws")
+    watch = LevelWatch(target, http)
+    await watch.start()
+    result["plugin"] = bool(watch.enabled)
+    try:
+        best = rate or carry.get("rate")
+        if best is None:
+            result["ramp"] = await ramp(target, pool, http, probe, rates, step_s)
+            best = result["ramp"]["best_rate"]
+            if best is None:  # not even the lowest rate met the SLO: report it at that one
+                best = rates[0]
+                result["ramp"]["none_met"] = True
+            carry["rate"] = best
+        result["rate"] = best
+
+        t0, steady = await _timed_load(target, pool, http, probe, best, steady_s, seed=400)
+        changes = watch.between(t0, t0 + steady_s) if watch.enabled else None
+        result["steady"] = {
+            **_brief(steady),
+            "level_changes": len(changes) if changes is not None else None,
+            "level_changes_per_min": round(len(changes) * 60 / steady_s, 2)
+            if changes is not None
+            else None,
+            "level_at_end": watch.level_at(t0 + steady_s),
+        }
+        await scenarios.drain(target, pool)
+
+        level_before = watch.level
+        peak_before = watch.peak = watch.level or 0
+        t1, over = await _timed_load(target, pool, http, probe, FACTOR * best, overload_s, seed=401)
+        t_end = t1 + overload_s
+        ups = [c for c in watch.between(t1, t_end) if c["new"] > c["old"]]
+        peak_goodput = steady["goodput_per_s"]
+        result["overload"] = {
+            **_brief(over),
+            "factor": FACTOR,
+            "goodput_share_of_peak": round(over["goodput_per_s"] / peak_goodput, 3)
+            if peak_goodput
+            else None,
+            "goodput_over_rate": round(over["goodput_per_s"] / best, 3),
+            "server_fds": server_fds(target),
+            "level_at_start": level_before,
+            "detect_s": round(ups[0]["at"] - t1, 2) if ups else None,
+            "first_level": ups[0]["new"] if ups else None,
+            "highest_level": max([peak_before] + [c["new"] for c in ups])
+            if watch.enabled
+            else None,
+            "level_changes": len(watch.between(t1, t_end)) if watch.enabled else None,
+        }
+        result["overload"]["back_to_0_s"] = await watch.settle(t_end, recover_s)
+        result["overload"]["drain"] = await scenarios.drain(target, pool)
+
+        if flood:
+            t2 = time.time()
+            result["flood"] = await flood_window(
+                target, pool, http, probe, best, flood, flood_s, flood_window_s
+            )
+            if watch.enabled:
+                await watch.poll()
+                flood_changes = watch.between(t2, time.time())
+                result["flood"]["highest_level"] = max(
+                    [c["new"] for c in flood_changes] + [watch.level_at(t2) or 0]
+                )
+                result["flood"]["back_to_0_s"] = await watch.settle(
+                    result["flood"].pop("chat_started") + flood_window_s, recover_s
+                )
+            else:
+                result["flood"].pop("chat_started")
+        result["sensors_at_end"] = watch.sensors or None
+    finally:
+        await watch.stop()
+    result["loss"] = await scenarios.verify(target, pool)
+    await pool.each("close", deadline_s=120)
+    return result
