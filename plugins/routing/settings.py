@@ -113,8 +113,7 @@ class RoutingSettings(Section):
     #: holding a lease in the bus's shared state for this long (renewed by each pass);
     #: the others keep their indexes fresh and take over when it lapses. 0: every process
     #: passes (the storage's compare-and-set claims keep that correct, at more conflicts).
-    #: Off by default for now: a two-worker race test stalled once with it (under study).
-    lease_ttl_s: float = Field(0.0, ge=0)
+    lease_ttl_s: float = Field(10.0, ge=0)
     #: Lines longer than 200 are told their positions at most this often.
     queue_notice_interval_s: float = Field(1.0, ge=0)
     #: Seconds an assigned agent has to accept or answer before the conversation goes to
