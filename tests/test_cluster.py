@@ -337,6 +337,73 @@ async def test_routing_across_nodes_never_assigns_twice_or_over_capacity(env):
     print(f"\nrouting: 30 visitors, 6 agents x 2: 12 assigned once each; {stats.figures()}")
 
 
+async def test_one_open_conversation_per_visitor_when_processes_race(env):
+    """One visitor starts a conversation on every process at once (WebSocket ``start`` on a,
+    on b and on new connections to c's two workers) while leaving offline messages on a and
+    b: every answer names one conversation, created once, and PostgreSQL holds one open
+    conversation for the visitor (the per-process lock serialises only its own starts: the
+    partial unique index decides between processes). Then resolved, and raced again."""
+    stats = Stats()
+    rounds, fronts = 3, [env.a.base, env.b.base, env.c.base, env.c.base, env.c.base]
+    async with aiohttp.ClientSession() as http:
+        admin = await _admin(env, http, env.a.base)
+        token = await visitor_token(http, env.a.base, env.widget_key)
+        clients = [Client(f"tab{n}", "visitor", token, [b], stats) for n, b in enumerate(fronts)]
+        try:
+            await asyncio.gather(*(c.connect() for c in clients))
+
+            async def leave(base: str, n: int) -> dict:
+                body = {"email": "race@example.com", "text": f"call me {n}", "cid": f"off{n}"}
+                async with http.post(
+                    f"{base}/v1/offline_messages",
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as resp:
+                    reply = await resp.json()
+                    assert resp.status == 201, reply
+                    return {"id": reply["conversation_id"], "created": reply["created"]}
+
+            async def start(client: Client) -> dict:
+                reply = await client.request({"op": "start"})
+                assert reply["op"] == "started", reply
+                return {"id": reply["conversation"]["id"], "created": reply["created"]}
+
+            seen: list[str] = []
+            for round_ in range(rounds):
+                answers = await asyncio.gather(
+                    *(start(c) for c in clients),
+                    leave(env.a.base, 2 * round_),
+                    leave(env.b.base, 2 * round_ + 1),
+                )
+                ids = {a["id"] for a in answers}
+                assert len(ids) == 1, answers
+                assert sum(a["created"] for a in answers) == 1, answers
+                (conversation_id,) = ids
+                rows = await _pg(
+                    f'SELECT c.id FROM "{env.schema}".conversations c JOIN "{env.schema}"'
+                    ".conversations mine ON mine.site_id = c.site_id AND mine.visitor_id = "
+                    "c.visitor_id WHERE mine.id = $1 AND c.state <> 'resolved'",
+                    conversation_id,
+                )
+                assert [r["id"] for r in rows] == [conversation_id], rows
+                seen.append(conversation_id)
+                for _ in range(5):  # routing may assign it meanwhile: the state changed
+                    async with http.post(
+                        f"{env.b.base}/v1/conversations/{conversation_id}/resolve",
+                        headers={"Authorization": f"Bearer {admin}"},
+                    ) as resp:
+                        if resp.status == 200:
+                            break
+                        assert resp.status == 409, await resp.text()
+                else:
+                    pytest.fail(f"{conversation_id} could not be resolved")
+            assert len(set(seen)) == rounds
+        finally:
+            for client in clients:
+                await client.close()
+    print(f"\none open conversation: {rounds} rounds of {len(fronts) + 2} racing opens, one each")
+
+
 # -- 2. faults with traffic flowing ----------------------------------------------------------
 
 RATE = 520  # messages per second offered, over every client
