@@ -4,6 +4,9 @@
 processes, drives them from two client processes through every scenario at a tiny scale
 and writes the report. The driver exits with 1 when kefu lost or duplicated a message,
 which the check against the SQLite file would reveal. ``make bench`` is the real run.
+The ``kill`` scenario runs on a kefu server of its own: SIGKILL under load, a restart on
+the same files and port, every client resumed, every conversation assigned and its agent
+told (the driver exits with 1 otherwise).
 
 The multi-worker variant runs kefu as ``kefu run --workers 2`` over the local Redis bus
 (127.0.0.1:6379, a key prefix of its own): the harness's cross-worker path (CPU and RSS
@@ -29,7 +32,7 @@ def test_tiny_run_delivers_everything_and_writes_the_report(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=100,
+        timeout=180,  # two kefu servers (the kill scenario's its own), started three times
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     reports = sorted(tmp_path.glob("*-tiny.json"))
@@ -48,8 +51,19 @@ def test_tiny_run_delivers_everything_and_writes_the_report(tmp_path):
         assert loss["lost"] == loss["duplicated_stored"] == loss["seq_gaps"] == 0
         assert loss["undelivered"] == loss["stored_never_acked"] == 0
     assert kefu["storm"]["loss"]["lost"] == 0
+    kill = kefu["kill"]  # kefu only: the relay keeps nothing to come back to
+    assert "kill" not in relay
+    assert kill["population"] == "16 / 4" and kill["setup_unassigned"] == 0
+    assert kill["clients_resumed"] == kill["clients_back_at_once"] == 18  # 2 agents kept away
+    assert kill["resume_max_s"] is not None and kill["away_agents_resumed"] == 2
+    assert kill["late_visitors"] == 4 and kill["conversations"] == 20
+    assert kill["queued_left"] == kill["assigned_untold"] == kill["agents_untold"] == 0
+    assert kill["loss"]["stored"] == kill["loss"]["acked"] >= kill["acked"] > 0
+    assert kill["loss"]["lost"] == kill["loss"]["duplicated_stored"] == 0
+    assert kill["loss"]["undelivered"] == kill["loss"]["seq_gaps"] == 0
     table = (tmp_path / "latest.md").read_text()
     assert "| chat | delivery p99 (ms) |" in table and "kefu / relay" in table
+    assert "| kill | all resumed, after the restart (s) |" in table
 
 
 def _redis_up() -> bool:

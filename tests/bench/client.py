@@ -100,10 +100,13 @@ class Participant:
 
     __slots__ = (
         "acked",
+        "assigned",
         "closing",
         "convs",
+        "department",
         "dialer",
         "dropped_at",
+        "gate",
         "ident",
         "kind",
         "link",
@@ -134,6 +137,12 @@ class Participant:
         self.closing = self.reconnecting = False
         self.refused = False  # the server dropped a frame (rate limit, storage error, ...)
         self.dropped_at = self.resumed_at = 0.0
+        # routed populations (the kill scenario): the department a visitor starts in; what
+        # an agent was told it holds (conversation -> wall time of the last ``assignment``
+        # frame, routed or replayed); a gate a reconnect waits on (agents kept away)
+        self.department: str | None = None
+        self.assigned: dict[str, float] = {}
+        self.gate: asyncio.Event | None = None
 
     # -- requests -----------------------------------------------------------------
     async def connect(self) -> None:
@@ -155,7 +164,10 @@ class Participant:
             self.waiters.pop(ref, None)
 
     async def start(self) -> str:
-        reply = await self.request({"op": "start"})
+        frame: dict[str, Any] = {"op": "start"}
+        if self.department:
+            frame["department"] = self.department
+        reply = await self.request(frame)
         if reply["op"] != "started":
             raise RuntimeError(f"start refused: {reply}")
         conversation = reply["conversation"]
@@ -242,6 +254,8 @@ class Participant:
                 stats.acked += 1
                 if stats.window[0] <= sent[0] <= stats.window[1]:
                     stats.ack.append(time.time() - sent[0])
+        elif op == "assignment":
+            self.on_assignment(frame["conversation"])
         elif "ref" in frame and frame["ref"] in self.waiters:
             future = self.waiters[frame["ref"]]
             if not future.done():
@@ -249,6 +263,23 @@ class Participant:
         elif op == "error":
             stats.count(stats.errors, frame.get("code", "?"))
             self.refused = True
+
+    def on_assignment(self, conversation: dict[str, Any]) -> None:
+        """An agent was given a conversation (or told again on connect): note when, and
+        fetch the history of one it did not hold (its connection now watches it)."""
+        conversation_id = conversation["id"]
+        self.assigned[conversation_id] = time.time()
+        if conversation_id not in self.convs:
+            conv = self.convs[conversation_id] = Conv(conversation_id)
+            self.dialer.spawn(self._catch_up(conv))
+
+    async def _catch_up(self, conv: Conv) -> None:
+        while True:
+            reply = await self.request(
+                {"op": "resume", "conversation_id": conv.id, "after_seq": conv.last_seq}
+            )
+            if reply["op"] != "resumed" or not reply.get("more"):
+                return
 
     # -- connection loss ----------------------------------------------------------------
     def drop(self) -> None:
@@ -271,6 +302,8 @@ class Participant:
     async def _reconnect(self) -> None:
         pause = random.uniform(0, self.dialer.jitter)
         try:
+            if self.gate is not None:
+                await self.gate.wait()  # kept away until the driver lets it back
             for _attempt in range(30):
                 await asyncio.sleep(pause)
                 if self.closing:

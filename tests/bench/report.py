@@ -164,6 +164,31 @@ ROWS = [
     ("grpc", "gRPC: lost / duplicated (stored)", "loss.summary", "0 / 0", True),
 ]
 
+#: The ``kill -9`` scenario (kefu only, a server of its own: tests/bench/scenarios.kill)
+KILL_ROWS = [
+    ("kill", "visitors / agents (routed)", "population", "2,000 / 100", False),
+    ("kill", "set-up, routing included (s)", "setup_s", "", True),
+    ("kill", "offered (msg/s)", "offered_per_s", "1,000", False),
+    ("kill", "machine load average (1 min) at the kill", "load_average_at_kill", "", True),
+    ("kill", "SIGKILL to the restarted server answering (s)", "kill_to_ready_s", "", True),
+    ("kill", "clients reconnecting at once / resumed", "clients_resumed", "all", False),
+    ("kill", "all resumed, after the restart (s)", "resume_max_s", "≤ 5", True),
+    ("kill", "resume p99, after the restart (s)", "resume_p99_s", "≤ 5", True),
+    ("kill", "agents kept away after the restart", "agents_kept_away", "", False),
+    ("kill", "kept-away agents let back after (s)", "agents_released_after_s", "", False),
+    ("kill", "kept-away agents: all resumed after (s)", "away_resume_max_s", "", True),
+    ("kill", "new visitors started after the restart", "late_visitors", "", False),
+    ("kill", "every conversation told to its agent (s)", "all_told_after_release_s", "", True),
+    ("kill", "assigned before the kept-away agents were back", "assigned_while_cut_off", "", False),
+    ("kill", "of which to a kept-away agent", "assigned_to_away_agents", "", False),
+    ("kill", "conversations left queued once agents are back", "queued_left", "0", True),
+    ("kill", "assignments the agent was not told of", "assigned_untold", "0", True),
+    ("kill", "agents not told of an assignment", "agents_untold", "0", True),
+    ("kill", "re-sent after the kill (same cid)", "resent", "", False),
+    ("kill", "lost / duplicated (stored)", "loss.summary", "0 / 0", True),
+]
+ROWS += KILL_ROWS
+
 
 def kefu_names(results: dict[str, Any]) -> list[str]:
     """The result names of kefu runs: ``kefu``, or ``kefu-1w``, ``kefu-2w``, ..., and the

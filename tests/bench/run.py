@@ -3,7 +3,8 @@
 For each target — the baseline relay first, then ``kefu run`` (SQLite, uvloop) — it
 starts the server as its own process, runs the scenarios in order (idle, chat, storm,
 sweep, then the long-poll chat on a population of its own), checks every population for
-lost and duplicated messages, stops the server, and writes ``build/bench/<stamp>.json``
+lost and duplicated messages, stops the server (kefu then gets a server of its own for
+``kill``, which SIGKILLs and restarts it), and writes ``build/bench/<stamp>.json``
 and ``.md`` (kefu beside the relay, with ratios and the targets of issue 7).
 
 ``make bench`` runs the ``full`` profile (issue 7's scale), ``make bench-smoke`` the
@@ -78,6 +79,17 @@ PROFILES: dict[str, dict[str, Any]] = {
             "flood_window_s": 8.0,
             "rate": None,  # e.g. --param overload.rate=1000.0: no ramp, P given
         },
+        # kill -9 under load, on a server of its own (kefu only; see scenarios.kill)
+        "kill": {
+            "visitors": 2_000,
+            "agents": 100,
+            "rate": 1_000.0,
+            "duration": 30.0,
+            "late": 200,
+            "away_fraction": 0.2,
+            "away_s": 3.0,
+            "wait_s": 30.0,
+        },
     },
     "smoke": {
         "workers": 2,
@@ -99,6 +111,16 @@ PROFILES: dict[str, dict[str, Any]] = {
             "flood_s": 1.0,
             "flood_window_s": 5.0,
             "rate": None,
+        },
+        "kill": {
+            "visitors": 200,
+            "agents": 10,
+            "rate": 200.0,
+            "duration": 9.0,
+            "late": 20,
+            "away_fraction": 0.2,
+            "away_s": 2.0,
+            "wait_s": 20.0,
         },
     },
     "tiny": {
@@ -122,6 +144,16 @@ PROFILES: dict[str, dict[str, Any]] = {
             "flood_window_s": 1.2,
             "rate": None,
         },
+        "kill": {
+            "visitors": 16,
+            "agents": 4,
+            "rate": 20.0,
+            "duration": 3.0,
+            "late": 4,
+            "away_fraction": 0.5,
+            "away_s": 1.0,
+            "wait_s": 15.0,
+        },
     },
 }
 # issue 12: 100,000 idle WebSockets over six server workers (each under the 20,000 fds a
@@ -135,12 +167,14 @@ PROFILES["scale"] = {
     "scenarios": ["idle"],
     "idle": {"n": 100_000, "hold_s": 30.0, "settle_s": 5.0},
 }
-SCENARIOS = ("idle", "chat", "storm", "sweep", "longpoll", "grpc", "overload")
+SCENARIOS = ("idle", "chat", "storm", "sweep", "longpoll", "grpc", "overload", "kill")
 #: The plugin the overload scenario's second kefu run enables.
 DEGRADATION = "kefu.plugins.degradation"
 #: Scenarios a run does unless asked (``--scenario grpc`` needs the grpc extra;
 #: ``--scenario overload`` runs kefu twice).
-DEFAULT_SCENARIOS = ("idle", "chat", "storm", "sweep", "longpoll")
+DEFAULT_SCENARIOS = ("idle", "chat", "storm", "sweep", "longpoll", "kill")
+#: Scenarios that get a kefu server of their own (they kill it), after the others.
+OWN_SERVER = ("kill",)
 
 
 def installed_third_party() -> list[str]:
@@ -344,12 +378,26 @@ async def _scenarios(target, pool, http, probe, profile, wanted, results, carry=
         results["overload"] = await overload.overload(
             target, pool, http, probe, carry if carry is not None else {}, **profile["overload"]
         )
+    if "kill" in wanted and profile.get("kill") and target.kind == "kefu":
+        step("kill")
+        results["kill"] = await scenarios.kill(target, pool, http, **profile["kill"])
+        step("close kill population")
+        await pool.each("close", deadline_s=120)
     step("end")
 
 
 def kefu_failures(results: dict[str, Any]) -> list[str]:
-    """What makes the run fail: kefu lost or duplicated a message, or died."""
+    """What makes the run fail: kefu lost or duplicated a message, or died; after the
+    kill, a conversation left queued or an agent not told of one assigned to it."""
     problems = []
+    kill = results.get("kill") or {}
+    if kill.get("queued_left"):
+        problems.append(f"kill: {kill['queued_left']} conversations left queued")
+    if kill.get("assigned_untold"):
+        problems.append(
+            f"kill: {kill['assigned_untold']} assignments never told to "
+            f"{kill['agents_untold']} agents"
+        )
     for name, scenario in results.items():
         loss = scenario.get("loss") if isinstance(scenario, dict) else None
         if loss and (loss.get("lost") or loss.get("duplicated_stored")):
@@ -399,22 +447,39 @@ async def main_async(args: argparse.Namespace) -> int:
             workdir = Path(args.keep) if args.keep else Path(tmp)
             for name, kind, workers in runs:
                 degraded = name.endswith("+degradation")
-                run["results"][name] = await run_target(
-                    kind,
-                    pool,
-                    profile,
-                    {"overload"} if degraded else wanted,
-                    workdir,
-                    with_degradation(settings) if degraded else settings,
-                    args.relay_backlog,
-                    name=name,
-                    carry=carry,
-                    workers=workers,
-                    storage=storage,
-                    pg_url=args.pg_url,
-                    redis_url=args.redis_url,
-                )
-                report.write(run, out)  # a partial report survives an interrupted run
+                base = {"overload"} if degraded else wanted
+                shared = base - set(OWN_SERVER)
+                alone = sorted(base & set(OWN_SERVER)) if kind == "kefu" else []
+                for scenario_set, workdir_name in [(shared, name)] + [
+                    ({s}, f"{name}-{s}") for s in alone
+                ]:
+                    if not scenario_set:
+                        continue
+                    results = await run_target(
+                        kind,
+                        pool,
+                        profile,
+                        scenario_set,
+                        workdir,
+                        with_degradation(settings) if degraded else settings,
+                        args.relay_backlog,
+                        name=workdir_name,
+                        carry=carry,
+                        workers=workers,
+                        storage=storage,
+                        pg_url=args.pg_url,
+                        redis_url=args.redis_url,
+                    )
+                    merged = run["results"].setdefault(name, {})
+                    alive = merged.get("server_alive_at_end", True)
+                    timings = merged.get("timings_s", {})
+                    if workdir_name != name:  # the steps of a server of its own, apart
+                        own = results.pop("timings_s", {})
+                        timings.update({f"{workdir_name}: {k}": v for k, v in own.items()})
+                    merged.update(results)
+                    merged["timings_s"] = timings or merged.get("timings_s", {})
+                    merged["server_alive_at_end"] = alive and results["server_alive_at_end"]
+                    report.write(run, out)  # a partial report survives an interrupted run
     finally:
         await pool.close()
     run["elapsed_s"] = round(time.monotonic() - started, 1)

@@ -8,7 +8,9 @@
   writing to them; time until every one has reconnected, resumed and re-sent;
 - :func:`sweep`: the chat load at rising offered rates, to find the highest that keeps
   p99 delivery within the target;
-- :func:`verify`: drain, then check the population against storage (lost, duplicated).
+- :func:`verify`: drain, then check the population against storage (lost, duplicated);
+- :func:`kill`: SIGKILL the server under load and start it again on the same files and
+  port: time until every client resumed, conversations assigned, agents told, loss.
 
 With several server workers (``kefu run --workers N``), server CPU and RSS are summed
 over the supervisor and its workers, the idle scenario reports how the kernel spread the
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import os
 import time
 from array import array
 from typing import Any
@@ -155,6 +158,11 @@ async def populate(
         plan["agents"].append((ident, token, held))
     base = target.server.grpc_target if transport == "grpc" else target.base
     results = await pool.each("open_chat", plans, base=base, transport=transport, jitter=jitter)
+    return _set_up(results, tokens_s, started)
+
+
+def _set_up(results: list[dict], tokens_s: float, started: float) -> dict[str, Any]:
+    """What the client processes said of opening a population."""
     return {
         "population": f"{sum(r['visitors'] for r in results):,} / "
         f"{sum(r['agents'] for r in results):,}",
@@ -183,12 +191,7 @@ async def load(
     )
     measured = _window(await window.close())
     delivered = sum(p["delivered"] for p in parts)
-    errors: dict[str, int] = {}
-    closes: dict[str, int] = {}
-    for p in parts:
-        for table, into in ((p["errors"], errors), (p["closes"], closes)):
-            for key, n in table.items():
-                into[key] = into.get(key, 0) + n
+    errors, closes = _tally(parts)
     lag = merge([p["lag"] for p in parts])
     deliveries = merge([p["delivery"] for p in parts])
     within = bisect.bisect_right(deliveries, GOODPUT_MS / 1000)
@@ -228,6 +231,17 @@ async def load(
             )
         },
     }
+
+
+def _tally(parts: list[dict]) -> tuple[dict[str, int], dict[str, int]]:
+    """Error frames by code and closes by reason, summed over the client processes."""
+    errors: dict[str, int] = {}
+    closes: dict[str, int] = {}
+    for p in parts:
+        for table, into in ((p["errors"], errors), (p["closes"], closes)):
+            for key, n in table.items():
+                into[key] = into.get(key, 0) + n
+    return errors, closes
 
 
 async def storm(
@@ -345,3 +359,161 @@ async def verify(target: Target, pool: Pool) -> dict[str, Any]:
     result["pending_after_drain"] = drained["pending"]
     result["drain_s"] = drained["drain_s"]
     return result
+
+
+def _department(index: int) -> str:
+    """The department of client process ``index`` in a routed population: its agents have
+    that skill, so routing keeps each process's conversations among its own agents."""
+    return f"bench-w{index}"
+
+
+async def populate_routed(
+    target: Target, pool: Pool, http: aiohttp.ClientSession, visitors: int, agents: int
+) -> dict[str, Any]:
+    """Visitors start conversations, then agents go online and **routing** assigns them.
+
+    Each client process gets ``visitors / len(pool)`` visitors starting in a department
+    of its own and ``agents / len(pool)`` agents with that skill; an agent holds what its
+    ``assignment`` frames gave it (as a console does), not a share chosen here.
+    """
+    started = time.monotonic()
+    v_tokens = await target.visitors(http, visitors)
+    a_tokens = []
+    for index, share in enumerate(_split(list(range(agents)), len(pool))):
+        a_tokens.append(await target.agents(http, len(share), skills=[_department(index)]))
+    tokens_s = time.monotonic() - started
+    results = await pool.each(
+        "open_routed",
+        [
+            {"department": _department(i), "visitors": v, "agents": a_tokens[i]}
+            for i, v in enumerate(_split(v_tokens, len(pool)))
+        ],
+        base=target.base,
+        wait_s=120.0,
+    )
+    return {
+        **_set_up(results, tokens_s, started),
+        "setup_unassigned": sum(r["unassigned"] for r in results),
+        "routed_s": max(r["assigned_s"] for r in results),
+    }
+
+
+async def kill(
+    target: Target,
+    pool: Pool,
+    http: aiohttp.ClientSession,
+    visitors: int,
+    agents: int,
+    rate: float,
+    duration: float,
+    late: int,
+    away_fraction: float,
+    away_s: float,
+    wait_s: float = 30.0,
+) -> dict[str, Any]:
+    """``kill -9`` of the server under load, restarted on the same data and port.
+
+    A routed population (:func:`populate_routed`) writes open-loop at ``rate`` for
+    ``duration`` s; a third in, the server process gets SIGKILL and is started again at
+    once. Every client reconnects (jittered, backing off to 2 s while the port refuses),
+    resumes every conversation and re-sends what had no ack with the same ``cid``, except
+    ``away_fraction`` of the agents, kept away until ``away_s`` s after the restart. As soon
+    as the server answers, ``late`` new visitors start conversations (and write once):
+    routing queues them or gives them to agents whose consoles are still away. Measured:
+    kill to ready, ready to each client resumed, whether every conversation was assigned
+    and its agent told (an ``assignment`` frame after the kill: routed, or the replay on
+    connect) once the agents are back, and the loss check against storage.
+    """
+    setup = await populate_routed(target, pool, http, visitors, agents)
+    late_tokens = _split(await target.visitors(http, late), len(pool))
+    armed = await pool.each("kill_arm", away_fraction=away_fraction)
+    server = target.server
+    traffic = asyncio.ensure_future(
+        pool.each("load", rate=rate / len(pool), duration=duration, seed=11, deadline_s=600)
+    )
+    await asyncio.sleep(duration / 3)
+    load_average = round(os.getloadavg()[0], 2)
+    cut = time.time()
+    server.kill()
+    killed = time.time()
+    await server.restart()
+    ready = time.time()
+    log.info("kill: killed in %.2f s, ready %.2f s after the kill", killed - cut, ready - cut)
+    late_started = asyncio.ensure_future(
+        pool.each(
+            "kill_late",
+            [{"department": _department(i), "visitors": t} for i, t in enumerate(late_tokens)],
+            base=target.base,
+        )
+    )
+    resumed = await pool.each("kill_resumed", cut=cut, ready=ready, wait_s=wait_s)
+    await asyncio.sleep(max(0.0, ready + away_s - time.time()))
+    released_at = time.time() - ready
+    late_result = await late_started
+    back = await pool.each("kill_release", cut=cut, wait_s=wait_s)
+    parts = await traffic
+    drained = await drain(target, pool)
+    loss = await verify(target, pool)
+    told: dict[str, list[str]] = {}
+    ours: set[str] = set()
+    for part in await pool.each("kill_told", since=cut):
+        told.update(part["told"])
+        ours.update(part["conversations"])
+    stored = await target.conversations()
+    queued_left = sorted(c for c, (state, *_) in stored.items() if c in ours and state == "queued")
+    untold: dict[str, int] = {}
+    for conversation_id, (state, assignee, _) in stored.items():
+        if state == "assigned" and assignee in told and conversation_id not in told[assignee]:
+            untold[assignee] = untold.get(assignee, 0) + 1
+    # assignments made while consoles were cut off (before the kept-away agents were let
+    # back): the ones the replay on connect must tell
+    away_ids = {i for a in armed for i in a["ids"]}
+    released = min(r["released"] for r in back)
+    cut_off = [
+        (assignee, at)
+        for state, assignee, at in stored.values()
+        if state == "assigned" and at is not None and cut < float(at) < released
+    ]
+    times = merge([_pack(r["resume_s"]) for r in resumed])
+    away_times = merge([_pack(r["resume_s"]) for r in back])
+    clients = sum(r["clients"] for r in resumed)
+    done = sum(r["resumed"] for r in resumed)
+    errors, closes = _tally(parts)
+    return {
+        **setup,
+        "offered_per_s": rate,
+        "duration_s": duration,
+        "load_average_at_kill": load_average,
+        "kill_to_ready_s": round(ready - cut, 2),
+        "clients_back_at_once": clients,
+        "clients_resumed": done,
+        "resume_max_s": round(times[-1], 2) if times and done == clients else None,
+        "resume_p99_s": round(quantile(times, 0.99), 2) if times else None,
+        "resume": summary_ms(times),
+        "agents_kept_away": sum(a["away"] for a in armed),
+        "agents_released_after_s": round(released_at, 2),
+        "away_agents_resumed": len(away_times),
+        "away_resume_max_s": round(away_times[-1], 2) if away_times else None,
+        "late_visitors": sum(r["started"] for r in late_result),
+        "late_failed": sum(r["failed"] for r in late_result),
+        "late_failures": sorted({f for r in late_result for f in r["failures"]}),
+        "all_told_after_release_s": max(r["all_told_s"] for r in back),
+        "assigned_while_cut_off": len(cut_off),
+        "assigned_to_away_agents": sum(1 for assignee, _ in cut_off if assignee in away_ids),
+        "conversations": len(ours),
+        "queued_left": len(queued_left),
+        "queued_left_ids": queued_left[:20],
+        "assigned_untold": sum(untold.values()),
+        "agents_untold": len(untold),
+        "untold_by_agent": untold,
+        "untold_at_release": sum(r["untold"] for r in back),
+        "sent": sum(p["sent"] for p in parts),
+        "acked": sum(p["acked"] for p in parts),
+        "resent": sum(p["resent"] for p in parts),
+        "delivery": summary_ms(merge([p["delivery"] for p in parts])),
+        "ack": summary_ms(merge([p["ack"] for p in parts])),
+        "errors": errors,
+        "closes": closes,
+        "drain": drained,
+        "loss": loss,
+    }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -361,6 +362,25 @@ class ServerProcess:
             if match:
                 found[name] = match.group(1)
         return found
+
+    def kill(self) -> None:
+        """SIGKILL the server and every worker below it at once, as a crash would."""
+        assert self.proc is not None
+        for pid in reversed(self.pids()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    async def restart(self) -> None:
+        """Start the server again on the same data directory and port (after :meth:`kill`);
+        the killed run's logs are kept beside, as ``kefu.out.killed-N``."""
+        n = 1
+        while self.stdout.with_name(f"{self.stdout.name}.killed-{n}").exists():
+            n += 1
+        for log_file in (self.stdout, self.stderr):
+            if log_file.exists():
+                log_file.rename(log_file.with_name(f"{log_file.name}.killed-{n}"))
+        await self.start()
 
     async def stop(self, grace_s: float = 20.0) -> None:
         if not self.alive():

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from kefu.plugins.auth.tokens import issue
 from tests.bench.servers import ServerProcess
@@ -104,8 +105,11 @@ class Target:
         _raise_first(made)
         return made
 
-    async def agents(self, http: aiohttp.ClientSession, count: int) -> list[tuple[str, str]]:
-        """``(agent id, token)`` for ``count`` new agents, created by the admin and logged in."""
+    async def agents(
+        self, http: aiohttp.ClientSession, count: int, skills: list[str] | None = None
+    ) -> list[tuple[str, str]]:
+        """``(agent id, token)`` for ``count`` new agents, created by the admin and logged in
+        (with ``skills``: members of those departments, for routing)."""
         if self.kind != "kefu":
             return [(f"a{n}", f"agent:a{n}") for n in (self._next() for _ in range(count))]
         admin = {"Authorization": f"Bearer {self.admin_token}"}
@@ -114,6 +118,8 @@ class Target:
             email = f"agent{n}@bench.example"
             body = {"email": email, "name": f"Agent {n}", "password": AGENT_PASSWORD}
             body["capacity"] = 100
+            if skills:
+                body["skills"] = skills
             await _post(http, f"{self.base}/v1/agents", body, headers=admin)
             login = {"site_id": SITE, "email": email, "password": AGENT_PASSWORD}
             reply = await _post(http, f"{self.base}/v1/auth/login", login)
@@ -174,6 +180,36 @@ class Target:
         if not result["complete"]:
             result["summary"] += f" ({undelivered} not yet delivered, {unacked} unacked at the end)"
         return result
+
+    async def conversations(self) -> dict[str, tuple[str, str | None, float | None]]:
+        """``{conversation: (state, assignee, meta assigned_at)}`` of the bench site, read
+        from storage."""
+        if self.server.pg_schema:
+            import asyncpg
+
+            db = await asyncpg.connect(self.server.pg_url)
+            try:
+                rows = await db.fetch(
+                    f'SELECT id, state, assignee_id, meta FROM "{self.server.pg_schema}"'
+                    ".conversations WHERE site_id = $1",
+                    SITE,
+                )
+            finally:
+                await db.close()
+            found = [(r["id"], r["state"], r["assignee_id"], r["meta"]) for r in rows]
+        else:
+            db = sqlite3.connect(f"file:{self.server.db}?mode=ro", uri=True, timeout=30)
+            try:
+                found = db.execute(
+                    "SELECT id, state, assignee_id, meta FROM conversations WHERE site_id = ?",
+                    (SITE,),
+                ).fetchall()
+            finally:
+                db.close()
+        return {
+            conversation_id: (state, assignee, (orjson.loads(meta) or {}).get("assigned_at"))
+            for conversation_id, state, assignee, meta in found
+        }
 
     def _stored(self, conversation_ids: set[str]) -> tuple[dict[str, dict[int, str]], int]:
         """``{conversation: {seq: cid}}`` from the SQLite file (read-only), and duplicate cids."""

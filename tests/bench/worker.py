@@ -20,6 +20,8 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+import aiohttp
+
 from tests.bench.client import Dialer, Participant, Stats
 from tests.bench.overload_client import FloodCommands
 from tests.bench.servers import raise_nofile
@@ -91,6 +93,7 @@ class Worker(FloodCommands):
         self.owner: dict[str, Participant] = {}  # conversation -> its agent
         self.visitor_of: dict[str, Participant] = {}  # conversation -> its visitor
         self.tags = itertools.count()
+        self.routed = False  # agents hold what routing gave them (the kill scenario)
 
     async def serve(self) -> None:
         tasks: set[asyncio.Task] = set()
@@ -165,12 +168,7 @@ class Worker(FloodCommands):
         """
         dialer = self._dialer(base, transport, jitter)
         people = [self._participant("visitor", i, t, dialer) for i, t in visitors]
-
-        async def join(p: Participant) -> str:
-            await p.connect()
-            return await p.start()
-
-        results = await bounded(people, join)
+        results = await bounded(people, _join)
         failed = [r for r in results if isinstance(r, Exception)]
         ready = [p for p, r in zip(people, results, strict=True) if not isinstance(r, Exception)]
         self.visitors += ready
@@ -267,6 +265,8 @@ class Worker(FloodCommands):
 
     def _behind(self) -> int:
         """Acknowledged messages one side of their conversation has not received yet."""
+        if self.routed:
+            self._route_owners()
         missing = 0
         for conversation_id, visitor in self.visitor_of.items():
             sides = [c for c in (visitor, self.owner.get(conversation_id)) if c is not None]
@@ -334,8 +334,12 @@ class Worker(FloodCommands):
             for cid, (conversation_id, seq) in p.acked.items():
                 entry = conversations.setdefault(conversation_id, {"acked": {}, "last": {}})
                 entry["acked"][cid] = seq
+        if self.routed:
+            self._route_owners()
         for p in self.visitors + self.agents:
             for conversation_id, conv in p.convs.items():
+                if p.kind == "agent" and self.owner.get(conversation_id, p) is not p:
+                    continue  # an agent it was taken from (reassigned) stopped receiving it
                 entry = conversations.setdefault(conversation_id, {"acked": {}, "last": {}})
                 entry["last"][p.kind] = conv.last_seq
         everyone = self.visitors + self.agents
@@ -348,12 +352,182 @@ class Worker(FloodCommands):
             "disconnected": away,
         }
 
+    # -- routed population and the kill scenario ----------------------------------------------
+    def _route_owners(self) -> None:
+        """Each conversation's agent: the one of this process told of it last."""
+        for agent in self.agents:
+            for conversation_id, told in agent.assigned.items():
+                current = self.owner.get(conversation_id)
+                if current is None or current.assigned.get(conversation_id, 0.0) < told:
+                    self.owner[conversation_id] = agent
+
+    def _untold(self, since: float) -> list[str]:
+        """This process's visitors' conversations no agent here was told of after ``since``."""
+        told = {c for a in self.agents for c, t in a.assigned.items() if t > since}
+        return [c for c in self.visitor_of if c not in told]
+
+    async def cmd_open_routed(
+        self,
+        base: str,
+        department: str,
+        visitors: list[tuple[str, str]],
+        agents: list[tuple[str, str]],
+        wait_s: float,
+        jitter: float = 1.0,
+    ) -> dict:
+        """Visitors start in ``department``; then its agents (that skill, this process's
+        only) connect and go online, and routing gives them the conversations.
+
+        Waits up to ``wait_s`` until an agent here was told of every conversation (an
+        ``assignment`` frame); each agent then writes to what it was given.
+        """
+        self.routed = True
+        dialer = self._dialer(base, "ws", jitter)
+        people = [self._participant("visitor", i, t, dialer) for i, t in visitors]
+        for p in people:
+            p.department = department
+        results = await bounded(people, _join)
+        failed = [r for r in results if isinstance(r, Exception)]
+        for p, r in zip(people, results, strict=True):
+            if isinstance(r, str):
+                self.visitors.append(p)
+                self.visitor_of[r] = p
+        crew = [self._participant("agent", i, t, dialer) for i, t in agents]
+
+        async def staff(agent: Participant) -> None:
+            await agent.connect()
+            reply = await agent.request({"op": "presence", "status": "online"})
+            if reply["op"] != "presence_ok":
+                raise RuntimeError(f"presence refused: {reply}")
+
+        started = time.monotonic()
+        staffed = await bounded(crew, staff)
+        failed += [r for r in staffed if isinstance(r, Exception)]
+        self.agents += [a for a, r in zip(crew, staffed, strict=True) if r is None]
+        deadline = started + wait_s
+        while time.monotonic() < deadline:
+            if not self._untold(0.0):
+                break
+            await asyncio.sleep(0.05)
+        self._route_owners()
+        return {
+            "visitors": len(self.visitor_of),
+            "agents": len(self.agents),
+            "failed": len(failed),
+            "failures": sorted({repr(e)[:120] for e in failed}),
+            "unassigned": len(self._untold(0.0)),
+            "assigned_s": round(time.monotonic() - started, 2),
+        }
+
+    async def cmd_kill_arm(self, away_fraction: float) -> dict:
+        """Keep the last ``away_fraction`` of this process's agents away after the next
+        drop, until :meth:`cmd_kill_release`."""
+        away = self.agents[len(self.agents) - round(len(self.agents) * away_fraction) :]
+        for agent in away:
+            agent.gate = asyncio.Event()
+        return {"away": len(away), "ids": [a.ident for a in away]}
+
+    async def cmd_kill_resumed(self, cut: float, ready: float, wait_s: float) -> dict:
+        """Wait until every client not kept away reconnected and resumed after the cut
+        (wall time ``cut``); seconds from ``ready`` (the server answering again) to each."""
+        offset = time.time() - time.monotonic()  # wall = monotonic + offset
+        back = [p for p in self.visitors + self.agents if p.gate is None]
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if all(p.resumed_at + offset > cut for p in back):
+                break
+            await asyncio.sleep(0.05)
+        done = [p for p in back if p.resumed_at + offset > cut]
+        return {
+            "clients": len(back),
+            "resumed": len(done),
+            "resume_s": [p.resumed_at + offset - ready for p in done],
+            "dropped": sum(1 for p in back if p.dropped_at + offset > cut),
+        }
+
+    async def cmd_kill_late(self, base: str, department: str, visitors: list) -> dict:
+        """New visitors (the server just restarted) start a conversation and write once."""
+        dialer = self._dialer(base, "ws", 1.0)
+        people = [self._participant("visitor", i, t, dialer) for i, t in visitors]
+        for p in people:
+            p.department = department
+
+        async def join(p: Participant) -> str:
+            for attempt in range(5):
+                try:
+                    await p.connect()
+                    conversation_id = await p.start()
+                    break
+                except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+                    link, p.link = p.link, None
+                    if link is not None:
+                        link.abort()
+                    if attempt == 4:
+                        raise RuntimeError(f"late visitor could not start: {exc!r}") from exc
+                    await asyncio.sleep(0.5)
+            self.visitors.append(p)
+            self.visitor_of[conversation_id] = p
+            await p.send_message()
+            return conversation_id
+
+        results = await bounded(people, join)
+        failed = [r for r in results if isinstance(r, Exception)]
+        return {
+            "started": len(people) - len(failed),
+            "failed": len(failed),
+            "failures": sorted({repr(e)[:120] for e in failed}),
+        }
+
+    async def cmd_kill_release(self, cut: float, wait_s: float) -> dict:
+        """Let the agents kept away reconnect; wait until they resumed and an agent here
+        was told (after the cut) of every conversation of this process's visitors."""
+        offset = time.time() - time.monotonic()
+        away = [a for a in self.agents if a.gate is not None]
+        released = time.time()
+        for agent in away:
+            assert agent.gate is not None
+            agent.gate.set()
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if all(a.resumed_at + offset > released for a in away) and not self._untold(cut):
+                break
+            await asyncio.sleep(0.05)
+        for agent in away:
+            agent.gate = None
+        self._route_owners()
+        return {
+            "away": len(away),
+            "released": released,
+            "resume_s": [
+                a.resumed_at + offset - released for a in away if a.resumed_at + offset > released
+            ],
+            "all_told_s": round(time.time() - released, 2),
+            "untold": len(self._untold(cut)),
+        }
+
+    async def cmd_kill_told(self, since: float) -> dict:
+        """``told``: ``{agent id: [conversations it was told of after since]}``;
+        ``conversations``: those of this process's visitors."""
+        return {
+            "told": {
+                a.ident: sorted(c for c, t in a.assigned.items() if t > since) for a in self.agents
+            },
+            "conversations": sorted(self.visitor_of),
+        }
+
     async def cmd_close(self) -> dict:
         everyone, self.visitors, self.agents = self.visitors + self.agents, [], []
+        self.routed = False
         self.owner.clear()
         self.visitor_of.clear()
         await bounded(everyone, Participant.close, 256)
         return {"closed": len(everyone)}
+
+
+async def _join(p: Participant) -> str:
+    """A visitor connects and starts (or gets) its conversation."""
+    await p.connect()
+    return await p.start()
 
 
 def worker_main(conn: Connection, index: int) -> None:
