@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import orjson
 
 from kefu.core.domain import RESOLVED, Agent, Conversation, Message, Site, Visitor
+from kefu.core.reports import FACTS_PAGE, ConversationFacts, facts_of
 from kefu.core.storage import (
     SEARCH_LIMIT,
     UNCHANGED,
@@ -403,6 +404,28 @@ class MemoryStorage:
                     removed += 1
         self._open.pop((site_id, visitor_id), None)
         return removed
+
+    # -- reports (core.reports.Reportable) ------------------------------------
+    async def conversation_facts(
+        self,
+        site_id: str,
+        since: float,
+        until: float,
+        *,
+        after: tuple[float, str] | None = None,
+        limit: int = 1000,
+    ) -> list[ConversationFacts]:
+        found = sorted(
+            (
+                c
+                for c in self._conversations.values()
+                if c.site_id == site_id
+                and since <= c.created_at < until
+                and (after is None or (c.created_at, c.id) > after)
+            ),
+            key=lambda c: (c.created_at, c.id),
+        )[: max(min(limit, FACTS_PAGE), 0)]
+        return [facts_of(c, self._messages.get((site_id, c.id), ())) for c in found]
 
 
 @hookimpl(trylast=True)

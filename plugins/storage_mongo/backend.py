@@ -34,6 +34,7 @@ from kefu.core.storage import (
 
 from .appends import append_to_conversation
 from .records import from_doc, to_doc
+from .reports import MongoReports
 from .search import MongoSearch
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
-class MongoStorage(MongoSearch):
+class MongoStorage(MongoSearch, MongoReports):
     """The ``mongo`` backend."""
 
     name = "mongo"
@@ -106,6 +107,7 @@ class MongoStorage(MongoSearch):
             for name, indexes in INDEXES.items():
                 await self._db[name].create_indexes(indexes)
             await self._open_search()  # search.py
+            await self._open_reports()  # reports.py
         except PyMongoError as exc:
             await self.close()
             raise StorageError(f"mongo: cannot prepare {self.database!r}: {exc}") from exc
