@@ -51,6 +51,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.email_notify",
     "kefu.plugins.knowledge_base",
     "kefu.plugins.agent_bot",
+    "kefu.plugins.reports",
 )
 
 #: Built-ins that cannot be disabled: the kernel cannot serve safely without them.

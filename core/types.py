@@ -122,6 +122,10 @@ class RestEndpoint:
     auth: bool = True
     description: str = ""
     path_patterns: dict[str, str] = field(default_factory=dict)
+    #: OpenAPI fragments merged into the operation, for a body or response that is not
+    #: JSON (``{"responses": {"200": {"content": {"text/csv": ...}}}}``); the handler
+    #: then returns an ``aiohttp.web.StreamResponse`` of its own.
+    openapi: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ The rules (the table in ``docs/protocol.md`` lists the action names):
   install has it). Only an owner may act on an agent who is an owner (change its
   roles or password, disable or delete it) or grant the role;
 - an admin (role ``admin``, or ``owner``) may do anything else inside their own site;
+- a supervisor (role ``supervisor``, next to ``agent``) may also read the site's reports
+  (``reports.*``), which no other agent may;
 - an agent may do ``conversation.*``, ``message.*`` and ``visitor.read`` in their site,
   except ``message.send`` into a conversation assigned to another agent (after a transfer
   the first agent cannot post any more; an admin still can);
@@ -44,6 +46,9 @@ VISITOR_CONVERSATION_ACTIONS = frozenset(
 VISITOR_SITE_ACTIONS = frozenset({"conversation.start"})
 #: The install-level role: administers the install, not only a site.
 OWNER = "owner"
+#: May read the site's reports (``reports.*``) without being an admin.
+SUPERVISOR = "supervisor"
+SUPERVISOR_PREFIXES = ("reports.",)
 INSTALL_ACTIONS = frozenset({"plugins.list", "sites.create", "bot.flows.shared", "install.read"})
 
 
@@ -73,6 +78,8 @@ def permits(principal: Principal | None, action: str, resource: Any) -> bool:
             return is_owner(principal)
         if principal.is_admin or is_owner(principal):
             return True
+        if action.startswith(SUPERVISOR_PREFIXES):
+            return SUPERVISOR in principal.roles
         if action == "message.send" and _assigned_elsewhere(principal, resource):
             return False
         return action.startswith(AGENT_PREFIXES) or action in AGENT_ACTIONS

@@ -119,6 +119,7 @@ def contributed(endpoint: RestEndpoint) -> Endpoint:
         auth=endpoint.auth,
         description=endpoint.description,
         path_patterns=dict(endpoint.path_patterns),
+        openapi=dict(endpoint.openapi),
     )
 
 

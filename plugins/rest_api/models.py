@@ -39,7 +39,7 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NA
 Email = Annotated[str, StringConstraints(max_length=254, pattern=EMAIL_PATTERN)]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 #: ``owner`` is install-level (creates sites, changes shared bot flows); only owners grant it.
-Role = Literal["agent", "admin", "owner"]
+Role = Literal["agent", "supervisor", "admin", "owner"]
 Skill = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
 State = Literal[CONVERSATION_STATES]  # type: ignore[valid-type]
 
@@ -253,7 +253,7 @@ class AgentCreate(Request):
     email: Email
     name: Name
     password: Password
-    roles: list[Role] = Field(default_factory=lambda: ["agent"], min_length=1, max_length=3)
+    roles: list[Role] = Field(default_factory=lambda: ["agent"], min_length=1, max_length=4)
     capacity: Capacity = 5
     skills: list[Skill] = Field(default_factory=list, max_length=50)
 
@@ -261,7 +261,7 @@ class AgentCreate(Request):
 class AgentPatch(Request):
     name: Name | None = None
     password: Password | None = None
-    roles: list[Role] | None = Field(None, min_length=1, max_length=3)
+    roles: list[Role] | None = Field(None, min_length=1, max_length=4)
     capacity: Capacity | None = None
     skills: list[Skill] | None = Field(None, max_length=50)
 
