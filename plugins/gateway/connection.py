@@ -33,6 +33,7 @@ class Connection:
         "_stamp",
         "_tokens",
         "_waiter",
+        "caught_up",
         "close_reason",
         "closed",
         "credential",
@@ -45,6 +46,7 @@ class Connection:
         "remote",
         "replaying",
         "seen",
+        "sending",
         "shed",
         "strikes",
         "transport",
@@ -76,6 +78,14 @@ class Connection:
         self.replaying: dict[str, list[tuple[int, bytes]]] | None = None
         #: seqs delivered per conversation while a catch-up read is pending (else None)
         self.seen: dict[str, set[int]] | None = None
+        #: per conversation, ``(after, upto)`` of the last catch-up read: every seq in
+        #: ``after < seq <= upto`` reached the connection, a live copy arriving later is a
+        #: second one (it was in flight while the read ran)
+        self.caught_up: dict[str, tuple[int, int]] | None = None
+        #: ``(conversation, cid)`` of this connection's sends stored or being stored and
+        #: not acknowledged yet (with addressed fan-out only): a catch-up read that finds
+        #: one leaves it to the ack
+        self.sending: set[tuple[str, str]] | None = None
         self.closed = False
         self.close_reason: str | None = None
         self.strikes = 0

@@ -207,6 +207,10 @@ class Fanout:
                     if seq in seen:
                         continue  # the catch-up sent it already
                     seen.add(seq)
+            if seq and conn.caught_up is not None:
+                read = conn.caught_up.get(conversation_id)
+                if read is not None and read[0] < seq <= read[1]:
+                    continue  # the last catch-up read sent it (or saw it sent) already
             if conn.push(frame, ephemeral):
                 pushed += 1
         if pushed:

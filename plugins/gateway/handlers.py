@@ -123,7 +123,17 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
                 reply["ref"] = frame["ref"]
             gateway.send(conn, reply)
 
-        await gateway.deliver(conversation, message, origin=conn, ack=ack)
+        if gateway.directory is None:  # no catch-up reads: nothing to tell them
+            await gateway.deliver(conversation, message, origin=conn, ack=ack)
+            return
+        sending = (conversation_id, cid)
+        if conn.sending is None:
+            conn.sending = set()
+        conn.sending.add(sending)
+        try:
+            await gateway.deliver(conversation, message, origin=conn, ack=ack)
+        finally:
+            conn.sending.discard(sending)
 
     async def resume(conn: Connection, frame: dict) -> dict:
         conversation_id = string_field(frame, "conversation_id", max_len=64)
@@ -197,6 +207,8 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
     async def unwatch(conn: Connection, frame: dict) -> dict:
         conversation_id = string_field(frame, "conversation_id", max_len=64)
         gateway.registry.unwatch(conn, conversation_id)
+        if conn.caught_up is not None:
+            conn.caught_up.pop(conversation_id, None)
         return {"op": "unwatched", "conversation_id": conversation_id}
 
     async def typing(conn: Connection, frame: dict) -> None:

@@ -372,7 +372,9 @@ class Gateway(Store, Fanout):
         that had not yet heard that this one holds the conversation may have published a
         message only to the others. ``pushed``: seqs above ``after_seq`` already sent.
         Until the last read, the seqs delivered live to the connection are noted, so that
-        nothing is sent twice."""
+        nothing is sent twice; after it, live copies of what it read (still on the bus
+        while it ran) are dropped (``conn.caught_up``). The connection's own sends stored
+        but not yet acknowledged are left to their ack (``conn.sending``)."""
         if self.directory is None:
             return
         if conn.seen is None:
@@ -399,10 +401,22 @@ class Gateway(Store, Fanout):
             page = await self.kernel.storage.list_messages(
                 conn.principal.site_id, conversation_id, after_seq=after_seq, limit=REPLAY_CATCH_UP
             )
+            sending = conn.sending or ()
             for message in page:
+                if (conversation_id, message.cid) in sending:
+                    continue  # this connection's own send, stored: its ack is on the way
                 if message.seq not in seen:
                     seen.add(message.seq)
                     conn.push(orjson.dumps(message_frame(message)))
+            upto = after_seq  # the end of the run read without a gap
+            for message in page:
+                if message.seq != upto + 1:
+                    break
+                upto = message.seq
+            if last and upto > after_seq:  # live copies of what was read may be on the bus
+                if conn.caught_up is None:
+                    conn.caught_up = {}
+                conn.caught_up[conversation_id] = (after_seq, upto)
         finally:
             if last and conn.seen is not None:
                 conn.seen.pop(conversation_id, None)
