@@ -138,9 +138,12 @@ class Frames:
             self._waiters.remove(entry)
 
 
-async def signed_in_agent(browser: Any, base: str, site_id: str, email: str) -> Any:
-    """A new browser context with an agent signed in to the console (through the form)."""
-    context = await browser.new_context(viewport=VIEWPORT)
+async def signed_in_agent(
+    browser: Any, base: str, site_id: str, email: str, **context_args: Any
+) -> Any:
+    """A new browser context (``context_args``: locale, timezone_id...) with an agent signed
+    in to the console (through the form)."""
+    context = await browser.new_context(**{"viewport": VIEWPORT, **context_args})
     page = await context.new_page()
     page.errors = PageErrors(page)
     started, log = time.monotonic(), []  # the requests, reported if sign-in fails

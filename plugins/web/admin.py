@@ -1,5 +1,6 @@
 """Admin pages: agents, sites and the widget snippet, routing, business hours, canned replies,
-bot flows, plugins and live status. Server-rendered; every form carries the CSRF field."""
+bot flows, plugins, live status and reports. Server-rendered; every form carries the CSRF
+field. Reports are also open to supervisors (``reports.read``), who see no other page."""
 
 from __future__ import annotations
 
@@ -22,14 +23,17 @@ from kefu.plugins.web.status import MessageRate, site_status
 log = logging.getLogger(__name__)
 
 SECTIONS = (
-    "status", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "webhooks", "identity",
-    "plugins",
+    "status", "reports", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "webhooks",
+    "identity", "plugins",
 )  # fmt: skip
+#: Pages a signed-in agent who is not an admin may open, by the action each needs.
+READER_SECTIONS = {"reports": "reports.read"}
 #: Install-level pages (install-wide routing and plugin configuration): owners only.
 INSTALL_SECTIONS = frozenset({"routing", "plugins"})
 #: Navigation labels where capitalising the section name is not right.
 LABELS = {
     "status": "Status",
+    "reports": "Reports",
     "agents": "Agents",
     "sites": "Sites",
     "routing": "Routing",
@@ -60,6 +64,12 @@ def _capacity(text: str) -> int:
     return value
 
 
+def _roles(form: dict[str, str]) -> list[str]:
+    """The roles the agent form's boxes give: always agent, then supervisor and admin."""
+    extra = [r for r in ("supervisor", "admin") if form.get(r) == "on"]
+    return ["agent", *extra]
+
+
 def _origins(text: str) -> list[str] | None:
     """One origin per line; an empty box means "use the [web] allowed_origins"."""
     origins = [line.strip().rstrip("/") for line in text.splitlines() if line.strip()]
@@ -83,17 +93,32 @@ def make_routes(
             raise web.HTTPForbidden(text="administrators only")
         return principal
 
-    async def show(request: web.Request, section: str, **context: Any) -> web.Response:
-        principal = await admin_of(request)
+    async def reader_of(request: web.Request, section: str) -> Principal:
+        """An admin, or an agent whose roles permit what ``section`` shows."""
+        principal = await pages.agent(request)
+        if principal is None:
+            raise web.HTTPSeeOther("/console/login")
+        if not await kernel.hooks.permits(principal, READER_SECTIONS[section], principal.site_id):
+            raise web.HTTPForbidden(text="supervisors and administrators only")
+        return principal
+
+    async def show(
+        request: web.Request, section: str, principal: Principal | None = None, **context: Any
+    ) -> web.Response:
+        principal = principal or await admin_of(request)
         install = await kernel.hooks.permits(principal, "install.read", None)
         if section in INSTALL_SECTIONS and not install:
             raise web.HTTPForbidden(text="install-level settings: owners only")
         site = await kernel.storage.get_site(principal.site_id)
+        if principal.is_admin:
+            sections = [x for x in SECTIONS if install or x not in INSTALL_SECTIONS]
+        else:  # a supervisor: the pages their roles open, nothing else
+            sections = [x for x in SECTIONS if x in READER_SECTIONS]
         return pages.render(
             request,
             f"admin_{section}.html",
             section=section,
-            sections=[x for x in SECTIONS if install or x not in INSTALL_SECTIONS],
+            sections=sections,
             labels=LABELS,
             site=site,
             me=principal,
@@ -109,7 +134,9 @@ def make_routes(
         return principal, form
 
     async def index(request: web.Request) -> web.StreamResponse:
-        raise web.HTTPSeeOther("/admin/status")
+        principal = await pages.agent(request)
+        admin = principal is None or principal.is_admin  # (None: the status page signs in)
+        raise web.HTTPSeeOther("/admin/status" if admin else "/admin/reports")
 
     async def status_page(request: web.Request) -> web.Response:
         principal = await admin_of(request)
@@ -155,7 +182,7 @@ def make_routes(
             hashed = await kernel.hooks.hash_password(password)
             if not hashed:
                 raise FormError("no enabled plugin hashes passwords")
-            roles = ["agent", "admin"] if form.get("admin") == "on" else ["agent"]
+            roles = _roles(form)
             agent = Agent(
                 new_id(),
                 principal.site_id,
@@ -180,7 +207,7 @@ def make_routes(
             raise web.HTTPNotFound(text="no such agent in your site")
         try:
             capacity = _capacity(form.get("capacity", str(agent.capacity)))
-            roles = ["agent", "admin"] if form.get("admin") == "on" else ["agent"]
+            roles = _roles(form)
             if agent.id == principal.id and "admin" not in roles:
                 raise FormError("you cannot remove your own admin role")
         except FormError as exc:
@@ -258,6 +285,10 @@ def make_routes(
     async def identity_page(request: web.Request) -> web.Response:
         return await show(request, "identity")  # static/admin/identity.js calls /v1/identity
 
+    async def reports_page(request: web.Request) -> web.Response:
+        # static/admin/reports.js calls /v1/reports and draws the charts (SVG)
+        return await show(request, "reports", await reader_of(request, "reports"))
+
     async def plugins_page(request: web.Request) -> web.Response:
         records = [r.as_dict() for r in kernel.plugins.records]
         return await show(request, "plugins", plugins=records)
@@ -280,4 +311,5 @@ def make_routes(
         web.get("/admin/webhooks", webhooks_page),
         web.get("/admin/identity", identity_page),
         web.get("/admin/plugins", plugins_page),
+        web.get("/admin/reports", reports_page),
     ]

@@ -209,6 +209,7 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
             "console.html",
             agent=agent,
             is_admin=principal.is_admin,
+            can_report=await kernel.hooks.permits(principal, "reports.read", principal.site_id),
             lang=await pages.language(request, principal),
         )
 
