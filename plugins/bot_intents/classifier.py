@@ -51,6 +51,7 @@ from kefu.plugins.bot_intents.features import (
     build_vectorizer,
     resolve_chinese,
 )
+from kefu.plugins.bot_intents.word_vectors import WordVectorEncoder, load_word_vectors
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class IntentClassifier:
         threshold: float,
         oos_label: str,
         train_seconds: float = 0.0,
-        encoder: SentenceEncoder | ReducedEncoder | None = None,
+        encoder: SentenceEncoder | ReducedEncoder | WordVectorEncoder | None = None,
         embedding_weight: float = 1.0,
     ) -> None:
         self._vectorizer = vectorizer
@@ -267,17 +268,27 @@ def _latin_share(texts: Sequence[str]) -> float:
     return latin / len(texts)
 
 
-def choose_encoder(options: TrainingOptions, texts: Sequence[str]) -> SentenceEncoder | None:
+def choose_encoder(
+    options: TrainingOptions, texts: Sequence[str], *, word_vectors: bool = True
+) -> SentenceEncoder | WordVectorEncoder | None:
     """The sentence encoder training should use, or None (n-grams only).
+
+    With ``"auto"``: the installed MiniLM for mostly-Latin-script texts; for texts that
+    get the Chinese feature blocks, the installed Chinese word vectors
+    (:mod:`~kefu.plugins.bot_intents.word_vectors`; ``word_vectors=False`` leaves them out).
 
     :raises EmbeddingModelError: an explicitly named model folder cannot be used.
     """
     setting = options.embedding_model
+    if setting.strip().lower() == "auto" and _latin_share(texts) < options.embedding_min_latin:
+        if word_vectors and resolve_chinese(options.features, texts).chinese:
+            encoder = load_word_vectors()
+            if encoder is not None:
+                return encoder
+        log.info("training texts are mostly not in Latin script: no English embeddings")
+        return None
     folder = resolve_model_dir(setting)
     if folder is None:
-        return None
-    if setting.strip().lower() == "auto" and _latin_share(texts) < options.embedding_min_latin:
-        log.info("training texts are mostly not in Latin script: n-gram features only")
         return None
     return load_encoder(folder, options.embedding_layers)
 

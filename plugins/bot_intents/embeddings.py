@@ -269,6 +269,8 @@ def reduce_encoder(
     """
     if dims <= 0 or dims >= vectors.shape[1] or len(vectors) < 4 * dims:
         return encoder, vectors
+    if not getattr(encoder, "reducible", True):  # e.g. a static word-vector table
+        return encoder, vectors
     with _one_blas_thread():
         mean = vectors.mean(axis=0)
         centred = vectors - mean

@@ -253,6 +253,7 @@ def _vectors(texts: Sequence[str], options: MiningOptions) -> np.ndarray:
             embedding_model=options.embedding_model, embedding_layers=options.embedding_layers
         ),
         texts,
+        word_vectors=False,  # FAQ clusters of Chinese questions: n-gram LSA, as measured
     )
     if encoder is None or options.embedding_weight <= 0:
         return lsa

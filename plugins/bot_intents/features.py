@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import FeatureUnion
 
-from kefu.core.text import cjk_share, pinyin_text, segment
+from kefu.core.text import cjk_share, expand_glossary, pinyin_text, segment
 from kefu.core.text import normalize_text as _normalize
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,18 @@ def pinyin_preprocess(text: str) -> str:
     return pinyin_text(_normalize(text))
 
 
+def chinese_preprocess(text: str) -> str:
+    """Normalised text with the Chinese words of its English glossary words appended
+    (:func:`kefu.core.text.expand_glossary`): the preprocessing of every block when the
+    Chinese blocks are on."""
+    return expand_glossary(_normalize(text))
+
+
+def chinese_pinyin_preprocess(text: str) -> str:
+    """:func:`chinese_preprocess`, then spelled in toneless pinyin."""
+    return pinyin_text(chinese_preprocess(text))
+
+
 def tokenize(text: str) -> list[str]:
     """Split already-normalised text into word tokens, one per CJK character."""
     return _TOKEN.findall(text)
@@ -67,20 +79,32 @@ class FeatureConfig:
     pinyin_weight: float = 1.0
     #: With ``chinese=None``: the share of training texts holding Chinese characters.
     chinese_min_share: float = 0.3
+    #: With the Chinese blocks: append the Chinese words of English glossary words
+    #: (``kefu.core.glossary``) before every block, so ``points怎么用`` meets 积分. ``None``
+    #: decides from the training texts: on when at least ``glossary_min_share`` of them hold
+    #: Chinese (a Chinese site's flow; a bilingual one keeps its English examples English).
+    glossary: bool | None = None
+    glossary_min_share: float = 0.5
 
 
 def resolve_chinese(config: FeatureConfig, texts) -> FeatureConfig:
-    """``config`` with ``chinese`` decided from the training texts when it is ``None``."""
-    if config.chinese is not None:
+    """``config`` with ``chinese`` and ``glossary`` decided from the training texts where
+    they are ``None``."""
+    if config.chinese is not None and config.glossary is not None:
         return config
-    return replace(config, chinese=cjk_share(texts) >= config.chinese_min_share)
+    share = cjk_share(texts)
+    chinese = share >= config.chinese_min_share if config.chinese is None else config.chinese
+    glossary = share >= config.glossary_min_share if config.glossary is None else config.glossary
+    return replace(config, chinese=chinese, glossary=glossary)
 
 
 def build_vectorizer(config: FeatureConfig | None = None) -> FeatureUnion:
     """Return an unfitted union of the word and character TF-IDF blocks."""
     config = config or FeatureConfig()
+    glossary = bool(config.chinese and config.glossary)
+    preprocess = chinese_preprocess if glossary else normalize_text
     word = TfidfVectorizer(
-        preprocessor=normalize_text,
+        preprocessor=preprocess,
         tokenizer=tokenize,
         token_pattern=None,
         lowercase=False,
@@ -90,7 +114,7 @@ def build_vectorizer(config: FeatureConfig | None = None) -> FeatureUnion:
         dtype=np.float32,
     )
     char = TfidfVectorizer(
-        preprocessor=normalize_text,
+        preprocessor=preprocess,
         analyzer="char_wb",
         lowercase=False,
         ngram_range=config.char_ngrams,
@@ -105,7 +129,7 @@ def build_vectorizer(config: FeatureConfig | None = None) -> FeatureUnion:
             (
                 "segment",
                 TfidfVectorizer(
-                    preprocessor=normalize_text,
+                    preprocessor=preprocess,
                     tokenizer=segment,
                     token_pattern=None,
                     lowercase=False,
@@ -120,7 +144,7 @@ def build_vectorizer(config: FeatureConfig | None = None) -> FeatureUnion:
             (
                 "pinyin",
                 TfidfVectorizer(
-                    preprocessor=pinyin_preprocess,
+                    preprocessor=chinese_pinyin_preprocess if glossary else pinyin_preprocess,
                     analyzer="char_wb",
                     lowercase=False,
                     ngram_range=config.pinyin_ngrams,
