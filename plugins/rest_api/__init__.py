@@ -97,7 +97,9 @@ def kefu_routes(kernel):
 
 #: Actions of contacts.py any agent of the site may do (``contact.delete`` is left to the
 #: auth plugin: admins only).
-AGENT_CONTACT_ACTIONS = frozenset({"contact.list", "contact.update", "contact.export"})
+AGENT_CONTACT_ACTIONS = frozenset(
+    {"contact.list", "contact.update", "contact.export", "contact.merge"}
+)
 
 
 @hookimpl(tryfirst=True)

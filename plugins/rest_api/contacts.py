@@ -1,9 +1,11 @@
 """Contacts and data rights (issue 14): the contact list, an editable profile, a person's
-data exported, a person erased, and a message deleted by an agent (a tombstone).
+data exported, a person erased, two contacts merged (:mod:`.merge`), and a message deleted
+by an agent (a tombstone).
 
 Needs a storage backend with :class:`~kefu.core.storage.Searchable` (every built-in one).
-Erasures and message deletions leave an audit record (who, when, how much; never the
-erased content) as plugin records of kind ``audit.erasure`` / ``audit.message_delete``.
+Erasures, merges and message deletions leave an audit record (who, when, how much; never
+the erased content) as plugin records of kind ``audit.erasure`` / ``audit.merge`` /
+``audit.message_delete``.
 """
 
 from __future__ import annotations
@@ -66,8 +68,15 @@ class Erased(BaseModel):
     messages_removed: int
 
 
-async def _contact(call: Call, action: str):
-    visitor = await call.kernel.storage.get_visitor(call.site_id, call.params["id"])
+async def audit(call: Call, kind: str, data: dict[str, Any]) -> None:
+    """An audit record of ``kind``, its id ordered by time; ``at`` is added."""
+    now = time.time()
+    record_id = f"{int(now * 1000):015d}-{new_id()[:8]}"
+    await call.kernel.storage.put_record(call.site_id, kind, record_id, {**data, "at": now})
+
+
+async def _contact(call: Call, action: str, visitor_id: str | None = None):
+    visitor = await call.kernel.storage.get_visitor(call.site_id, visitor_id or call.params["id"])
     if visitor is None:
         raise not_found("visitor")
     await call.require(action, visitor)
@@ -142,12 +151,10 @@ async def erase_contact(call: Call) -> Erased:
     removed = await _searchable(call).delete_visitor(call.site_id, visitor.id)
     if removed < 0:
         raise not_found("visitor")
-    await call.kernel.storage.put_record(
-        call.site_id,
-        "audit.erasure",
-        f"{int(time.time() * 1000):015d}-{new_id()[:8]}",
-        {"visitor_id": visitor.id, "by": call.principal.id, "at": time.time(), "messages": removed},
-    )
+    await audit(
+        call, "audit.erasure", {"visitor_id": visitor.id, "by": call.principal.id,
+                                "messages": removed},
+    )  # fmt: skip
     return Erased(visitor_id=visitor.id, messages_removed=removed)
 
 

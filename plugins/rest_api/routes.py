@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kefu.plugins.rest_api import admin, contacts, conversations, search, uploads
+from kefu.plugins.rest_api import admin, contacts, conversations, merge, search, uploads
 from kefu.plugins.rest_api import models as m
 from kefu.plugins.rest_api.endpoint import Endpoint
 
@@ -272,4 +272,5 @@ REST_ENDPOINTS: tuple[Endpoint, ...] = (
     *search.ENDPOINTS,
     # contacts and data rights, message delete (issue 14): plugins/rest_api/contacts.py
     *contacts.ENDPOINTS,
+    *merge.ENDPOINTS,
 )

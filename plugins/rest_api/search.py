@@ -66,6 +66,7 @@ class ConversationFilterQuery(BaseModel):
     q: Query | None = Field(
         None, description="Only conversations whose messages or contact hold these words."
     )
+    visitor: Id | None = Field(None, description="Only this contact's conversations.")
     limit: int = Field(50, ge=1, le=100)
     before: Time | None = Field(None, description="The previous page's `next_before`.")
 
@@ -183,6 +184,7 @@ async def conversation_filter(call: Call, query: Any) -> ConversationFilter | No
         since=query.since,
         until=query.until,
         ids=ids,
+        visitor_ids=(visitor,) if (visitor := getattr(query, "visitor", None)) else None,
     )
 
 

@@ -11,7 +11,8 @@ or wrongly signed claim is refused (``identity_unsigned``, ``identity_invalid``,
 ``identity_not_configured``) unless the site accepts unverified claims, which are kept,
 shown as unverified in the console, and never linked.
 
-Secrets and policy: ``/v1/identity`` (admins; Admin > Identity); records in
+When two contacts are merged (``visitor.merged``), the merged one's verified user moves
+to the kept contact. Secrets and policy: ``/v1/identity`` (admins; Admin > Identity); records in
 :mod:`~kefu.plugins.visitor_identity.keys`. docs/security.md, "Signed visitor identity".
 """
 
@@ -43,3 +44,10 @@ def kefu_rest_endpoints(kernel):
 @hookimpl
 async def kefu_auth_visitor_identity(kernel, site, claim, visitor_id):
     return await keys.check(kernel.storage, site.id, claim, visitor_id)
+
+
+@hookimpl
+async def kefu_event(kernel, event):
+    if event.type == "visitor.merged" and kernel.storage is not None and event.site_id:
+        data = event.data
+        await keys.merged(kernel.storage, event.site_id, data["visitor_id"], data["merged_id"])

@@ -178,3 +178,21 @@ async def link(storage: Any, site_id: str, user_id: str, visitor_id: str | None)
     data = {"user_id": user_id, "verified": True, "at": now}
     await storage.put_record(site_id, VISITORS, visitor_id, data)
     return visitor_id
+
+
+async def merged(storage: Any, site_id: str, kept_id: str, merged_id: str) -> bool:
+    """Two contacts were merged (``visitor.merged``): the merged one's verified user now
+    lands in the kept contact (unless the kept one is another user's). True when moved."""
+    record = await storage.get_record(site_id, VISITORS, merged_id)
+    if record is None:
+        return False
+    await storage.delete_record(site_id, VISITORS, merged_id)
+    if not record.data.get("verified") or await verified_user(storage, site_id, kept_id):
+        return False
+    key = user_key(record.data["user_id"])
+    link = await storage.get_record(site_id, USERS, key)
+    if link is not None and link.data.get("visitor_id") == merged_id:
+        data = {**link.data, "visitor_id": kept_id}
+        await storage.put_record(site_id, USERS, key, data, expect_version=link.version)
+    await storage.put_record(site_id, VISITORS, kept_id, record.data)
+    return True

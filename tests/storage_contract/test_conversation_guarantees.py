@@ -103,3 +103,26 @@ async def test_every_update_bumps_the_version_and_if_version_is_compare_and_set(
     finally:
         if rival is not storage:
             await rival.close()
+
+
+async def test_a_conversation_moved_to_another_visitor_keeps_one_open_each(storage):
+    """What merging two contacts relies on (plugins/rest_api/merge.py)."""
+    site_id, ann = await _visitor(storage)
+    bob = (await storage.upsert_visitor(Visitor(id=new_id(), site_id=site_id))).id
+    open_one = await storage.create_conversation(_conv(site_id, ann))
+    done = await storage.create_conversation(_conv(site_id, ann, state=RESOLVED))
+    bobs = await storage.create_conversation(_conv(site_id, bob, state=RESOLVED))
+    moved = dataclasses.replace(open_one, visitor_id=bob)
+    assert await storage.update_conversation(moved, if_version=open_one.version)
+    assert (await storage.get_conversation(site_id, open_one.id)).visitor_id == bob
+    # ann has no open conversation any more: a new one may open; bob's is the moved one
+    await storage.create_conversation(_conv(site_id, ann))
+    with pytest.raises(DuplicateError):
+        await storage.create_conversation(_conv(site_id, bob))
+    # moving a second open one onto bob is refused; a resolved one moves
+    back = await storage.list_conversations(site_id, visitor_id=ann, state=QUEUED)
+    with pytest.raises(DuplicateError):
+        await storage.update_conversation(dataclasses.replace(back[0], visitor_id=bob))
+    assert await storage.update_conversation(dataclasses.replace(done, visitor_id=bob))
+    listed = {c.id for c in await storage.list_conversations(site_id, visitor_id=bob)}
+    assert listed == {open_one.id, done.id, bobs.id}
