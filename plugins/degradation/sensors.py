@@ -41,6 +41,9 @@ SHOWN_ONLY = ("inflow_per_s", "run_queue_ms")
 #: A batch slower than this never counts as slow, whatever its floor (a 0.2 ms commit
 #: taking 2 ms is no pressure).
 BATCH_FLOOR_S = 0.005
+#: Samples whose median is the ``batch_ratio`` reading: one slow commit (a neighbour's
+#: fsync on a shared disk) is not a slow database; batches slow for half a second are.
+BATCH_WINDOW = 5
 
 
 def memory_total_bytes() -> int:
@@ -154,6 +157,7 @@ class Sensors:
         self._cpu_value = 0.0
         self._rss, self._fds, self._slow = 0.0, 0.0, 0.0
         self._ratios: dict[str, float] = {}
+        self._batch: deque[float] = deque(maxlen=BATCH_WINDOW)
         self.backlog = 0  # frames queued in the sampled outboxes
         self.extra: dict[str, float] = {}  # readings other plugins reported
         self._page = os.sysconf("SC_PAGE_SIZE")
@@ -242,8 +246,9 @@ class Sensors:
         return worst
 
     def _batch_ratio(self) -> float:
-        """The worst meter's latest batch against its floor; a meter with no batch this
-        interval keeps its last ratio (a 120 ms commit spans several samples)."""
+        """The worst meter's latest batch against its floor, the median over the last
+        :data:`BATCH_WINDOW` samples; a meter with no batch this interval keeps its last
+        ratio (a 120 ms commit spans several samples)."""
         worst = 0.0
         last = self._ratios
         for name, meter in meters().items():
@@ -254,7 +259,9 @@ class Sensors:
                     slow = largest > BATCH_FLOOR_S
                     last[name] = largest / max(floor, BATCH_FLOOR_S / 10) if slow else 0.0
                 worst = max(worst, last.get(name, 0.0))
-        return worst
+        self._batch.append(worst)
+        ordered = sorted(self._batch)
+        return ordered[len(ordered) // 2]
 
     def _cpu_cores(self, now: float) -> float:
         cpu = time.process_time()
