@@ -35,7 +35,8 @@ ENABLE = '[plugins]\nenable = ["kefu.plugins.degradation"]\n'
 #: thresholds no loaded test machine reaches by itself: each test lowers the one it drives
 QUIET = (
     "[degradation.thresholds]\n"
-    "loop_lag_ms = [5000, 6000, 7000]\nsojourn_ms = [5000, 6000, 7000]\n"
+    "loop_lag_ms = [5000, 6000, 7000]\nloop_busy = [50, 60, 70]\n"
+    "sojourn_ms = [5000, 6000, 7000]\n"
     "batch_ratio = [1e6, 2e6, 3e6]\nslow_consumers = [0.99, 0.995, 0.999]\n"
     "cpu = [50, 60, 70]\nrss = [50, 60, 70]\nfds = [0.99, 0.995, 0.999]\n"
     "gc_ms_per_s = [5000, 6000, 7000]\nhandshakes_per_s = [1e6, 2e6, 3e6]\n"

@@ -125,6 +125,62 @@ def test_the_lag_a_run_queue_caused_is_not_this_process_s():
     assert last == 0.0
 
 
+def test_a_saturated_loop_reads_busy_even_when_it_waits_for_a_core():
+    """``loop_busy``: the loop thread's CPU over the time it could run (wall less its
+    run-queue wait). The machine holding the cores half the time does not lower it."""
+
+    class FakeRunQueue:
+        waited = on_cpu = 0.0
+
+        def read(self):
+            return self.waited
+
+        def close(self):
+            pass
+
+    kernel = make_kernel_stub()
+    sensors = Sensors(kernel, kernel.config.section("degradation"))
+    sensors.run_queue = clock = FakeRunQueue()
+    busy, idle = [], []
+    now = 1000.0
+    for _ in range(8):  # saturated: runs 50 ms and waits 50 ms for a core of each 100 ms
+        now += 0.1
+        clock.on_cpu += 0.05
+        clock.waited += 0.05
+        sensors._own_lag(0.05)  # reads the clock, as a sample does first
+        busy.append(sensors._loop_busy(now))
+    for _ in range(8):  # idle on a busy machine: sleeps 100 ms, then waits 80 ms to run 1 ms
+        now += 0.181
+        clock.on_cpu += 0.001
+        clock.waited += 0.08
+        sensors._own_lag(0.08)
+        idle.append(sensors._loop_busy(now))
+    assert busy[-1] == pytest.approx(1.0)
+    assert idle[-1] == pytest.approx(0.01, abs=0.001)
+
+
+def test_loop_busy_from_the_kernel_s_own_schedstat():
+    """The real /proc/thread-self/schedstat: a thread spinning between samples reads
+    busy, one sleeping between them reads idle."""
+    if not os.path.exists("/proc/thread-self/schedstat"):
+        pytest.skip("the kernel keeps no run-queue time (schedstat)")
+    kernel = make_kernel_stub()
+    sensors = Sensors(kernel, kernel.config.section("degradation"))
+    spinning = []
+    for _ in range(7):
+        end = time.monotonic() + 0.05
+        while time.monotonic() < end:
+            pass
+        spinning.append(sensors.sample(0.0)["loop_busy"])
+    sleeping = []
+    for _ in range(7):
+        time.sleep(0.05)
+        sleeping.append(sensors.sample(0.0)["loop_busy"])
+    sensors.stop()
+    assert spinning[-1] > 0.85, spinning
+    assert sleeping[-1] < 0.3, sleeping
+
+
 def make_kernel_stub():
     class Server:
         workers = 1

@@ -21,6 +21,7 @@ from kefu.core.pressure import BatchMeter, SojournMeter, Tally, meters
 #: Readings whose value is compared with ``[degradation.thresholds]`` under these names.
 SENSORS = (
     "loop_lag_ms",
+    "loop_busy",
     "sojourn_ms",
     "batch_ratio",
     "slow_consumers",
@@ -41,6 +42,8 @@ SHOWN_ONLY = ("inflow_per_s", "run_queue_ms")
 #: A batch slower than this never counts as slow, whatever its floor (a 0.2 ms commit
 #: taking 2 ms is no pressure).
 BATCH_FLOOR_S = 0.005
+#: Samples over which ``loop_busy`` is measured (half a second at 100 ms).
+BUSY_WINDOW = 5
 #: Samples whose median is the ``batch_ratio`` reading: one slow commit (a neighbour's
 #: fsync on a shared disk) is not a slow database; batches slow for half a second are.
 BATCH_WINDOW = 5
@@ -91,17 +94,19 @@ class GcClock:
 
 
 class RunQueueClock:
-    """Seconds the calling thread has waited for a CPU while runnable (Linux schedstat).
+    """Seconds the calling thread has waited for a CPU while runnable (Linux schedstat),
+    and (:attr:`on_cpu`) the seconds it has run.
 
     The file stays open and is re-read with ``pread`` (about 2 µs); ``None`` where the
     kernel does not keep the figure (the lag is then taken whole).
     """
 
-    __slots__ = ("_fd", "available")
+    __slots__ = ("_fd", "available", "on_cpu")
 
     def __init__(self) -> None:
         self._fd: int | None = None
         self.available = True
+        self.on_cpu: float | None = None  # at the last read
 
     def read(self) -> float | None:
         if not self.available:
@@ -109,7 +114,9 @@ class RunQueueClock:
         try:
             if self._fd is None:  # opened by the thread that samples: it is that thread's
                 self._fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
-            return int(os.pread(self._fd, 128, 0).split()[1]) / 1e9
+            fields = os.pread(self._fd, 128, 0).split()
+            self.on_cpu = int(fields[0]) / 1e9
+            return int(fields[1]) / 1e9
         except (OSError, ValueError, IndexError):
             self.available = False
             return None
@@ -151,6 +158,8 @@ class Sensors:
         self.run_queue = RunQueueClock()
         self._waited: float | None = None  # the loop thread's run-queue time at the last sample
         self.run_queue_s = 0.0  # ... and how much it grew over the last interval
+        #: (monotonic, loop thread's CPU, its run-queue wait) of the last BUSY_WINDOW samples
+        self._busy: deque[tuple[float, float, float]] = deque(maxlen=BUSY_WINDOW + 1)
         self._inflow: deque[tuple[float, int]] = deque(maxlen=11)
         self._gc: deque[tuple[float, float]] = deque(maxlen=11)
         self._cpu: tuple[float, float] | None = None
@@ -183,6 +192,7 @@ class Sensors:
         self._ticks += 1
         readings = {
             "loop_lag_ms": self._own_lag(lag_s) * 1000.0,
+            "loop_busy": self._loop_busy(now),
             "sojourn_ms": self._sojourn(now) * 1000.0,
             "batch_ratio": self._batch_ratio(),
             "cpu": self._cpu_cores(now),
@@ -225,6 +235,24 @@ class Sensors:
         self._lags.append(lag_s)
         ordered = sorted(self._lags)
         return ordered[len(ordered) // 2]
+
+    def _loop_busy(self, now: float) -> float:
+        """Share of the time the loop thread *could* run that it did run, over the last
+        :data:`BUSY_WINDOW` samples: its CPU time over the wall time less its run-queue
+        wait (both from schedstat, read by :meth:`_own_lag` just before). An idle loop
+        sleeps in epoll and reads near 0 however busy the machine; a saturated one reads
+        about 1 even when other processes hold the cores half the time, where the loop
+        lag, its run-queue wait taken off, reads little. 0 without schedstat.
+        """
+        on_cpu = getattr(self.run_queue, "on_cpu", None)
+        if on_cpu is None or self._waited is None:
+            return 0.0
+        self._busy.append((now, on_cpu, self._waited))
+        first_t, first_cpu, first_wait = self._busy[0]
+        could = (now - first_t) - (self._waited - first_wait)
+        if could <= 0.001:
+            return 0.0
+        return min(1.0, max(0.0, (on_cpu - first_cpu) / could))
 
     def _inflow_rate(self, now: float) -> float:
         """Frames received per second over about a second (every :class:`Tally`)."""

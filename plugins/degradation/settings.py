@@ -17,6 +17,9 @@ class SensorThresholds(Section):
 
     #: Event-loop lag, ms: the smallest of the last three samples (one stall is not a load).
     loop_lag_ms: Thresholds = (40.0, 120.0, 400.0)
+    #: Share of the time the loop thread could run (wall time less its run-queue wait)
+    #: that it ran, over half a second: 1.0 is a saturated loop, whatever the machine.
+    loop_busy: Thresholds = (0.85, 0.95, 1e9)
     #: Storage group-commit queue: the minimum time an item waited over one interval, ms
     #: (CoDel: above the target means a standing queue, not a burst).
     sojourn_ms: Thresholds = (25.0, 80.0, 250.0)
