@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,9 +168,9 @@ class Node:
 
     def __init__(
         self, root: Path, name: str, *, schema: str, redis: str, prefix: str, secret: str,
-        workers: int = 1, extra: str = "",
+        workers: int = 1, extra: str = "", disable: tuple[str, ...] = ("bot_intents",),
     ) -> None:  # fmt: skip
-        self.name, self.workers, self.secret = name, workers, secret
+        self.name, self.workers, self.secret, self.schema = name, workers, secret, schema
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.dir = root / name
@@ -186,7 +188,7 @@ class Node:
             f'[storage]\nbackend = "sql"\n[sql]\nurl = "{url}"\npg_schema = "{schema}"\n'
             f'[bus]\nbackend = "redis"\n[bus_redis]\nurl = "{redis}"\nprefix = "{prefix}"\n'
             "[auth]\npassword_cost = 10\n[gateway]\nrate = 10000\nburst = 10000\n"
-            f'[plugins]\n{enable}disable = ["bot_intents"]\n'
+            f"[plugins]\n{enable}disable = {orjson.dumps(list(disable)).decode()}\n"
             f"[routing]\n{extra}",  # the default lease (10 s)
             encoding="utf-8",
         )
@@ -256,6 +258,32 @@ class Node:
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def two_nodes(root: Path, label: str, **options: Any) -> Iterator[tuple[Node, Node]]:
+    """Two single-process nodes (``a`` started first and alone: it creates the tables and
+    the demo site) on the local Redis and a fresh PostgreSQL schema, dropped afterwards;
+    ``options`` go to :class:`Node`."""
+    require_cluster_services()
+    schema = f"kefu_{label}_{secrets.token_hex(5)}"
+    common = {
+        "schema": schema,
+        "redis": "redis://127.0.0.1:6379/0",
+        "prefix": f"kefu-{label}-{secrets.token_hex(3)}:",
+        "secret": secrets.token_urlsafe(40),
+        **options,
+    }
+    a, b = Node(root, "a", **common), Node(root, "b", **common)
+    try:
+        asyncio.run(a.start())
+        asyncio.run(b.start())
+        yield a, b
+    finally:
+        a.kill()
+        b.kill()
+        with contextlib.suppress(Exception):
+            asyncio.run(pg_fetch(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
 # -- the chat client -----------------------------------------------------------------------

@@ -157,8 +157,8 @@ async def test_invalid_version_never_becomes_active_and_rollback():
     assert registry.active["small"] == first.sha256 and registry.stats.rejected == 1
     second = await registry.publish(version_text(3), "f.yaml")
     assert registry.active["small"] == second.sha256
-    assert registry.rollback("small").sha256 == first.sha256
-    registry.activate("small", second.sha256)
+    assert (await registry.rollback("small")).sha256 == first.sha256
+    await registry.activate("small", second.sha256)
     assert registry.for_site("any").sha256 == second.sha256
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import aiohttp
 
 from kefu.core.domain import BOT, Message, Visitor, new_id
+from kefu.core.storage import INSTALL
 from kefu.plugins.bot_intents import service_of as bot_of
-from kefu.plugins.bot_intents.store import FlowStore
+from kefu.plugins.bot_intents.store import VERSION_KIND, FlowStore
+from kefu.plugins.bot_intents.versions import FlowRegistry
 from tests.chat_support import add_site
 from tests.rest_support import add_conversation
 from tests.web_support import start_kefu
@@ -102,15 +104,12 @@ async def test_active_version_history_and_sessions_survive_a_restart(tmp_path):
         status, flow = await api(kefu, token, "POST", "/v1/bot/flows/kept/rollback")
         assert status == 200 and flow["active"] == v1
         await bot.registry.publish(version(1), "copy.yaml")  # the same content: stored once
+        kept = await kefu.kernel.storage.list_records(INSTALL, VERSION_KIND)
+        assert sorted(r.id for r in kept) == sorted([v1, v2])
+        assert (await bot.registry.store.read(v2)).decode() == version(2)
     finally:
         await kefu.runner.cleanup()
-
-    store = FlowStore(tmp_path / "data" / "bot")
-    assert sorted(p.stem for p in (tmp_path / "data" / "bot" / "versions").iterdir()) == sorted(
-        [v1, v2]
-    )
-    assert [p.name for p in (tmp_path / "data" / "bot").rglob("*.tmp")] == []
-    assert store.read(v2).decode() == version(2)
+    assert not (tmp_path / "data" / "bot").exists()  # storage records, no folder
 
     # restart: the rollback's choice is active again, not the file's (unchanged) content
     kefu = await start_kefu(tmp_path, extra)
@@ -168,3 +167,31 @@ async def test_a_refused_file_at_start_up_keeps_the_stored_version(tmp_path):
         assert f"{path}:13: " in bot.registry.stats.last_error[str(path)]
     finally:
         await kefu.runner.cleanup()
+
+
+async def test_the_folder_of_an_older_kefu_is_copied_into_storage(tmp_path):
+    """An older kefu kept versions in <data_dir>/bot: at the first start they become
+    storage records (the rollback's choice stays active, the file is not published again),
+    and the folder is left as it was."""
+    path = tmp_path / "flow.yaml"
+    path.write_text(version(1), encoding="utf-8")
+    folder = FlowStore(tmp_path / "data" / "bot")
+    registry = FlowRegistry()
+    registry.store = folder
+    v1 = (await registry.publish(version(1), str(path))).sha256
+    v2 = (await registry.publish(version(2), "other.yaml")).sha256
+    await registry.rollback("kept")
+    assert registry.active["kept"] == v1
+    before = sorted(p.name for p in folder.root.rglob("*"))
+    extra = f'[bot]\nflows = ["{path}"]\nwatch = false\n'
+    kefu = await start_kefu(tmp_path, extra)
+    try:
+        bot = bot_of(kefu.kernel)
+        assert bot.registry.active["kept"] == v1
+        assert bot.registry.history["kept"] == [v1, v2]
+        kept = await kefu.kernel.storage.list_records(INSTALL, VERSION_KIND)
+        assert sorted(r.id for r in kept) == sorted([v1, v2])
+        assert await bot.registry.store.seen(str(path)) == v1
+    finally:
+        await kefu.runner.cleanup()
+    assert sorted(p.name for p in folder.root.rglob("*")) == before

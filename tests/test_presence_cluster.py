@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import secrets
 
 import aiohttp
 import orjson
 import pytest
 
-from tests.cluster_support import Node, agent_token, pg_fetch, require_cluster_services
+from tests.cluster_support import Node, agent_token, two_nodes
 
 pytestmark = pytest.mark.needs_service
 
@@ -115,24 +114,8 @@ async def _scenario(a: Node, b: Node, password: str) -> None:
 
 
 def test_automatic_away_across_two_processes(tmp_path):
-    require_cluster_services()
-    schema = f"kefu_presence_{secrets.token_hex(5)}"
-    common = {
-        "schema": schema,
-        "redis": "redis://127.0.0.1:6379/0",
-        "prefix": f"kefu-pr-{secrets.token_hex(3)}:",
-        "secret": secrets.token_urlsafe(40),
-        "extra": f"away_grace_s = {GRACE}\n",  # (in [routing], the last section)
-    }
-    a, b = Node(tmp_path, "a", **common), Node(tmp_path, "b", **common)
-    try:
-        asyncio.run(a.start())  # first and alone: it creates the tables and the demo site
-        asyncio.run(b.start())
+    extra = f"away_grace_s = {GRACE}\n"  # (in [routing], the last section)
+    with two_nodes(tmp_path, "presence", extra=extra) as (a, b):
         password = re.search(r"password '([^']+)'", a.banner())
         assert password, a.banner()
         asyncio.run(_scenario(a, b, password[1]))
-    finally:
-        a.kill()
-        b.kill()
-        with contextlib.suppress(Exception):
-            asyncio.run(pg_fetch(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))

@@ -143,7 +143,7 @@ def make_endpoints(service_of: Callable[[Any], Any]) -> list[RestEndpoint]:
         flow = await one(svc, call)
         sha = call.params["sha256"]
         found = next((v for v in flow.versions if v.sha256 == sha), None)
-        text = None if found is None else svc.registry.source_text(sha)
+        text = None if found is None else await svc.registry.source_text(sha)
         if text is None:
             raise ApiError(404, "not_found", "no such version of this flow")
         return FlowSource(

@@ -253,7 +253,7 @@ async def publish_faq(
         known = ", ".join(sorted(flow.spec.states))
         message = f"no state {target!r} in flow {flow.id!r} (states: {known})"
         raise PublishError(400, "unknown_state", message)
-    base = registry.source_text(flow.sha256)
+    base = await registry.source_text(flow.sha256)
     if base is None:
         message = f"the content of {flow.id}@{flow.sha256[:12]} is not kept"
         raise PublishError(409, "no_source", message)

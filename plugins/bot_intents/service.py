@@ -11,9 +11,11 @@
   ``bot-<seq>-<n>``, so a retried turn is stored once).
 - **Sessions.** The dialogue state lives in ``conversation.meta["bot"]``, written with
   compare-and-set on the state ``bot``; it names its flow version, which it keeps.
-- **Restarts.** Versions, active pointers and activations are kept under
-  ``<data_dir>/bot`` (:mod:`~kefu.plugins.bot_intents.store`) and restored first at
-  start-up; a flow file is then published only if it changed since it was last read.
+- **Restarts, several processes.** Versions, active pointers and activations are
+  storage records (:mod:`~kefu.plugins.bot_intents.store`; what an older kefu kept in
+  ``<data_dir>/bot`` is copied in once), restored first at start-up; a flow file is then
+  published only if it changed since it was last read. A process that saved a flow
+  says so on the bus topic :data:`FLOWS_TOPIC`; the others read it again.
 - **Handoff.** The conversation becomes ``queued`` (department from the flow, if any;
   ``meta.queued_at``, ``meta.bot_handoff``), then ``bot.handoff`` {conversation_id,
   reason, department, flow_id, version} and ``conversation.queued`` are emitted.
@@ -32,9 +34,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import orjson
 import watchfiles
 
-from kefu.core.domain import BOT, QUEUED, Conversation, Message
+from kefu.core.domain import BOT, QUEUED, Conversation, Message, new_id
 from kefu.core.text import has_cjk
 from kefu.core.types import BotReply
 from kefu.plugins.bot_intents.abtests import AbTests
@@ -42,7 +45,7 @@ from kefu.plugins.bot_intents.classifier import TrainingOptions
 from kefu.plugins.bot_intents.demo import actions_of, bot_settings
 from kefu.plugins.bot_intents.engine import CompiledFlow, Session
 from kefu.plugins.bot_intents.faq import record_turn
-from kefu.plugins.bot_intents.store import FlowStore
+from kefu.plugins.bot_intents.store import FlowStore, RecordFlowStore, import_folder
 from kefu.plugins.bot_intents.strategy import Strategy
 from kefu.plugins.bot_intents.versions import FlowRegistry, FlowRejected
 
@@ -54,6 +57,8 @@ TURN_LEASE_TTL_S = 30.0
 TURN_LEASE_WAIT_S = 35.0
 
 META_KEY = "bot"
+#: Bus topic on which a process says it saved a flow's record: ``{"o": origin, "f": flow id}``.
+FLOWS_TOPIC = "kefu.bot.flows"
 
 
 class BotService:
@@ -75,7 +80,9 @@ class BotService:
         self.registry = FlowRegistry(lambda: self.actions.keys(), self.executor, training)
         self.ab = AbTests(self, settings)  # dynamic replies and A/B tests (abtests.py)
         self.registry.known_names = self.ab.strategy.names
-        self.registry.store = FlowStore(Path(kernel.data_dir) / "bot")  # survives restarts
+        self.registry.on_saved = self._tell_others
+        self.origin = new_id()  # this service on the bus
+        self._unsubscribe: Any = None
         self.actions: dict[str, Any] = {}
         self.paths = self._paths(settings)
         self.counts = {
@@ -99,6 +106,10 @@ class BotService:
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         self.actions = actions_of(self.kernel)
+        store = self.registry.store = RecordFlowStore(self.kernel.storage)  # shared, kept
+        await import_folder(FlowStore(Path(self.kernel.data_dir) / "bot"), store)
+        if self.kernel.bus is not None:
+            self._unsubscribe = self.kernel.bus.subscribe(FLOWS_TOPIC, self._on_bus)
         await self.registry.restore()  # kept versions and active pointers (store.py)
         for path in self.paths:
             await self.load(path, startup=True)
@@ -134,7 +145,23 @@ class BotService:
         if old.training_processes != new.training_processes:
             log.warning("[bot] training_processes changes at the next restart")
 
+    def _tell_others(self, flow_id: str) -> None:
+        if self.kernel.bus is not None:
+            self.kernel.bus.publish(FLOWS_TOPIC, orjson.dumps({"o": self.origin, "f": flow_id}))
+
+    def _on_bus(self, topic: str, payload: bytes) -> None:
+        try:
+            news = orjson.loads(payload)
+            flow_id = news["f"]
+        except (ValueError, TypeError, KeyError):
+            return
+        if news.get("o") != self.origin and isinstance(flow_id, str):
+            self.later(self.registry.refresh(flow_id))
+
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         tasks = [t for t in (self._watcher, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -153,7 +180,7 @@ class BotService:
         """
         try:
             data = await asyncio.to_thread(Path(path).read_bytes)
-            if startup and self._unchanged(path, data):
+            if startup and await self._unchanged(path, data):
                 return None
             return await self.registry.publish(data, path)
         except FlowRejected:
@@ -220,10 +247,10 @@ class BotService:
         """An active flow answers the site's new conversations (``kefu_bot_serves``)."""
         return self.registry.for_site(site_id) is not None
 
-    def _unchanged(self, path: str, data: bytes) -> bool:
+    async def _unchanged(self, path: str, data: bytes) -> bool:
         registry, sha = self.registry, hashlib.sha256(data).hexdigest()
         store = registry.store
-        if store is None or store.seen(path) != sha or sha not in registry.kept:
+        if store is None or await store.seen(path) != sha or sha not in registry.kept:
             return False
         return registry.kept[sha]["flow_id"] in registry.active
 
@@ -232,14 +259,14 @@ class BotService:
         flow = await self.registry.load(sha)
         if flow is None:
             raise KeyError(sha)
-        return self.registry.activate(flow_id, sha)
+        return await self.registry.activate(flow_id, sha)
 
     async def rollback(self, flow_id: str) -> CompiledFlow:
         """Activate the version active before the current one. :raises KeyError:"""
         target = self.registry.rollback_target(flow_id)
         if target is None or await self.registry.load(target) is None:
             raise KeyError(flow_id)
-        return self.registry.rollback(flow_id)
+        return await self.registry.rollback(flow_id)
 
     async def _session(self, conversation: Conversation) -> tuple[CompiledFlow, Session] | None:
         saved = conversation.meta.get(META_KEY)

@@ -6,10 +6,13 @@ change), and makes the new version active for its flow in one assignment. Conten
 that fails a check raises :class:`FlowRejected`; the active version is untouched,
 the failure is logged and counted. Every version ever compiled is kept by its
 sha256, so a session can always finish on the version it began with, and an admin
-can activate any of them or roll back to the one active before. With a
-:class:`~kefu.plugins.bot_intents.store.FlowStore` (``store``) every version's content,
-the active pointer and the activation log are written to disk and :meth:`restore`
-reads them back at start-up; a kept version is compiled again on demand (:meth:`load`).
+can activate any of them or roll back to the one active before. With a ``store``
+(:mod:`~kefu.plugins.bot_intents.store`: storage records in a running kefu) every
+version's content, the active pointer and the activation log are written there and
+:meth:`restore` reads them back at start-up; a kept version is compiled again on demand
+(:meth:`load`). Several processes share one store: each write merges what another
+wrote, :attr:`on_saved` tells the others (over the bus), and :meth:`refresh` takes in
+what another process saved.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 from kefu.plugins.bot_intents.classifier import (
     IntentClassifier,
@@ -32,7 +36,6 @@ from kefu.plugins.bot_intents.classifier import (
 from kefu.plugins.bot_intents.engine import CompiledFlow
 from kefu.plugins.bot_intents.flow_yaml import FlowError
 from kefu.plugins.bot_intents.flows import FlowSpec
-from kefu.plugins.bot_intents.store import FlowStore
 from kefu.plugins.bot_intents.validate import check_flow, format_problems
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,9 @@ class FlowRegistry:
         #: every kept version, compiled or not: sha -> flow_id, created_at, source, counts
         self.kept: dict[str, dict] = {}
         self.activation_log: dict[str, list[dict]] = {}  # flow id -> {sha256, by, at}
-        self.store: FlowStore | None = None  # persistence (store.py); None: memory only
+        self.store: Any = None  # persistence (store.py); None: memory only
+        #: called with a flow id once its record was saved (the service tells the others)
+        self.on_saved: Callable[[str], None] | None = None
         self._texts: dict[str, bytes] = {}  # contents when there is no store
         self._loading: dict[str, asyncio.Future] = {}
 
@@ -115,12 +120,12 @@ class FlowRegistry:
                     self.stats.published += 1
                     await self._keep(flow, raw)
                 elif self.store is not None:  # kept, but its stored content was lost
-                    await asyncio.to_thread(self.store.save_version, sha, raw)
+                    await self.store.save_version(sha, raw)
             self.stats.last_error.pop(source, None)
             if self.store is not None:
-                self.store.saw(source, sha)
+                await self.store.saw(source, sha)
             if activate:
-                self._activate(flow, by)
+                await self._activate(flow, by)
             return flow
 
     async def _keep(self, flow: CompiledFlow, raw: bytes) -> None:
@@ -133,10 +138,11 @@ class FlowRegistry:
         if self.store is None:
             self._texts[flow.sha256] = raw
             return
-        await asyncio.to_thread(self.store.save_version, flow.sha256, raw)
-        self._persist(flow.id)
+        await self.store.save_version(flow.sha256, raw)
+        await self._persist(flow.id)
 
-    def _persist(self, flow_id: str) -> None:
+    async def _persist(self, flow_id: str) -> None:
+        """Save the flow's record (merged with what another process saved: taken in)."""
         if self.store is None:
             return
         record = {
@@ -146,14 +152,18 @@ class FlowRegistry:
             "activations": self.activation_log.get(flow_id, []),
         }
         try:
-            self.store.save_flow(record)
-        except OSError:
+            merged = await self.store.save_flow(record)
+        except Exception:
             log.exception("bot flow %s: could not save its versions", flow_id)
+            return
+        await self._adopt(merged)
+        if self.on_saved is not None:
+            self.on_saved(flow_id)
 
-    def source_text(self, sha: str) -> bytes | None:
+    async def source_text(self, sha: str) -> bytes | None:
         """The exact content of a kept version."""
         if self.store is not None:
-            return self.store.read(sha)
+            return await self.store.read(sha)
         return self._texts.get(sha)
 
     # -- restart --------------------------------------------------------------------
@@ -164,21 +174,37 @@ class FlowRegistry:
         """
         if self.store is None:
             return
-        for record in await asyncio.to_thread(self.store.flows):
-            flow_id = record["id"]
-            for meta in record.get("versions") or []:
-                sha = meta.get("sha256") if isinstance(meta, dict) else None
-                if sha and sha not in self.kept and self.store.has(sha):
-                    self.kept[sha] = {**meta, "flow_id": flow_id}
-                    self.history.setdefault(flow_id, []).append(sha)
-            entries = [a for a in record.get("activations") or [] if a.get("sha256") in self.kept]
-            self.activation_log[flow_id] = entries
-            self.activations[flow_id] = [a["sha256"] for a in entries]
-            active = record.get("active")
-            flow = await self.load(active) if active in self.kept else None
-            if flow is not None:
-                self.active[flow_id] = active
-                log.info("bot flow %s: version %s active again", flow_id, active[:12])
+        for record in await self.store.flows():
+            await self._adopt(record)
+
+    async def refresh(self, flow_id: str) -> None:
+        """Another process saved the flow: take in its versions and its active one."""
+        if self.store is None:
+            return
+        async with self._lock:
+            record = await self.store.flow(flow_id)
+            if record is not None:
+                await self._adopt(record)
+
+    async def _adopt(self, record: dict) -> None:
+        """Make a stored flow record this registry's: new versions kept, the activation
+        log, the active version (compiled now)."""
+        flow_id = record["id"]
+        for meta in record.get("versions") or []:
+            sha = meta.get("sha256") if isinstance(meta, dict) else None
+            if sha and sha not in self.kept and await self.store.has(sha):
+                self.kept[sha] = {**meta, "flow_id": flow_id}
+                self.history.setdefault(flow_id, []).append(sha)
+        entries = [a for a in record.get("activations") or [] if a.get("sha256") in self.kept]
+        self.activation_log[flow_id] = entries
+        self.activations[flow_id] = [a["sha256"] for a in entries]
+        active = record.get("active")
+        if active == self.active.get(flow_id):
+            return
+        flow = await self.load(active) if active in self.kept else None
+        if flow is not None:
+            self.active[flow_id] = active
+            log.info("bot flow %s: version %s active (stored)", flow_id, active[:12])
 
     async def load(self, sha: str) -> CompiledFlow | None:
         """A kept version, compiled from its stored content if needed; None if unknown."""
@@ -193,10 +219,7 @@ class FlowRegistry:
 
     async def _load(self, sha: str) -> CompiledFlow | None:
         meta = self.kept[sha]
-        if self.store is None:
-            raw = self.source_text(sha)
-        else:
-            raw = await asyncio.to_thread(self.store.read, sha)
+        raw = await self.source_text(sha)
         if raw is None:
             log.error("bot flow %s: kept version %s has no content", meta["flow_id"], sha[:12])
             return None
@@ -239,7 +262,7 @@ class FlowRegistry:
         return classifier
 
     # -- activation -----------------------------------------------------------------
-    def _activate(self, flow: CompiledFlow, by: str = "file") -> None:
+    async def _activate(self, flow: CompiledFlow, by: str = "file") -> None:
         if self.active.get(flow.id) == flow.sha256:
             return
         self.active[flow.id] = flow.sha256  # the atomic swap: one assignment
@@ -248,9 +271,9 @@ class FlowRegistry:
         self.activation_log.setdefault(flow.id, []).append(entry)
         self.stats.activations += 1
         log.info("bot flow %s: version %s active (%s)", flow.id, flow.sha256[:12], flow.source)
-        self._persist(flow.id)
+        await self._persist(flow.id)
 
-    def activate(self, flow_id: str, sha: str, by: str = "api") -> CompiledFlow:
+    async def activate(self, flow_id: str, sha: str, by: str = "api") -> CompiledFlow:
         """Make a kept version active again. :raises KeyError: no such version of that flow.
 
         The version must be compiled (``await load(sha)`` first after a restart).
@@ -258,10 +281,11 @@ class FlowRegistry:
         flow = self.versions.get(sha)
         if flow is None or flow.id != flow_id:
             raise KeyError(sha)
-        self._activate(flow, by)
+        async with self._lock:
+            await self._activate(flow, by)
         return flow
 
-    def rollback(self, flow_id: str) -> CompiledFlow:
+    async def rollback(self, flow_id: str) -> CompiledFlow:
         """Activate the version that was active before the current one.
 
         :raises KeyError: the flow has no earlier active version.
@@ -272,7 +296,8 @@ class FlowRegistry:
         if not earlier:
             raise KeyError(flow_id)
         flow = self.versions[earlier[-1]]
-        self._activate(flow, "rollback")
+        async with self._lock:
+            await self._activate(flow, "rollback")
         return flow
 
     def rollback_target(self, flow_id: str) -> str | None:

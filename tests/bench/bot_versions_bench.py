@@ -62,7 +62,7 @@ async def main(count: int) -> None:
         started = time.perf_counter()
         shas = [(await registry.publish(version(n), "shop.yaml")).sha256 for n in range(count)]
         publish_s = time.perf_counter() - started
-        registry.rollback("shop")
+        await registry.rollback("shop")
         found = list(Path(folder).rglob("*"))  # noqa: ASYNC240 - a bench, not the server
         size = sum(p.stat().st_size for p in found if p.is_file())
         files = len([p for p in found if p.suffix == ".yaml"])
