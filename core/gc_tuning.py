@@ -38,6 +38,7 @@ import asyncio
 import gc
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ def freeze_start_up() -> None:
     gc.freeze()
 
 
+#: A full collection longer than this (seconds) makes :class:`GcFreezer` freeze at its
+#: next check, however the process's size moved (docs/performance.md, GC pauses).
+SLOW_FULL_COLLECTION = 0.025
+
 #: Memory blocks allocated since the last freeze past which :class:`GcFreezer` freezes:
 #: that much growth is mostly new long-lived objects (connections opening), which every
 #: full collection would otherwise walk, some tens of milliseconds' worth.
@@ -67,25 +72,58 @@ class GcFreezer:
 
     :meth:`check` is what the periodic task calls: it reads the process's allocated
     memory blocks (``sys.getallocatedblocks``, a counter) and, once they grew by more
-    than ``freeze_after_blocks`` since the last freeze, collects the young generations
-    (``gc.collect(1)``, short: young garbage is collected, not frozen) and freezes the
-    rest. When the process does not grow, nothing is frozen: the full collections that
-    come walk only what is not frozen, which stays small, and reclaim its cycles.
+    than ``freeze_after_blocks`` from their lowest point since the last freeze, collects
+    the young generations (``gc.collect(1)``, short: young garbage is collected, not
+    frozen) and freezes the rest. When the process does not grow, nothing is frozen:
+    the full collections that come walk only what is not frozen, which stays small, and
+    reclaim its cycles.
+
+    Growth counts from the lowest point, not from the freeze: after 15,000 connections
+    closed (their frozen objects freed by reference counting), a new population of
+    5,000 chats re-used the freed blocks without ever passing the count at the last
+    freeze, so nothing froze it and every full collection walked its 450,000 objects,
+    200-340 ms each during a 2,000 msg/s chat (tests/bench ``--scenario idle --scenario
+    chat``, docs/performance.md). When blocks are freed and allocated at the same pace
+    (old visitors' objects leaving a cache as new ones arrive) the count can stay flat
+    while the unfrozen part grows: so a full collection that took longer than
+    ``slow_full_s`` (timed by a ``gc.callbacks`` entry while :meth:`run` runs) makes the
+    next check freeze too.
     """
 
-    def __init__(self, freeze_after_blocks: int = FREEZE_AFTER_BLOCKS) -> None:
+    def __init__(
+        self,
+        freeze_after_blocks: int = FREEZE_AFTER_BLOCKS,
+        slow_full_s: float = SLOW_FULL_COLLECTION,
+    ) -> None:
         self.freeze_after_blocks = freeze_after_blocks
+        self.slow_full_s = slow_full_s
         self.freezes = 0
-        self._blocks_at_freeze = sys.getallocatedblocks()
+        self.slow_full = False  # a full collection took longer than slow_full_s
+        self._full_started = 0.0
+        self._low = sys.getallocatedblocks()  # the fewest blocks seen since the last freeze
 
     def due(self) -> bool:
-        return sys.getallocatedblocks() - self._blocks_at_freeze > self.freeze_after_blocks
+        blocks = sys.getallocatedblocks()
+        if blocks < self._low:
+            self._low = blocks
+        return self.slow_full or blocks - self._low > self.freeze_after_blocks
+
+    def timed(self, phase: str, info: dict) -> None:
+        """The ``gc.callbacks`` entry: times full collections (generation 2)."""
+        if info["generation"] != 2:
+            return
+        now = time.perf_counter()
+        if phase == "start":
+            self._full_started = now
+        elif now - self._full_started > self.slow_full_s:
+            self.slow_full = True
 
     def freeze(self) -> None:
         gc.collect(1)
         gc.freeze()
         self.freezes += 1
-        self._blocks_at_freeze = sys.getallocatedblocks()
+        self.slow_full = False
+        self._low = sys.getallocatedblocks()
 
     def check(self) -> bool:
         """Freeze if the process grew enough since the last freeze; True when it did."""
@@ -95,7 +133,11 @@ class GcFreezer:
         return True
 
     async def run(self, interval_s: float) -> None:
-        """Check every ``interval_s`` seconds until cancelled."""
-        while True:
-            await asyncio.sleep(interval_s)
-            self.check()
+        """Check every ``interval_s`` seconds until cancelled (full collections timed)."""
+        gc.callbacks.append(self.timed)
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                self.check()
+        finally:
+            gc.callbacks.remove(self.timed)

@@ -71,6 +71,20 @@ def test_freezes_once_the_process_grew_and_not_before(fake_gc):
     assert not freezer.check()
 
 
+def test_growth_after_a_shrink_is_frozen_too(fake_gc):
+    """New connections that re-use the blocks closed ones freed are new long-lived objects."""
+    freezer = GcFreezer(freeze_after_blocks=100)
+    fake_gc.blocks += 101
+    assert freezer.check() and freezer.freezes == 1
+    fake_gc.blocks -= 10_000  # most connections closed
+    assert not freezer.check()
+    fake_gc.blocks += 100  # a new population, still under the count at the last freeze
+    assert not freezer.check()
+    fake_gc.blocks += 1
+    assert freezer.check() and freezer.freezes == 2
+    assert fake_gc.calls == ["collect(1)", "freeze"] * 2
+
+
 def test_a_real_freeze_moves_objects_out_of_the_generations():
     freezer = GcFreezer(freeze_after_blocks=5_000)
     frozen = gc.get_freeze_count()
@@ -109,3 +123,31 @@ async def test_no_freezer_with_an_interval_of_zero(
     )
     await aiohttp_client(create_app(load_kernel(path, defaults=(), entry_points=False)))
     assert made == [] and gc.get_threshold() == (700, 10, 10)
+
+
+def test_a_slow_full_collection_freezes_at_the_next_check(fake_gc):
+    """Blocks freed and allocated at the same pace: the count stays flat, the pause tells."""
+    freezer = GcFreezer(freeze_after_blocks=100, slow_full_s=0.0)
+    freezer.timed("start", {"generation": 1})
+    freezer.timed("stop", {"generation": 1, "collected": 0})
+    assert not freezer.check()  # young collections are not timed
+    freezer.timed("start", {"generation": 2})
+    freezer.timed("stop", {"generation": 2, "collected": 0})
+    assert freezer.check() and fake_gc.calls == ["collect(1)", "freeze"]
+    assert not freezer.check()  # the flag is spent by the freeze
+    quick = GcFreezer(freeze_after_blocks=100, slow_full_s=10.0)
+    quick.timed("start", {"generation": 2})
+    quick.timed("stop", {"generation": 2, "collected": 0})
+    assert not quick.check()
+
+
+async def test_run_times_real_full_collections_while_it_runs():
+    freezer = GcFreezer(slow_full_s=0.0)
+    task = asyncio.get_running_loop().create_task(freezer.run(3600))
+    await asyncio.sleep(0)
+    assert freezer.timed in gc.callbacks
+    gc.collect()
+    assert freezer.slow_full
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert freezer.timed not in gc.callbacks
