@@ -63,7 +63,7 @@ def test_tiny_run_delivers_everything_and_writes_the_report(tmp_path):
     assert kill["loss"]["undelivered"] == kill["loss"]["seq_gaps"] == 0
     table = (tmp_path / "latest.md").read_text()
     assert "| chat | delivery p99 (ms) |" in table and "kefu / relay" in table
-    assert "| kill | all resumed, after the restart (s) |" in table
+    assert "| kill | all resumed, after the restart (listening) (s) |" in table
 
 
 def _redis_up() -> bool:

@@ -420,7 +420,8 @@ async def kill(
     ``away_fraction`` of the agents, kept away until ``away_s`` s after the restart. As soon
     as the server answers, ``late`` new visitors start conversations (and write once):
     routing queues them or gives them to agents whose consoles are still away. Measured:
-    kill to ready, ready to each client resumed, whether every conversation was assigned
+    kill to the port listening again (the restart) and to ``/readyz`` answering, from the
+    restart to each client resumed, whether every conversation was assigned
     and its agent told (an ``assignment`` frame after the kill: routed, or the replay on
     connect) once the agents are back, and the loss check against storage.
     """
@@ -436,9 +437,14 @@ async def kill(
     cut = time.time()
     server.kill()
     killed = time.time()
-    await server.restart()
-    ready = time.time()
-    log.info("kill: killed in %.2f s, ready %.2f s after the kill", killed - cut, ready - cut)
+    listening = await server.restart()
+    ready, cpu_ready = time.time(), server.cpu()
+    log.info(
+        "kill: killed in %.2f s, listening %.2f s and ready %.2f s after the kill",
+        killed - cut,
+        listening - cut,
+        ready - cut,
+    )
     late_started = asyncio.ensure_future(
         pool.each(
             "kill_late",
@@ -446,9 +452,10 @@ async def kill(
             base=target.base,
         )
     )
-    resumed = await pool.each("kill_resumed", cut=cut, ready=ready, wait_s=wait_s)
-    await asyncio.sleep(max(0.0, ready + away_s - time.time()))
-    released_at = time.time() - ready
+    resumed = await pool.each("kill_resumed", cut=cut, ready=listening, wait_s=wait_s)
+    resuming_s, cpu_resuming = time.time() - ready, server.cpu() - cpu_ready
+    await asyncio.sleep(max(0.0, listening + away_s - time.time()))
+    released_at = time.time() - listening
     late_result = await late_started
     back = await pool.each("kill_release", cut=cut, wait_s=wait_s)
     parts = await traffic
@@ -484,7 +491,10 @@ async def kill(
         "offered_per_s": rate,
         "duration_s": duration,
         "load_average_at_kill": load_average,
+        "wall_times": {"kill": cut, "listening": listening, "ready": ready, "released": released},
+        "kill_to_listen_s": round(listening - cut, 2),
         "kill_to_ready_s": round(ready - cut, 2),
+        "cpu_percent_resuming": round(100 * cpu_resuming / resuming_s, 1) if resuming_s else None,
         "clients_back_at_once": clients,
         "clients_resumed": done,
         "resume_max_s": round(times[-1], 2) if times and done == clients else None,

@@ -162,6 +162,24 @@ def tcp_peers(local_port: int) -> dict[int, tuple[str, int]]:
     return peers
 
 
+def listening_on(port: int) -> bool:
+    """Whether a socket listens on ``port`` (IPv4, any address)."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+async def _listening(port: int, every_s: float = 0.01) -> float:
+    """The wall time ``port`` was first seen listening (polled every ``every_s``)."""
+    while not listening_on(port):  # noqa: ASYNC110 (nothing to wait on but /proc)
+        await asyncio.sleep(every_s)
+    return time.time()
+
+
 def toml_sections(sections: dict[str, dict[str, str]]) -> str:
     """``{section: {key: TOML value}}`` as TOML text."""
     return "".join(
@@ -371,16 +389,23 @@ class ServerProcess:
                 os.kill(pid, signal.SIGKILL)
         self.proc.wait(10)
 
-    async def restart(self) -> None:
+    async def restart(self) -> float:
         """Start the server again on the same data directory and port (after :meth:`kill`);
-        the killed run's logs are kept beside, as ``kefu.out.killed-N``."""
+        returns the wall time its port was listening again (seen in ``/proc/net/tcp``,
+        not through the server, whose ``/readyz`` answer may queue behind the clients'
+        reconnects). The killed run's logs are kept beside, as ``kefu.out.killed-N``."""
         n = 1
         while self.stdout.with_name(f"{self.stdout.name}.killed-{n}").exists():
             n += 1
         for log_file in (self.stdout, self.stderr):
             if log_file.exists():
                 log_file.rename(log_file.with_name(f"{log_file.name}.killed-{n}"))
-        await self.start()
+        watch = asyncio.ensure_future(_listening(self.port))
+        try:
+            await self.start()
+            return await asyncio.wait_for(watch, 5.0)
+        finally:
+            watch.cancel()
 
     async def stop(self, grace_s: float = 20.0) -> None:
         if not self.alive():

@@ -429,7 +429,7 @@ class Worker(FloodCommands):
 
     async def cmd_kill_resumed(self, cut: float, ready: float, wait_s: float) -> dict:
         """Wait until every client not kept away reconnected and resumed after the cut
-        (wall time ``cut``); seconds from ``ready`` (the server answering again) to each."""
+        (wall time ``cut``); seconds from ``ready`` (the server listening again) to each."""
         offset = time.time() - time.monotonic()  # wall = monotonic + offset
         back = [p for p in self.visitors + self.agents if p.gate is None]
         deadline = time.monotonic() + wait_s
