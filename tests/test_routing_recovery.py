@@ -272,3 +272,49 @@ async def test_a_rebuild_reads_every_page_of_a_long_line(monkeypatch):
         await storage.create_conversation(conversation)
     found = await live.StorageSource(storage).every("s", QUEUED)
     assert sorted(c.id for c in found) == [f"c{n:02d}" for n in range(40)]
+
+
+async def test_an_agent_online_when_the_process_died_who_never_comes_back_is_set_away(
+    aiohttp_client, tmp_path
+):
+    """``kill -9`` leaves agents ``online`` in storage with nobody holding a connection of
+    theirs: the next process gives each the grace period a closed connection gets, so one
+    whose console never returns is set away and is not given the next visitor."""
+    storage = MemoryStorage()
+    first = await worker(aiohttp_client, tmp_path, Shared(lambda: storage), ROUTING)
+    site = await site_of(first)
+    ann = await add_agent(app_kernel(first.app), site.site.id, "Ann")
+    ann.status = "online"  # she was online when the process died
+    await storage.update_agent(ann)
+    await first.close()  # (no connection of hers: nothing of the first process tells)
+    # the restarted process: the same storage, a bus (and its shared state) of its own
+    second = await worker(aiohttp_client, tmp_path, Shared(lambda: storage), ROUTING)
+    for _ in range(60):  # the grace period (0.2 s) runs from the start
+        if (await storage.get_agent(site.site.id, ann.id)).status == "away":
+            break
+        await asyncio.sleep(0.05)
+    assert (await storage.get_agent(site.site.id, ann.id)).status == "away"
+    guest = await visitor(second, site)
+    await settle(second)
+    stored = await storage.get_conversation(site.site.id, guest.conversation_id)
+    assert stored.state == QUEUED and stored.assignee_id is None
+
+
+async def test_an_agent_back_within_the_grace_period_after_a_restart_stays_online(
+    aiohttp_client, tmp_path
+):
+    storage = MemoryStorage()
+    first = await worker(aiohttp_client, tmp_path, Shared(lambda: storage), ROUTING)
+    site = await site_of(first)
+    ann = await add_agent(app_kernel(first.app), site.site.id, "Ann")
+    ann.status = "online"
+    await storage.update_agent(ann)
+    await first.close()
+    routing = ROUTING.replace("away_grace_s = 0.2", "away_grace_s = 0.5")
+    second = await worker(aiohttp_client, tmp_path, Shared(lambda: storage), routing)
+    back = await console(second, ann, online=False)  # her console reconnects in time
+    guest = await visitor(second, site)
+    assert await joined(guest.peer, ann)
+    await asyncio.sleep(0.8)  # past the grace period: she is still online
+    assert (await storage.get_agent(site.site.id, ann.id)).status == "online"
+    await back.peer.close()

@@ -193,6 +193,38 @@ class Presence:
         loop = asyncio.get_running_loop()
         self._timers[key] = loop.call_later(grace, lambda: self._spawn(self._grace_over(key)))
 
+    async def adopt(self, site_ids: list[str]) -> None:
+        """At start-up: agents stored ``online`` with no connection to this process get
+        the grace period a closed connection gets. The process before may have died (or
+        stopped) with their consoles connected, and nothing else would ever set them away:
+        one whose console does not come back would be given conversations forever. At
+        its end they are set away unless some worker holds a connection of theirs; and
+        once more after :data:`NODE_TTL_S`, when a killed worker's entry has expired."""
+        grace = self.service.settings.away_grace_s
+        for site_id in site_ids:
+            try:
+                agents = await self.kernel.storage.list_agents(site_id)
+            except Exception:
+                log.exception("presence: listing the agents of site %s failed", site_id)
+                continue
+            for agent in agents:
+                key = (site_id, agent.id)
+                if agent.status == ONLINE and not self._connections.get(key):
+                    if key not in self._timers:
+                        self._adopt_later(key, grace, max(0.0, NODE_TTL_S - grace))
+
+    def _adopt_later(self, key: tuple[str, str], delay: float, again: float) -> None:
+        def due() -> None:
+            self._timers.pop(key, None)
+            self._spawn(self._adopted(key, again))
+
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, due)
+
+    async def _adopted(self, key: tuple[str, str], again: float) -> None:
+        await self._grace_over(key)
+        if again > 0 and not self._connections.get(key) and key not in self._timers:
+            self._adopt_later(key, again, 0.0)
+
     def _shared(self, op: Any, key: tuple[str, str]) -> None:
         """Shared-state writes in the order the connections came and went (one queue)."""
         self._ops.put_nowait((op, key))

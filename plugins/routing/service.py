@@ -160,9 +160,14 @@ class RoutingService:
     async def start(self) -> None:
         if self.kernel.bus is not None:
             self._unsubscribe = self.kernel.bus.subscribe(TOPIC, self.upkeep.on_bus)
-        for site in await self.kernel.storage.list_sites():
-            self.kick(site.id)
+        sites = [site.id for site in await self.kernel.storage.list_sites()]
+        for site_id in sites:
+            self.kick(site_id)
         self.presence.start()
+        # agents left online by a process that died: away unless they come back in time
+        task = asyncio.create_task(self.presence.adopt(sites), name="kefu-routing-adopt")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         if self.settings.sweep_interval_s > 0:
             self._sweeper = asyncio.create_task(self._sweep(), name="kefu-routing-sweep")
 
