@@ -197,7 +197,7 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
         security.clear_session(response)
         raise response
 
-    async def console(request: web.Request) -> web.StreamResponse:
+    async def console(request: web.Request, template: str = "console.html") -> web.StreamResponse:
         principal = await pages.agent(request)
         if principal is None:
             raise web.HTTPSeeOther("/console/login")
@@ -206,12 +206,16 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
             raise web.HTTPSeeOther("/console/login")
         return pages.render(
             request,
-            "console.html",
+            template,
             agent=agent,
             is_admin=principal.is_admin,
             can_report=await kernel.hooks.permits(principal, "reports.read", principal.site_id),
             lang=await pages.language(request, principal),
         )
+
+    async def contacts(request: web.Request) -> web.StreamResponse:
+        # static/console/contacts.js: search, a contact's conversations, merge (REST)
+        return await console(request, "contacts.html")
 
     return [
         web.get("/", demo),
@@ -221,5 +225,6 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
         web.post("/console/session", open_session),
         web.post("/console/logout", logout),
         web.get("/console", console),
+        web.get("/console/contacts", contacts),
         web.static("/static", STATIC, append_version=False),
     ]

@@ -48,5 +48,7 @@ export async function showVisitor(panel, conversation, onOpen) {
     earlier.length
       ? h("ul", {}, ...earlier.map((c) => h("li", {}, h("a", { href: "#", onclick: (e) => { e.preventDefault(); onOpen(c); } },
         `${new Date(c.created_at * 1000).toLocaleDateString()} ${timeOf(c.created_at)}`), ` · ${tr(c.state)}`)))
-      : h("p", { class: "muted" }, tr("none")));
+      : h("p", { class: "muted" }, tr("none")),
+    h("p", {}, h("a", { href: `/console/contacts#v=${encodeURIComponent(visitor.id)}`, class: "contact-link" },
+      tr("Contact page: every conversation, merge"))));
 }
