@@ -3,7 +3,8 @@
 with a Chinese browser is greeted by the example bot in Chinese, asks in Chinese and in
 English, is handed over; the admin signs in with the password the banner printed and
 gets the chat, creates a colleague, transfers to her with a note, she answers and
-resolves; the visitor rates, and the rating shows in the admin's console. Every step is
+resolves; the visitor rates, and the rating shows in the admin's console and in the
+reports. Every step is
 asserted and leaves a screenshot in build/screenshots/firstrun-*.png."""
 
 from __future__ import annotations
@@ -184,5 +185,20 @@ async def test_first_run_walk(server, browser):
     await admin.locator("#conversation-list li[data-id]").first.click()
     await expect(admin.locator("#chat-rating")).to_have_text("★★★★★ 5/5 · 谢谢")
     await shot(admin, "8-rating")
+
+    # 8. the rating is in the reports too: Admin > Reports, Mei's row
+    await admin.goto(f"{base}admin/reports")
+    await admin.locator("body[data-report-ready]").wait_for()
+    await expect(admin.locator('[data-figure="csat"]')).to_have_text("100 %")
+    await expect(admin.locator('[data-figure="csat_detail"]')).to_have_text(
+        "1 rating, average 5 of 5"
+    )
+    mei_row = admin.locator("#reports-agents tbody tr", has_text="Mei")
+    await expect(mei_row.locator('[data-col="ratings"]')).to_have_text("1")
+    await expect(mei_row.locator('[data-col="csat"]')).to_have_text("100 %")
+    await expect(admin.locator('[data-figure="containment_detail"]')).to_have_text(
+        "0 of 1 the bot handled"
+    )  # the bot greeted and handed over: not contained
+    await shot(admin, "9-reports")
     for page in (visitor, admin, mei):
         await page.context.close()

@@ -102,9 +102,8 @@ function draw(report) {
   figure("resolution", duration(s.resolution.median_s));
   figure("resolution_p90", tr("p90 {value}", { value: duration(s.resolution.p90_s) }));
   figure("csat", pct(s.csat.satisfied_pct));
-  figure("csat_detail", s.csat.ratings
-    ? tr("{n} ratings, average {average} of 5", { n: s.csat.ratings, average: s.csat.average })
-    : tr("no ratings yet"));
+  const rated = s.csat.ratings === 1 ? "1 rating, average {average} of 5" : "{n} ratings, average {average} of 5";
+  figure("csat_detail", s.csat.ratings ? tr(rated, { n: s.csat.ratings, average: s.csat.average }) : tr("no ratings yet"));
   figure("containment", pct(s.bot.containment_pct));
   figure("containment_detail", tr("{contained} of {handled} the bot handled", { contained: s.bot.contained, handled: s.bot.handled }));
   const days = report.days.map((d) => ({ ...d, label: d.date, short: d.date.slice(5) }));
