@@ -11,14 +11,16 @@ the two-worker race test timed out or took minutes of CPU.
 from __future__ import annotations
 
 import asyncio
+import time
 
+from kefu.core.domain import ASSIGNED, Conversation, Visitor, new_id
 from kefu.core.web_app import create_app
 from kefu.plugins.routing import service_of
 from kefu.plugins.routing.service import lease_key
 from kefu.plugins.routing.settings import RoutingSettings
 from kefu.plugins.storage_memory import MemoryStorage
 from tests.chat_support import add_site, app_kernel, make_kernel
-from tests.routing_support import ROUTING, Shared
+from tests.routing_support import ROUTING, Shared, add_agent, console
 
 SPIN_LIMIT = 200  # lease calls before the guard breaks a spin (the test then fails)
 
@@ -70,3 +72,41 @@ async def test_a_follower_waits_for_a_pick_instead_of_spinning(aiohttp_client, t
         assert await state.get(lease_key(site_id)) == holder.origin.encode()
     finally:
         state.lease = lease
+
+
+async def test_a_follower_reminds_the_holder_of_a_conversation_it_never_heard_of(
+    aiohttp_client, tmp_path
+):
+    """The news of a queued conversation reached a follower only (lost on the bus for the
+    holder): the follower's sweep tells the holder again, and the holder assigns it, long
+    before its next rebuild."""
+    storage = MemoryStorage()
+    shared = Shared(lambda: storage)
+    routing = ROUTING.replace("sweep_interval_s = 0", "sweep_interval_s = 0.1")
+
+    async def worker():
+        kernel = make_kernel(
+            tmp_path, routing, extra_plugins=(("shared", shared),), storage="shared", bus="shared"
+        )
+        return await aiohttp_client(create_app(kernel))
+
+    one, two = await worker(), await worker()
+    kernel = app_kernel(one.app)
+    holder, follower = service_of(kernel), service_of(app_kernel(two.app))
+    site_id = (await add_site(kernel)).site.id
+    assert await shared.bus.state.lease(lease_key(site_id), holder.origin, ttl=30)
+    agent = await add_agent(kernel, site_id, "Ann", capacity=2)
+    await console(one, agent)  # online on the holder's process
+    await holder.settle()
+    visitor = await storage.upsert_visitor(Visitor(new_id(), site_id))
+    waiting = await storage.create_conversation(
+        Conversation(new_id(), site_id, visitor.id, meta={"queued_at": time.time() - 10})
+    )
+    follower.changed(site_id, waiting.id, tell=False)  # the holder's copy of the news lost
+    follower.kick(site_id)
+    async with asyncio.timeout(5):
+        while (await storage.get_conversation(site_id, waiting.id)).state != ASSIGNED:  # noqa: ASYNC110 (storage has no event for it)
+            await asyncio.sleep(0.05)
+    assigned = await storage.get_conversation(site_id, waiting.id)
+    assert assigned.assignee_id == agent.id
+    assert assigned.meta["assigned_by"] == holder.origin

@@ -141,6 +141,10 @@ class RoutingQueue:
     def __iter__(self) -> Iterator[ConversationSnapshot]:
         return iter(self.ordered())
 
+    def heads(self) -> list[ConversationSnapshot]:
+        """The first waiting conversation of each skill (one per skill, no order)."""
+        return [self._by_key[keys.first()] for keys in self._waiting.values() if keys]
+
     def skills(self) -> list[str | None]:
         return list(self._waiting)
 

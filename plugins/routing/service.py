@@ -288,6 +288,19 @@ class RoutingService:
         (self._owned.add if held else self._owned.discard)(site_id)
         return held
 
+    def _remind_holder(self, site_id: str) -> None:
+        """A process that does not hold the site's lease tells the holder again of the
+        first waiting conversation of each skill once it waited two sweeps: the news of
+        it may have been lost on the bus (Redis restarting), and the holder would not
+        read it before its next rebuild. One bus message per skill and sweep at most."""
+        ttl, sweep = self.settings.lease_ttl_s, self.settings.sweep_interval_s
+        if ttl <= 0 or site_id in self._owned or self._lease_failing:
+            return
+        waited = time.time() - 2 * sweep
+        for head in self.engine.queue(site_id).heads():
+            if head.queued_at < waited:
+                self.upkeep.tell_others(site_id, head.id)
+
     async def drain(self, site_id: str) -> list[Assignment]:
         """One routing pass: refresh, drain, announce assignments, update waiting visitors.
         In a process that does not hold the site's lease: refresh only (the holder heard
@@ -458,5 +471,6 @@ class RoutingService:
                     due = interval > 0 and time.time() - sync.built_at >= interval
                     if len(self.engine.queue(site_id)) or sync.rebuild or due:
                         self.kick(site_id)
+                        self._remind_holder(site_id)
             except Exception:
                 log.exception("routing sweep failed; retrying at the next interval")
