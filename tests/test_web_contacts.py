@@ -10,6 +10,7 @@ Chinese. docs/ui.md, "Contacts"."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -135,4 +136,79 @@ async def test_find_open_and_merge_two_contacts(tmp_path):
             assert zh.errors.errors == []
     finally:
         await shop_runner.cleanup()
+        await kefu.runner.cleanup()
+
+
+async def test_edit_export_and_erase_a_contact(tmp_path):
+    kefu = await start_kefu(tmp_path)
+    site = await add_site(kefu.kernel, "c2")
+    storage = kefu.kernel.storage
+    await storage.upsert_visitor(
+        Visitor("wang", "c2", name="王芳", attributes={"plan": "gold", "orders": 3})
+    )
+    await storage.create_conversation(Conversation("wang-1", "c2", "wang", state="resolved"))
+    for i in range(3):
+        await storage.append_message(Message("c2", "wang-1", f"m{i}", "visitor", "wang",
+                                             text=f"订单 8812 第{i}条"))  # fmt: skip
+    try:
+        async with chromium() as browser:
+            bob = await signed_in_agent(
+                browser, kefu.base, "c2", site.agent.email, viewport=FULL_HD,
+                accept_downloads=True,
+            )  # fmt: skip
+            await bob.goto(f"{kefu.base}console/contacts#v=wang")
+            await bob.locator("body[data-contacts-ready]").wait_for()
+            # an agent edits the profile: name, e-mail, phone, one attribute changed, one added
+            await bob.locator(".contact-edit summary").click()
+            form = bob.locator("#contact-edit")
+            await form.locator("[name=name]").fill("王芳 Wang Fang")
+            await form.locator("[name=email]").fill("fang@example.test")
+            await form.locator("[name=phone]").fill("+86 139 0000 0000")
+            plan = form.locator(".attribute-row", has=bob.locator('[name=key][value="plan"]'))
+            await plan.locator("[name=value]").fill("platinum")
+            await form.locator("fieldset button.ghost").last.click()  # add an attribute
+            await form.locator(".attribute-row [name=key]").last.fill("city")
+            await form.locator(".attribute-row [name=value]").last.fill("杭州")
+            await form.locator("button[type=submit]").click()
+            await expect(bob.locator("#contact-name")).to_have_text("王芳 Wang Fang")
+            await expect(bob.locator("#edit-message")).to_have_text("Saved.")
+            stored = await storage.get_visitor("c2", "wang")
+            assert (stored.name, stored.email) == ("王芳 Wang Fang", "fang@example.test")
+            assert stored.attributes == {
+                "plan": "platinum",
+                "orders": 3,
+                "city": "杭州",
+                "phone": "+86 139 0000 0000",
+            }  # fmt: skip (the number stays a number: it was not changed)
+            await bob.fill("#contact-search", "杭州")
+            await expect(bob.locator("#contact-list li[data-id]")).to_have_count(1)
+
+            # the export is a download of the person's data with their messages
+            async with bob.expect_download() as download_info:
+                await bob.locator("#contact-export").click()
+            saved = tmp_path / "export.json"
+            await (await download_info.value).save_as(saved)
+            exported = json.loads(saved.read_text(encoding="utf-8"))
+            assert exported["visitor"]["email"] == "fang@example.test"
+            assert [m["text"] for m in exported["conversations"][0]["messages"]] == [
+                "订单 8812 第0条", "订单 8812 第1条", "订单 8812 第2条",
+            ]  # fmt: skip
+            # only admins erase
+            assert await bob.locator("#contact-erase").count() == 0
+            ada = await signed_in_agent(
+                browser, kefu.base, "c2", site.admin.email, viewport=FULL_HD
+            )
+            ada.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await ada.goto(f"{kefu.base}console/contacts#v=wang")
+            await ada.locator("body[data-contacts-ready]").wait_for()
+            await ada.screenshot(path=screenshot_path("contacts-edit.png"), full_page=True)
+            await ada.locator("#contact-erase").click()
+            await expect(ada.locator("#erase-message")).to_have_text("Erased: 3 messages removed.")
+            await expect(ada.locator("#contact-list li[data-id]")).to_have_count(0)
+            assert await storage.get_visitor("c2", "wang") is None
+            assert await storage.search_messages("c2", "8812") == []
+            (record,) = await storage.list_records("c2", "audit.erasure")
+            assert record.data["by"] == site.admin.id and record.data["messages"] == 3
+            assert bob.errors.errors == [] and ada.errors.errors == []
+    finally:
         await kefu.runner.cleanup()

@@ -1,7 +1,8 @@
 // Contacts (/console/contacts): the site's contacts, searched by name, e-mail or attribute
 // values (/v1/visitors), one contact's profile and every conversation (/v1/search/
-// conversations?visitor=), and merging a duplicate into it (/v1/visitors/{id}/merge).
-// The place is in the URL hash: /console/contacts#v=<visitor id>.
+// conversations?visitor=), editing the profile (PATCH /v1/visitors/{id}), exporting a
+// person's data, erasing it (admins; DELETE /v1/visitors/{id}), and merging a duplicate
+// into it (/v1/visitors/{id}/merge). The place is in the URL hash: #v=<visitor id>.
 import { api } from "../lib/api.js";
 import { h, replace, timeOf } from "../lib/dom.js";
 import { ready, tr } from "../lib/tr.js";
@@ -9,6 +10,7 @@ import { ready, tr } from "../lib/tr.js";
 const list = document.getElementById("contact-list");
 const search = document.getElementById("contact-search");
 const detail = document.getElementById("contact-detail");
+const isAdmin = detail.dataset.admin === "true";
 let current = null;
 let agents = new Map();
 
@@ -36,8 +38,8 @@ async function loadList() {
     : [h("li", { class: "muted" }, tr("No contact found."))]));
 }
 
-function say(text, error = false) {
-  const message = document.getElementById("merge-message");
+function say(text, error = false, where = "merge-message") {
+  const message = document.getElementById(where);
   if (!message) return;
   message.hidden = !text;
   message.textContent = text;
@@ -70,6 +72,72 @@ function mergeSection(kept) {
     h("h3", {}, tr("Merge a duplicate")),
     h("p", { class: "muted" }, tr("The duplicate's conversations move here, this contact's details win (the duplicate's fill what is missing), and the duplicate is removed.")),
     box, results, h("p", { id: "merge-message", role: "status", hidden: true }));
+}
+
+const shown = (v) => (typeof v === "string" ? v : JSON.stringify(v));
+
+function attributeRow(key = "", value = "") {
+  return h("div", { class: "attribute-row" },
+    h("input", { name: "key", value: key, "aria-label": tr("Attribute"), placeholder: tr("Attribute") }),
+    h("input", { name: "value", value: shown(value), "aria-label": tr("Value"), placeholder: tr("Value") }),
+    h("button", { type: "button", class: "ghost", onclick: (e) => e.target.closest(".attribute-row").remove() }, "×"));
+}
+
+function editForm(visitor) {
+  const attrs = { ...(visitor.attributes || {}) };
+  const phone = attrs.phone ?? "";
+  delete attrs.phone;
+  const rows = h("div", { class: "attribute-rows" }, ...Object.entries(attrs).map(([k, v]) => attributeRow(k, v)));
+  const form = h("form", { id: "contact-edit", class: "stack" },
+    h("label", {}, tr("Name"), h("input", { name: "name", value: visitor.name || "", maxlength: "100" })),
+    h("label", {}, tr("E-mail"), h("input", { name: "email", type: "email", value: visitor.email || "", maxlength: "254" })),
+    h("label", {}, tr("Phone"), h("input", { name: "phone", value: shown(phone), maxlength: "40" })),
+    h("fieldset", {}, h("legend", {}, tr("Custom attributes")), rows,
+      h("button", { type: "button", class: "ghost", onclick: () => rows.append(attributeRow()) }, tr("Add an attribute"))),
+    h("div", { class: "row-form" }, h("button", { type: "submit" }, tr("Save")), h("span", { id: "edit-message", role: "status", hidden: true })));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const attributes = {};
+    for (const row of rows.querySelectorAll(".attribute-row")) {
+      const key = row.querySelector("[name=key]").value.trim();
+      const text = row.querySelector("[name=value]").value;
+      // a value that was not text stays what it was unless it was changed
+      if (key) attributes[key] = key in attrs && shown(attrs[key]) === text ? attrs[key] : text;
+    }
+    const data = new FormData(form);
+    const body = { name: data.get("name"), email: data.get("email"), phone: data.get("phone"), attributes };
+    try {
+      await api(`/v1/visitors/${encodeURIComponent(visitor.id)}`, { method: "PATCH", json: body });
+      await show(visitor.id);
+      say(tr("Saved."), false, "edit-message");
+      await loadList();
+    } catch (err) {
+      say(err.message, true, "edit-message");
+    }
+  });
+  return form;
+}
+
+function dataRights(visitor) {
+  const erase = async () => {
+    if (!window.confirm(tr("Erase {name} with every conversation and message? This cannot be undone.", { name: label(visitor) }))) return;
+    try {
+      const erased = await api(`/v1/visitors/${encodeURIComponent(visitor.id)}`, { method: "DELETE" });
+      current = null;
+      history.replaceState(null, "", location.pathname);
+      replace(detail, h("p", { id: "erase-message", role: "status" },
+        tr("Erased: {n} messages removed.", { n: erased.messages_removed })));
+      await loadList();
+    } catch (err) {
+      say(err.message, true, "rights-message");
+    }
+  };
+  return h("section", { class: "data-rights" },
+    h("h3", {}, tr("Personal data")),
+    h("p", { class: "row-form" },
+      h("a", { href: `/v1/visitors/${encodeURIComponent(visitor.id)}/export`, download: `contact-${visitor.id}.json`, id: "contact-export", class: "ghost" }, tr("Export their data (JSON)")),
+      isAdmin ? h("button", { type: "button", id: "contact-erase", class: "danger", onclick: erase }, tr("Erase this contact")) : null),
+    h("p", { id: "rights-message", role: "status", hidden: true }));
 }
 
 async function show(id) {
@@ -106,7 +174,9 @@ async function show(id) {
         h("span", { class: "muted" }, tr(c.last_seq === 1 ? "1 message" : "{n} messages", { n: c.last_seq })),
         c.assignee_id ? h("span", { class: "muted", translate: "no" }, agents.get(c.assignee_id) || "") : null)))
       : h("p", { class: "muted" }, tr("none")),
-    mergeSection(visitor));
+    h("details", { class: "contact-edit" }, h("summary", {}, tr("Edit the profile")), editForm(visitor)),
+    mergeSection(visitor),
+    dataRights(visitor));
 }
 
 search.addEventListener("input", debounce(loadList));
