@@ -35,6 +35,10 @@ class SqlSettings(Section):
     #: SQLite only: "full" fsyncs the WAL at every commit (an ack survives power
     #: loss); "normal" survives a crash of kefu but not of the machine.
     sqlite_synchronous: Literal["full", "normal"] = "full"
+    #: SQLite only: the writer connection's page cache (MiB). The append path touches
+    #: index pages all over the file (one per conversation and per message id): with
+    #: SQLite's 2 MiB default each miss is a read from the OS cache.
+    sqlite_cache_mib: int = Field(64, ge=2, le=4096)
     #: Connections kept open: SQLite, reader threads (one connection each; the one
     #: writer comes on top); PostgreSQL, the pool for reads and writes (appends have a
     #: connection of their own on top). No connection is opened past it: callers queue.
@@ -66,6 +70,7 @@ def make_backend(kernel) -> SqlStorage:
         batch_max=settings.batch_max,
         batch_window=settings.batch_window_ms / 1000,
         sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_cache_mib=settings.sqlite_cache_mib,
         pool_size=settings.pool_size,
         pool_timeout=settings.pool_timeout_s,
         echo=settings.echo,

@@ -87,6 +87,7 @@ class SqlStorage(SqlSearch, SqlReports):
         batch_max: int = 256,
         batch_window: float = 0.0,
         sqlite_synchronous: str = "full",
+        sqlite_cache_mib: int = 64,
         pool_size: int = 5,
         pool_timeout: float = 30.0,
         echo: bool = False,
@@ -94,6 +95,7 @@ class SqlStorage(SqlSearch, SqlReports):
         self.url = url
         self.schema = schema
         self.sqlite_synchronous = sqlite_synchronous.upper()
+        self.sqlite_cache_mib = sqlite_cache_mib
         self.is_sqlite = url.startswith("sqlite")
         self._pool_size = pool_size
         self._pool_timeout = pool_timeout
@@ -130,6 +132,7 @@ class SqlStorage(SqlSearch, SqlReports):
                 url.database,
                 self._sql,
                 synchronous=self.sqlite_synchronous,
+                writer_cache_mib=self.sqlite_cache_mib,
                 readers=self._pool_size,
             )
         elif backend == "postgresql" and driver == "asyncpg":

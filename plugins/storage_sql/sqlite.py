@@ -91,7 +91,7 @@ class _Worker(threading.Thread):
     def run(self) -> None:
         loop = self.ready.get_loop()
         try:
-            self.conn = self.driver.connect()
+            self.conn = self.connect()
         except Exception as exc:
             _answer(loop, [(self.ready, False, database_error(exc, "open"))])
             return
@@ -100,6 +100,9 @@ class _Worker(threading.Thread):
             self.serve(self.conn)
         finally:
             self.conn.close()
+
+    def connect(self) -> sqlite3.Connection:
+        return self.driver.connect()
 
     def serve(self, conn: sqlite3.Connection) -> None:
         while (job := self.jobs.get()) is not None:
@@ -113,6 +116,10 @@ class _Worker(threading.Thread):
 
 class _Writer(_Worker):
     """The writer: every job queued meanwhile shares one transaction and one commit."""
+
+    def connect(self) -> sqlite3.Connection:
+        # a page cache of its own: appends touch index pages all over the file
+        return self.driver.connect(cache_mib=self.driver.writer_cache_mib)
 
     def serve(self, conn: sqlite3.Connection) -> None:
         while (job := self.jobs.get()) is not None:
@@ -175,22 +182,33 @@ class _Writer(_Worker):
 class SqliteDriver:
     """The connections to one SQLite file (WAL mode)."""
 
-    def __init__(self, path: str, sql: Statements, *, synchronous: str, readers: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        sql: Statements,
+        *,
+        synchronous: str,
+        readers: int,
+        writer_cache_mib: int = 64,
+    ) -> None:
         self.path, self.sql = path, sql
         self.synchronous = synchronous
+        self.writer_cache_mib = writer_cache_mib
         self._readers_wanted = readers
         self._writes: queue.SimpleQueue = queue.SimpleQueue()
         self._reads: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[_Worker] = []
         self.transactions = 0  # write transactions committed or failed (tests read it)
 
-    def connect(self) -> sqlite3.Connection:
+    def connect(self, *, cache_mib: int | None = None) -> sqlite3.Connection:
         _create_private(self.path)
         # autocommit mode: the writer emits BEGIN IMMEDIATE / COMMIT itself
         conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=256)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")  # other processes' writers
+        if cache_mib is not None:
+            conn.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")  # KiB when negative
         return conn
 
     async def open(self) -> None:

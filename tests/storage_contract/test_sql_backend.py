@@ -77,6 +77,9 @@ async def test_sqlite_runs_in_wal_mode_with_the_chosen_synchronous(tmp_path, set
             lambda conn: [conn.execute(f"PRAGMA {p}").fetchone()[0] for p in PRAGMAS]
         )
         assert pragmas == ["wal", expected, 10000]
+        assert await db.write(lambda conn: conn.execute("PRAGMA cache_size").fetchone()[0]) == (
+            -64 * 1024  # the writer's page cache, [sql] sqlite_cache_mib
+        )
         for _ in range(20):  # reads land on whichever reader is free: each must agree
             rows = [await db.fetch_one(f"PRAGMA {p}", ()) for p in PRAGMAS]
             assert [row[0] for row in rows] == ["wal", expected, 10000]
