@@ -130,8 +130,8 @@ async def test_deadlines_are_a_heap_the_sweep_reads_nothing_and_only_due_ones_ex
 ):
     shared = counted()
     routing = ROUTING.replace("sweep_interval_s = 0", "sweep_interval_s = 0.05").replace(
-        "answer_timeout_s = 0", "answer_timeout_s = 0.6"
-    )
+        "answer_timeout_s = 0", "answer_timeout_s = 1.0"
+    )  # the early ones are due 0.3 s after the quiet window ends, the late one 0.5 s later
     client = await worker(aiohttp_client, tmp_path, shared, routing)
     kernel = app_kernel(client.app)
     site = await site_of(client)
@@ -139,7 +139,7 @@ async def test_deadlines_are_a_heap_the_sweep_reads_nothing_and_only_due_ones_ex
     early = [await visitor(client, site) for _ in range(3)]
     for _ in early:
         await ann.assignment()
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.5)
     late = await visitor(client, site)
     await ann.assignment()
     await settle(client)
