@@ -36,7 +36,7 @@ import aiohttp
 
 from tests.bench.pool import Pool, Probe, Window
 from tests.bench.report import merge, quantile, summary_ms
-from tests.bench.servers import listen_overflows
+from tests.bench.servers import listen_overflows, schedstat
 from tests.bench.targets import Target
 
 log = logging.getLogger(__name__)
@@ -438,7 +438,7 @@ async def kill(
     server.kill()
     killed = time.time()
     listening = await server.restart()
-    ready, cpu_ready = time.time(), server.cpu()
+    ready, cpu_ready, sched_ready = time.time(), server.cpu(), schedstat(server.pid)
     log.info(
         "kill: killed in %.2f s, listening %.2f s and ready %.2f s after the kill",
         killed - cut,
@@ -454,6 +454,7 @@ async def kill(
     )
     resumed = await pool.each("kill_resumed", cut=cut, ready=listening, wait_s=wait_s)
     resuming_s, cpu_resuming = time.time() - ready, server.cpu() - cpu_ready
+    ran, waited = (b - a for a, b in zip(sched_ready, schedstat(server.pid), strict=True))
     await asyncio.sleep(max(0.0, listening + away_s - time.time()))
     released_at = time.time() - listening
     late_result = await late_started
@@ -495,6 +496,9 @@ async def kill(
         "kill_to_listen_s": round(listening - cut, 2),
         "kill_to_ready_s": round(ready - cut, 2),
         "cpu_percent_resuming": round(100 * cpu_resuming / resuming_s, 1) if resuming_s else None,
+        # the event-loop thread meanwhile: on a CPU, and runnable but waiting for one
+        "loop_ran_percent_resuming": round(100 * ran / resuming_s, 1) if resuming_s else None,
+        "loop_waited_percent_resuming": round(100 * waited / resuming_s, 1) if resuming_s else None,
         "clients_back_at_once": clients,
         "clients_resumed": done,
         "resume_max_s": round(times[-1], 2) if times and done == clients else None,

@@ -78,6 +78,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15)
 
 
+def schedstat(pid: int) -> tuple[float, float]:
+    """Seconds a process's main thread (kefu's event loop) ran on a CPU and waited in the
+    run queue for one, so far (``/proc/PID/schedstat``)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        ran, waited = f.read().split()[:2]
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status", "rb") as f:
         for line in f:
