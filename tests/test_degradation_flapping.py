@@ -181,6 +181,26 @@ def test_loop_busy_from_the_kernel_s_own_schedstat():
     assert sleeping[-1] < 0.3, sleeping
 
 
+def test_an_idle_store_keeps_no_slow_batch_ratio():
+    """The last slow commit's ratio stands while batches are in flight, not once the store
+    is idle (it held level 1 for good after the overload bench's traffic stopped)."""
+    from kefu.core.pressure import BatchMeter
+
+    kernel = make_kernel_stub()
+    sensors = Sensors(kernel, kernel.config.section("degradation"))
+    meter = BatchMeter("test-idle-store")
+    meter.record(0.001)
+    sensors._batch_ratio(0.0)  # the floor: 1 ms
+    readings = []
+    for k in range(1, 30):
+        if k <= 5:
+            meter.record(0.080)  # 80 ms commits: 80x the floor
+        readings.append(sensors._batch_ratio(k * 0.1))
+    assert readings[4] == pytest.approx(80.0)  # the median of five slow samples
+    assert readings[-1] == 0.0  # idle for two seconds
+    del meter
+
+
 def make_kernel_stub():
     class Server:
         workers = 1

@@ -47,6 +47,8 @@ BUSY_WINDOW = 5
 #: Samples whose median is the ``batch_ratio`` reading: one slow commit (a neighbour's
 #: fsync on a shared disk) is not a slow database; batches slow for half a second are.
 BATCH_WINDOW = 5
+#: Seconds a meter's last ratio stands without a new batch.
+BATCH_STALE_S = 1.0
 
 
 def memory_total_bytes() -> int:
@@ -165,7 +167,7 @@ class Sensors:
         self._cpu: tuple[float, float] | None = None
         self._cpu_value = 0.0
         self._rss, self._fds, self._slow = 0.0, 0.0, 0.0
-        self._ratios: dict[str, float] = {}
+        self._ratios: dict[str, tuple[float, float]] = {}  # meter -> (ratio, when)
         self._batch: deque[float] = deque(maxlen=BATCH_WINDOW)
         self.backlog = 0  # frames queued in the sampled outboxes
         self.extra: dict[str, float] = {}  # readings other plugins reported
@@ -194,7 +196,7 @@ class Sensors:
             "loop_lag_ms": self._own_lag(lag_s) * 1000.0,
             "loop_busy": self._loop_busy(now),
             "sojourn_ms": self._sojourn(now) * 1000.0,
-            "batch_ratio": self._batch_ratio(),
+            "batch_ratio": self._batch_ratio(now),
             "cpu": self._cpu_cores(now),
             "gc_ms_per_s": self._gc_rate(now),
             "handshakes_per_s": self.handshakes.sample(now),
@@ -273,10 +275,12 @@ class Sensors:
                 worst = max(worst, waiting if value is None else max(value, 0.0))
         return worst
 
-    def _batch_ratio(self) -> float:
+    def _batch_ratio(self, now: float) -> float:
         """The worst meter's latest batch against its floor, the median over the last
         :data:`BATCH_WINDOW` samples; a meter with no batch this interval keeps its last
-        ratio (a 120 ms commit spans several samples)."""
+        ratio (a 120 ms commit spans several samples) for :data:`BATCH_STALE_S` at most
+        (an idle store has no slow batches: before, the last ratio of a busy minute held
+        level 1 for good once the traffic stopped)."""
         worst = 0.0
         last = self._ratios
         for name, meter in meters().items():
@@ -285,8 +289,13 @@ class Sensors:
                 if taken is not None:
                     largest, floor = taken
                     slow = largest > BATCH_FLOOR_S
-                    last[name] = largest / max(floor, BATCH_FLOOR_S / 10) if slow else 0.0
-                worst = max(worst, last.get(name, 0.0))
+                    ratio = largest / max(floor, BATCH_FLOOR_S / 10) if slow else 0.0
+                    last[name] = (ratio, now)
+                ratio, at = last.get(name, (0.0, now))
+                if now - at > BATCH_STALE_S:
+                    ratio = 0.0
+                    del last[name]
+                worst = max(worst, ratio)
         self._batch.append(worst)
         ordered = sorted(self._batch)
         return ordered[len(ordered) // 2]
