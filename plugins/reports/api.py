@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
@@ -69,7 +70,11 @@ async def collect(call: Any) -> tuple[list[ConversationFacts], bool, dict[str, A
 async def report_of(call: Any) -> tuple[dict[str, Any], list[ConversationFacts], ZoneInfo]:
     facts, truncated, frame = await collect(call)
     names = {a.id: a.name for a in await call.kernel.storage.list_agents(call.site_id)}
-    built = figures.build(facts, frame["first"], frame["last"], frame["zone"], names)
+    # about 4.5 us per conversation (tests/bench/reports_bench.py): off the event loop, so a
+    # large range does not hold up the chats for a few hundred ms
+    built = await asyncio.to_thread(
+        figures.build, facts, frame["first"], frame["last"], frame["zone"], names
+    )
     head = {
         "since": frame["first"].isoformat(),
         "until": frame["last"].isoformat(),

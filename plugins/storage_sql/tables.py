@@ -109,8 +109,8 @@ conversations = Table(
     Index("conversations_site_state", "site_id", "state", "updated_at"),
     Index("conversations_site_assignee", "site_id", "assignee_id", "updated_at"),
     Index("conversations_site_visitor", "site_id", "visitor_id", "updated_at"),
-    # reports read a site's conversations by creation time (core.reports)
-    Index("conversations_site_created", "site_id", "created_at"),
+    # reports read a site's conversations by creation time, then id (core.reports)
+    Index("conversations_site_created_id", "site_id", "created_at", "id"),
     # at most one open conversation per visitor, across processes (see GUARANTEES)
     Index(
         "conversations_one_open",
