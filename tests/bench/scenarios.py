@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import os
 import time
@@ -398,6 +399,17 @@ async def populate_routed(
     }
 
 
+def _loops(server: Any) -> tuple[float, float]:
+    """Seconds the server's event-loop threads (each worker's main thread) ran and waited
+    for a CPU so far, summed."""
+    ran = waited = 0.0
+    for pid in server.worker_pids().values():
+        with contextlib.suppress(OSError):
+            r, w = schedstat(pid)
+            ran, waited = ran + r, waited + w
+    return ran, waited
+
+
 async def kill(
     target: Target,
     pool: Pool,
@@ -438,7 +450,7 @@ async def kill(
     server.kill()
     killed = time.time()
     listening = await server.restart()
-    ready, cpu_ready, sched_ready = time.time(), server.cpu(), schedstat(server.pid)
+    ready, cpu_ready, sched_ready = time.time(), server.cpu(), _loops(server)
     log.info(
         "kill: killed in %.2f s, listening %.2f s and ready %.2f s after the kill",
         killed - cut,
@@ -454,7 +466,7 @@ async def kill(
     )
     resumed = await pool.each("kill_resumed", cut=cut, ready=listening, wait_s=wait_s)
     resuming_s, cpu_resuming = time.time() - ready, server.cpu() - cpu_ready
-    ran, waited = (b - a for a, b in zip(sched_ready, schedstat(server.pid), strict=True))
+    ran, waited = (b - a for a, b in zip(sched_ready, _loops(server), strict=True))
     await asyncio.sleep(max(0.0, listening + away_s - time.time()))
     released_at = time.time() - listening
     late_result = await late_started
