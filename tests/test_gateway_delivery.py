@@ -162,6 +162,30 @@ def test_the_outbox_is_bounded_in_bytes_too():
     assert conn.closed and conn.close_reason == "slow_consumer"
 
 
+def test_an_idle_connection_holds_no_outbox_and_no_watch_set():
+    """About 1 KiB of an idle connection's ~20 (docs/performance.md): nothing until used."""
+    from kefu.core.types import Principal
+    from kefu.plugins.gateway.connection import NOTHING_WATCHED, Connection
+    from kefu.plugins.gateway.registry import Registry
+
+    conn = Connection(Principal("agent", "a", "s"), "ws")
+    assert conn._outbox is None and conn.watching is NOTHING_WATCHED and conn.queued == 0
+    assert conn.push(b"one") and conn.push(b"two") and conn.queued == 2
+    assert conn.drain(1) == [b"one"] and conn._outbox is not None
+    assert conn.drain() == [b"two"] and conn._outbox is None and conn.drain() == []
+    registry = Registry()
+    registry.add(conn)
+    registry.watch(conn, "c1")
+    registry.watch(conn, "c2")
+    assert conn.watching == {"c1", "c2"} and registry.watchers("c1") == {conn}
+    registry.unwatch(conn, "c1")
+    registry.unwatch(conn, "c2")
+    assert conn.watching is NOTHING_WATCHED and not registry.watchers("c2")
+    registry.watch(conn, "c3")
+    registry.remove(conn)
+    assert conn.watching is NOTHING_WATCHED and not registry.watchers("c3")
+
+
 async def test_a_resume_stops_at_a_quarter_of_the_outbox_bytes(aiohttp_client, tmp_path):
     kernel = make_kernel(tmp_path, "[gateway]\noutbox_bytes = 65536\nmax_text_chars = 8000\n")
     client = await aiohttp_client(create_app(kernel))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from kefu.plugins.gateway.connection import Connection
+from kefu.plugins.gateway.connection import NOTHING_WATCHED, Connection
 
 
 class _Shard:
@@ -102,17 +102,22 @@ class Registry:
         for conversation_id in conn.watching:
             if _discard(self._shard(conversation_id).watchers, conversation_id, conn):
                 self.on_released(f"c:{conversation_id}")
-        conn.watching.clear()
+        conn.watching = NOTHING_WATCHED
 
     def watch(self, conn: Connection, conversation_id: str) -> None:
         if conversation_id not in conn.watching and not conn.closed:
-            conn.watching.add(conversation_id)
+            if conn.watching:
+                conn.watching.add(conversation_id)  # type: ignore[union-attr]  # a set
+            else:
+                conn.watching = {conversation_id}
             if _add(self._shard(conversation_id).watchers, conversation_id, conn):
                 self.on_held(f"c:{conversation_id}")
 
     def unwatch(self, conn: Connection, conversation_id: str) -> None:
         if conversation_id in conn.watching:
-            conn.watching.discard(conversation_id)
+            conn.watching.discard(conversation_id)  # type: ignore[union-attr]  # a set
+            if not conn.watching:
+                conn.watching = NOTHING_WATCHED
             if _discard(self._shard(conversation_id).watchers, conversation_id, conn):
                 self.on_released(f"c:{conversation_id}")
 
