@@ -91,8 +91,10 @@ async def test_text_named_html_is_stored_and_served_as_plain_text(client, world)
     assert resp.status == 201 and body["mime"] == "text/plain" and body["name"] == "evil.txt"
     resp = await client.get(body["url"], headers=world.agent())
     assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
-    assert resp.headers["Content-Disposition"].startswith("attachment;")
+    # shown in the browser as text (a file card opens it in a tab), never run
+    assert resp.headers["Content-Disposition"] == 'inline; filename="evil.txt"'
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in resp.headers["Content-Security-Policy"]
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,8 @@ EXTENSIONS: dict[str, str] = {
     "application/pdf": "pdf",
     "text/plain": "txt",
 }
+#: Served inline (shown in the browser) besides images; anything else is a download.
+INLINE_TYPES = frozenset({"application/pdf", "text/plain"})
 #: Stored names: a 22-character random id, a dash, the sanitised original stem and extension.
 STORED_NAME_PATTERN = r"^[A-Za-z0-9_-]{22}-[A-Za-z0-9._-]{1,80}$"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -166,7 +168,9 @@ async def get_upload(call: Call) -> web.StreamResponse:
     path = upload_dir(call.kernel, site_id) / stored
     if not await asyncio.to_thread(path.is_file):
         raise ApiError(404, "not_found", "upload not found")
-    disposition = "inline" if mime.startswith("image/") else "attachment"
+    # images, PDFs and text open in the browser (the chat's file cards open them in a tab);
+    # sniffed types only, served with nosniff and a sandbox: none of them runs script here
+    disposition = "inline" if mime in INLINE_TYPES or mime.startswith("image/") else "attachment"
     content_type = "text/plain; charset=utf-8" if mime == "text/plain" else mime
     headers = {
         "Content-Type": content_type,

@@ -1,7 +1,8 @@
 // The conversation view: history pages from the REST API, live frames over the connection,
 // replies with canned /shortcuts, attachments, typing and read receipts.
 import { api } from "../lib/api.js";
-import { h, humanSize, timeOf, uuid } from "../lib/dom.js";
+import { h, timeOf, uuid } from "../lib/dom.js";
+import { attachmentBody, textBody, tombstoneBody } from "../lib/rich.js";
 import { SeqTracker } from "../lib/seq.js";
 import { tr } from "../lib/tr.js";
 import { placeFor } from "../widget/view.js";
@@ -271,20 +272,22 @@ function fileUrl(attachment) {
   return new URL(attachment.url || "", location.origin).href;
 }
 
+function richTexts() {
+  return { openImage: tr("View the image"), openFile: tr("Open the file in a new tab"), download: tr("Download the file"), close: tr("Close") };
+}
+
 function body(msg) {
+  if (msg.meta?.deleted) return tombstoneBody(tr("This message was deleted."));
   const a = msg.attachment;
-  if (a && msg.type === "image") {
-    return h("a", { href: fileUrl(a), target: "_blank", rel: "noopener" }, h("img", { src: fileUrl(a), alt: a.name || "image", class: "image" }));
-  }
-  if (a) return h("a", { href: fileUrl(a), target: "_blank", rel: "noopener", class: "text" }, `${a.name || "file"} (${humanSize(a.size || 0)})`);
-  return h("p", { class: "text", translate: "no" }, msg.text);
+  if (a) return attachmentBody(a, { url: fileUrl(a), texts: richTexts(), layer: document.body, image: msg.type === "image" });
+  return textBody(msg.text, { translate: "no" });
 }
 
 function fromRecord(m, me) {
-  return { seq: m.seq, cid: m.cid, kind: m.sender_kind, senderId: m.sender_id, mine: m.sender_kind === "agent", self: m.sender_id === me.id, type: m.type, text: m.text, attachment: m.attachment, created_at: m.created_at };
+  return { seq: m.seq, cid: m.cid, kind: m.sender_kind, senderId: m.sender_id, mine: m.sender_kind === "agent", self: m.sender_id === me.id, type: m.type, text: m.text, attachment: m.attachment, meta: m.meta, created_at: m.created_at };
 }
 
 function fromFrame(f, me) {
-  return { seq: f.seq, cid: f.cid, kind: f.sender.kind, senderId: f.sender.id, mine: f.sender.kind === "agent", self: f.sender.id === me.id, type: f.type, text: f.text, attachment: f.attachment, created_at: f.created_at };
+  return { seq: f.seq, cid: f.cid, kind: f.sender.kind, senderId: f.sender.id, mine: f.sender.kind === "agent", self: f.sender.id === me.id, type: f.type, text: f.text, attachment: f.attachment, meta: f.meta, created_at: f.created_at };
 }
 

@@ -44,6 +44,12 @@ const TEXTS = {
     uploadFailed: "The file could not be uploaded.",
     newMessage: "New message",
     language: "中文",
+    openImage: "View the image",
+    openFile: "Open the file in a new tab",
+    download: "Download the file",
+    deleted: "This message was deleted.",
+    emoji: "Insert an emoji",
+    emojiList: "Emoji",
   },
   zh: {
     launcher: "在线咨询",
@@ -87,6 +93,12 @@ const TEXTS = {
     uploadFailed: "文件上传失败。",
     newMessage: "新消息",
     language: "English",
+    openImage: "查看图片",
+    openFile: "在新标签页中打开文件",
+    download: "下载文件",
+    deleted: "此消息已被删除。",
+    emoji: "插入表情",
+    emojiList: "表情",
   },
 };
 

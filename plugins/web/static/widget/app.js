@@ -121,6 +121,7 @@ export async function mount(options) {
 
   const view = createView(root, t, actions, {
     stylesheet: `${base}static/widget/widget.css${options.version ? `?v=${options.version}` : ""}`,
+    richStylesheet: `${base}static/lib/rich.css${options.version ? `?v=${options.version}` : ""}`,
     title: config.name,
     greeting: config.greeting,
     busy: config.busy === true,

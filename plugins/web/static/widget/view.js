@@ -1,6 +1,7 @@
 // The widget's DOM, inside a shadow root: launcher with unread badge, chat panel, offline
 // form and satisfaction rating. Every user-supplied string is set as text, never as HTML.
-import { h, humanSize, replace, timeOf } from "../lib/dom.js";
+import { h, replace, timeOf } from "../lib/dom.js";
+import { attachmentBody, textBody, tombstoneBody } from "../lib/rich.js";
 
 /** Where a stored message goes: before the first later one, else before unsent ones. */
 export function placeFor(list, seq) {
@@ -11,7 +12,7 @@ export function placeFor(list, seq) {
   return null;
 }
 
-export function createView(root, t, actions, { stylesheet, title, greeting, busy = false }) {
+export function createView(root, t, actions, { stylesheet, richStylesheet, title, greeting, busy = false }) {
   const badge = h("span", { class: "badge", hidden: true });
   const launcher = h("button", { class: "launcher", type: "button", "aria-label": t("launcher") },
     h("span", { class: "launcher-icon", "aria-hidden": "true" }), h("span", { class: "launcher-text" }, t("launcher")), badge);
@@ -39,7 +40,9 @@ export function createView(root, t, actions, { stylesheet, title, greeting, busy
     status, queue,
     h("div", { class: "scroll" }, h("p", { class: "greeting" }, greeting || t("greeting")), list, typing, ended),
     offline, composer);
-  replace(root, h("link", { rel: "stylesheet", href: stylesheet }), h("div", { class: "kefu" }, panel, launcher));
+  const layer = h("div", { class: "kefu" }, panel, launcher);
+  replace(root, h("link", { rel: "stylesheet", href: stylesheet }),
+    richStylesheet ? h("link", { rel: "stylesheet", href: richStylesheet }) : null, layer);
 
   launcher.addEventListener("click", () => actions.toggle());
   panel.querySelector(".close").addEventListener("click", () => actions.toggle(false));
@@ -73,17 +76,12 @@ export function createView(root, t, actions, { stylesheet, title, greeting, busy
   const scroller = panel.querySelector(".scroll");
   const scrollDown = () => { scroller.scrollTop = scroller.scrollHeight; };
 
+  const richTexts = { openImage: t("openImage"), openFile: t("openFile"), download: t("download"), close: t("close") };
   function body(msg) {
+    if (msg.meta?.deleted) return tombstoneBody(t("deleted"));
     const a = msg.attachment;
-    if (a && msg.type === "image") {
-      return h("a", { href: actions.fileUrl(a), target: "_blank", rel: "noopener" },
-        h("img", { src: actions.fileUrl(a), alt: a.name || "image", class: "image" }));
-    }
-    if (a) {
-      return h("a", { href: actions.fileUrl(a), target: "_blank", rel: "noopener", class: "file-link" },
-        `${a.name || "file"} (${humanSize(a.size || 0)})`);
-    }
-    return h("p", { class: "text" }, msg.text);
+    if (a) return attachmentBody(a, { url: actions.fileUrl(a), texts: richTexts, layer, image: msg.type === "image" });
+    return textBody(msg.text);
   }
 
   function render(msg) {

@@ -1,0 +1,220 @@
+"""Messages in the widget and the console (issue 14), in the real browser (Debian's Chromium
+under Playwright): links made safely (http(s) and e-mail only, never HTML), the image
+lightbox, file cards, the emoji picker and an agent's message delete with its live
+tombstone. docs/ui.md, "Messages". Screenshots land in build/screenshots/ui-en-messages-*.jpg."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import zlib
+
+import pytest
+import pytest_asyncio
+
+from tests.chat_support import add_site
+from tests.web_support import (
+    chromium,
+    console_say,
+    expect,
+    open_conversation,
+    open_widget,
+    screenshot_path,
+    signed_in_agent,
+    start_kefu,
+    start_shop,
+    visitor_page,
+    widget_say,
+)
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
+
+#: (text, the hrefs its links must have, in order). Everything else stays text.
+LINK_CASES = [
+    ("see https://example.com/a?b=1&c=2.", ["https://example.com/a?b=1&c=2"]),
+    ("(https://en.wikipedia.org/wiki/Foo_(bar))", ["https://en.wikipedia.org/wiki/Foo_(bar)"]),
+    ("HTTP://EXAMPLE.COM/X, then", ["http://example.com/X"]),
+    ("mail ann@example.test.", ["mailto:ann@example.test"]),
+    ("javascript:alert(1)", []),
+    ("JaVaScRiPt:alert(document.cookie)", []),
+    ("javascript://example.com/%0aalert(1)", []),
+    ("vbscript:msgbox(1) data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==", []),
+    ("file:///etc/passwd ftp://example.com/x //evil.example/x www.example.com", []),
+    ("<script>window.__xss = 1</script>", []),
+    ('<img src=x onerror="window.__xss = 1">', []),
+    ('<a href="javascript:window.__xss=1">click</a>', []),
+    ('https://example.com/"><img src=x onerror=window.__xss=1>', ["https://example.com/"]),
+    ("http:// https://", []),
+    ("java\u0000script:alert(1) java&#115;cript:alert(1)", []),
+    ("mailto:ann@example.test?subject=<script>", ["mailto:ann@example.test"]),
+]
+
+UNIT = """async ([cases]) => {
+  const { linkify } = await import("/static/lib/rich.js");
+  return cases.map(([text]) => {
+    const box = document.createElement("p");
+    box.append(...linkify(text));
+    const elements = [...box.querySelectorAll("*")];
+    return {
+      text: box.textContent,
+      tags: elements.map((e) => e.tagName),
+      hrefs: elements.map((e) => e.getAttribute("href")),
+      rels: elements.map((e) => e.rel),
+      targets: elements.map((e) => e.target),
+      attrs: elements.map((e) => e.getAttributeNames().sort().join(",")),
+    };
+  });
+}"""
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def kefu(tmp_path_factory):
+    running = await start_kefu(tmp_path_factory.mktemp("web-messages"))
+    shop_runner, running.shop_base = await start_shop(running.base)
+    yield running
+    await shop_runner.cleanup()
+    await running.runner.cleanup()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser():
+    async with chromium() as launched:
+        yield launched
+
+
+def picture_png(width: int = 240, height: int = 150) -> bytes:
+    """A real PNG, a teal-to-amber gradient (uploads are sniffed by content)."""
+    rows = b"".join(
+        b"\x00" + b"".join(bytes((15 + x, 118 + y // 2, 110 + x // 2)) for x in range(width))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def widget(page):
+    return page.locator("#kefu-widget")
+
+
+async def test_linkify_keeps_every_payload_text_and_links_only_http_and_mail(kefu, browser):
+    """The module itself, in the page's real DOM: each text comes back as the same text, the
+    only elements are <a> with an http(s) or mailto href, rel and target."""
+    page = await browser.new_page()
+    await page.goto(f"{kefu.base}console/login")
+    results = await page.evaluate(UNIT, [LINK_CASES])
+    for (text, hrefs), got in zip(LINK_CASES, results, strict=True):
+        assert got["text"] == text, text
+        assert got["tags"] == ["A"] * len(hrefs), (text, got)
+        assert got["hrefs"] == hrefs, text
+        assert set(got["rels"]) <= {"noopener noreferrer nofollow"}
+        assert set(got["targets"]) <= {"_blank"}
+        assert set(got["attrs"]) <= {"class,href,rel,target"}
+    assert await page.evaluate("window.__xss") is None
+    await page.close()
+
+
+async def chat(kefu, browser, site):
+    agent = await signed_in_agent(browser, kefu.base, site.site.id, site.agent.email)
+    visitor = await visitor_page(browser, f"{kefu.shop_base}shop/{site.site.widget_key}")
+    await open_widget(visitor)
+    await widget_say(visitor, "hello")
+    conversation_id = await open_conversation(agent)
+    await expect(widget(visitor).locator(".notice")).to_have_text("Bob joined the chat.")
+    return agent, visitor, conversation_id
+
+
+async def test_links_images_and_files_in_both_uis(kefu, browser):
+    site = await add_site(kefu.kernel, "m1")
+    agent, visitor, _ = await chat(kefu, browser, site)
+
+    # a visitor's XSS attempt and links: text on the agent's screen, two safe links
+    payload = (
+        '<img src=x onerror="window.__xss=1"> javascript:alert(1) '
+        "order https://shop.example/o/1182?x=1. or ann@example.test"
+    )
+    await widget_say(visitor, payload)
+    text = agent.locator("#message-list .msg.theirs .text").last
+    await expect(text).to_have_text(payload)
+    links = text.locator("a")
+    await expect(links).to_have_count(2)
+    assert await links.evaluate_all("els => els.map(e => e.getAttribute('href'))") == [
+        "https://shop.example/o/1182?x=1",
+        "mailto:ann@example.test",
+    ]
+    assert await links.first.get_attribute("rel") == "noopener noreferrer nofollow"
+    assert await links.first.get_attribute("target") == "_blank"
+    assert await text.locator("img").count() == 0
+    # the agent's link reaches the widget as a link too
+    await console_say(agent, "Track it at https://track.example/1182 (24h)")
+    sent = widget(visitor).locator(".msg.theirs:not(.notice) .text").last
+    await expect(sent.locator("a")).to_have_attribute("href", "https://track.example/1182")
+    await expect(sent).to_have_text("Track it at https://track.example/1182 (24h)")
+
+    # an image from the visitor: a click opens the lightbox, Esc closes it, a click too
+    picture = {"name": "pot.png", "mimeType": "image/png", "buffer": picture_png()}
+    await widget(visitor).locator("input.file").set_input_files(picture)
+    image = agent.locator("#message-list .msg.theirs img.image")
+    await expect(image).to_be_visible()
+    await image.click()
+    box = agent.locator("body > .lightbox")
+    await expect(box).to_be_visible()
+    await expect(box.locator(".lightbox-name")).to_have_text("pot.png")
+    await agent.wait_for_function(
+        "() => document.querySelector('.lightbox-image').naturalWidth === 240"
+    )
+    await agent.screenshot(path=screenshot_path("ui-en-messages-lightbox.jpg"), quality=70)
+    await agent.keyboard.press("Escape")
+    await expect(box).to_have_count(0)
+    await expect(agent.locator("#message-list .image-link")).to_be_focused()
+    await agent.keyboard.press("Enter")  # the keyboard opens it too
+    await expect(box).to_be_visible()
+    await box.click()
+    await expect(box).to_have_count(0)
+    mine = widget(visitor).locator(".msg.mine img.image")
+    await mine.click()
+    wbox = widget(visitor).locator(".lightbox")
+    await expect(wbox).to_be_visible()
+    await visitor.keyboard.press("Escape")
+    await expect(wbox).to_have_count(0)
+
+    # a PDF from the agent: a file card with its name and size; it opens in a new tab
+    pdf = b"%PDF-1.4\n" + b"%" * 2100 + b"\n%%EOF\n"
+    await agent.locator("#composer-file").set_input_files(
+        {"name": "invoice 1182.pdf", "mimeType": "application/pdf", "buffer": pdf}
+    )
+    card = widget(visitor).locator(".msg.theirs .file-card")
+    await expect(card).to_be_visible()
+    await expect(card.locator(".file-name")).to_have_text("invoice_1182.pdf")
+    await expect(card.locator(".file-size")).to_have_text("2 KB")
+    await expect(card.locator(".file-icon")).to_have_text("PDF")
+    assert await card.get_attribute("target") == "_blank"
+    assert await card.get_attribute("download") is None
+    own = agent.locator("#message-list .msg.mine .file-card")
+    await expect(own.locator(".file-name")).to_have_text("invoice_1182.pdf")
+    async with agent.context.expect_page() as opened:
+        await own.click()
+    tab = await opened.value
+    await tab.wait_for_load_state("commit")
+    assert "/v1/uploads/m1/" in tab.url and tab.url.endswith(".pdf")
+    await tab.close()
+    # and the served file says inline: the browser shows it instead of downloading it
+    url = await own.get_attribute("href")
+    resp = await agent.request.get(url)
+    assert resp.status == 200 and resp.headers["content-disposition"].startswith("inline;")
+    await visitor.screenshot(path=screenshot_path("ui-en-messages-widget.jpg"), quality=70)
+    await agent.screenshot(path=screenshot_path("ui-en-messages-console.jpg"), quality=70)
+
+    assert await agent.evaluate("window.__xss") is None
+    assert await visitor.evaluate("window.__xss") is None
+    assert visitor.errors.errors == [] and agent.errors.errors == []
+    await asyncio.gather(agent.context.close(), visitor.context.close())
