@@ -105,15 +105,15 @@ async def browser():
 
 
 ADMIN_PAGES = [
-    "status", "reports", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "identity",
-    "plugins",
+    "status", "reports", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "kb",
+    "identity", "plugins",
 ]  # fmt: skip
 #: Words on the pages that are data or names, not texts to translate.
 NOT_TEXT = {
     "kefu", "Ada", "Bob", "admin", "agent", "test", "UTC", "IANA", "YYYY", "sha256", "docs",
     "bot", "PNG", "JPEG", "GIF", "WebP", "English", "Teapot", "kefu.toml", "https", "shop",
     "example", "billing", "sales", "hello", "then", "agent_tools", "bot_intents",
-    "shop.example", "bot.md", "sha", "CSV",
+    "shop.example", "bot.md", "sha", "CSV", "Markdown",
 }  # fmt: skip
 
 ENGLISH_WORDS = """els => {

@@ -65,6 +65,8 @@ class SearchHit(BaseModel):
 
 class SearchResult(BaseModel):
     hits: list[SearchHit]
+    #: The bot answers from the first hit only when its score is at least this.
+    min_score: float
 
 
 class Library:
@@ -169,7 +171,8 @@ async def search(call: Any) -> SearchResult:
                 score=round(h.score, 4),
             )
             for h in hits
-        ]
+        ],
+        min_score=call.kernel.config.section("knowledge_base").min_score,
     )
 
 

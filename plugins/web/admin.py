@@ -1,6 +1,7 @@
 """Admin pages: agents, sites and the widget snippet, routing, business hours, canned replies,
-bot flows, plugins, live status and reports. Server-rendered; every form carries the CSRF
-field. Reports are also open to supervisors (``reports.read``), who see no other page."""
+bot flows, FAQ, knowledge base, plugins, live status and reports. Server-rendered; every
+form carries the CSRF field. Reports are also open to supervisors (``reports.read``), who
+see no other page."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from kefu.plugins.web.status import MessageRate, site_status
 log = logging.getLogger(__name__)
 
 SECTIONS = (
-    "status", "reports", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "webhooks",
-    "identity", "plugins",
+    "status", "reports", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "kb",
+    "webhooks", "identity", "plugins",
 )  # fmt: skip
 #: Pages a signed-in agent who is not an admin may open, by the action each needs.
 READER_SECTIONS = {"reports": "reports.read"}
@@ -41,6 +42,7 @@ LABELS = {
     "canned": "Canned",
     "bot": "Bot",
     "faq": "FAQ",
+    "kb": "Knowledge base",
     "identity": "Identity",
     "plugins": "Plugins",
 }
@@ -279,6 +281,9 @@ def make_routes(
     async def faq_page(request: web.Request) -> web.Response:
         return await show(request, "faq")  # static/admin/faq.js calls /v1/bot/faq
 
+    async def kb_page(request: web.Request) -> web.Response:
+        return await show(request, "kb")  # static/admin/kb.js calls /v1/kb/articles, /v1/kb/search
+
     async def webhooks_page(request: web.Request) -> web.Response:
         return await show(request, "webhooks")  # static/admin/webhooks.js calls /v1/webhooks
 
@@ -308,6 +313,7 @@ def make_routes(
         web.get("/admin/canned", canned_page),
         web.get("/admin/bot", bot_page),
         web.get("/admin/faq", faq_page),
+        web.get("/admin/kb", kb_page),
         web.get("/admin/webhooks", webhooks_page),
         web.get("/admin/identity", identity_page),
         web.get("/admin/plugins", plugins_page),
