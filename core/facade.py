@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -274,6 +274,40 @@ class HookFacade:
             question=question,
             lang=lang,
         )
+
+    async def bot_passages(self, site_id: str, question: str, lang: str, limit: int) -> Any:
+        """The best passages for a question, best first, or None (``kefu_bot_passages``)."""
+        return await call_first(
+            self._hook.kefu_bot_passages,
+            kernel=self._kernel,
+            site_id=site_id,
+            question=question,
+            lang=lang,
+            limit=limit,
+        )
+
+    async def bot_generate(
+        self,
+        site_id: str,
+        question: str,
+        passages: Any,
+        lang: str,
+        on_text: Callable[[str], Awaitable[None]],
+    ) -> Any:
+        """An answer composed from passages, or None (``kefu_bot_generate``)."""
+        return await call_first(
+            self._hook.kefu_bot_generate,
+            kernel=self._kernel,
+            site_id=site_id,
+            question=question,
+            passages=passages,
+            lang=lang,
+            on_text=on_text,
+        )
+
+    def bot_generates(self) -> bool:
+        """Some enabled plugin implements ``kefu_bot_generate``."""
+        return bool(self._hook.kefu_bot_generate.get_hookimpls())
 
     async def bot_takes(self, conversation: Any) -> bool:
         """Whether a bot answers this new conversation first (``kefu_bot_takes``)."""

@@ -144,6 +144,23 @@ class KnowledgeAnswer:
 
 
 @dataclass(frozen=True, slots=True)
+class GeneratedAnswer:
+    """An answer a generative provider composed from passages (``kefu_bot_generate``).
+
+    ``text`` is the answer with its ``[n]`` citation markers; ``cited`` the 0-based
+    indexes of the passages it cites; ``refused`` says the passages do not answer the
+    question (the bot hands over; ``text`` is then not shown); ``tokens`` what the
+    answer cost (prompt and completion), for metrics.
+    """
+
+    text: str
+    cited: tuple[int, ...] = ()
+    refused: bool = False
+    reason: str | None = None
+    tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class BotReply:
     """What a bot answers: texts to send and an optional handoff to humans."""
 

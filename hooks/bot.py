@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kefu.hooks import MaybeAwaitable, hookspec
@@ -10,7 +10,7 @@ from kefu.hooks import MaybeAwaitable, hookspec
 if TYPE_CHECKING:
     from kefu.core.domain import Conversation, Message
     from kefu.core.kernel import Kernel
-    from kefu.core.types import BotReply, KnowledgeAnswer
+    from kefu.core.types import BotReply, GeneratedAnswer, KnowledgeAnswer
 
 
 @hookspec
@@ -87,4 +87,58 @@ def kefu_bot_knowledge(
     :param lang: the visitor's language (``"zh"`` or ``"en"``), for the citation wording.
     :returns: a :class:`kefu.core.types.KnowledgeAnswer`, or None when unsure (the bot
         then falls back / hands over as its flow says). May be async.
+    """
+
+
+@hookspec
+def kefu_bot_passages(
+    kernel: Kernel, site_id: str, question: str, lang: str, limit: int
+) -> MaybeAwaitable[list[KnowledgeAnswer] | None]:
+    """Find the help-article passages that best match a question, best first.
+
+    Called by the bot before it asks a generative provider (``kefu_bot_generate``)
+    to compose an answer, once ``kefu_bot_knowledge`` was confident; unlike that
+    hook it answers the next-best passages too, with no confidence threshold.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :param site_id: the conversation's site.
+    :param question: the visitor's message text.
+    :param lang: the visitor's language (``"zh"`` or ``"en"``).
+    :param limit: how many passages at most.
+    :returns: a list of :class:`kefu.core.types.KnowledgeAnswer`, or None to let other
+        plugins answer (no answer: the bot uses the one ``kefu_bot_knowledge`` found).
+        May be async.
+    """
+
+
+@hookspec
+def kefu_bot_generate(
+    kernel: Kernel,
+    site_id: str,
+    question: str,
+    passages: Sequence[KnowledgeAnswer],
+    lang: str,
+    on_text: Callable[[str], Awaitable[None]],
+) -> MaybeAwaitable[GeneratedAnswer | None]:
+    """Compose an answer to a visitor question from help-article passages only (a model).
+
+    Called by the bot, in its turn's background task (never on the sender's path),
+    when the knowledge base found passages for a question no intent covers; without
+    an answer the bot sends the best passage as it is. An implementation must bound
+    its own time and cost: the bot's turn waits for it.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :param site_id: the conversation's site (budgets are per site).
+    :param question: the visitor's message text.
+    :param passages: the passages to answer from, best first, numbered ``[1]``... in
+        the order given.
+    :param lang: the visitor's language (``"zh"`` or ``"en"``).
+    :param on_text: ``await on_text(text)`` with the answer's whole text so far, each
+        time it grows (the bot streams it to the widget as ``bot_draft`` frames); never
+        call it with a refusal's text.
+    :returns: a :class:`kefu.core.types.GeneratedAnswer` (its text and the passages it
+        cites, or ``refused``: the passages do not answer, the bot hands over), or None
+        when this provider does not answer now (not configured for the site, busy,
+        over budget, timed out, failed): other plugins may answer, then the bot answers
+        with the best passage. May be async.
     """

@@ -45,6 +45,7 @@ from kefu.plugins.bot_intents.classifier import TrainingOptions
 from kefu.plugins.bot_intents.demo import actions_of, bot_settings
 from kefu.plugins.bot_intents.engine import CompiledFlow, Session
 from kefu.plugins.bot_intents.faq import record_turn
+from kefu.plugins.bot_intents.generative import HELPED, generated_reply, reply_cid
 from kefu.plugins.bot_intents.store import FlowStore, RecordFlowStore, import_folder
 from kefu.plugins.bot_intents.strategy import Strategy
 from kefu.plugins.bot_intents.versions import FlowRegistry, FlowRejected
@@ -91,6 +92,8 @@ class BotService:
             "handoffs": 0,
             "reload_failures": 0,
             "knowledge_answers": 0,
+            "generated_answers": 0,
+            "generated_refusals": 0,
         }
         self._locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task] = set()
@@ -300,9 +303,9 @@ class BotService:
             return None
         self.counts["turns"] += 1
         if turn.matched in ("fallback", "clarify"):  # no intent: a help article may answer
-            article = await self._knowledge(conversation.site_id, message.text or "")
+            article = await self._knowledge(conversation, message)
             if article is not None:
-                return BotReply(tuple(texts) + article)
+                return article
         texts.extend(turn.texts)
         # FAQ mining reads how the bot did on each visitor message (faq.py)
         record_turn(conversation, message.seq, turn.matched, turn.handoff is not None)
@@ -313,20 +316,29 @@ class BotService:
             return BotReply(tuple(texts), choices=turn.choices)
         return BotReply(tuple(texts), True, turn.handoff.reason, turn.handoff.department)
 
-    async def _knowledge(self, site_id: str, question: str) -> tuple[str, ...] | None:
-        """A knowledge-base passage with its citation and "did this help?", or None."""
+    async def _knowledge(self, conversation: Conversation, message: Message) -> BotReply | None:
+        """A knowledge-base passage with its citation and "did this help?", or None; with a
+        generative provider, its answer from the best passages (:mod:`.generative`)."""
+        question = message.text or ""
         lang = "zh" if has_cjk(question) else "en"
         try:
-            found = await self.kernel.hooks.bot_knowledge(site_id, question, lang)
+            found = await self.kernel.hooks.bot_knowledge(conversation.site_id, question, lang)
         except Exception:
             log.exception("knowledge-base lookup failed")
             return None
         if found is None:
             return None
         self.counts["knowledge_answers"] += 1
+        if self.kernel.hooks.bot_generates():
+            sender = (conversation.meta.get(META_KEY) or {}).get("flow_id") or "bot"
+            generated = await generated_reply(
+                self.kernel, conversation, message, found, lang, sender, self.counts
+            )
+            if generated is not None:
+                return generated
         if lang == "zh":
-            return (f"{found.text}\n（来自文章：《{found.title}》）", "这个回答有帮助吗？")  # noqa: RUF001
-        return (f'{found.text}\n(From the article: "{found.title}")', "Did this help?")
+            return BotReply((f"{found.text}\n（来自文章：《{found.title}》）", HELPED["zh"]))  # noqa: RUF001
+        return BotReply((f'{found.text}\n(From the article: "{found.title}")', HELPED["en"]))
 
     # -- events ---------------------------------------------------------------------
     async def on_event(self, event: Any) -> None:
@@ -412,7 +424,7 @@ class BotService:
         sender = (conversation.meta.get(META_KEY) or {}).get("flow_id") or "bot"
         for i, text in enumerate(texts):
             message = Message(
-                conversation.site_id, conversation.id, f"bot-{key}-{i}", "bot", sender, text=text
+                conversation.site_id, conversation.id, reply_cid(key, i), "bot", sender, text=text
             )
             if choices and i == len(texts) - 1:  # quick replies (meta.choices) with the last
                 message.meta = {"choices": list(choices)}

@@ -122,6 +122,15 @@ async def kefu_bot_knowledge(kernel, site_id, question, lang):
     return KnowledgeAnswer(p.text, p.article_id, p.title, hits[0].score, p.lang)
 
 
+@hookimpl
+async def kefu_bot_passages(kernel, site_id, question, lang, limit):
+    if kernel.storage is None:
+        return None
+    hits = (await library(kernel).index(site_id)).search(question, limit)
+    return [KnowledgeAnswer(h.passage.text, h.passage.article_id, h.passage.title, h.score,
+                            h.passage.lang) for h in hits]  # fmt: skip
+
+
 def _out(record: Any) -> ArticleOut:
     return ArticleOut(id=record.id, version=record.version, **record.data)
 
