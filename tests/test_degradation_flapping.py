@@ -276,3 +276,32 @@ def test_an_idle_worker_on_a_saturated_machine_keeps_level_0(tmp_path):
     assert waits and waits[len(waits) // 2] > 10.0, f"no noisy condition: {waits}"
     assert seen["changes_after"] == seen["changes_before"], seen
     assert max(seen["lags"]) < 10.0
+
+
+def test_a_flood_of_newcomers_is_left_once_it_ends_whatever_the_inflow():
+    """The handshake rate counts refused handshakes too: shedding does not calm it, so its
+    calm is the flood's end; the inflow of frames (the chat) did not change."""
+    h = Hysteresis(enter_samples=2, leave_s=1.0, min_dwell_s=1.5, exit_ratio=0.6)
+    bounds = {"handshakes_per_s": (300.0, 800.0, 1500.0), "lag": (40.0, 120.0, 400.0)}
+    now, changes = 0.0, []
+    while now < 20.0:
+        flooding = 5.0 <= now < 8.0
+        reading = {"handshakes_per_s": 2500.0 if flooding else 20.0, "inflow_per_s": 800.0}
+        new = h.update(reading, bounds, now)
+        if new is not None:
+            changes.append((round(now, 1), new))
+        now += 0.1
+    assert [level for _, level in changes] == [3, 2, 1, 0]
+    assert 5.0 < changes[0][0] <= 5.25  # the second flooded sample
+    assert changes[-1][0] - 8.0 < 5.0
+    # the same levels entered on the loop lag under unchanged traffic stay (the gate)
+    h = Hysteresis(enter_samples=2, leave_s=1.0, min_dwell_s=1.5, exit_ratio=0.6)
+    now, levels = 0.0, []
+    while now < 20.0:
+        lagging = 5.0 <= now < 8.0
+        reading = {"lag": 500.0 if lagging else 5.0, "inflow_per_s": 800.0}
+        new = h.update(reading, bounds, now)
+        if new is not None:
+            levels.append(new)
+        now += 0.1
+    assert levels == [3]

@@ -86,6 +86,7 @@ def kefu_stats(kernel):
             "feature", {f.name: int(f.name in controller.shed) for f in controller.features}
         ),
         "degradation_refused_total": labelled("path", dict(controller.refused)),
+        "degradation_rate_limited_total": labelled("path", dict(controller.rate_limited)),
         "degradation_closed_slow_consumers_total": controller.closed_slow,
         "degradation_level_seconds_total": labelled(
             "level", {str(i): controller.time_at[i] for i in range(MAX_LEVEL + 1)}

@@ -7,6 +7,11 @@ the handshake and session counters):
   shows its polite "we are busy, leave a message" form to visitors without a
   conversation; those with one carry on), new long-poll sessions get ``503`` with a
   jittered ``Retry-After``;
+- level 2 as well: new WebSocket handshakes and new visitor sessions are admitted at
+  ``handshake_limit_per_s`` / ``session_limit_per_s`` at most (a token bucket
+  ``limit_burst_s`` deep, per worker); beyond, ``503`` with a jittered ``Retry-After``
+  before any work (no upgrade, no token check): a connection flood's handshakes are what
+  would slow the people already talking, a refusal costs a fraction of one;
 - level 3: new WebSocket connections, visitor sessions and widget loads get ``503`` with
   a jittered ``Retry-After`` as well (refused before any work: no upgrade, no token).
 
@@ -17,6 +22,7 @@ Requests of connected participants (frames on an open WebSocket, long-poll ``sen
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import orjson
@@ -30,6 +36,40 @@ WIDGET_SCRIPT = "/widget.js"
 
 #: path -> the level from which a new one is refused with 503
 REFUSED_FROM = {POLL_OPEN: 2, WS_PATH: 3, SESSION_PATH: 3, WIDGET_SCRIPT: 3}
+
+
+#: path -> the setting holding its level-2 admission rate
+LIMITED = {WS_PATH: "handshake_limit_per_s", SESSION_PATH: "session_limit_per_s"}
+
+
+class TokenBucket:
+    """``rate`` admissions a second, ``rate * burst_s`` at once at most (refilled lazily:
+    one clock read and a few float operations per admission asked)."""
+
+    __slots__ = ("_at", "_tokens")
+
+    def __init__(self) -> None:
+        self._tokens: float | None = None  # full at the first ask
+        self._at = 0.0
+
+    def take(self, rate: float, burst_s: float, now: float | None = None) -> bool:
+        if rate <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        depth = max(1.0, rate * burst_s)
+        if self._tokens is None:
+            self._tokens = depth
+        else:
+            self._tokens = min(depth, self._tokens + (now - self._at) * rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def refill(self) -> None:
+        """Full again (the level dropped below 2: the next limited period starts afresh)."""
+        self._tokens = None
 
 
 def retry_after(base_s: float, level: int) -> int:
@@ -52,6 +92,7 @@ def busy_response(level: int, base_s: float) -> web.Response:
 
 def make_middleware(controller: Any):
     sensors = controller.sensors
+    buckets = controller.buckets = {path: TokenBucket() for path in LIMITED}
 
     @web.middleware
     async def degradation_admission(request: web.Request, handler):
@@ -67,6 +108,12 @@ def make_middleware(controller: Any):
         if refused_from is not None and level >= refused_from:
             controller.refused[path.rsplit("/", 1)[-1] or path] += 1
             return busy_response(level, controller.settings.retry_after_s)
+        if level >= 2 and path in LIMITED:
+            settings = controller.settings
+            rate = getattr(settings, LIMITED[path])
+            if not buckets[path].take(rate, settings.limit_burst_s):
+                controller.rate_limited[path.rsplit("/", 1)[-1]] += 1
+                return busy_response(level, settings.retry_after_s)
         response = await handler(request)
         if path == WIDGET_CONFIG and level >= 2 and response.status == 200:
             return _busy_config(response, controller)

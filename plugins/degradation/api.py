@@ -50,6 +50,13 @@ class DegradationStatus(BaseModel):
     outbox_backlog: int = 0
     features: list[dict[str, Any]] = Field(default_factory=list)
     shed: list[str] = Field(default_factory=list)
+    refused: dict[str, int] = Field(
+        default_factory=dict, description="Requests refused with 503 by level, per path."
+    )
+    rate_limited: dict[str, int] = Field(
+        default_factory=dict,
+        description="New WebSockets and visitor sessions refused by level 2's admission limits.",
+    )
     override: dict[str, Any] | None = None
     worker: str = ""
 

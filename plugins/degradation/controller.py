@@ -63,6 +63,10 @@ class Controller:
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.shed_total: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
+        #: refusals of level 2's admission limits, per path (``ws``, ``session``)
+        self.rate_limited: Counter[str] = Counter()
+        #: the admission limits' token buckets (path -> TokenBucket; the middleware's)
+        self.buckets: dict[str, Any] = {}
         self.closed_slow = 0
         self.time_at = [0.0] * (MAX_LEVEL + 1)
         self._task: asyncio.Task | None = None
@@ -171,6 +175,9 @@ class Controller:
         self.changes += 1
         self.changed_at = time.time()
         self.history.append({"at": self.changed_at, "old": old, "new": new, "reason": reason})
+        if new < 2 <= old:  # a later limited period starts with full buckets
+            for bucket in self.buckets.values():
+                bucket.refill()
         for feature in self.features:  # shed in priority order
             level = self.feature_level(feature)
             if level and level <= new and feature.name not in self.shed:
@@ -305,6 +312,8 @@ class Controller:
                 for f in self.features
             ],
             "shed": list(self.shed),
+            "refused": dict(self.refused),
+            "rate_limited": dict(self.rate_limited),
             "override": override,
             "worker": self.kernel.worker_name,
         }

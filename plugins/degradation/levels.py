@@ -17,13 +17,20 @@ Pure logic on readings and a clock, so that tests drive it sample by sample:
   (``inflow_per_s``, frames received) at most ``leave_inflow_ratio`` times what it was
   when the level was entered, or after ``probe_s`` at the level (a probe: restore and
   see); a level re-entered within ``flap_window_s`` of leaving it doubles the next
-  probe time (up to ``probe_max_s``), a calm re-entry resets it.
+  probe time (up to ``probe_max_s``), a calm re-entry resets it. A level entered on the
+  offered rates alone (:data:`OFFERED`: handshakes and new sessions a second, counted
+  before any refusal, so shedding does not calm them) is left on calm readings: those
+  readings falling *is* the offered work falling.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+#: Sensors that read the offered work itself (counted before any refusal): calm readings
+#: of theirs mean the load fell, whatever the inflow of frames.
+OFFERED = frozenset({"handshakes_per_s", "sessions_per_s"})
 
 
 @dataclass
@@ -46,6 +53,7 @@ class Hysteresis:
     _calm_since: float | None = None
     #: per level, the inflow when it was entered; when it was last left
     _entry_inflow: dict[int, float] = field(default_factory=dict)
+    _entry_cause: dict[int, frozenset[str]] = field(default_factory=dict)
     _left_at: dict[int, float] = field(default_factory=dict)
     _probe: float | None = None  # the probe time in force (probe_s, doubled by flaps)
 
@@ -101,8 +109,9 @@ class Hysteresis:
 
     def carry_state(self, old: Hysteresis) -> None:
         """Keep ``old``'s memory of entries, exits and probes (a live reconfiguration)."""
-        self._entry_inflow, self._left_at, self._probe = (
+        self._entry_inflow, self._entry_cause, self._left_at, self._probe = (
             old._entry_inflow,
+            old._entry_cause,
             old._left_at,
             old._probe,
         )
@@ -117,6 +126,9 @@ class Hysteresis:
         entered_with = self._entry_inflow.get(self.level, 0.0)
         if inflow <= entered_with * self.leave_inflow_ratio or entered_with <= 0.0:
             return True
+        cause = self._entry_cause.get(self.level)
+        if cause and cause <= OFFERED:  # a flood of newcomers: its own readings fell
+            return True
         return now - self.since >= self.probe
 
     def _enter(self, level: int, now: float, cause: dict[str, float], inflow: float) -> int:
@@ -125,6 +137,7 @@ class Hysteresis:
         self._probe = min(self.probe * 2, self.probe_max_s) if flapped else None
         for entered in range(self.level + 1, level + 1):
             self._entry_inflow[entered] = inflow
+            self._entry_cause[entered] = frozenset(cause)
         return self._set(level, now, cause)
 
     def _set(self, level: int, now: float, cause: dict[str, float]) -> int:

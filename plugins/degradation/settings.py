@@ -95,6 +95,15 @@ class DegradationSettings(Section):
     #: Seconds in ``Retry-After`` of a refusal at level 2; level 3 doubles it; jittered
     #: by +-50 % so that refused clients do not come back together.
     retry_after_s: float = Field(5.0, ge=1, le=600)
+    #: At level 2, new WebSocket handshakes (``GET /v1/ws``) this worker admits per second;
+    #: beyond it ``503 busy`` with a jittered ``Retry-After`` before any work (0: no limit).
+    #: A flood's handshakes cost the people already talking far more than a refusal.
+    handshake_limit_per_s: float = Field(200.0, ge=0)
+    #: At level 2, new visitor sessions (``POST /v1/visitors/session``) admitted per second
+    #: (0: no limit); level 3 refuses both outright.
+    session_limit_per_s: float = Field(200.0, ge=0)
+    #: The burst both limits allow, in seconds of their rate (a token bucket this deep).
+    limit_burst_s: float = Field(0.25, gt=0, le=10)
     #: At level 3, share of this worker's connections closed each second, slowest first
     #: (only those with ``slow_outbox_frames`` queued); they reconnect and resume.
     close_slowest_share: float = Field(0.01, ge=0, le=1)

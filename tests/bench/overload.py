@@ -4,9 +4,13 @@
 without the degradation plugin (``kefu``), then with it (``kefu+degradation``), each on a
 chat population of its own (:func:`overload`):
 
-1. **ramp** (first run only): the chat load at rising offered rates, a few seconds each,
-   until p99 delivery exceeds 50 ms; ``P`` is the highest rate that met it (the second
-   run takes the first one's ``P``, so both are offered the same load);
+1. **ramp**: the chat load at rising offered rates, a few seconds each, until p99
+   delivery exceeds 50 ms; ``P`` is the highest rate that met it in the first run (the
+   second run takes the first one's ``P``, so both are offered the same load). With the
+   plugin the ramp runs every rate up to the first above ``P`` (whether or not each met
+   the SLO): the level changes below ``P`` are false alarms, and the time from the start
+   of the step past ``P`` to the first level change is the ramp's *detection*; the run
+   waits for level 0 again before the steady phase;
 2. **steady at P** for ``steady_s``: goodput (messages delivered within 200 ms, per
    second) there is the *peak*; the plugin's level changes per minute there say whether
    it flaps under a load it should hold;
@@ -18,13 +22,17 @@ chat population of its own (:func:`overload`):
    :data:`FLOOD_PROCESSES` client processes of their own (:mod:`tests.bench.overload_client`;
    the flood's handshakes do not hold up the chat clients' reads), on top of the chat
    at P: the chat's delivery p99 in that window, and what became of the flood
-   (opened, refused with 503, failed);
+   (opened, refused with 503, failed); with the plugin, the time from the flood's first
+   handshake to the first level change (*detection*) and how many handshakes level 2's
+   admission limit refused;
 6. **verify**: every acknowledged message stored once and delivered to both sides
    (``lost`` must be 0), against the SQLite file.
 
 The level and its changes come from ``GET /v1/admin/degradation`` (the plugin's status:
 ``history`` holds each change's time), polled every :data:`POLL_S` with the demo admin's
-token; without the plugin the endpoint does not exist and no level is reported. The
+token; without the plugin the endpoint does not exist and no level is reported. Each
+poll's sensor readings are kept too: every phase reports the median and the largest
+reading of the sensors that choose levels (``sensors``), which is what tuning reads. The
 population's set-up (thousands of new sessions a second: a flood of its own) runs under an
 operator's override holding level 0 (``PUT`` on the same endpoint), cleared before the ramp.
 """
@@ -62,6 +70,21 @@ TARGETS = {
 }
 
 
+#: The sensors whose readings each phase reports (median, largest).
+TRACED = (
+    "loop_lag_ms",
+    "loop_busy",
+    "sojourn_ms",
+    "batch_ratio",
+    "slow_consumers",
+    "cpu",
+    "handshakes_per_s",
+    "sessions_per_s",
+    "inflow_per_s",
+    "run_queue_ms",
+)
+
+
 class LevelWatch:
     """Polls the plugin's status; keeps the level changes (with their server time)."""
 
@@ -74,6 +97,9 @@ class LevelWatch:
         self.changes: dict[float, dict] = {}  # at -> {at, old, new, reason}
         self.peak = 0
         self.sensors: dict[str, float] = {}
+        self.status: dict[str, Any] = {}
+        #: (time.time() of the poll, {sensor: reading}) of every poll
+        self.trace: list[tuple[float, dict[str, float]]] = []
         self._task: asyncio.Task | None = None
 
     async def poll(self) -> None:
@@ -94,6 +120,8 @@ class LevelWatch:
         for change in status.get("history", []):
             self.changes[change["at"]] = change
         self.sensors = {k: v["value"] for k, v in status.get("sensors", {}).items()}
+        self.status = status
+        self.trace.append((time.time(), self.sensors))
 
     async def hold(self, level: int | None, ttl_s: float = 900.0) -> None:
         """An operator's override (``kefu degrade``); None hands back to the sensors."""
@@ -121,6 +149,23 @@ class LevelWatch:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def readings(self, start: float, end: float) -> dict[str, list[float]] | None:
+        """Per sensor that chooses levels, ``[median, largest]`` of the polls in the window."""
+        if not self.enabled:
+            return None
+        polls = [sensors for at, sensors in self.trace if start <= at < end]
+        out: dict[str, list[float]] = {}
+        for name in TRACED:
+            values = sorted(p[name] for p in polls if name in p)
+            if values:
+                out[name] = [round(values[len(values) // 2], 3), round(values[-1], 3)]
+        return out
+
+    def first_up(self, start: float, end: float = float("inf")) -> dict | None:
+        """The first level change upwards in the window."""
+        ups = [c for c in self.between(start, end) if c["new"] > c["old"]]
+        return ups[0] if ups else None
 
     def between(self, start: float, end: float) -> list[dict]:
         return [c for at, c in sorted(self.changes.items()) if start <= at < end]
@@ -182,15 +227,58 @@ def _brief(step: dict[str, Any]) -> dict[str, Any]:
 
 
 async def ramp(
-    target, pool, http, probe, rates: list[float], step_s: float, warmup_s: float
+    target,
+    pool,
+    http,
+    probe,
+    rates: list[float],
+    step_s: float,
+    warmup_s: float,
+    through: float | None = None,
 ) -> dict[str, Any]:
-    """The sweep's rising rates, ``step_s`` each, until p99 exceeds the SLO: the best one
-    (after an unjudged ``warmup_s`` at the lowest: every conversation's first message is
-    slower, the fan-out and caches are cold)."""
-    found = await scenarios.sweep(target, pool, http, probe, rates, step_s, warmup_s)
-    steps = [{**_brief(step), "ok": step["ok"]} for step in found["steps"]]
-    await scenarios.drain(target, pool)  # the failed step's backlog
-    return {"steps": steps, "best_rate": found["best_rate"]}
+    """Rising rates, ``step_s`` each, until p99 exceeds the SLO: the best one (after an
+    unjudged ``warmup_s`` at the lowest: every conversation's first message is slower,
+    the fan-out and caches are cold). With ``through`` (a P found before), every rate up
+    to the first one above it, whether or not each met the SLO. Each step keeps its start
+    (``started``, wall clock): the level changes are matched against it."""
+    steps: list[dict[str, Any]] = []
+    best = None
+    if warmup_s > 0:
+        await scenarios.load(target, pool, http, probe, rates[0], warmup_s, seed=99)
+        await scenarios.drain(target, pool)
+    for n, rate in enumerate(rates):
+        started = time.time()
+        step = await scenarios.load(target, pool, http, probe, rate, step_s, seed=100 + n)
+        ok = (
+            step["delivery"]["p99"] <= scenarios.P99_TARGET_MS
+            and step["late_unacked"] == 0
+            and not step["closes"]
+        )
+        steps.append({**_brief(step), "ok": ok, "started": started})
+        log.info("ramp %s: %.0f msg/s -> p99 %.1f ms", target.kind, rate, step["delivery"]["p99"])
+        await scenarios.drain(target, pool)  # the step's backlog
+        if ok and (through is None or rate <= through):
+            best = rate
+        if (through is None and not ok) or (through is not None and rate > through):
+            break
+    return {"steps": steps, "best_rate": best}
+
+
+def ramp_detection(watch: LevelWatch, found: dict[str, Any], p: float, step_s: float) -> None:
+    """Into the plugin run's ramp: its level changes below ``p`` (false alarms) and the
+    seconds from the start of the first step past ``p`` to the first level up."""
+    steps = found["steps"]
+    past = next((s for s in steps if s["offered_per_s"] > p), None)
+    end_below = past["started"] if past else float("inf")
+    found["through"] = p
+    found["changes_below_p"] = len(watch.between(steps[0]["started"] - 1.0, end_below))
+    found["level_at_p_end"] = watch.level_at(end_below) if past else None
+    up = watch.first_up(past["started"], past["started"] + step_s + 2.0) if past else None
+    found["detect_s"] = round(up["at"] - past["started"], 2) if up else None
+    found["detect_level"] = up["new"] if up else None
+    for step in steps:
+        step["sensors"] = watch.readings(step["started"], step["started"] + step_s)
+        step["level_changes"] = len(watch.between(step["started"], step["started"] + step_s))
 
 
 async def _timed_load(target, pool, http, probe, rate, duration, seed) -> tuple[float, dict]:
@@ -232,6 +320,7 @@ async def flood_window(
         fds_during = server_fds(target)
         started, background = await chat
         closed = await flooders.each("flood_close", deadline_s=120)
+        rate_limited = await _rate_limited(target, http)
     finally:
         await flooders.close()
     first = min(p["first"] for p in parts)
@@ -249,12 +338,26 @@ async def flood_window(
         "failures": failures,
         "flood_s": round(last - first, 2),
         "flood_per_s": round(n / (last - first), 1) if last > first else None,
+        "first_handshake": first,
+        "rate_limited_total": rate_limited,
         "held_at_end": sum(c["held_at_end"] for c in closed),
         "server_fds_before": fds_before,
         "server_fds_after_flood": fds_during,
         "chat": _brief(background),
         "chat_started": started,
     }
+
+
+async def _rate_limited(target: Target, http: aiohttp.ClientSession) -> int | None:
+    """WebSocket handshakes refused by level 2's admission limit so far (the status)."""
+    headers = {"Authorization": f"Bearer {target.admin_token}"}
+    try:
+        async with http.get(f"{target.base}/v1/admin/degradation", headers=headers) as resp:
+            if resp.status != 200:
+                return None
+            return (await resp.json()).get("rate_limited", {}).get("ws", 0)
+    except (aiohttp.ClientError, TimeoutError):
+        return None
 
 
 async def overload(
@@ -298,6 +401,15 @@ async def overload(
                 best = rates[0]
                 result["ramp"]["none_met"] = True
             carry["rate"] = best
+        elif watch.enabled:  # the plugin's run: does it stay calm below P, see past it?
+            through = [r for r in rates if r <= best] + [r for r in rates if r > best][:1]
+            found = await ramp(target, pool, http, probe, through, step_s, warmup_s, best)
+            await watch.poll()
+            ramp_detection(watch, found, best, step_s)
+            found["level_0_after_s"] = await watch.settle(time.time(), 30.0)
+            result["ramp"] = found
+        if watch.enabled and "ramp" in result and "through" not in result["ramp"]:
+            ramp_detection(watch, result["ramp"], best, step_s)
         result["rate"] = best
 
         t0, steady = await _timed_load(target, pool, http, probe, best, steady_s, seed=400)
@@ -309,6 +421,7 @@ async def overload(
             if changes is not None
             else None,
             "level_at_end": watch.level_at(t0 + steady_s),
+            "sensors": watch.readings(t0, t0 + steady_s),
         }
         await scenarios.drain(target, pool)
 
@@ -333,6 +446,7 @@ async def overload(
             if watch.enabled
             else None,
             "level_changes": len(watch.between(t1, t_end)) if watch.enabled else None,
+            "sensors": watch.readings(t1, t_end),
         }
         result["overload"]["back_to_0_s"] = await watch.settle(t_end, recover_s)
         result["overload"]["drain"] = await scenarios.drain(target, pool)
@@ -348,6 +462,12 @@ async def overload(
                 result["flood"]["highest_level"] = max(
                     [c["new"] for c in flood_changes] + [watch.level_at(t2) or 0]
                 )
+                first = result["flood"]["first_handshake"]
+                up = watch.first_up(first, first + flood_window_s + 5.0)
+                result["flood"]["level_at_start"] = watch.level_at(first)
+                result["flood"]["detect_s"] = round(up["at"] - first, 2) if up else None
+                result["flood"]["detect_level"] = up["new"] if up else None
+                result["flood"]["sensors"] = watch.readings(first, first + flood_window_s)
                 result["flood"]["back_to_0_s"] = await watch.settle(
                     result["flood"].pop("chat_started") + flood_window_s, recover_s
                 )

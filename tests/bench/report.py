@@ -215,6 +215,9 @@ def _worker_names(names: list[str]) -> list[str]:
 OVERLOAD_ROWS = [
     ("chat population (visitors / agents)", "setup.population", ""),
     ("P: highest ramp rate with p99 ≤ 50 ms (msg/s)", "rate", "report"),
+    ("ramp (with the plugin): level changes below P", "ramp.changes_below_p", "0"),
+    ("ramp: past P, overload detected after (s)", "ramp.detect_s", "≤ 1"),
+    ("ramp: past P, the level entered first", "ramp.detect_level", ""),
     ("at P: delivered (msg/s)", "steady.delivered_per_s", ""),
     ("at P: goodput, delivered ≤ 200 ms (msg/s) = the peak", "steady.goodput_per_s", ""),
     ("at P: delivery p99 (ms)", "steady.delivery.p99", "≤ 50"),
@@ -242,6 +245,9 @@ OVERLOAD_ROWS = [
     ("flood: opened / refused (503) / failed", "flood.summary", ""),
     ("flood: chat delivery p99 (ms)", "flood.chat.delivery.p99", "< 100"),
     ("flood: chat ack p99 (ms)", "flood.chat.ack.p99", ""),
+    ("flood: level when it started", "flood.level_at_start", ""),
+    ("flood: detected after its first handshake (s)", "flood.detect_s", "≤ 1"),
+    ("flood: handshakes refused by level 2's limit", "flood.rate_limited_total", ""),
     ("flood: highest level", "flood.highest_level", ""),
     ("flood: back at level 0 after the window (s)", "flood.back_to_0_s", ""),
     ("flood: machine load average (1 min)", "flood.chat.load_average", ""),
@@ -270,19 +276,24 @@ def _overload_table(results: dict[str, Any], names: list[str]) -> list[str]:
         if all(v is None for v in values):
             continue
         lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in values) + f" | {target} |")
-    steps = _get(results[names[0]]["overload"], "ramp.steps") or []
-    return lines + _steps_table(f"Overload ramp ({names[0]})", steps)
+    for n in names:
+        steps = _get(results[n]["overload"], "ramp.steps") or []
+        lines += _steps_table(f"Overload ramp ({n})", steps)
+    return lines
 
 
 def _steps_table(title: str, steps: list[dict]) -> list[str]:
     """A sweep's or ramp's steps: offered, delivered, p99, whether it met p99 ≤ 50 ms."""
     if not steps:
         return []
-    lines = ["", f"{title}:", "", "| offered | delivered | p99 ms | ok |", "|---:|---:|---:|---|"]
+    levels = any("level_changes" in s for s in steps)
+    head = "| offered | delivered | p99 ms | ok |" + (" level changes |" if levels else "")
+    lines = ["", f"{title}:", "", head, "|---:|---:|---:|---|" + ("---:|" if levels else "")]
     for s in steps:
         lines.append(
             f"| {_fmt(s['offered_per_s'])} | {_fmt(s['delivered_per_s'])} | "
             f"{_fmt(s['delivery']['p99'])} | {'yes' if s['ok'] else 'no'} |"
+            + (f" {_fmt(s.get('level_changes'))} |" if levels else "")
         )
     return lines
 
