@@ -338,6 +338,41 @@ class Searchable(Protocol):
         the visitor did not exist."""
 
 
+# -- file contents (an optional capability) ---------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """What is known of a stored file without reading its bytes."""
+
+    site_id: str
+    id: str
+    size: int
+    mime: str
+    created_at: float
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Optional capability of a backend: the bytes of files (uploads) kept in storage,
+    so every process on a shared storage serves a file whichever process stored it.
+
+    Every built-in backend has it (``isinstance(storage, BlobStore)``). Blobs are
+    scoped by site like everything else and written once: an id is never reused
+    for other bytes."""
+
+    async def put_blob(self, site_id: str, blob_id: str, data: bytes, *, mime: str) -> BlobInfo:
+        """Store ``data`` durably under a new id; :class:`DuplicateError` when the id
+        is taken in that site (nothing is replaced)."""
+
+    async def blob_info(self, site_id: str, blob_id: str) -> BlobInfo | None:
+        """Size, type and time of a stored blob, without its bytes; None when absent."""
+
+    async def get_blob(self, site_id: str, blob_id: str) -> tuple[BlobInfo, bytes] | None:
+        """The blob and its bytes, or None."""
+
+    async def delete_blob(self, site_id: str, blob_id: str) -> bool:
+        """Delete; False when absent."""
+
+
 class GroupCommit(Generic[T, R]):
     """Group commit for backend authors: concurrent writes share one durable commit.
 

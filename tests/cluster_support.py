@@ -198,7 +198,8 @@ class Node:
     def spawn(self) -> None:
         env = {
             **os.environ,
-            "PYTHONPATH": str(ROOT),
+            # after what the test run has (a worktree's checkout of kefu, say)
+            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])),
             "KEFU_SERVER__SECRET": self.secret,
             "KEFU_LOG_LEVEL": "WARNING",
         }

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from tests.cluster_support import (
@@ -402,6 +403,67 @@ async def test_one_open_conversation_per_visitor_when_processes_race(env):
             for client in clients:
                 await client.close()
     print(f"\none open conversation: {rounds} rounds of {len(fronts) + 2} racing opens, one each")
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256)) * 64
+
+
+async def test_an_upload_through_one_node_is_served_by_every_other(env):
+    """Uploads in storage (``[uploads] store = "auto"`` on PostgreSQL): a file uploaded
+    through node a is downloaded from node b and from both workers of c, and a message on b
+    may carry it as its attachment (checked there against the stored blob). With the files
+    in each node's data dir, b answered 404 and refused the attachment."""
+    async with aiohttp.ClientSession() as http:
+        token = await visitor_token(http, env.a.base, env.widget_key)
+        auth = {"Authorization": f"Bearer {token}"}
+        form = aiohttp.FormData()
+        form.add_field("file", PNG, filename="receipt.png", content_type="image/png")
+        async with http.post(f"{env.a.base}/v1/uploads", data=form, headers=auth) as resp:
+            assert resp.status == 201, await resp.text()
+            upload = await resp.json()
+        assert not list((env.a.dir / "data").glob("uploads/**/*.png"))  # no file on a
+        admin = await _admin(env, http, env.b.base)
+        for base, who in [
+            (env.b.base, auth),
+            (env.b.base, {"Authorization": f"Bearer {admin}"}),
+        ] + [
+            (env.c.base, auth)
+        ] * 6:  # six requests to c: new connections, spread over its two workers
+            async with aiohttp.ClientSession() as fresh:
+                async with fresh.get(f"{base}{upload['url']}", headers=who) as resp:
+                    assert resp.status == 200, (base, resp.status, await resp.text())
+                    assert await resp.read() == PNG
+                    assert resp.headers["Content-Type"] == "image/png"
+                    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+                    assert resp.headers["Content-Disposition"] == 'inline; filename="receipt.png"'
+        async with http.get(f"{env.b.base}{upload['url']}") as resp:
+            assert resp.status == 401  # still only for callers of the site
+        missing = upload["url"].rsplit("/", 1)[0] + "/aaaaaaaaaaaaaaaaaaaaaa-gone.png"
+        async with http.get(f"{env.b.base}{missing}", headers=auth) as resp:
+            assert resp.status == 404
+
+        visitor = Client("up", "visitor", token, [env.b.base], Stats())
+        try:
+            await visitor.connect()
+            conversation_id = await visitor.start()
+            frame = {"op": "send", "conversation_id": conversation_id, "cid": "pic",
+                     "type": "image", "attachment": {"id": upload["id"]}}  # fmt: skip
+            await visitor.send_frame(frame)
+            await until(lambda: "pic" in visitor.acked, 15, "the image message acknowledged")
+        finally:
+            await visitor.close()
+    rows = await _pg(
+        f'SELECT attachment FROM "{env.schema}".messages WHERE conversation_id = $1 AND cid = $2',
+        conversation_id,
+        "pic",
+    )
+    attachment = orjson.loads(rows[0]["attachment"])
+    assert (attachment["id"], attachment["size"], attachment["mime"]) == (
+        upload["id"],
+        len(PNG),
+        "image/png",
+    )
+    print(f"\nupload on a ({len(PNG)} bytes): served by b and c, attached on b")
 
 
 # -- 2. faults with traffic flowing ----------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 from aiohttp import FormData
 
 from kefu.core.errors import ConfigError
+from kefu.plugins.rest_api.upload_store import open_store
 from kefu.plugins.rest_api.uploads import sniff
 from tests.chat_support import (
     add_site,
@@ -25,9 +26,22 @@ PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n"
 TEXT = "Order #42: délivré ✓\r\n\tthanks\n".encode()
 
 
-@pytest.fixture
-async def client(aiohttp_client, tmp_path):
-    return await start_client(aiohttp_client, tmp_path, "[uploads]\nmax_bytes = 4096\n")
+@pytest.fixture(params=["files", "storage"])
+async def client(request, aiohttp_client, tmp_path):
+    """Every test below runs with files in the data dir and with blobs in storage."""
+    config = f'[uploads]\nmax_bytes = 4096\nstore = "{request.param}"\n'
+    return await start_client(aiohttp_client, tmp_path, config)
+
+
+async def stored_bytes(client, site_id: str, stored: str) -> bytes | None:
+    """What the configured store holds under that name (a file, or a blob)."""
+    kernel = app_kernel(client.app)
+    path = kernel.data_dir / "uploads" / site_id / stored
+    if open_store(kernel).kind == "files":
+        return path.read_bytes() if path.exists() else None
+    assert not path.exists()  # in storage: no file anywhere
+    found = await kernel.storage.get_blob(site_id, stored)
+    return found[1] if found else None
 
 
 @pytest.fixture
@@ -74,8 +88,7 @@ async def test_image_round_trip(client, world):
     assert body["name"] == "My_Photo_1.png"
     site_id = world.site.site.id
     assert body["url"].startswith(f"/v1/uploads/{site_id}/") and body["url"].endswith(body["name"])
-    stored = app_kernel(client.app).data_dir / "uploads" / site_id / body["url"].rsplit("/", 1)[1]
-    assert stored.read_bytes() == PNG
+    assert await stored_bytes(client, site_id, body["url"].rsplit("/", 1)[1]) == PNG
     resp = await client.get(body["url"], headers=world.admin())
     assert resp.status == 200
     assert await resp.read() == PNG
@@ -113,6 +126,7 @@ async def test_files_outside_the_allow_list_are_refused(client, world, data, nam
     assert resp.status == 415
     assert (await resp.json())["error"]["code"] == "unsupported_type"
     assert not (app_kernel(client.app).data_dir / "uploads").exists()
+    assert not getattr(app_kernel(client.app).storage, "_blobs", {})  # no blob either
 
 
 async def test_the_size_limit_is_enforced(client, world):
@@ -244,3 +258,52 @@ async def test_a_message_attachment_must_be_an_upload_of_the_site(client):
     assert await chat.agent.quiet(0.1) == []
     stored = await kernel.storage.list_messages(chat.site.site.id, chat.conversation_id)
     assert [m.cid for m in stored] == ["ok", "by-id"]
+
+
+# -- where the files are kept ------------------------------------------------------------
+async def test_auto_keeps_files_on_one_machine_storage(aiohttp_client, tmp_path):
+    client = await start_client(aiohttp_client, tmp_path)  # memory storage: not shared
+    assert open_store(app_kernel(client.app)).kind == "files"
+
+
+async def test_a_configured_dir_holds_the_files(aiohttp_client, tmp_path):
+    shared = tmp_path / "shared-uploads"
+    client = await start_client(aiohttp_client, tmp_path, f'[uploads]\ndir = "{shared}"\n')
+    world = await build_world(client, app_kernel(client.app))
+    body = await (await upload(client, world, PDF, "d.pdf")).json()
+    site_id = world.site.site.id
+    assert (shared / site_id / body["id"]).read_bytes() == PDF
+    assert not (app_kernel(client.app).data_dir / "uploads").exists()
+    assert (shared / site_id).stat().st_mode & 0o777 == 0o700
+    resp = await client.get(body["url"], headers=world.agent())
+    assert resp.status == 200 and await resp.read() == PDF
+
+
+async def test_storage_serves_files_stored_before_the_switch(aiohttp_client, tmp_path):
+    client = await start_client(aiohttp_client, tmp_path, '[uploads]\nstore = "storage"\n')
+    kernel = app_kernel(client.app)
+    world = await build_world(client, kernel)
+    old = "aaaaaaaaaaaaaaaaaaaaaa-old.png"
+    folder = kernel.data_dir / "uploads" / world.site.site.id
+    folder.mkdir(parents=True)
+    (folder / old).write_bytes(PNG)
+    resp = await client.get(f"/v1/uploads/{world.site.site.id}/{old}", headers=world.agent())
+    assert resp.status == 200 and await resp.read() == PNG
+    assert await open_store(kernel).size(world.site.site.id, old) == len(PNG)
+
+
+async def test_store_storage_needs_a_backend_that_keeps_blobs(tmp_path):
+    from kefu.plugins.storage_memory import MemoryStorage
+
+    class NoBlobs:  # a third-party backend without the BlobStore capability
+        name = "noblobs"
+
+        def __getattr__(self, name):
+            if "blob" in name:
+                raise AttributeError(name)
+            return getattr(MemoryStorage(), name)
+
+    kernel = make_kernel(tmp_path, '[uploads]\nstore = "storage"\n')
+    kernel.storage = NoBlobs()
+    with pytest.raises(ConfigError, match="cannot keep files"):
+        open_store(kernel)

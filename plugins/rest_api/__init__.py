@@ -24,6 +24,7 @@ from kefu.plugins.rest_api.attachments import PROCESSOR
 from kefu.plugins.rest_api.endpoint import Call, Endpoint, contributed, to_route
 from kefu.plugins.rest_api.openapi import build_document
 from kefu.plugins.rest_api.routes import AUTH_ENDPOINTS, REST_ENDPOINTS, WEB_ENDPOINTS
+from kefu.plugins.rest_api.upload_store import open_store
 from kefu.plugins.rest_api.uploads import UploadSettings
 
 #: The document of each kernel, built once (the endpoint table is fixed at start-up).
@@ -87,6 +88,11 @@ ALL_ENDPOINTS = (*AUTH_ENDPOINTS, *WEB_ENDPOINTS, *SERVED_ENDPOINTS)
 @hookimpl
 def kefu_config_schema():
     return {"uploads": UploadSettings}
+
+
+@hookimpl
+def kefu_startup(kernel):
+    open_store(kernel)  # [uploads] store and dir are read once, here
 
 
 @hookimpl

@@ -3,27 +3,25 @@
 The gateway accepts any object with a ``url`` or an ``id`` as an attachment;
 this pipeline processor (run before the message is stored) makes sure it
 names a file that ``POST /v1/uploads`` stored for the same site, and replaces
-what the client claimed (name, size, type) with what is on disk. So a file
+what the client claimed (name, size, type) with what is stored. So a file
 outside the allow-list, another site's upload or an outside URL never
 travels as an attachment.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from kefu.core.domain import Message
 from kefu.core.types import PipelineReject, Processor
+from kefu.plugins.rest_api.upload_store import open_store
 from kefu.plugins.rest_api.uploads import (
     STORED_NAME_PATTERN,
     display_name,
     stored_mime,
-    upload_dir,
     upload_url,
 )
 
@@ -46,13 +44,6 @@ def _stored_name(attachment: dict[str, Any], site_id: str) -> str | None:
     return reference if _STORED.match(reference) else None
 
 
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size if path.is_file() else None
-    except OSError:
-        return None
-
-
 async def check_attachment(message: Message, context: dict[str, Any]) -> Message | None:
     """Refuse an attachment that is not an upload of the message's site; normalise it."""
     attachment = message.attachment
@@ -61,9 +52,7 @@ async def check_attachment(message: Message, context: dict[str, Any]) -> Message
     stored = _stored_name(attachment, message.site_id)
     size = None
     if stored is not None:
-        size = await asyncio.to_thread(
-            _size, upload_dir(context["kernel"], message.site_id) / stored
-        )
+        size = await open_store(context["kernel"]).size(message.site_id, stored)
     mime = stored_mime(stored) if stored else None
     if stored is None or size is None or mime is None:
         raise PipelineReject(

@@ -2,19 +2,17 @@
 
 A file's type is decided by its first bytes, never by the name or the
 declared content type, and it is stored under a random name with the
-canonical extension of that type: ``<data_dir>/uploads/<site>/<id>-<name>.<ext>``.
+canonical extension of that type, ``<id>-<name>.<ext>``: as a file in
+``<data_dir>/uploads/<site>/`` or as a blob in storage (``upload_store.py``).
 Files are served back only to callers of the same site, with
 ``X-Content-Type-Options: nosniff`` and a sandboxing CSP.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import re
 import secrets
-from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
 
@@ -22,9 +20,9 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field
 
-from kefu.core.kernel import Kernel
 from kefu.plugins.rest_api.endpoint import ApiError, Call, read_bounded
 from kefu.plugins.rest_api.models import UploadOut
+from kefu.plugins.rest_api.upload_store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +52,14 @@ class UploadSettings(BaseModel):
 
     max_bytes: int = Field(10 * 1024 * 1024, ge=1, le=1024**3, description="Per file.")
     allowed_types: tuple[MimeType, ...] = tuple(EXTENSIONS)
+    store: Literal["auto", "files", "storage"] = Field(
+        "auto",
+        description="Read at start-up. 'auto': in storage when it is shared (PostgreSQL, "
+        "MongoDB), else files; 'files': in `dir`; 'storage': blobs in any backend.",
+    )
+    dir: str = Field(
+        "", description="Read at start-up. Folder of the files; default <data_dir>/uploads."
+    )
 
 
 def sniff(data: bytes) -> str | None:
@@ -101,25 +107,9 @@ def upload_url(site_id: str, stored: str) -> str:
     return f"/v1/uploads/{site_id}/{stored}"
 
 
-def upload_dir(kernel: Kernel, site_id: str) -> Path:
-    return kernel.data_dir / "uploads" / site_id
-
-
 def display_name(stored: str) -> str:
     """The sanitised original name: the stored name without its random prefix."""
     return stored[23:]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write a file only its owner reads (0600) in folders only it enters (0700)."""
-    path.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 async def _read_file_part(request: web.Request, limit: int) -> tuple[str | None, bytes]:
@@ -153,7 +143,7 @@ async def create_upload(call: Call) -> UploadOut:
         raise ApiError(415, "unsupported_type", f"this kind of file is not accepted ({allowed})")
     name = safe_name(filename, mime)
     stored = f"{secrets.token_urlsafe(16)}-{name}"
-    await asyncio.to_thread(_write_atomic, upload_dir(call.kernel, call.site_id) / stored, data)
+    await open_store(call.kernel).put(call.site_id, stored, data, mime)
     log.info("upload %s/%s stored (%d bytes, %s)", call.site_id, stored, len(data), mime)
     url = upload_url(call.site_id, stored)
     return UploadOut(id=stored, url=url, name=name, size=len(data), mime=mime)
@@ -164,9 +154,6 @@ async def get_upload(call: Call) -> web.StreamResponse:
     site_id, stored = call.params["site"], call.params["name"]
     mime = stored_mime(stored)
     if site_id != call.site_id or mime is None:
-        raise ApiError(404, "not_found", "upload not found")
-    path = upload_dir(call.kernel, site_id) / stored
-    if not await asyncio.to_thread(path.is_file):
         raise ApiError(404, "not_found", "upload not found")
     # images, PDFs and text open in the browser (the chat's file cards open them in a tab);
     # sniffed types only, served with nosniff and a sandbox: none of them runs script here
@@ -179,4 +166,7 @@ async def get_upload(call: Call) -> web.StreamResponse:
         "Content-Security-Policy": "default-src 'none'; sandbox",
         "Cache-Control": "private, max-age=86400",
     }
-    return web.FileResponse(path, headers=headers)
+    response = await open_store(call.kernel).response(site_id, stored, headers)
+    if response is None:
+        raise ApiError(404, "not_found", "upload not found")
+    return response

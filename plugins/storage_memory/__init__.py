@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from typing import Any, TypeVar
 
 import orjson
@@ -20,6 +21,7 @@ from kefu.core.reports import FACTS_PAGE, ConversationFacts, facts_of
 from kefu.core.storage import (
     SEARCH_LIMIT,
     UNCHANGED,
+    BlobInfo,
     ConversationFilter,
     DuplicateError,
     Record,
@@ -62,6 +64,7 @@ class MemoryStorage:
         self._by_cid: dict[tuple[str, str, str], Message] = {}
         self._records: dict[tuple[str, str], dict[str, Record]] = {}
         self._open: dict[tuple[str, str], str] = {}  # (site, visitor) -> open conversation
+        self._blobs: dict[tuple[str, str], tuple[BlobInfo, bytes]] = {}
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
@@ -324,6 +327,24 @@ class MemoryStorage:
         if expect_version is not None and expect_version != version:
             raise VersionConflict(f"record {kind}/{record_id} is at version {version}")
         return records.pop(record_id, None) is not None
+
+    # -- file contents (core.storage.BlobStore) ---------------------------------------
+    async def put_blob(self, site_id: str, blob_id: str, data: bytes, *, mime: str) -> BlobInfo:
+        if (site_id, blob_id) in self._blobs:
+            raise DuplicateError(f"blob {blob_id!r} already exists")
+        info = BlobInfo(site_id, blob_id, len(data), mime, time.time())
+        self._blobs[site_id, blob_id] = (info, bytes(data))
+        return info
+
+    async def blob_info(self, site_id: str, blob_id: str) -> BlobInfo | None:
+        found = self._blobs.get((site_id, blob_id))
+        return found[0] if found else None
+
+    async def get_blob(self, site_id: str, blob_id: str) -> tuple[BlobInfo, bytes] | None:
+        return self._blobs.get((site_id, blob_id))
+
+    async def delete_blob(self, site_id: str, blob_id: str) -> bool:
+        return self._blobs.pop((site_id, blob_id), None) is not None
 
     # -- search, filters and data rights (core.storage.Searchable) -------------------
     async def search_messages(

@@ -33,6 +33,7 @@ from kefu.core.storage import (
 )
 
 from .appends import append_to_conversation
+from .blobs import MongoBlobs
 from .records import from_doc, to_doc
 from .reports import MongoReports
 from .search import MongoSearch
@@ -75,7 +76,7 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
-class MongoStorage(MongoSearch, MongoReports):
+class MongoStorage(MongoSearch, MongoReports, MongoBlobs):
     """The ``mongo`` backend."""
 
     name = "mongo"
@@ -108,6 +109,7 @@ class MongoStorage(MongoSearch, MongoReports):
                 await self._db[name].create_indexes(indexes)
             await self._open_search()  # search.py
             await self._open_reports()  # reports.py
+            await self._open_blobs()  # blobs.py
         except PyMongoError as exc:
             await self.close()
             raise StorageError(f"mongo: cannot prepare {self.database!r}: {exc}") from exc

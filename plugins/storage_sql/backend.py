@@ -44,6 +44,7 @@ from kefu.core.storage import (
 )
 
 from . import appends
+from .blobs import SqlBlobs
 from .reports import SqlReports
 from .search import SqlSearch
 from .statements import Statements
@@ -74,7 +75,7 @@ _LAST_SEQ = CONVERSATION.fields.index("last_seq")
 _V_SITE, _V_ID, _V_CREATED = (VISITOR.fields.index(n) for n in ("site_id", "id", "created_at"))
 
 
-class SqlStorage(SqlSearch, SqlReports):
+class SqlStorage(SqlSearch, SqlReports, SqlBlobs):
     """The ``sql`` backend. ``url``: ``sqlite[+driver]:///path`` or ``postgresql[+asyncpg]://...``."""
 
     name = "sql"

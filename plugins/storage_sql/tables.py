@@ -23,6 +23,7 @@ from sqlalchemy import (
     Double,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -159,6 +160,18 @@ records = Table(
     Column("version", Integer, nullable=False),
     Column("data", Text, nullable=False),
     Column("updated_at", Double, nullable=False),
+)
+
+# File contents (core.storage.BlobStore): BLOB on SQLite, bytea on PostgreSQL, written once.
+blobs = Table(
+    "blobs",
+    metadata,
+    _id("site_id", primary_key=True),
+    Column("id", String(255), primary_key=True),
+    Column("mime", String(128), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("data", LargeBinary, nullable=False),
 )
 
 #: The fields of each record kept as JSON text.

@@ -1,0 +1,146 @@
+"""Where uploaded files are kept: files in a directory, or blobs in storage.
+
+``[uploads] store`` (read at start-up):
+
+- ``"auto"`` (default): in storage when the storage is one several machines
+  share (PostgreSQL, MongoDB: :func:`kefu.core.supervisor.storage_is_shared`),
+  so a file uploaded through one node is served by every other; files
+  otherwise (SQLite, memory: one machine, as before);
+- ``"files"``: ``<dir>/<site>/<stored name>``, ``dir`` being ``[uploads] dir``
+  (a shared file system for several machines) or ``<data_dir>/uploads``;
+- ``"storage"``: blobs through :class:`kefu.core.storage.BlobStore`, on any backend.
+
+In storage, a file not found as a blob is looked for in the directory too, so
+what a node stored as a file before the switch is still served by that node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import weakref
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from kefu.core.errors import ConfigError
+from kefu.core.kernel import Kernel
+from kefu.core.storage import BlobStore, DuplicateError
+from kefu.core.supervisor import storage_is_shared
+
+log = logging.getLogger(__name__)
+
+
+class UploadStore(Protocol):
+    kind: str
+
+    async def put(self, site_id: str, stored: str, data: bytes, mime: str) -> None: ...
+    async def size(self, site_id: str, stored: str) -> int | None: ...
+    async def response(
+        self, site_id: str, stored: str, headers: dict[str, str]
+    ) -> web.StreamResponse | None: ...
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner reads (0600) in folders only it enters (0700)."""
+    path.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _file_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except OSError:
+        return None
+
+
+class FileUploads:
+    """``<root>/<site>/<stored name>``, written atomically, 0600 in 0700 folders."""
+
+    kind = "files"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, site_id: str, stored: str) -> Path:
+        return self.root / site_id / stored
+
+    async def put(self, site_id: str, stored: str, data: bytes, mime: str) -> None:
+        await asyncio.to_thread(_write_private, self.path(site_id, stored), data)
+
+    async def size(self, site_id: str, stored: str) -> int | None:
+        return await asyncio.to_thread(_file_size, self.path(site_id, stored))
+
+    async def response(
+        self, site_id: str, stored: str, headers: dict[str, str]
+    ) -> web.StreamResponse | None:
+        path = self.path(site_id, stored)
+        if not await asyncio.to_thread(path.is_file):
+            return None
+        return web.FileResponse(path, headers=headers)
+
+
+class StorageUploads:
+    """Blobs in the storage backend (shared by every process on it), files as a fallback."""
+
+    kind = "storage"
+
+    def __init__(self, storage: BlobStore, files: FileUploads) -> None:
+        self.storage = storage
+        self.files = files  # what was stored as files before the switch
+
+    async def put(self, site_id: str, stored: str, data: bytes, mime: str) -> None:
+        try:
+            await self.storage.put_blob(site_id, stored, data, mime=mime)
+        except DuplicateError:  # 128 random bits: only a retried write of the same file
+            log.warning("upload %s/%s was already stored", site_id, stored)
+
+    async def size(self, site_id: str, stored: str) -> int | None:
+        info = await self.storage.blob_info(site_id, stored)
+        return info.size if info is not None else await self.files.size(site_id, stored)
+
+    async def response(
+        self, site_id: str, stored: str, headers: dict[str, str]
+    ) -> web.StreamResponse | None:
+        found = await self.storage.get_blob(site_id, stored)
+        if found is None:
+            return await self.files.response(site_id, stored, headers)
+        return web.Response(body=found[1], headers=headers)
+
+
+_STORES: weakref.WeakKeyDictionary[Kernel, UploadStore] = weakref.WeakKeyDictionary()
+
+
+def open_store(kernel: Kernel) -> UploadStore:
+    """The store ``[uploads] store`` and ``dir`` name, chosen once per kernel."""
+    store = _STORES.get(kernel)
+    if store is not None:
+        return store
+    settings = kernel.config.section("uploads")
+    files = FileUploads(Path(settings.dir) if settings.dir else kernel.data_dir / "uploads")
+    choice = settings.store
+    if choice == "auto":
+        shared = storage_is_shared(kernel.config) and isinstance(kernel.storage, BlobStore)
+        choice = "storage" if shared else "files"
+    if choice == "storage":
+        if not isinstance(kernel.storage, BlobStore):
+            raise ConfigError(
+                kernel.config.source,
+                "uploads.store",
+                f"'storage': the {kernel.storage.name!r} storage backend cannot keep files; "
+                "use 'files' (with a shared `dir` for several machines)",
+            )
+        store = StorageUploads(kernel.storage, files)
+    else:
+        store = files
+    log.info("uploads kept in %s", "storage" if store.kind == "storage" else files.root)
+    _STORES[kernel] = store
+    return store

@@ -1,0 +1,55 @@
+"""File contents on SQL (``core.storage.BlobStore``): one row per blob in ``blobs``.
+
+The bytes are a ``BLOB`` on SQLite and a ``bytea`` on PostgreSQL, in the same
+row as their size and type, so a write is one ``INSERT`` (durable when it
+returns, as every write) and ``blob_info`` reads the small columns only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kefu.core.storage import BlobInfo, DuplicateError
+
+from .tables import blobs
+
+_KEY = "site_id = ? AND id = ?"
+
+
+class SqlBlobs:
+    """The BlobStore methods of :class:`~kefu.plugins.storage_sql.SqlStorage` (a mixin)."""
+
+    def _ready(self) -> tuple[Any, Any]:  # pragma: no cover - SqlStorage's
+        raise NotImplementedError
+
+    async def put_blob(self, site_id: str, blob_id: str, data: bytes, *, mime: str) -> BlobInfo:
+        db, sql = self._ready()
+        now = time.time()
+        stmt = sql.text(
+            f"INSERT INTO {sql.table(blobs)} (site_id, id, mime, size, created_at, data) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, id) DO NOTHING RETURNING size"
+        )
+        params = (site_id, blob_id, mime, len(data), now, bytes(data))
+        if await db.execute_returning(stmt, params, f"blob {blob_id}") is None:
+            raise DuplicateError(f"blob {blob_id!r} already exists")
+        return BlobInfo(site_id, blob_id, len(data), mime, now)
+
+    async def blob_info(self, site_id: str, blob_id: str) -> BlobInfo | None:
+        db, sql = self._ready()
+        stmt = sql.text(f"SELECT size, mime, created_at FROM {sql.table(blobs)} WHERE {_KEY}")
+        row = await db.fetch_one(stmt, (site_id, blob_id), "blob")
+        return None if row is None else BlobInfo(site_id, blob_id, row[0], row[1], row[2])
+
+    async def get_blob(self, site_id: str, blob_id: str) -> tuple[BlobInfo, bytes] | None:
+        db, sql = self._ready()
+        stmt = sql.text(f"SELECT size, mime, created_at, data FROM {sql.table(blobs)} WHERE {_KEY}")
+        row = await db.fetch_one(stmt, (site_id, blob_id), "blob")
+        if row is None:
+            return None
+        return BlobInfo(site_id, blob_id, row[0], row[1], row[2]), bytes(row[3])
+
+    async def delete_blob(self, site_id: str, blob_id: str) -> bool:
+        db, sql = self._ready()
+        stmt = sql.text(f"DELETE FROM {sql.table(blobs)} WHERE {_KEY}")
+        return await db.execute(stmt, (site_id, blob_id), "blob") == 1

@@ -1,0 +1,77 @@
+"""The file-contents part of the storage contract (``core.storage.BlobStore``), on every backend."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kefu.core.storage import BlobInfo, BlobStore, DuplicateError
+
+
+async def test_every_backend_keeps_blobs(storage):
+    assert isinstance(storage, BlobStore)
+
+
+async def test_put_read_info_delete(storage):
+    data = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    info = await storage.put_blob("s1", "abc-p.png", data, mime="image/png")
+    assert isinstance(info, BlobInfo)
+    assert (info.site_id, info.id, info.size, info.mime) == (
+        "s1",
+        "abc-p.png",
+        len(data),
+        "image/png",
+    )
+    got = await storage.blob_info("s1", "abc-p.png")
+    assert (got.size, got.mime) == (len(data), "image/png")
+    assert got.created_at == pytest.approx(info.created_at, abs=1e-3)
+    found = await storage.get_blob("s1", "abc-p.png")
+    assert found is not None
+    assert found[0].size == len(data) and found[1] == data
+    assert isinstance(found[1], bytes)
+    assert await storage.delete_blob("s1", "abc-p.png")
+    assert await storage.get_blob("s1", "abc-p.png") is None
+    assert await storage.blob_info("s1", "abc-p.png") is None
+    assert not await storage.delete_blob("s1", "abc-p.png")
+
+
+async def test_written_once_and_scoped_by_site(storage):
+    await storage.put_blob("s1", "x", b"first", mime="text/plain")
+    with pytest.raises(DuplicateError):
+        await storage.put_blob("s1", "x", b"second", mime="text/plain")
+    assert (await storage.get_blob("s1", "x"))[1] == b"first"
+    assert await storage.get_blob("s2", "x") is None  # another site's blob is "not found"
+    assert await storage.blob_info("s2", "x") is None
+    assert not await storage.delete_blob("s2", "x")
+    await storage.put_blob("s2", "x", b"other site", mime="text/plain")  # same id, other site
+    assert (await storage.get_blob("s1", "x"))[1] == b"first"
+    assert (await storage.get_blob("s2", "x"))[1] == b"other site"
+
+
+async def test_large_and_empty_blobs_round_trip(storage):
+    # past MongoDB's 16 MiB document limit and its 1 MiB chunks; every byte value
+    big = os.urandom(17 * 1024 * 1024 + 5)
+    await storage.put_blob("s1", "big", big, mime="application/pdf")
+    assert (await storage.blob_info("s1", "big")).size == len(big)
+    assert (await storage.get_blob("s1", "big"))[1] == big
+    await storage.put_blob("s1", "empty", b"", mime="text/plain")
+    assert (await storage.get_blob("s1", "empty"))[1] == b""
+    assert await storage.delete_blob("s1", "big")
+    assert await storage.get_blob("s1", "big") is None
+
+
+async def test_blobs_survive_reopening(durable_store):
+    backend = durable_store.make()
+    await backend.open()
+    try:
+        await backend.put_blob("s1", "kept", b"\x00\xffbytes", mime="application/pdf")
+    finally:
+        await backend.close()
+    again = durable_store.make()
+    await again.open()
+    try:
+        info, data = await again.get_blob("s1", "kept")
+        assert (info.mime, data) == ("application/pdf", b"\x00\xffbytes")
+    finally:
+        await again.close()
