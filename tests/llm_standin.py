@@ -36,6 +36,8 @@ class StandIn:
     delay: float = 0.02
     #: characters per piece (about two tokens)
     piece: int = 8
+    #: False: one JSON completion even when a stream is asked for (some servers do)
+    streams: bool = True
     #: ``usage.total_tokens`` reported; None: a rough count of the prompt and answer
     usage: int | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -86,7 +88,7 @@ class StandIn:
         text = self.answer_text(body)
         tokens = self.usage or (len(str(body["messages"])) + len(text)) // 4
         created, model = int(time.time()), body.get("model", "standin")
-        if not body.get("stream"):
+        if not body.get("stream") or not self.streams:
             return web.json_response({
                 "id": "chatcmpl-standin", "object": "chat.completion", "created": created,
                 "model": model, "choices": [{"index": 0, "finish_reason": "stop",
@@ -96,6 +98,14 @@ class StandIn:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})  # fmt: skip
         await resp.prepare(request)
+        try:
+            await self.stream(resp, body, text, tokens)
+        except ConnectionResetError:
+            pass  # the client gave up (its timeout), as it may with a real server
+        return resp
+
+    async def stream(self, resp: web.StreamResponse, body: dict, text: str, tokens: int) -> None:
+        created, model = int(time.time()), body.get("model", "standin")
 
         async def event(payload: Any) -> None:
             data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
@@ -117,10 +127,10 @@ class StandIn:
             await event(chunk({"content": piece}))
             if self.mode == "hang":
                 await self.released.wait()
-                return resp
+                return
             if self.mode == "stream_error" and n == 1:
                 await event({"error": {"message": "model overloaded", "type": "server_error"}})
-                return resp
+                return
             await asyncio.sleep(self.delay)
         await event(chunk({}, "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -129,4 +139,3 @@ class StandIn:
                          "usage": {"prompt_tokens": tokens, "completion_tokens": 0,
                                    "total_tokens": tokens}})  # fmt: skip
         await event(b"[DONE]")
-        return resp

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from kefu.core.domain import QUEUED
+from kefu.core.kernel import reload_config
 from kefu.core.types import KnowledgeAnswer
 from kefu.plugins.bot_intents import service_of as bot_of
 from kefu.plugins.llm_openai import LlmSettings, provider_of
@@ -287,3 +288,23 @@ async def test_the_sender_is_never_held_up_and_busy_means_the_passage(
     cid = f"bot-{ack['seq']}-0"
     _, stored = frames_until_message(await collect(slow.peer, cid), cid)
     assert stored["text"].startswith("According to our help pages")
+
+
+async def test_a_server_that_does_not_stream_and_a_wrong_key(aiohttp_client, tmp_path, standin):
+    standin.streams = False
+    client, site = await shop_with_llm(aiohttp_client, tmp_path, standin.url)
+    guest, ack = await ask(client, site)
+    cid = f"bot-{ack['seq']}-0"
+    drafts, stored = frames_until_message(await collect(guest.peer, cid), cid)
+    assert drafts == [] and stored["text"].endswith('Sources: [1] "Pets in the shop"')
+
+    kernel = app_kernel(client.app)  # a live change of the key: the next answer uses it
+    path = tmp_path / "kefu.toml"
+    path.write_text(path.read_text().replace(KEY, "sk-wrong"))
+    assert "llm_openai" in reload_config(kernel, environ={})
+    guest, ack = await ask(client, site, cid="q2")
+    cid = f"bot-{ack['seq']}-0"
+    _, stored = frames_until_message(await collect(guest.peer, cid), cid)
+    assert stored["text"].startswith("Parrots may sing")  # HTTP 401: the passage
+    assert standin.headers[-1]["Authorization"] == "Bearer sk-wrong"
+    assert provider_of(kernel).counts["failures"] == 1

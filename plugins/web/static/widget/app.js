@@ -321,6 +321,11 @@ export async function mount(options) {
       } else markRead();
     }
   });
+  client.on("bot_draft", (frame) => {
+    if (frame.conversation_id !== state.conversation?.id) return;
+    view.setTyping(null);
+    view.draft({ cid: frame.cid, text: frame.text, senderKind: "bot", name: t("bot"), dropped: frame.state === "dropped" });
+  });
   client.on("typing", (frame) => {
     if (frame.conversation_id !== state.conversation?.id || frame.from.kind === "visitor") return;
     view.setTyping(frame.state ? t("agent") : null);

@@ -139,6 +139,17 @@ export function createView(root, t, actions, { stylesheet, richStylesheet, title
       pruneChoices();
       scrollDown();
     },
+    /** A bot answer being written (bot_draft): the stored message with its cid replaces it. */
+    draft(msg) {
+      const existing = list.querySelector(`[data-cid="${CSS.escape(msg.cid)}"]`);
+      if (existing?.dataset.seq) return; // stored already
+      if (msg.dropped) { existing?.remove(); return; }
+      const el = render(msg);
+      el.classList.add("draft");
+      if (existing) existing.replaceWith(el);
+      else list.append(el);
+      scrollDown();
+    },
     markRead(seq) {
       for (const li of list.querySelectorAll(".msg.mine")) {
         if (li.dataset.seq && Number(li.dataset.seq) <= seq) {

@@ -1,0 +1,75 @@
+"""The widget renders a generative answer as it streams (Debian's Chromium under
+Playwright): the bot's draft grows in place, then the stored answer with its sources
+replaces it; a refused one hands the visitor over. The model is the stand-in mock of
+:mod:`tests.llm_standin` (no model server exists on this machine)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chat_support import add_site
+from tests.llm_standin import StandIn
+from tests.test_bot_example import shop_config
+from tests.test_bot_faq import SHOP
+from tests.test_llm_openai import ARTICLES, QUESTION, llm_toml
+from tests.web_support import (
+    Frames,
+    chromium,
+    expect,
+    open_widget,
+    screenshot_path,
+    start_kefu,
+    start_shop,
+    visitor_page,
+    widget_say,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def test_the_widget_streams_the_answer_then_shows_it_with_its_sources(tmp_path):
+    standin = await StandIn(delay=0.15).start()  # ~2 s of streaming, visible drafts
+    flow = tmp_path / "shop.yaml"
+    flow.write_bytes(SHOP.read_bytes())
+    kefu = await start_kefu(tmp_path, shop_config(flow) + llm_toml(standin.url))
+    shop_runner, shop_base = await start_shop(kefu.base)
+    try:
+        site = await add_site(kefu.kernel)
+        for article_id, (title, body) in ARTICLES.items():
+            record = {"title": title, "body": body, "lang": "en"}
+            await kefu.kernel.storage.put_record(site.site.id, "kb.article", article_id, record)
+        async with chromium() as browser:
+            page = await visitor_page(browser, f"{shop_base}shop/{site.site.widget_key}")
+            frames = Frames(page)
+            await open_widget(page)
+            await widget_say(page, QUESTION)
+            draft = page.locator("#kefu-widget .msg.bot.draft")
+            await expect(draft).to_be_visible(timeout=10_000)
+            first = await draft.locator(".text").text_content()
+            full = "According to our help pages: Parrots may sing in the shop, quietly"
+            assert full.startswith(first) or first.startswith(full), first
+            await expect(draft.locator(".text")).not_to_have_text(first, timeout=5_000)  # grows
+            cid = await draft.get_attribute("data-cid")
+            await page.screenshot(path=screenshot_path("widget-llm-draft.png"))
+            answer = page.locator(f'#kefu-widget .msg.bot[data-cid="{cid}"]:not(.draft)')
+            await expect(answer).to_contain_text('Sources: [1] "Pets in the shop"', timeout=10_000)
+            await expect(answer).to_contain_text("Parrots may sing in the shop")
+            assert await page.locator("#kefu-widget .msg.draft").count() == 0
+            assert await page.locator(f'#kefu-widget [data-cid="{cid}"]').count() == 1
+            await expect(page.locator("#kefu-widget .msg.bot .text").last).to_have_text(
+                "Did this help?", timeout=5_000
+            )
+            assert any(f.get("op") == "bot_draft" for f in frames.seen)
+            await page.screenshot(path=screenshot_path("widget-llm-answer.png"))
+
+            standin.mode = "refuse"
+            await widget_say(page, "can parrots sing in the shop after noon")
+            await expect(page.locator("#kefu-widget .msg.bot .text").last).to_contain_text(
+                "passing you to a colleague", timeout=10_000
+            )
+            assert await page.locator("#kefu-widget .msg.draft").count() == 0
+            assert page.errors.errors == []
+    finally:
+        await shop_runner.cleanup()
+        await kefu.runner.cleanup()
+        await standin.stop()
