@@ -24,6 +24,7 @@ from kefu.plugins.rest_api.models import (
     SiteList,
     SiteOut,
 )
+from kefu.plugins.rest_api.widget import with_widget
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,8 @@ async def create_site(call: Call) -> SiteCreated:
     # a new tenant is install-level: owners only, never any site's admin (issue 13, hole 1)
     await call.require("sites.create", call.site_id)
     body = call.body
-    site = Site(id=new_id(), name=body.name, widget_key=new_widget_key(), settings=body.settings)
+    settings = with_widget(body.settings, None)
+    site = Site(id=new_id(), name=body.name, widget_key=new_widget_key(), settings=settings)
     try:
         site = await call.kernel.storage.create_site(site)
     except DuplicateError:
@@ -171,7 +173,12 @@ async def create_site(call: Call) -> SiteCreated:
 async def patch_site(call: Call) -> SiteOut:
     site = await _own_site(call)
     body = call.body
-    changes = body.model_dump(exclude_unset=True, exclude={"rotate_widget_key"})
+    changes = body.model_dump(exclude_unset=True, exclude={"rotate_widget_key", "widget"})
+    if body.settings is not None or body.widget is not None:
+        widget = body.widget.model_dump(mode="json") if body.widget is not None else None
+        changes["settings"] = with_widget(
+            body.settings if body.settings is not None else site.settings, widget
+        )
     if body.rotate_widget_key:
         changes["widget_key"] = new_widget_key()
     updated = dataclasses.replace(site, **{k: v for k, v in changes.items() if v is not None})

@@ -284,14 +284,6 @@ class SiteCreated(SiteOut):
     admin: AgentOut | None = None
 
 
-class SitePatch(Request):
-    name: Name | None = None
-    settings: JsonObject | None = Field(None, description="Replaces the settings object.")
-    rotate_widget_key: bool = Field(
-        False, description="Issue a new widget key; the old one stops working."
-    )
-
-
 # -- auth endpoints (served by the auth plugin, described here) -------------------
 AuthField = Annotated[str, StringConstraints(max_length=2048)]
 
@@ -360,32 +352,4 @@ class VisitorSessionResponse(BaseModel):
     site_id: str
     identity: SessionIdentity | None = Field(
         None, description="The identity claimed with `user_id`, as checked; null without one."
-    )
-
-
-# -- the widget's config (served by the web plugin, described here) ----------------
-class TeamMember(BaseModel):
-    id: str
-    name: str
-    avatar: str | None = Field(None, description="URL of the agent's picture, if they set one.")
-
-
-class WidgetConfig(BaseModel):
-    site_id: str
-    name: str = Field(description="The site's `settings.widget.title`, else the site's name.")
-    greeting: str | None = Field(description="The site's `settings.widget.greeting`.")
-    color: str | None = Field(description="The site's `settings.widget.color` (CSS colour).")
-    languages: list[str] = Field(description="Languages the widget has texts for.")
-    protocol: int = Field(description="The client protocol version (docs/protocol.md).")
-    open_hours: bool = Field(description="Within the site's business hours now.")
-    agents_online: int = Field(ge=0, description="Agents online in the site now.")
-    online: bool = Field(
-        description="`open_hours` and at least one agent online: a chat can be answered now."
-    )
-    bot: bool = Field(
-        description="A bot answers the site's new conversations (even when nobody is online)."
-    )
-    team: list[TeamMember] = Field(
-        description="The site's agents as visitors see them: the widget names a message's "
-        "author with it (also after a reload, when only the sender's id is in the frame).",
     )

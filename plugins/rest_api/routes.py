@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kefu.plugins.rest_api import admin, contacts, conversations, merge, search, uploads
+from kefu.plugins.rest_api import admin, contacts, conversations, merge, search, uploads, widget
 from kefu.plugins.rest_api import models as m
 from kefu.plugins.rest_api.endpoint import Endpoint
 
@@ -100,7 +100,7 @@ WEB_ENDPOINTS: tuple[Endpoint, ...] = (
         "The chat widget's settings",
         "widget",
         None,
-        response=m.WidgetConfig,
+        response=widget.WidgetConfig,
         errors=(404,),
         auth=False,
         description="What the widget shows before a visitor session is opened: the site's "
@@ -108,6 +108,25 @@ WEB_ENDPOINTS: tuple[Endpoint, ...] = (
         "agents online, a bot). Never cached (`Cache-Control: no-store`); cross-origin reads "
         "are allowed for the origins the site allows (served by the web plugin).",
         openapi=WIDGET_CONFIG,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/widget/prechat",
+        "answer_prechat",
+        "A visitor's pre-chat answers",
+        "widget",
+        None,
+        response=widget.PrechatSaved,
+        body=widget.PrechatAnswers,
+        errors=(409,),
+        description="The widget sends the answers of the site's pre-chat form with the "
+        "visitor's token (`?token=`; the body may be sent as `text/plain`). Each is checked "
+        "against its field (required, an e-mail, a phone number, one of the options): "
+        "`400 prechat_invalid` names every field in error in `error.fields` (key -> "
+        "`required`, `invalid_email`, `invalid_phone`, `not_an_option`, `too_long`). "
+        "`name` and `email` fill the visitor's own, the others their attributes (`phone`, "
+        "custom keys), as `kefu.identify()` does; `409 prechat_off` when the site has no "
+        "enabled form (served by the web plugin).",
     ),
 )
 
@@ -239,7 +258,7 @@ REST_ENDPOINTS: tuple[Endpoint, ...] = (
         "sites",
         admin.patch_site,
         response=m.SiteOut,
-        body=m.SitePatch,
+        body=widget.SitePatch,
     ),
     Endpoint(
         "POST",

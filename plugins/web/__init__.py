@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from kefu.hooks import hookimpl
-from kefu.plugins.web import admin, pages, profile, security
+from kefu.plugins.web import admin, pages, prechat, profile, security
 from kefu.plugins.web.cors import OriginPolicy, make_cors_middleware
 from kefu.plugins.web.settings import WebSettings
 from kefu.plugins.web.status import MessageRate, WorkerFigures
@@ -93,6 +93,7 @@ def kefu_routes(kernel):
     return [
         *pages.make_routes(kernel, state.pages),
         *profile.make_routes(kernel, state.pages),
+        *prechat.make_routes(kernel),
         *admin.make_routes(
             kernel, state.pages, state.rate, state.origins.forget, lambda: state.figures
         ),

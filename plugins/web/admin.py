@@ -24,8 +24,8 @@ from kefu.plugins.web.status import MessageRate, site_status
 log = logging.getLogger(__name__)
 
 SECTIONS = (
-    "status", "reports", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "kb",
-    "webhooks", "identity", "plugins",
+    "status", "reports", "agents", "sites", "widget", "routing", "hours", "canned", "bot", "faq",
+    "kb", "webhooks", "identity", "plugins",
 )  # fmt: skip
 #: Pages a signed-in agent who is not an admin may open, by the action each needs.
 READER_SECTIONS = {"reports": "reports.read"}
@@ -37,6 +37,7 @@ LABELS = {
     "reports": "Reports",
     "agents": "Agents",
     "sites": "Sites",
+    "widget": "Widget",
     "routing": "Routing",
     "hours": "Hours",
     "canned": "Canned",
@@ -241,10 +242,6 @@ def make_routes(
             settings.pop("allowed_origins", None)
         else:
             settings["allowed_origins"] = origins
-        settings["widget"] = {
-            "title": form.get("title", "").strip()[:80] or None,
-            "greeting": form.get("greeting", "").strip()[:500] or None,
-        }
         name = form.get("name", "").strip()[:200] or site.name
         changed = dataclasses.replace(site, name=name, settings=settings)
         if form.get("rotate") == "on":
@@ -252,6 +249,9 @@ def make_routes(
         await kernel.storage.update_site(changed)
         forget_origins(site.id)
         raise web.HTTPSeeOther("/admin/sites")
+
+    async def widget_page(request: web.Request) -> web.Response:
+        return await show(request, "widget")  # static/admin/widget.js: PATCH /v1/sites/{id}
 
     async def routing_page(request: web.Request) -> web.Response:
         try:
@@ -308,6 +308,7 @@ def make_routes(
         web.post("/admin/agents/{id}", update_agent),
         web.get("/admin/sites", sites_page),
         web.post("/admin/sites", update_site),
+        web.get("/admin/widget", widget_page),
         web.get("/admin/routing", routing_page),
         web.get("/admin/hours", hours_page),
         web.get("/admin/canned", canned_page),

@@ -34,7 +34,9 @@ from kefu.core.web_app import bearer_token, error_response
 log = logging.getLogger(__name__)
 
 SITE_PATHS = ("/v1/visitors/session", "/v1/widget/config")
-TOKEN_PATHS = ("/v1/poll/open", "/v1/uploads", "/v1/conversations", "/v1/availability")
+TOKEN_PATHS = (
+    "/v1/poll/open", "/v1/uploads", "/v1/conversations", "/v1/availability", "/v1/widget/prechat",
+)  # fmt: skip
 SESSION_PATHS = ("/v1/poll/send", "/v1/poll/recv", "/v1/poll/close")
 PUBLIC_PREFIXES = ("/static/", "/widget.js")
 CACHE_TTL = 5.0

@@ -15,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from kefu.core import __version__
 from kefu.core.types import Principal
 from kefu.core.web_app import error_response
-from kefu.plugins.web import i18n, security
+from kefu.plugins.web import i18n, prechat, security
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
             "bot": await kernel.hooks.bot_serves(site.id),  # a bot answers even when offline
             # who may answer, so that a message shows its author's name after a reload too
             "team": [{"id": a.id, "name": a.name, "avatar": pictures.get(a.id)} for a in team],
+            "prechat": prechat.form_of(site),  # asked before the first message (prechat.py)
         }
         response = web.json_response(body)
         response.headers["Cache-Control"] = "no-store"

@@ -5,6 +5,7 @@ import { Client } from "../lib/client.js";
 import { uuid } from "../lib/dom.js";
 import { pickLanguage, translator } from "../lib/i18n.js";
 import { SeqTracker } from "../lib/seq.js";
+import { identifies, PrechatGate } from "./prechat.js";
 import { postJSON, storage, TitleFlasher } from "./support.js";
 import { createView } from "./view.js";
 
@@ -127,6 +128,11 @@ export async function mount(options) {
     busy: config.busy === true,
   });
   view.showOffline(state.offline);
+  if (/^#[0-9a-fA-F]{6}$/.test(config.color || "")) root.querySelector(".kefu").style.setProperty("--accent", config.color);
+  const prechat = new PrechatGate({
+    form: config.prechat, lang, t, view, store: storage(`kefu:${options.siteKey}:prechat`),
+    post: (answers) => postJSON(`${base}v1/widget/prechat?token=${encodeURIComponent(state.token)}`, { answers }),
+  });
 
   const client = new Client({ base, token: state.token, transport: options.transport });
 
@@ -157,6 +163,7 @@ export async function mount(options) {
   async function identify(profile) {
     const before = state.visitorId;
     const answer = await session(identifyFields(profile));
+    if (identifies(profile)) prechat.done(); // the page said who the visitor is
     if (before !== answer.visitor_id && !client.stopped) { client.stop(); client.connect(); }
     return { visitor_id: answer.visitor_id, identity: answer.identity || null };
   }
@@ -430,6 +437,7 @@ export async function mount(options) {
     await session(); // a refused claim: the visitor stays anonymous
   }
   api.identify = identify;
+  prechat.start({ visitorId: state.visitorId, identified: identifies(first?.profile), chatting: Boolean(state.conversation) });
   client.token = state.token;
   await checkAvailability();
   client.connect();

@@ -20,6 +20,7 @@ export async function postJSON(url, body) {
     const err = new Error(body?.error?.message || `${url}: ${resp.status}`);
     err.status = resp.status;
     err.code = body?.error?.code; // e.g. identity_invalid (docs/protocol.md section 6)
+    err.fields = body?.error?.fields; // prechat_invalid: field key -> problem
     throw err;
   }
   return resp.json();

@@ -26,6 +26,7 @@ export function createView(root, t, actions, { stylesheet, richStylesheet, title
     h("label", { class: "attach", title: t("attach") }, h("span", { "aria-hidden": "true" }, "+"), file),
     input, h("button", { type: "submit", class: "send" }, t("send")));
   const ended = h("div", { class: "ended", hidden: true });
+  const gate = h("div", { class: "gate", hidden: true }); // the pre-chat form (prechat.js)
   const offline = h("form", { class: "offline", hidden: true },
     h("h3", {}, t(busy ? "busyTitle" : "offlineTitle")), h("p", {}, t(busy ? "busyText" : "offlineText")),
     h("input", { name: "name", placeholder: t("name"), required: true, maxlength: "100" }),
@@ -38,7 +39,7 @@ export function createView(root, t, actions, { stylesheet, richStylesheet, title
     h("header", {}, h("strong", {}, title || t("title")), h("span", { class: "spacer" }), endButton, langButton,
       h("button", { type: "button", class: "close", "aria-label": t("close") }, "×")),
     status, queue,
-    h("div", { class: "scroll" }, h("p", { class: "greeting" }, greeting || t("greeting")), list, typing, ended),
+    h("div", { class: "scroll" }, h("p", { class: "greeting" }, greeting || t("greeting")), gate, list, typing, ended),
     offline, composer);
   const layer = h("div", { class: "kefu" }, panel, launcher);
   replace(root, h("link", { rel: "stylesheet", href: stylesheet }),
@@ -126,7 +127,8 @@ export function createView(root, t, actions, { stylesheet, richStylesheet, title
     setQueue(text) { queue.hidden = !text; queue.textContent = text || ""; },
     showOffline(show, { reset = false } = {}) {
       offline.hidden = !show;
-      composer.hidden = show || !ended.hidden;
+      gate.hidden = show || !gate.firstChild;
+      composer.hidden = show || !ended.hidden || !!gate.firstChild;
       if (reset) offline.reset(); // a sent message does not stay filled in
     },
     upsert(msg) {
@@ -183,5 +185,12 @@ export function createView(root, t, actions, { stylesheet, richStylesheet, title
       scrollDown();
     },
     clear() { list.replaceChildren(); },
+    /** A form in front of the composer until `setGate(null)` (the offline form wins). */
+    setGate(el) {
+      gate.replaceChildren(...(el ? [el] : []));
+      gate.hidden = !el || !offline.hidden;
+      composer.hidden = !!el || !offline.hidden || !ended.hidden;
+      if (!el && !composer.hidden && !panel.hidden) input.focus();
+    },
   };
 }
