@@ -70,6 +70,8 @@ class StandIn:
             return "You can probably do that, just ask in the shop."
         passage = system.split("\n[1] ", 1)[1].split("\n", 1)[1]
         sentence = re.split(r"(?<=[.!?。！？])\s*", passage.strip())[0]  # noqa: RUF001
+        if "answer in Chinese" in system:
+            return f"根据帮助文章：{sentence}[1]"  # noqa: RUF001
         return f"According to our help pages: {sentence} [1]"
 
     async def completions(self, request: web.Request) -> web.StreamResponse:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -32,6 +33,7 @@ from tests.test_bot_faq import SHOP
 from tests.test_bot_flows import Actions
 
 BOT = {"kind": "bot", "id": "shop"}
+METRICS_MD = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 QUESTION = "can parrots sing in the shop before noon"
 ARTICLES = {
     "pets": ("Pets in the shop", "## Parrots\nParrots may sing in the shop, quietly, before "
@@ -308,3 +310,36 @@ async def test_a_server_that_does_not_stream_and_a_wrong_key(aiohttp_client, tmp
     assert stored["text"].startswith("Parrots may sing")  # HTTP 401: the passage
     assert standin.headers[-1]["Authorization"] == "Bearer sk-wrong"
     assert provider_of(kernel).counts["failures"] == 1
+
+
+async def test_a_chinese_visitor_is_answered_in_chinese_and_other_sites_get_the_passage(
+    aiohttp_client, tmp_path, standin
+):
+    client, site = await shop_with_llm(aiohttp_client, tmp_path, standin.url)
+    kernel = app_kernel(client.app)
+    admin = {"Authorization": f"Bearer {await login(client, site.site.id, site.admin.email)}"}
+    text = "## 鹦鹉\n鹦鹉可以在店里唱歌，中午前请小声。下午它们休息。"  # noqa: RUF001
+    body = {"title": "宠物须知", "lang": "zh", "body": text}
+    resp = await client.put("/v1/kb/articles/pets-zh", json=body, headers=admin)
+    assert resp.status == 200, await resp.text()
+    guest, ack = await ask(client, site, text="鹦鹉在店里唱歌行吗")
+    cid = f"bot-{ack['seq']}-0"
+    drafts, stored = frames_until_message(await collect(guest.peer, cid), cid)
+    assert drafts and stored["text"].startswith("根据帮助文章：鹦鹉可以在店里唱歌"), stored["text"]  # noqa: RUF001
+    assert stored["text"].endswith("来源：[1]《宠物须知》"), stored["text"]  # noqa: RUF001
+    assert "answer in Chinese" in standin.requests[-1]["messages"][0]["content"]
+    helped = await guest.peer.expect("message", sender=BOT, within=5)
+    assert helped["text"] == "这个回答有帮助吗？"  # noqa: RUF001
+    # every series the provider reports is documented
+    metrics = METRICS_MD.read_text(encoding="utf-8")
+    for name in provider_of(kernel).stats():
+        assert f"| `kefu_{name}` |" in metrics, name
+
+    path = tmp_path / "kefu.toml"  # the provider only for another site now
+    path.write_text(path.read_text().replace("[llm_openai]\n", '[llm_openai]\nsites = ["x"]\n'))
+    assert "llm_openai" in reload_config(kernel, environ={})
+    guest, ack = await ask(client, site, cid="q2")
+    cid = f"bot-{ack['seq']}-0"
+    drafts, stored = frames_until_message(await collect(guest.peer, cid), cid)
+    assert drafts == [] and stored["text"].startswith("Parrots may sing")
+    assert len(standin.requests) == 1

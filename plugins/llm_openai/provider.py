@@ -118,7 +118,22 @@ class Provider:
         if self.active >= s.max_concurrent:
             self.counts["busy"] += 1
             return None
-        passages = list(passages)[: s.max_passages]
+        self.active += 1  # before the first await: the check above holds for this one
+        try:
+            return await self._answer(s, site_id, question, list(passages), lang, on_text)
+        finally:
+            self.active -= 1
+
+    async def _answer(
+        self,
+        s: Any,
+        site_id: str,
+        question: str,
+        passages: list[KnowledgeAnswer],
+        lang: str,
+        on_text: Callable[[str], Awaitable[None]],
+    ) -> GeneratedAnswer | None:
+        passages = passages[: s.max_passages]
         chat = messages(question, passages, lang, s.max_passage_chars)
         prompt_tokens = estimate_tokens(chat)
         reserved = prompt_tokens + s.max_tokens
@@ -127,7 +142,6 @@ class Provider:
             self.counts["over_budget"] += 1
             log.info("llm_openai: site %s is over its %s token budget", site_id, s.budget_window)
             return None
-        self.active += 1
         streamed = [""]
         spent = reserved
         try:
@@ -145,7 +159,6 @@ class Provider:
             log.warning("llm_openai: %s: %s", type(exc).__name__, exc)
             return None
         finally:
-            self.active -= 1
             self.counts["tokens"] += spent
             await self.budget.settle(key, reserved, spent)
         answer = judge(text, len(passages), spent)
