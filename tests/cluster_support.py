@@ -189,7 +189,7 @@ class Node:
             f'[bus]\nbackend = "redis"\n[bus_redis]\nurl = "{redis}"\nprefix = "{prefix}"\n'
             "[auth]\npassword_cost = 10\n[gateway]\nrate = 10000\nburst = 10000\n"
             f"[plugins]\n{enable}disable = {orjson.dumps(list(disable)).decode()}\n"
-            f"[routing]\n{extra}",  # the default lease (10 s)
+            f"[routing]\n{extra}",  # the default lease (3 s)
             encoding="utf-8",
         )
         self.proc: subprocess.Popen | None = None

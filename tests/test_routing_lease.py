@@ -26,7 +26,7 @@ SPIN_LIMIT = 200  # lease calls before the guard breaks a spin (the test then fa
 
 
 def test_the_lease_is_on_by_default():
-    assert RoutingSettings().lease_ttl_s == 10.0
+    assert RoutingSettings().lease_ttl_s == 3.0
 
 
 async def test_a_follower_waits_for_a_pick_instead_of_spinning(aiohttp_client, tmp_path):
@@ -110,3 +110,54 @@ async def test_a_follower_reminds_the_holder_of_a_conversation_it_never_heard_of
     assigned = await storage.get_conversation(site_id, waiting.id)
     assert assigned.assignee_id == agent.id
     assert assigned.meta["assigned_by"] == holder.origin
+
+
+async def test_a_busy_lease_is_renewed_and_a_dead_holder_replaced_within_the_ttl(
+    aiohttp_client, tmp_path
+):
+    """With no passes (no sweep, no news), the holder keeps a busy site's lease by renewing
+    it every third of the TTL; once it stops renewing (its process died: nothing given
+    back), a follower with conversations waiting takes the lease within about 4/3 of the
+    TTL instead of waiting for a sweep. tests/test_routing_takeover.py times it on real
+    processes."""
+    storage = MemoryStorage()
+    shared = Shared(lambda: storage)
+    ttl = 0.3
+    routing = ROUTING + f"lease_ttl_s = {ttl}\n"
+
+    async def worker():
+        kernel = make_kernel(
+            tmp_path, routing, extra_plugins=(("shared", shared),), storage="shared", bus="shared"
+        )
+        return app_kernel((await aiohttp_client(create_app(kernel))).app)
+
+    one, two = await worker(), await worker()
+    site_id = (await add_site(one)).site.id
+    holder, follower = service_of(one), service_of(two)
+    await holder.settle()
+    await follower.settle()
+    state = shared.bus.state
+    await state.release(lease_key(site_id), holder.origin)  # whoever the start-up pass made
+    await state.release(lease_key(site_id), follower.origin)
+    visitor = await storage.upsert_visitor(Visitor(new_id(), site_id))
+    waiting = await storage.create_conversation(
+        Conversation(new_id(), site_id, visitor.id, meta={"queued_at": time.time()})
+    )  # nobody online: it stays queued, the site busy
+    holder.changed(site_id, waiting.id, tell=False)
+    holder.kick(site_id)
+    await holder.settle()
+    assert await state.get(lease_key(site_id)) == holder.origin.encode()
+    await asyncio.sleep(4 * ttl)  # no pass meanwhile: the keeper renewed it
+    assert await state.get(lease_key(site_id)) == holder.origin.encode()
+    assert holder.owned_sites() == {site_id}
+
+    holder._keeper.cancel()  # the holder dies: no renewal, nothing given back
+    died = time.monotonic()
+    follower.changed(site_id, waiting.id, tell=False)
+    follower.kick(site_id)
+    async with asyncio.timeout(5):
+        while await state.get(lease_key(site_id)) != follower.origin.encode():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    taken = time.monotonic() - died
+    assert taken <= ttl + ttl / 3 + 0.3, taken
+    assert follower.owned_sites() == {site_id}

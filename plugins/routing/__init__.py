@@ -80,6 +80,14 @@ async def kefu_shutdown(kernel):
 
 
 @hookimpl
+def kefu_stats(kernel):
+    service = kernel.existing_plugin_state("routing")
+    if service is None:
+        return None
+    return {"routing_leases_held": len(service.owned_sites())}
+
+
+@hookimpl
 def kefu_config_changed(kernel, section, old, new):
     service = kernel.existing_plugin_state("routing")
     if section == "routing" and service is not None:

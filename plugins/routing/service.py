@@ -148,6 +148,9 @@ class RoutingService:
         self._unsubscribe: Any = None
         self._owned: set[str] = set()  # sites whose lease this service holds
         self._lease_failing = False
+        self._passed: dict[str, float] = {}  # site -> monotonic time of its last pass here
+        self._keeper: asyncio.Task | None = None
+        self._lease_watch: dict[str, asyncio.Task] = {}  # followers: site -> lease retries
 
     @property
     def settings(self) -> Any:
@@ -170,6 +173,8 @@ class RoutingService:
         task.add_done_callback(self._tasks.discard)
         if self.settings.sweep_interval_s > 0:
             self._sweeper = asyncio.create_task(self._sweep(), name="kefu-routing-sweep")
+        if self.kernel.bus is not None:
+            self._keeper = asyncio.create_task(self._keep_leases(), name="kefu-routing-lease")
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
@@ -177,7 +182,12 @@ class RoutingService:
         for handle in (*self._timers.values(), *(s.tell_later for s in self.upkeep.sites.values())):
             if handle is not None:
                 handle.cancel()
-        tasks = [t for t in (self._sweeper, *self._passes.values(), *self._tasks) if t]
+        tasks = [
+            t
+            for t in (self._sweeper, self._keeper, *self._passes.values(), *self._tasks)
+            if t is not None
+        ]
+        tasks += self._lease_watch.values()
         self.presence.stop()
         self.workflow.stop()
         for task in tasks:
@@ -272,6 +282,10 @@ class RoutingService:
         async with lock:
             await self.upkeep.refresh(site_id)
 
+    def owned_sites(self) -> set[str]:
+        """The sites whose routing lease this process holds (as of its last renewal)."""
+        return set(self._owned)
+
     async def owns(self, site_id: str) -> bool:
         """Whether this process runs the site's passes now (the site's routing lease)."""
         ttl, bus = self.settings.lease_ttl_s, self.kernel.bus
@@ -287,6 +301,52 @@ class RoutingService:
         self._lease_failing = False
         (self._owned.add if held else self._owned.discard)(site_id)
         return held
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases held here every third of ``lease_ttl_s`` while their site has
+        work (a pass running or run within the TTL, conversations waiting), so that a
+        short TTL does not lapse between passes of a live holder. An idle site's lease is
+        left to lapse: whoever passes next takes it."""
+        while True:
+            ttl = self.settings.lease_ttl_s
+            await asyncio.sleep(ttl / 3 if ttl > 0 else 1.0)
+            if ttl <= 0 or self._lease_failing:
+                continue
+            now = time.monotonic()
+            for site_id in list(self._owned):
+                busy = (
+                    site_id in self._passes
+                    or now - self._passed.get(site_id, 0.0) < ttl
+                    or len(self.engine.queue(site_id)) > 0
+                )
+                if not busy:
+                    self._owned.discard(site_id)
+                    continue
+                with contextlib.suppress(Exception):  # owns() reports an unavailable bus
+                    if not await self.kernel.bus.state.lease(
+                        lease_key(site_id), self.origin, ttl=ttl
+                    ):
+                        self._owned.discard(site_id)  # lost it (a stall): the claims decide
+
+    def _watch_lease(self, site_id: str) -> None:
+        """A follower with conversations waiting tries the lease every third of its TTL,
+        so a holder that died is replaced about 4/3 of the TTL after its last renewal at
+        most, not at the next sweep after the lease lapsed."""
+        if site_id in self._lease_watch or self.settings.lease_ttl_s <= 0:
+            return
+        task = asyncio.create_task(self._await_lease(site_id), name="kefu-routing-lease-watch")
+        self._lease_watch[site_id] = task
+        task.add_done_callback(lambda _: self._lease_watch.pop(site_id, None))
+
+    async def _await_lease(self, site_id: str) -> None:
+        while True:
+            ttl = self.settings.lease_ttl_s
+            if ttl <= 0 or len(self.engine.queue(site_id)) == 0:
+                return
+            await asyncio.sleep(ttl / 3)
+            if len(self.engine.queue(site_id)) and await self.owns(site_id):
+                self.kick(site_id)
+                return
 
     def _remind_holder(self, site_id: str) -> None:
         """A process that does not hold the site's lease tells the holder again of the
@@ -307,6 +367,7 @@ class RoutingService:
         the same news on the bus and assigns)."""
         if await self.owns(site_id):
             made = await self.engine.drain(site_id, prepare=self.upkeep.refresh)
+            self._passed[site_id] = time.monotonic()
         else:
             made = []
             # wait for the lock (a pick holds it): handing the refresh to another pass, as
@@ -314,6 +375,7 @@ class RoutingService:
             async with self.engine.lock(site_id):
                 self.engine.failed_claims[site_id] = 0  # claims are the holder's now
                 await self.upkeep.refresh(site_id)
+            self._watch_lease(site_id)
         for assignment in made:
             await self.announce(assignment)
         sync = self.upkeep.site(site_id)

@@ -110,10 +110,12 @@ class RoutingSettings(Section):
     #: changes no event or bus message told of (0 = only at start-up).
     rebuild_interval_s: float = Field(300.0, ge=0)
     #: With several processes on one bus, one process at a time runs a site's passes,
-    #: holding a lease in the bus's shared state for this long (renewed by each pass);
-    #: the others keep their indexes fresh and take over when it lapses. 0: every process
-    #: passes (the storage's compare-and-set claims keep that correct, at more conflicts).
-    lease_ttl_s: float = Field(10.0, ge=0)
+    #: holding a lease in the bus's shared state for this long (renewed by each pass and
+    #: every third of it while the site has work); the others keep their indexes fresh
+    #: and, with conversations waiting, try to take it every third of it: a killed
+    #: holder is replaced within about 4/3 of this. 0: every process passes (the
+    #: storage's compare-and-set claims keep that correct, at more conflicts).
+    lease_ttl_s: float = Field(3.0, ge=0)
     #: Lines longer than 200 are told their positions at most this often.
     queue_notice_interval_s: float = Field(1.0, ge=0)
     #: Seconds an assigned agent has to accept or answer before the conversation goes to
