@@ -10,8 +10,10 @@ repeating a ``cid``, a driver runs, in one transaction:
    arrival order; a cid already stored, or seen earlier in the batch, gets
    that message back;
 4. one multi-row INSERT and one bulk UPDATE of ``last_seq`` / ``updated_at``
-   (two ``executemany`` on SQLite; on PostgreSQL one statement, the rows as
-   one array per column, ``unnest``).
+   (``executemany`` on SQLite, where the conversations whose ``active_at`` minute
+   moved get a statement that sets it too, the only one that touches the listing
+   indexes; on PostgreSQL one statement, the rows as one array per column,
+   ``unnest``).
 
 Holding the conversation row lock from step 1 to the commit is what makes
 steps 2-3 safe across processes: no other transaction can add a message to
@@ -30,7 +32,7 @@ from typing import Any
 from kefu.core.domain import Message
 from kefu.core.storage import StorageError
 
-from .tables import MESSAGE
+from .tables import MESSAGE, activity_minute
 
 Key = tuple[str, str]  # (site_id, conversation_id)
 CidKey = tuple[str, str, str]  # (site_id, conversation_id, cid)
@@ -57,18 +59,23 @@ def cid_keys(batch: list[Pending]) -> list[CidKey]:
     return list(dict.fromkeys((m.site_id, m.conversation_id, m.cid) for m, _ in batch))
 
 
+Bump = tuple[int, float, float, str, str]
+
+
 def number(
     batch: list[Pending], heads: dict[Key, list[Any]], found: dict[CidKey, Message]
-) -> tuple[list[Result], list[list[Any]], list[tuple[int, float, str, str]]]:
+) -> tuple[list[Result], list[list[Any]], list[Bump], list[bool]]:
     """Step 3: one result per message, the rows to insert, the conversation updates.
 
     ``heads`` maps each conversation found to ``[last_seq, updated_at]`` (moved on
     here); ``found`` maps the cids already stored to their message. The updates
-    are ``(last_seq, updated_at, site_id, id)``, in key order.
+    are ``(last_seq, updated_at, active_at, site_id, id)``, in key order, each with
+    whether ``active_at`` (the minute of ``updated_at``) moved.
     """
     results: list[Result] = []
     rows: list[list[Any]] = []
     stored_here: dict[CidKey, Message] = {}
+    minutes = {k: activity_minute(h[1]) for k, h in heads.items()}
     for message, row in batch:
         key = (message.site_id, message.conversation_id, message.cid)
         head = heads.get(key[:2])
@@ -87,5 +94,6 @@ def number(
             results.append((stored, True))
             rows.append([*row, head[0]])
     touched = sorted({(m.site_id, m.conversation_id) for m in stored_here.values()})
-    bumps = [(heads[k][0], heads[k][1], k[0], k[1]) for k in touched]
-    return results, rows, bumps
+    bumps = [(heads[k][0], heads[k][1], activity_minute(heads[k][1]), k[0], k[1]) for k in touched]
+    moved = [b[2] != minutes[k] for b, k in zip(bumps, touched, strict=True)]
+    return results, rows, bumps, moved

@@ -48,7 +48,7 @@ from .blobs import SqlBlobs
 from .reports import SqlReports
 from .search import SqlSearch
 from .statements import Statements
-from .tables import AGENT, CONVERSATION, MESSAGE, SITE, TABLES, VISITOR, Codec
+from .tables import AGENT, CONVERSATION, MESSAGE, SITE, TABLES, VISITOR, Codec, activity_minute
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ _CONV_UPDATE = _picker(
     [*Statements.set_columns(Conversation, _CONV_KEYS, ["last_seq", "version"]), *_CONV_KEYS],
 )
 _LAST_SEQ = CONVERSATION.fields.index("last_seq")
+_CONV_FIELDS = len(CONVERSATION.fields)
 _V_SITE, _V_ID, _V_CREATED = (VISITOR.fields.index(n) for n in ("site_id", "id", "created_at"))
 
 
@@ -291,7 +292,7 @@ class SqlStorage(SqlSearch, SqlReports, SqlBlobs):
         row = CONVERSATION.encode(conversation)
         row[_LAST_SEQ] = 0
         await db.execute(sql.insert[Conversation], row, f"conversation {conversation.id}")
-        return CONVERSATION.decode(row)
+        return CONVERSATION.decode(row[:_CONV_FIELDS])
 
     async def open_conversation(self, conversation: Conversation) -> tuple[Conversation, bool]:
         for _ in range(5):
@@ -323,7 +324,10 @@ class SqlStorage(SqlSearch, SqlReports, SqlBlobs):
     ) -> list[Conversation]:
         _, sql = self._ready()
         wanted = (state, assignee_id, visitor_id, before)
-        params = [site_id, *(v for v in wanted if v is not None), max(limit, 0)]
+        params = [site_id, *(v for v in wanted[:3] if v is not None)]
+        if before is not None:
+            params += (activity_minute(before), before)
+        params.append(max(limit, 0))
         stmt = sql.conversations(*(v is not None for v in wanted))
         return await self._all(CONVERSATION, stmt, params)
 

@@ -181,7 +181,20 @@ class PostgresDriver:
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
+                added = False  # the last "column" statement added its column
                 for statement, kind in self.sql.ddl():
+                    if kind == "column":
+                        try:
+                            async with conn.transaction():  # a savepoint
+                                await conn.execute(statement)
+                            added = True
+                        except asyncpg.DuplicateColumnError:
+                            added = False
+                        continue
+                    if kind == "backfill":
+                        if added:
+                            await conn.execute(statement)
+                        continue
                     if kind != "guarantee":
                         await conn.execute(statement)
                         continue
@@ -275,7 +288,7 @@ async def _flush_appends(
         sites, convs, ids = ([k[i] for k in cids] for i in range(3))
         for row in await conn.fetch(sql.append_found, sites, convs, ids):
             found[row[0], row[1], row[2]] = MESSAGE.decode(row)
-    results, rows, bumps = appends.number(batch, heads, found)
+    results, rows, bumps, _ = appends.number(batch, heads, found)
     if rows:
         columns = [list(c) for c in zip(*rows, strict=True)]
         columns += [list(c) for c in zip(*bumps, strict=True)]

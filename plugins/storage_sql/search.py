@@ -41,7 +41,16 @@ from kefu.core.storage import (
     search_terms,
 )
 
-from .tables import CONVERSATION, MESSAGE, VISITOR, conversations, messages, visitors
+from .statements import LISTING_ORDER
+from .tables import (
+    CONVERSATION,
+    MESSAGE,
+    VISITOR,
+    activity_minute,
+    conversations,
+    messages,
+    visitors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -345,11 +354,11 @@ class SqlSearch:
         if where.visitor_ids is not None:
             within("visitor_id", where.visitor_ids)
         if before is not None:
-            clauses.append("updated_at < ?")
-            params.append(before)
+            clauses.append("active_at <= ? AND updated_at < ?")
+            params += (activity_minute(before), before)
         stmt = (
             f"SELECT {sql.cols(CONVERSATION.fields)} FROM {sql.table(conversations)} "
-            f"WHERE {' AND '.join(clauses)} ORDER BY updated_at DESC, id DESC LIMIT ?"
+            f"WHERE {' AND '.join(clauses)} ORDER BY {LISTING_ORDER} LIMIT ?"
         )
         params.append(max(limit, 0))
         rows = await db.fetch_all(sql.text(stmt), params, "conversations")

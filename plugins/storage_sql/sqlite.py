@@ -277,12 +277,17 @@ class SqliteDriver:
 
 # -- run in the threads ---------------------------------------------------------------
 def _run_ddl(conn: sqlite3.Connection, statements: list[tuple[str, str]]) -> None:
+    added = False  # the last "column" statement added its column
     for statement, kind in statements:
+        if kind == "backfill" and not added:
+            continue
         try:
             conn.execute(statement)
+            added = kind == "column" or (added and kind == "backfill")
         except sqlite3.OperationalError as exc:
             if kind != "column" or "duplicate column" not in str(exc):
                 raise
+            added = False
         except sqlite3.IntegrityError as exc:
             if kind != "guarantee":
                 raise
@@ -329,10 +334,13 @@ def _flush_appends(
         n = bucket(len(chunk))
         for row in conn.execute(sql.append_found(n), _padded(chunk, n)):
             found[row[0], row[1], row[2]] = MESSAGE.decode(row)
-    results, rows, bumps = appends.number(batch, heads, found)
+    results, rows, bumps, moved = appends.number(batch, heads, found)
     if rows:
         conn.executemany(sql.append_insert, rows)
-        conn.executemany(sql.append_bump, bumps)
+        pairs = list(zip(bumps, moved, strict=True))
+        if any(moved):
+            conn.executemany(sql.append_bump_minute, [b for b, m in pairs if m])
+        conn.executemany(sql.append_bump, [(b[0], b[1], b[3], b[4]) for b, m in pairs if not m])
     return results
 
 

@@ -22,8 +22,11 @@ from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 from kefu.core.domain import Agent, Conversation, Message, Site, Visitor
 
 from .tables import (
+    ACTIVITY_STEP,
+    BACKFILLS,
     GUARANTEES,
     MIGRATIONS,
+    RETIRED_INDEXES,
     TABLES,
     conversations,
     messages,
@@ -35,6 +38,11 @@ from .tables import (
 #: A batch's key lists are padded to one of these sizes on SQLite (a statement per size).
 _BUCKETS = tuple(2**i for i in range(15))
 _PLACEHOLDER = re.compile(r"\?")
+
+
+#: How conversation listings are ordered: by ``updated_at``, through its minute (see
+#: ``tables.activity_minute``), which the listing indexes hold.
+LISTING_ORDER = "active_at DESC, updated_at DESC, id DESC"
 
 
 def bucket(n: int) -> int:
@@ -116,11 +124,12 @@ class Statements:
             )
             # the new messages and the conversations' new last_seq, in one statement (one
             # round trip; the two tables are distinct, so one snapshot serves both)
-            bump = ["last_seq", "updated_at", "site_id", "id"]
+            bump = ["last_seq", "updated_at", "active_at", "site_id", "id"]
             self.append_store = self.text(
                 f"WITH stored AS (INSERT INTO {m} ({self.cols(self.message_columns)}) "
                 f"SELECT * FROM unnest({self._arrays(messages, self.message_columns)})) "
-                f"UPDATE {c} AS c SET last_seq = u.last_seq, updated_at = u.updated_at "
+                f"UPDATE {c} AS c SET last_seq = u.last_seq, updated_at = u.updated_at, "
+                "active_at = u.active_at "
                 f"FROM unnest({self._arrays(conversations, bump)}) AS u({', '.join(bump)}) "
                 "WHERE c.site_id = u.site_id AND c.id = u.id"
             )
@@ -133,8 +142,12 @@ class Statements:
             )
         else:
             self.append_insert = self._insert(Message, self.message_columns)
+            # two shapes: SQLite maintains an index when the statement sets one of its
+            # columns, whatever the value, so the minute is set only when it moves
             only = ["last_seq", "updated_at"]
             self.append_bump = self.update(Conversation, ["site_id", "id"], only=only)
+            only = ["last_seq", "updated_at", "active_at"]
+            self.append_bump_minute = self.update(Conversation, ["site_id", "id"], only=only)
 
         # -- plugin records (core.storage.Record) ----------------------------------------------
         r = self.table(records)
@@ -267,8 +280,8 @@ class Statements:
         return self.select(
             Conversation,
             where,
-            extra="updated_at < ?" if before else "",
-            order="updated_at DESC, id DESC",
+            extra="active_at <= ? AND updated_at < ?" if before else "",
+            order=LISTING_ORDER,
             limit=True,
         )
 
@@ -331,8 +344,10 @@ class Statements:
     # -- schema ------------------------------------------------------------------------------
     def ddl(self) -> list[tuple[str, str]]:
         """``(statement, kind)`` to run at open, in order: ``CREATE ... IF NOT EXISTS`` for
-        every table, the columns of :data:`MIGRATIONS` (kind ``"column"``: on SQLite, which
-        has no ``ADD COLUMN IF NOT EXISTS``, a "duplicate column" error means it is there),
+        every table, the columns of :data:`MIGRATIONS` (kind ``"column"``: a "duplicate
+        column" error means it is there; each may be followed by its :data:`BACKFILLS`
+        statement, kind ``"backfill"``, run only when the column was just added), the
+        :data:`RETIRED_INDEXES` dropped,
         then every index (kind ``"guarantee"`` for :data:`GUARANTEES`: data an older kefu
         wrote may violate it; the driver logs instead of refusing to open)."""
         out: list[tuple[str, str]] = []
@@ -346,8 +361,20 @@ class Statements:
         for table_name, column in MIGRATIONS:
             table = self._tables[table_name]
             spec = str(CreateColumn(table.c[column]).compile(dialect=self.dialect))
-            exists = "IF NOT EXISTS " if self.postgres else ""
-            out.append((f"ALTER TABLE {self.table(table)} ADD COLUMN {exists}{spec}", "column"))
+            out.append((f"ALTER TABLE {self.table(table)} ADD COLUMN {spec}", "column"))
+            backfill = BACKFILLS.get((table_name, column))
+            if backfill:
+                minute = (
+                    f"trunc(updated_at / {ACTIVITY_STEP}) * {ACTIVITY_STEP}"
+                    if self.postgres
+                    else f"CAST(updated_at / {ACTIVITY_STEP} AS INTEGER) * {ACTIVITY_STEP}"
+                )
+                sql = backfill.format(table=self.table(table), minute=minute)
+                out.append((sql, "backfill"))
+        for names in RETIRED_INDEXES.values():
+            prefix = f"{self._quote(self.schema)}." if self.postgres and self.schema else ""
+            for name in names:
+                out.append((f"DROP INDEX IF EXISTS {prefix}{self._quote(name)}", ""))
         for table in tables:
             for index in sorted(table.indexes, key=lambda i: i.name or ""):
                 sql = str(CreateIndex(index, if_not_exists=True).compile(dialect=self.dialect))

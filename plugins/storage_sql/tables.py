@@ -106,10 +106,13 @@ conversations = Table(
     Column("resolved_at", Double),
     # added after the first schema: existing databases get it from MIGRATIONS (statements.py)
     Column("version", Integer, nullable=False, server_default="0"),
-    Index("conversations_site_updated", "site_id", "updated_at"),
-    Index("conversations_site_state", "site_id", "state", "updated_at"),
-    Index("conversations_site_assignee", "site_id", "assignee_id", "updated_at"),
-    Index("conversations_site_visitor", "site_id", "visitor_id", "updated_at"),
+    # updated_at's minute (activity_minute): what the listing indexes hold instead of
+    # updated_at, so that an append moves no index entry unless its minute changes
+    Column("active_at", Double, nullable=False, server_default="0"),
+    Index("conversations_site_active", "site_id", "active_at"),
+    Index("conversations_site_state_active", "site_id", "state", "active_at"),
+    Index("conversations_site_assignee_active", "site_id", "assignee_id", "active_at"),
+    Index("conversations_site_visitor_active", "site_id", "visitor_id", "active_at"),
     # reports read a site's conversations by creation time, then id (core.reports)
     Index("conversations_site_created_id", "site_id", "created_at", "id"),
     # at most one open conversation per visitor, across processes (see GUARANTEES)
@@ -124,7 +127,40 @@ conversations = Table(
 )
 
 #: Columns added to a table after databases were created without them: (table, column).
-MIGRATIONS = [("conversations", "version")]
+MIGRATIONS = [("conversations", "version"), ("conversations", "active_at")]
+#: Run once, right after the column was added: fill it in for the rows already there.
+BACKFILLS = {
+    ("conversations", "active_at"): "UPDATE {table} SET active_at = {minute} WHERE active_at = 0"
+}
+#: Indexes of older kefu versions, dropped at open.
+RETIRED_INDEXES = {
+    "conversations": (
+        "conversations_site_updated",
+        "conversations_site_state",
+        "conversations_site_assignee",
+        "conversations_site_visitor",
+    )
+}
+
+#: Seconds per step of ``active_at``.
+ACTIVITY_STEP = 60
+
+
+def activity_minute(updated_at: float) -> float:
+    """``active_at`` for ``updated_at``: the start of its minute.
+
+    The same arithmetic as the SQL of :data:`BACKFILLS` (an IEEE division, then
+    truncation), so a row filled in by SQL and one written from Python agree, and
+    monotone: ``a <= b`` gives ``activity_minute(a) <= activity_minute(b)``. Listing
+    pages ``ORDER BY active_at DESC, updated_at DESC``; ``updated_at < before`` is
+    ``active_at <= activity_minute(before) AND updated_at < before``. At 60 s, a
+    conversation that gets a message every few seconds moves its four index entries
+    once a minute instead of at every append (on PostgreSQL the row update is then a
+    HOT update, which writes no index at all).
+    """
+    return float(int(updated_at / ACTIVITY_STEP) * ACTIVITY_STEP)
+
+
 #: Unique indexes that data written by an older kefu may violate: created when it can be,
 #: else logged (the guarantee holds once the offending rows are fixed).
 GUARANTEES = {"conversations_one_open"}
@@ -230,7 +266,7 @@ class Codec(Generic[R]):
 SITE = Codec(Site)
 AGENT = Codec(Agent, {"email_key": lambda agent: email_key(agent.email)})
 VISITOR = Codec(Visitor)
-CONVERSATION = Codec(Conversation)
+CONVERSATION = Codec(Conversation, {"active_at": lambda c: activity_minute(c.updated_at)})
 MESSAGE = Codec(Message)
 
 #: Record class -> (its table, its codec)
