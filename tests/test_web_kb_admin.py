@@ -1,14 +1,15 @@
 """The knowledge base's admin page (Admin > Knowledge base, /admin/kb) in a real browser
 (Debian's Chromium driven by Playwright): an admin creates an article in the page and the
-search box finds it as the bot's answer; an edit changes what the bot would say; a Chinese
-article answers a Chinese question; below the threshold the page says the bot would not
-answer; deleting removes it from the list and the store. Screenshot ``admin-kb.png``."""
+search box finds it as the bot's answer; the visitors' "did this help?" counts are shown;
+an edit changes what the bot would say; a Chinese article answers a Chinese question;
+below the threshold the page says the bot would not answer; deleting removes it from the
+list and the store. Screenshot ``admin-kb.png``."""
 
 from __future__ import annotations
 
 import pytest
 
-from kefu.plugins.knowledge_base import KIND
+from kefu.plugins.knowledge_base import FEEDBACK_KIND, KIND
 from tests.chat_support import add_site
 from tests.test_knowledge_base import ARTICLES
 from tests.web_support import chromium, expect, screenshot_path, signed_in_agent, start_kefu
@@ -47,8 +48,12 @@ async def test_admin_creates_edits_finds_and_deletes_articles(tmp_path):
             for article in ARTICLES:
                 data = {k: article[k] for k in ("title", "body", "lang")}
                 await storage.put_record(site.site.id, KIND, article["id"], data)
+            feedback = {"helped": 3, "not_helped": 1}  # as the bot's "did this help?" counts
+            await storage.put_record(site.site.id, FEEDBACK_KIND, "warranty-en", feedback)
             await admin.reload()
             await expect(admin.locator("#kb-rows tr[data-id]")).to_have_count(len(ARTICLES))
+            warranty = admin.locator('#kb-rows tr[data-id="warranty-en"] td.feedback')
+            await expect(warranty).to_have_text("3 / 1")
 
             await save_article(admin, "Parrots in the shop",
                                "Pets are welcome.\n\n## Singing\nParrots may sing in the shop, "
@@ -77,7 +82,7 @@ async def test_admin_creates_edits_finds_and_deletes_articles(tmp_path):
             await save_article(admin, "Parrots in the shop",
                                "Pets are welcome.\n\n## Singing\nParrots may sing in the shop "
                                "until three in the afternoon.")  # fmt: skip
-            await expect(row.locator("td.num")).to_have_text("2")
+            await expect(row.locator("td.version")).to_have_text("2")
             await ask(admin, "can my parrot sing in the afternoon")
             await expect(answer).to_contain_text("until three in the afternoon")
 

@@ -40,12 +40,13 @@ import watchfiles
 from kefu.core.domain import BOT, QUEUED, Conversation, Message, new_id
 from kefu.core.text import has_cjk
 from kefu.core.types import BotReply
+from kefu.plugins.bot_intents import kb_feedback
 from kefu.plugins.bot_intents.abtests import AbTests
 from kefu.plugins.bot_intents.classifier import TrainingOptions
 from kefu.plugins.bot_intents.demo import actions_of, bot_settings
 from kefu.plugins.bot_intents.engine import CompiledFlow, Session
 from kefu.plugins.bot_intents.faq import record_turn
-from kefu.plugins.bot_intents.generative import HELPED, generated_reply, reply_cid
+from kefu.plugins.bot_intents.generative import generated_reply, reply_cid
 from kefu.plugins.bot_intents.store import FlowStore, RecordFlowStore, import_folder
 from kefu.plugins.bot_intents.strategy import Strategy
 from kefu.plugins.bot_intents.versions import FlowRegistry, FlowRejected
@@ -94,6 +95,8 @@ class BotService:
             "knowledge_answers": 0,
             "generated_answers": 0,
             "generated_refusals": 0,
+            "knowledge_helped": 0,
+            "knowledge_not_helped": 0,
         }
         self._locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task] = set()
@@ -294,6 +297,11 @@ class BotService:
             session, _greeting = await flow.start(conversation.id, self.actions, message.text)
         else:
             flow, session = found
+        feedback = await kb_feedback.answered(
+            self.kernel, self.counts, conversation, message.seq, message.text or "", flow
+        )
+        if feedback is not None:  # "did this help?" answered: recorded
+            return feedback
         try:
             context = await self.ab.context(conversation, flow)
             turn = await flow.step(session, message.text or "", self.actions, context)
@@ -335,10 +343,12 @@ class BotService:
                 self.kernel, conversation, message, found, lang, sender, self.counts
             )
             if generated is not None:
-                return generated
-        if lang == "zh":
-            return BotReply((f"{found.text}\n（来自文章：《{found.title}》）", HELPED["zh"]))  # noqa: RUF001
-        return BotReply((f'{found.text}\n(From the article: "{found.title}")', HELPED["en"]))
+                if generated.handoff:
+                    return generated
+                return await kb_feedback.asked(self.kernel, conversation, message.seq, found,
+                                               lang, generated)  # fmt: skip
+        reply = BotReply(kb_feedback.answer_texts(found, lang))
+        return await kb_feedback.asked(self.kernel, conversation, message.seq, found, lang, reply)
 
     # -- events ---------------------------------------------------------------------
     async def on_event(self, event: Any) -> None:

@@ -1,23 +1,31 @@
 """Knowledge base: help articles (Markdown, English/Chinese) stored as storage records
 (kind ``kb.article``), searched by BM25 over words, Chinese characters/bigrams and pinyin
 (:mod:`.retrieval`), answering the bot's fallback turns through ``kefu_bot_knowledge``
-and suggesting articles to agents. REST under ``/v1/kb/`` (docs/api.md); settings
-``[knowledge_base]``; docs/bot.md, "Knowledge base".
+and suggesting articles to agents. The visitors' "did this help?" answers (the bot's
+``bot.knowledge_feedback`` events) are added up per article in records of kind
+``kb.feedback`` and listed with the articles. REST under ``/v1/kb/`` (docs/api.md);
+settings ``[knowledge_base]``; docs/bot.md, "Knowledge base".
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kefu.core.errors import ApiError
+from kefu.core.storage import VersionConflict
 from kefu.core.types import KnowledgeAnswer, RestEndpoint
 from kefu.hooks import hookimpl
 from kefu.plugins.knowledge_base.retrieval import Index, split_passages
 
+log = logging.getLogger(__name__)
+
 KIND = "kb.article"
+#: Per article (same id): how many visitors said the bot's answer from it helped or not.
+FEEDBACK_KIND = "kb.feedback"
 STATE = "knowledge_base"
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
@@ -44,6 +52,9 @@ class ArticleOut(ArticleIn):
     model_config = ConfigDict(extra="ignore")
     id: str
     version: int
+    #: Visitors who answered "did this help?" after the bot answered from this article.
+    helped: int = 0
+    not_helped: int = 0
 
 
 class ArticleList(BaseModel):
@@ -131,15 +142,45 @@ async def kefu_bot_passages(kernel, site_id, question, lang, limit):
                             h.passage.lang) for h in hits]  # fmt: skip
 
 
-def _out(record: Any) -> ArticleOut:
-    return ArticleOut(id=record.id, version=record.version, **record.data)
+async def count_feedback(storage: Any, site_id: str, article_id: str, helped: bool) -> None:
+    """Add one answer to the article's counters (compare-and-set: several processes)."""
+    key = "helped" if helped else "not_helped"
+    for _attempt in range(20):
+        record = await storage.get_record(site_id, FEEDBACK_KIND, article_id)
+        data = dict(record.data) if record is not None else {"helped": 0, "not_helped": 0}
+        data[key] = int(data.get(key, 0)) + 1
+        try:
+            await storage.put_record(site_id, FEEDBACK_KIND, article_id, data,
+                                     expect_version=record.version if record else 0)  # fmt: skip
+            return
+        except VersionConflict:
+            continue
+    log.warning("feedback on article %s/%s not counted: kept changing", site_id, article_id)
+
+
+@hookimpl
+async def kefu_event(kernel, event):
+    if event.type != "bot.knowledge_feedback" or kernel.storage is None or not event.site_id:
+        return
+    article_id = event.data.get("article_id")
+    if isinstance(article_id, str) and article_id:
+        await count_feedback(kernel.storage, event.site_id, article_id, bool(event.data["helped"]))
+
+
+def _out(record: Any, feedback: dict[str, int] | None = None) -> ArticleOut:
+    return ArticleOut(id=record.id, version=record.version, **record.data, **(feedback or {}))
 
 
 async def list_articles(call: Any) -> ArticleList:
     await call.require("conversation.read", call.site_id)
-    return ArticleList(
-        articles=[_out(r) for r in await library(call.kernel).articles(call.site_id)]
-    )
+    storage = call.kernel.storage
+    feedback = {}
+    after = ""
+    while page := await storage.list_records(call.site_id, FEEDBACK_KIND, after=after, limit=500):
+        feedback.update({r.id: r.data for r in page})
+        after = page[-1].id
+    articles = await library(call.kernel).articles(call.site_id)
+    return ArticleList(articles=[_out(r, feedback.get(r.id)) for r in articles])
 
 
 async def get_article(call: Any) -> ArticleOut:
@@ -147,7 +188,8 @@ async def get_article(call: Any) -> ArticleOut:
     record = await call.kernel.storage.get_record(call.site_id, KIND, call.params["id"])
     if record is None:
         raise ApiError(404, "article_not_found", "no such article in this site")
-    return _out(record)
+    feedback = await call.kernel.storage.get_record(call.site_id, FEEDBACK_KIND, record.id)
+    return _out(record, feedback.data if feedback is not None else None)
 
 
 async def put_article(call: Any) -> ArticleOut:

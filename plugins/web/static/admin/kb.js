@@ -1,5 +1,5 @@
-// Help articles of the site, kept by the knowledge_base plugin (/v1/kb/articles): list,
-// create, edit, delete; the search box shows what the bot would answer (/v1/kb/search,
+// Help articles of the site, kept by the knowledge_base plugin (/v1/kb/articles): list
+// (with the visitors' "did this help?" counts), create, edit, delete; the search box shows what the bot would answer (/v1/kb/search,
 // whose min_score is the bot's threshold).
 import { api, ApiError } from "../lib/api.js";
 import { h, replace } from "../lib/dom.js";
@@ -50,7 +50,7 @@ async function load() {
     articles = (await api("/v1/kb/articles")).articles;
   } catch (err) {
     const missing = err instanceof ApiError && err.status === 404;
-    replace(rows, h("tr", {}, h("td", { colspan: "5", class: missing ? "muted" : "error" },
+    replace(rows, h("tr", {}, h("td", { colspan: "6", class: missing ? "muted" : "error" },
       missing ? tr("The knowledge base needs the knowledge_base plugin.") : err.message)));
     form.hidden = missing;
     return;
@@ -58,11 +58,12 @@ async function load() {
   articles.sort((a, b) => a.title.localeCompare(b.title));
   replace(rows, ...(articles.length ? articles.map((a) => h("tr", { dataset: { id: a.id } },
     h("td", {}, a.title), h("td", {}, LANGS[a.lang] || a.lang), h("td", { translate: "no" }, h("code", {}, a.id)),
-    h("td", { class: "num" }, String(a.version)),
+    h("td", { class: "num version" }, String(a.version)),
+    h("td", { class: "num feedback" }, `${a.helped} / ${a.not_helped}`),
     h("td", {},
       h("button", { type: "button", class: "ghost edit", onclick: () => editing(a) }, tr("Edit")), " ",
       h("button", { type: "button", class: "ghost delete", onclick: () => remove(a) }, tr("Delete")))))
-    : [h("tr", {}, h("td", { colspan: "5", class: "muted" }, tr("No article yet.")))]));
+    : [h("tr", {}, h("td", { colspan: "6", class: "muted" }, tr("No article yet.")))]));
 }
 
 async function remove(article) {
