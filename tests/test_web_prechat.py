@@ -225,3 +225,45 @@ async def test_the_form_and_its_admin_page_in_chinese(tmp_path):
     finally:
         await shop_runner.cleanup()
         await kefu.runner.cleanup()
+
+
+IDENTIFY = """async (profile) => { await window.kefu.identify(profile); return true; }"""
+
+
+async def test_the_offline_form_wins_and_an_identified_visitor_is_not_asked(tmp_path):
+    kefu = await start_kefu(tmp_path)
+    shop_runner, shop_base = await start_shop(kefu.base)
+    site = await add_site(kefu.kernel, "gates")
+    field = {"key": "email", "type": "email", "label": {"en": "Your e-mail"}, "required": True}
+    site.site.settings = {"widget": {"prechat": {"enabled": True, "fields": [field]}}}
+    await kefu.kernel.storage.update_site(site.site)
+    url = f"{shop_base}shop/{site.site.widget_key}"
+    try:
+        async with chromium() as browser:
+            # nobody online: the leave-a-message form (it asks a name and an e-mail itself)
+            away = await visitor_page(browser, url)
+            sheet = away.locator(WIDGET)
+            await sheet.locator(".launcher").click()
+            offline = sheet.locator("form.offline")
+            await expect(offline).to_be_visible()
+            await expect(sheet.locator("form.prechat")).to_be_hidden()
+            await offline.locator("input[name=name]").fill("Mei")
+            await offline.locator("input[name=email]").fill("mei@example.com")
+            await offline.locator("textarea[name=message]").fill("Do you ship to Hangzhou?")
+            await offline.locator("button[type=submit]").click()
+            await expect(sheet.locator(".notice")).to_contain_text("We got your message")
+            # the message left, the pre-chat form does not come back in front of the chat
+            await expect(sheet.locator(".composer")).to_be_visible()
+            await expect(sheet.locator("form.prechat")).to_have_count(0)
+
+            await signed_in_agent(browser, kefu.base, site.site.id, site.admin.email)
+            known = await prechat_widget(browser, url)
+            assert await known.evaluate(IDENTIFY, {"name": "Grace", "email": "grace@navy.test"})
+            await expect(known.locator(f"{WIDGET} form.prechat")).to_have_count(0)
+            await known.locator(f"{WIDGET} .composer textarea").wait_for()
+            await widget_say(known, "hello")
+            await expect(known.locator(f"{WIDGET} .msg.mine .text")).to_have_text("hello")
+            assert away.errors.errors == [] and known.errors.errors == []
+    finally:
+        await shop_runner.cleanup()
+        await kefu.runner.cleanup()

@@ -98,6 +98,7 @@ export async function mount(options) {
     },
     async leaveMessage({ name, email, message }) {
       await session({ name, attributes: { email } });
+      prechat.done(); // the offline form asked who they are; no pre-chat form after it
       state.leaving = { name, email, text: message, cid: uuid() };
       sendLeave();
     },
