@@ -153,8 +153,11 @@ async def test_admin_configures_the_form_the_visitor_fills_it_the_agent_sees_it(
             await open_conversation(admin)
             panel = admin.locator("#visitor-panel")
             await expect(panel).to_contain_text("li.lei@shop.cn")
-            await expect(panel.locator("dt", has_text="topic")).to_have_count(1)
-            await expect(panel).to_contain_text("Orders")
+            # under the form's own label, not as a bare attribute key
+            answers = panel.locator(".prechat-answers")
+            await expect(answers.locator("dt")).to_have_text(["What is it about?"])
+            await expect(answers.locator("dd")).to_have_text(["Orders"])
+            await expect(panel.locator("dt", has_text="topic")).to_have_count(0)
             await admin.screenshot(path=screenshot_path("ui-en-prechat-console.jpg"), quality=70)
 
             # answered once: a reload goes straight to the chat
@@ -219,7 +222,10 @@ async def test_the_form_and_its_admin_page_in_chinese(tmp_path):
             await open_conversation(admin)
             panel = admin.locator("#visitor-panel")
             await expect(panel).to_contain_text("wang@shop.cn")
-            await expect(panel).to_contain_text("Returns")
+            # the agent's language: the Chinese label and the choice's Chinese label
+            await expect(panel.locator(".prechat-answers h3")).to_have_text("咨询前表单")
+            await expect(panel.locator(".prechat-answers dt")).to_have_text(["咨询主题"])
+            await expect(panel.locator(".prechat-answers dd")).to_have_text(["退货"])
             await admin.screenshot(path=screenshot_path("ui-zh-prechat-console.jpg"), quality=70)
             assert admin.errors.errors == [] and visitor.errors.errors == []
     finally:

@@ -224,3 +224,15 @@ async def test_the_sites_form_keeps_the_widget_settings(client, site):
     assert stored.settings["widget"]["prechat"]["enabled"] is True
     page = await (await client.get("/admin/widget", headers=headers)).text()
     assert 'id="widget-form"' in page and f'data-site="{site.site.id}"' in page
+
+
+async def test_the_console_reads_the_labels_even_when_the_form_is_off(client, site):
+    widget = {"prechat": {"enabled": False, "fields": FIELDS}}
+    assert (await patch_widget(client, site, widget)).status == 200
+    agent = await login(client, site.site.id, site.agent.email)
+    resp = await client.get("/console/prechat.json", headers={"Cookie": f"kefu_session={agent}"})
+    assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+    fields = (await resp.json())["fields"]
+    assert [f["key"] for f in fields] == ["name", "email", "phone", "topic"]
+    assert fields[3]["options"][0]["label"] == {"en": "Sales", "zh": "销售"}
+    assert (await client.get("/console/prechat.json")).status == 401

@@ -93,7 +93,7 @@ def kefu_routes(kernel):
     return [
         *pages.make_routes(kernel, state.pages),
         *profile.make_routes(kernel, state.pages),
-        *prechat.make_routes(kernel),
+        *prechat.make_routes(kernel, state.pages),
         *admin.make_routes(
             kernel, state.pages, state.rate, state.origins.forget, lambda: state.figures
         ),

@@ -33,15 +33,24 @@ MAX_BODY = 16 * 1024
 
 
 def form_of(site: Any) -> dict[str, Any]:
-    """The site's pre-chat form as the widget config serves it: ``{"enabled", "fields"}``;
-    a field that is not well formed is left out (the REST API refuses them on save)."""
+    """The site's pre-chat form as the widget config serves it: ``{"enabled", "fields"}``
+    (no fields when it is off)."""
+    prechat = _stored(site)
+    fields = fields_of(site) if prechat.get("enabled") is True else []
+    return {"enabled": bool(fields), "fields": fields}
+
+
+def _stored(site: Any) -> dict[str, Any]:
     widget = site.settings.get("widget") if isinstance(site.settings, dict) else None
     prechat = widget.get("prechat") if isinstance(widget, dict) else None
-    if not isinstance(prechat, dict) or prechat.get("enabled") is not True:
-        return {"enabled": False, "fields": []}
-    fields = [_field(f) for f in prechat.get("fields") or [] if isinstance(f, dict)]
-    fields = [f for f in fields if f is not None]
-    return {"enabled": bool(fields), "fields": fields}
+    return prechat if isinstance(prechat, dict) else {}
+
+
+def fields_of(site: Any) -> list[dict[str, Any]]:
+    """The form's fields, on or off; one that is not well formed is left out (the REST API
+    refuses them on save)."""
+    fields = [_field(f) for f in _stored(site).get("fields") or [] if isinstance(f, dict)]
+    return [f for f in fields if f is not None]
 
 
 def _field(raw: dict[str, Any]) -> dict[str, Any] | None:
@@ -104,8 +113,18 @@ def _answers_of(raw: bytes) -> dict[str, str] | None:
     return answers
 
 
-def make_routes(kernel: Any) -> list[web.RouteDef]:
-    """``POST /v1/widget/prechat``: the answers of a visitor (their token in ``?token=``)."""
+def make_routes(kernel: Any, pages: Any) -> list[web.RouteDef]:
+    """``POST /v1/widget/prechat``: the answers of a visitor (their token in ``?token=``);
+    ``/console/prechat.json``: the fields' labels, for the console's visitor panel."""
+
+    async def fields(request: web.Request) -> web.Response:
+        principal = await pages.agent(request)
+        if principal is None:
+            return error_response(401, "unauthorized", "sign in to the console")
+        site = await kernel.storage.get_site(principal.site_id)
+        response = web.json_response({"fields": fields_of(site) if site is not None else []})
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     async def answer(request: web.Request) -> web.Response:
         principal = await kernel.hooks.authenticate(request, bearer_token(request))
@@ -150,4 +169,4 @@ def make_routes(kernel: Any) -> list[web.RouteDef]:
         log.debug("pre-chat answers of visitor %s: %s", visitor.id, saved)
         return web.json_response({"visitor_id": visitor.id, "saved": saved})
 
-    return [web.post("/v1/widget/prechat", answer)]
+    return [web.post("/v1/widget/prechat", answer), web.get("/console/prechat.json", fields)]

@@ -2,6 +2,7 @@
 import { api } from "../lib/api.js";
 import { h, replace, timeOf } from "../lib/dom.js";
 import { tr } from "../lib/tr.js";
+import { prechatAnswers } from "./prechat.js";
 
 const cache = new Map();
 
@@ -23,6 +24,7 @@ export async function showVisitor(panel, conversation, onOpen) {
     return;
   }
   const attrs = visitor.attributes || {};
+  const [answers, asked] = await prechatAnswers(visitor); // the pre-chat form's, labelled
   const rows = [
     [tr("Name"), visitor.name || "—"],
     [tr("E-mail"), visitor.email || attrs.email || "—"],
@@ -33,13 +35,14 @@ export async function showVisitor(panel, conversation, onOpen) {
     [tr("First seen"), new Date(visitor.created_at * 1000).toLocaleString()],
     [tr("Last seen"), new Date(visitor.last_seen_at * 1000).toLocaleString()],
   ];
-  const custom = Object.entries(attrs).filter(([k]) => !["email", "location", "city", "country"].includes(k));
+  const custom = Object.entries(attrs).filter(([k]) => !["email", "location", "city", "country"].includes(k) && !asked.has(k));
   const earlier = history.conversations.filter((c) => c.id !== conversation.id);
   replace(panel,
     h("h2", { translate: "no" }, visitor.name || tr("Visitor {id}", { id: visitor.id.slice(0, 6) })),
     h("dl", {}, ...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { translate: "no" }, String(v))])),
     identity ? h("p", { class: identity.verified ? "identity verified" : "identity unverified", dataset: { verified: String(identity.verified) } },
       identity.verified ? "✓ " : "⚠ ", tr(identity.verified ? "Verified user {id}" : "Unverified claim: {id}", { id: identity.user_id })) : null,
+    answers,
     h("h3", {}, tr("Custom attributes")),
     custom.length
       ? h("dl", {}, ...custom.flatMap(([k, v]) => [h("dt", { translate: "no" }, k), h("dd", { translate: "no" }, typeof v === "string" ? v : JSON.stringify(v))]))
