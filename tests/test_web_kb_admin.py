@@ -99,8 +99,11 @@ async def test_admin_creates_edits_finds_and_deletes_articles(tmp_path):
             await ask(admin, "zxqv blorp")
             await expect(admin.locator("#kb-hits .kb-verdict")).to_contain_text("fallback")
             await expect(admin.locator("#kb-hits .kb-hit.answer")).to_have_count(0)
-            await ask(admin, "parrot")
+            await ask(admin, "can my parrot sing in the afternoon")
+            await expect(answer).to_contain_text("until three in the afternoon")
             await admin.screenshot(path=screenshot_path("admin-kb.png"), full_page=True)
+            docs_shot = screenshot_path("ui-en-admin-kb.jpg")  # the one docs/ui.md shows
+            await admin.screenshot(path=docs_shot, quality=70)
 
             # delete (the confirm dialog is accepted)
             await row.locator("button.delete").click()

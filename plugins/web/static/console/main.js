@@ -10,6 +10,7 @@ import { Inbox } from "./inbox.js";
 import { installShortcuts, readPlace, titleWithUnread, writePlace } from "./nav.js";
 import { Notifier } from "./notify.js";
 import { showVisitor, visitorRecord } from "./visitor.js";
+import { Suggestions } from "./suggest.js";
 import { ready, tr } from "../lib/tr.js";
 
 await ready; // the page's language table, before anything is drawn
@@ -88,12 +89,14 @@ async function loadTeam() {
 }
 
 const annotations = new Annotations({ client, panel: $("annotations") });
+const suggestions = new Suggestions({ panel: $("suggestions"), composer: $("composer-text") });
 
 function openConversation(conversation) {
   place.conversation = conversation.id;
   writePlace(place);
   chat.open(conversation);
   annotations.open(conversation);
+  suggestions.open(conversation);
   showVisitor($("visitor-panel"), conversation, openConversation);
 }
 
@@ -123,6 +126,7 @@ client.on("auth_failed", () => location.assign("/console/login"));
 // -- frames -------------------------------------------------------------------------------
 client.on("message", (frame) => {
   const onScreen = chat.onMessage(frame);
+  suggestions.onMessage(frame);
   if (frame.sender.kind !== "visitor") return;
   if (!onScreen) inbox.noteMessage(frame);
   if (!onScreen || document.hidden) {
