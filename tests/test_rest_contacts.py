@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kefu.core.domain import Message, new_id
-from tests.chat_support import app_kernel, start_client
-from tests.rest_support import add_conversation, build_world
+from tests.chat_support import app_kernel, connect, login, open_chat, start_client
+from tests.rest_support import add_conversation, bearer, build_world
 
 
 @pytest.fixture
@@ -111,3 +111,66 @@ async def test_agent_deletes_a_message_tombstone_and_audit(client, world):
     )
     assert (audit.data["sender_kind"], audit.data["by"]) == ("visitor", world.site.agent.id)
     assert "4242" not in str(audit.data)
+
+
+async def test_message_delete_role_rules_live_tombstone_and_resume(client):
+    """Who may delete what (docs/protocol.md section 7), the ``message_deleted`` frame to the
+    visitor and every watcher, and a resume after it that replays the tombstone."""
+    chat = await open_chat(client)
+    kernel, site = app_kernel(client.app), chat.site
+    admin_token = await login(client, site.site.id, site.admin.email)
+    agent, admin = bearer(chat.agent_token), bearer(admin_token)
+    sent = []
+    for who, text in ((chat.visitor, "my card 4242 4242"), (chat.agent, "Bob here")):
+        await who.send(op="send", conversation_id=chat.conversation_id, cid=text, text=text)
+        sent.append((await who.expect("ack"))["seq"])
+    admin_peer = await connect(client, admin_token)
+    await admin_peer.send(
+        op="send", conversation_id=chat.conversation_id, cid="ada", text="Ada here"
+    )
+    sent.append((await admin_peer.expect("ack"))["seq"])
+    assert sent == [1, 2, 3]
+    base = f"/v1/conversations/{chat.conversation_id}/messages"
+
+    # an agent may not delete a colleague's message (the admin's); the admin may
+    resp = await client.delete(f"{base}/3", headers=agent)
+    assert resp.status == 403
+    # the agent deletes the visitor's message: everyone in the conversation hears of it
+    resp = await client.delete(f"{base}/1", headers=agent)
+    assert resp.status == 200, await resp.text()
+    for peer in (chat.visitor, chat.agent):
+        frame = await peer.expect("message_deleted")
+        assert frame["conversation_id"] == chat.conversation_id and frame["seq"] == 1
+        assert frame["cid"] == "my card 4242 4242"
+        assert frame["deleted_by"] == {"kind": "agent", "id": site.agent.id}
+        assert frame["at"] > 0
+    assert (await client.delete(f"{base}/2", headers=agent)).status == 200  # own message
+    assert (await client.delete(f"{base}/3", headers=admin)).status == 200
+    audit = await kernel.storage.list_records(site.site.id, "audit.message_delete")
+    assert sorted((r.data["seq"], r.data["by"]) for r in audit) == [
+        (1, site.agent.id), (2, site.agent.id), (3, site.admin.id)
+    ]  # fmt: skip
+
+    # a visitor reconnecting resumes the tombstones, not the texts
+    again = await connect(client, chat.visitor_token)
+    await again.send(op="resume", conversation_id=chat.conversation_id, after_seq=0)
+    replayed = [await again.expect("message") for _ in range(3)]
+    assert [(m["seq"], m["text"], m["attachment"]) for m in replayed] == [
+        (1, "", None), (2, "", None), (3, "", None)
+    ]  # fmt: skip
+    assert replayed[0]["meta"]["deleted"]["by"] == site.agent.id
+    await again.expect("resumed")
+
+    # once the conversation is another agent's, the first one may delete nothing in it
+    conversation = await kernel.storage.get_conversation(site.site.id, chat.conversation_id)
+    conversation.state, conversation.assignee_id = "assigned", site.admin.id
+    await kernel.storage.update_conversation(conversation)
+    kernel.delivery.forget(site.site.id, conversation.id)
+    await chat.visitor.send(op="send", conversation_id=chat.conversation_id, cid="v2", text="x")
+    await chat.visitor.expect("ack")
+    assert (await client.delete(f"{base}/4", headers=agent)).status == 403
+    # a visitor may delete nothing
+    visitor = bearer(chat.visitor_token)
+    assert (await client.delete(f"{base}/4", headers=visitor)).status == 403
+    for peer in (again, admin_peer):
+        await peer.close()

@@ -218,3 +218,78 @@ async def test_links_images_and_files_in_both_uis(kefu, browser):
     assert await visitor.evaluate("window.__xss") is None
     assert visitor.errors.errors == [] and agent.errors.errors == []
     await asyncio.gather(agent.context.close(), visitor.context.close())
+
+
+async def test_agent_deletes_a_message_and_every_screen_shows_the_tombstone(kefu, browser):
+    site = await add_site(kefu.kernel, "m2")
+    storage = kefu.kernel.storage
+    bob, visitor, conversation_id = await chat(kefu, browser, site)
+    answers = []  # what Bob answers the confirmation: False first, then True
+    bob.on("dialog", lambda d: asyncio.ensure_future(d.accept() if answers.pop(0) else d.dismiss()))
+    await widget_say(visitor, "my card is 4242 4242 4242 4242")
+    ada = await signed_in_agent(browser, kefu.base, "m2", site.admin.email)
+    assert await open_conversation(ada) == conversation_id  # under All open
+    await console_say(ada, "Ada (admin) here")
+    await console_say(bob, "Please never send card numbers here.")
+    card = bob.locator("#message-list .msg[data-seq='2']")
+    await expect(card.locator(".text")).to_have_text("my card is 4242 4242 4242 4242")
+
+    # Bob's menu: on the visitor's message and his own, not on the admin's
+    ada_message = bob.locator("#message-list .msg", has_text="Ada (admin) here")
+    await expect(ada_message).to_have_count(1)
+    assert await ada_message.locator(".msg-menu-button").count() == 0
+    await expect(bob.locator("#message-list .msg.self .msg-menu-button")).to_have_count(1)
+    button = card.locator(".msg-menu-button")
+    await button.focus()  # keyboard: Enter opens the menu with its item focused, Esc closes
+    await bob.keyboard.press("Enter")
+    item = card.locator('.msg-menu [data-action="delete"]')
+    await expect(item).to_be_focused()
+    await bob.keyboard.press("Escape")
+    await expect(card.locator(".msg-menu")).to_be_hidden()
+    await expect(button).to_be_focused()
+    answers.append(False)  # a dismissed confirmation deletes nothing
+    await button.click()
+    await item.click()
+    await asyncio.sleep(0.3)
+    await expect(card.locator(".text")).to_have_text("my card is 4242 4242 4242 4242")
+    answers.append(True)
+    await button.click()
+    await bob.screenshot(path=screenshot_path("ui-en-messages-delete-menu.jpg"), quality=70)
+    await item.click()
+
+    # the tombstone everywhere, live: Bob, the widget, Ada's console
+    await expect(card.locator(".text.tombstone")).to_have_text("You deleted this message.")
+    shown = widget(visitor).locator(".msg.mine[data-seq='2'] .text")
+    await expect(shown).to_have_text("This message was deleted.")
+    await expect(ada.locator("#message-list .msg[data-seq='2'] .text")).to_have_text(
+        "Bob deleted this message."
+    )
+    await expect(widget(visitor).locator(".messages")).not_to_contain_text("4242")
+    stored = await storage.list_messages("m2", conversation_id, after_seq=1, limit=1)
+    assert stored[0].text == "" and stored[0].meta["deleted"]["by"] == site.agent.id
+    (record,) = await storage.list_records("m2", "audit.message_delete")
+    assert (record.data["seq"], record.data["by"], record.data["sender_kind"]) == (
+        2, site.agent.id, "visitor"
+    )  # fmt: skip
+    # the admin may delete a colleague's message
+    bobs = ada.locator("#message-list .msg", has_text="Please never send card numbers here.")
+    ada.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
+    await bobs.locator(".msg-menu-button").click()
+    await bobs.locator('[data-action="delete"]').click()
+    await expect(bob.locator("#message-list .msg.self .text.tombstone")).to_have_text(
+        "Ada deleted this message."
+    )
+    await bob.screenshot(path=screenshot_path("ui-en-messages-deleted.jpg"), quality=70)
+    await visitor.screenshot(path=screenshot_path("ui-en-messages-widget-deleted.jpg"), quality=70)
+
+    # after a reload the history has the tombstones, not the texts
+    await visitor.reload()
+    await open_widget(visitor)
+    await expect(widget(visitor).locator(".text.tombstone")).to_have_count(2)
+    await expect(widget(visitor).locator(".messages")).not_to_contain_text("4242")
+    await bob.reload()
+    await bob.locator("#chat-inner:not([hidden])").wait_for()
+    await expect(bob.locator("#message-list .text.tombstone")).to_have_count(2)
+    for page in (bob, visitor, ada):
+        assert page.errors.errors == []
+    await asyncio.gather(bob.context.close(), visitor.context.close(), ada.context.close())

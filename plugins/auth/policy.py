@@ -12,8 +12,9 @@ The rules (the table in ``docs/protocol.md`` lists the action names):
 - a supervisor (role ``supervisor``, next to ``agent``) may also read the site's reports
   (``reports.*``), which no other agent may;
 - an agent may do ``conversation.*``, ``message.*`` and ``visitor.read`` in their site,
-  except ``message.send`` into a conversation assigned to another agent (after a transfer
-  the first agent cannot post any more; an admin still can);
+  except ``message.send`` and ``message.delete`` in a conversation assigned to another agent
+  (after a transfer the first agent cannot post any more; an admin still can), and
+  ``message.delete_others`` (deleting a colleague's message or a system one: admins only);
 - a visitor may act on their own conversations only (the actions of
   :data:`VISITOR_CONVERSATION_ACTIONS` where ``resource.visitor_id`` is theirs:
   never assign or transfer), start a conversation in their site
@@ -32,6 +33,10 @@ from kefu.core.types import Principal
 
 AGENT_PREFIXES = ("conversation.", "message.")
 AGENT_ACTIONS = frozenset({"visitor.read"})
+#: Agents may not do these in a conversation assigned to someone else (admins may).
+ASSIGNEE_ACTIONS = frozenset({"message.send", "message.delete"})
+#: Deleting a colleague's (or the server's) message: admins only.
+ADMIN_MESSAGE_ACTIONS = frozenset({"message.delete_others"})
 VISITOR_SELF_ACTIONS = frozenset({"visitor.read", "visitor.update"})
 VISITOR_CONVERSATION_ACTIONS = frozenset(
     {
@@ -80,7 +85,9 @@ def permits(principal: Principal | None, action: str, resource: Any) -> bool:
             return True
         if action.startswith(SUPERVISOR_PREFIXES):
             return SUPERVISOR in principal.roles
-        if action == "message.send" and _assigned_elsewhere(principal, resource):
+        if action in ASSIGNEE_ACTIONS and _assigned_elsewhere(principal, resource):
+            return False
+        if action in ADMIN_MESSAGE_ACTIONS:
             return False
         return action.startswith(AGENT_PREFIXES) or action in AGENT_ACTIONS
     if principal.kind == "visitor":

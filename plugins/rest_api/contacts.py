@@ -158,7 +158,18 @@ async def erase_contact(call: Call) -> Erased:
     return Erased(visitor_id=visitor.id, messages_removed=removed)
 
 
+#: Who wrote a message that only ``message.delete_others`` (admins) may delete: a colleague
+#: (another agent) or the server (system notices, events).
+def _others(call: Call, message) -> bool:
+    if message.sender_kind == "agent":
+        return message.sender_id != call.principal.id
+    return message.sender_kind not in ("visitor", "bot")
+
+
 async def delete_message(call: Call) -> m.MessageOut:
+    """Tombstone one message: storage (text and attachment gone, ``meta.deleted``), the audit
+    record, then ``message_deleted`` to everyone in the conversation (every process) and the
+    ``message.deleted`` event. Who may: docs/protocol.md section 7."""
     storage = _searchable(call)
     conversation = await storage.get_conversation(call.site_id, call.params["id"])
     if conversation is None:
@@ -171,7 +182,10 @@ async def delete_message(call: Call) -> m.MessageOut:
     message = found[0]
     if message.meta.get("deleted"):
         raise ApiError(409, "already_deleted", "this message was deleted already")
+    if _others(call, message):
+        await call.require("message.delete_others", conversation)
     now = time.time()
+    by = {"kind": call.principal.kind, "id": call.principal.id}
     meta = {"deleted": {"by": call.principal.id, "at": now}}
     await storage.redact_message(call.site_id, conversation.id, seq, text="", meta=meta)
     await storage.put_record(
@@ -189,6 +203,15 @@ async def delete_message(call: Call) -> m.MessageOut:
             "at": now,
         },
     )
+    delivery = call.kernel.delivery
+    if delivery is not None:  # clients without it see the tombstone at their next read
+        frame = {"op": "message_deleted", "conversation_id": conversation.id, "seq": seq,
+                 "cid": message.cid, "deleted_by": by, "at": now}  # fmt: skip
+        await delivery.publish_conversation(conversation, frame)
+    await call.kernel.emit(
+        "message.deleted", call.site_id, conversation_id=conversation.id, seq=seq,
+        sender_kind=message.sender_kind, by_id=call.principal.id,
+    )  # fmt: skip
     message.text, message.attachment, message.meta = "", None, meta
     return m.MessageOut.model_validate(message)
 
@@ -256,10 +279,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "conversations",
         delete_message,
         response=m.MessageOut,
-        errors=(404, 409, 503),
-        description="Agents. The message keeps its place (seq, cid) with an empty text, no "
-        "attachment and `meta.deleted` = who and when (a tombstone); it leaves search; an "
-        "audit record keeps who deleted whose message when (not its text).",
+        errors=(403, 404, 409, 503),
+        description="Agents: their own messages and the visitor's or bot's in a conversation "
+        "that is theirs or unassigned; admins: any message. The message keeps its place (seq, "
+        "cid) with an empty text, no attachment and `meta.deleted` = who and when (a "
+        "tombstone); it leaves search; everyone in the conversation gets a `message_deleted` "
+        "frame; an audit record keeps who deleted whose message when (not its text).",
         path_patterns={"seq": r"^[1-9][0-9]{0,9}$"},
     ),
 )

@@ -7,6 +7,7 @@ import { SeqTracker } from "../lib/seq.js";
 import { tr } from "../lib/tr.js";
 import { placeFor } from "../widget/view.js";
 import { CannedPicker } from "./canned.js";
+import { messageMenu } from "./msgmenu.js";
 
 const PAGE = 50;
 
@@ -131,7 +132,10 @@ export class ChatView {
     if (frame.conversation_id !== this.id) return false;
     const own = this.pending.get(frame.cid);
     if (own) this.pending.delete(frame.cid);
-    if (!this.tracker.add(frame.seq) && this.shown.has(frame.seq)) return true;
+    if (!this.tracker.add(frame.seq) && this.shown.has(frame.seq)) {
+      if (frame.meta?.deleted) this.render(fromFrame(frame, this.me)); // a replayed tombstone
+      return true;
+    }
     this.render(fromFrame(frame, this.me));
     if (this.tracker.hasGap) this.client.send({ op: "resume", conversation_id: this.id, after_seq: this.tracker.last });
     if (frame.sender.kind === "visitor") this.els.typing.hidden = true;
@@ -162,6 +166,15 @@ export class ChatView {
       return;
     }
     for (const msg of this.pending.values()) this.client.send(this.frameOf(msg));
+  }
+
+  /** `message_deleted`: the message shows as a tombstone, wherever it was deleted from. */
+  onDeleted(frame) {
+    if (frame.conversation_id !== this.id) return;
+    const li = this.els.list.querySelector(`[data-seq="${Number(frame.seq)}"]`);
+    const msg = li?.kefuMessage;
+    if (!msg || msg.meta?.deleted) return;
+    this.render({ ...msg, text: "", attachment: null, meta: { ...msg.meta, deleted: { by: frame.deleted_by?.id, at: frame.at } } });
   }
 
   onTyping(frame) {
@@ -245,9 +258,13 @@ export class ChatView {
     const state = msg.failed ? tr("Not sent: {error}", { error: msg.failed }) : msg.pending ? tr("Sending…") : "";
     const who = msg.self ? tr("You") : (msg.kind === "agent" && this.nameOf(msg.senderId)) || label(msg.kind);
     const picture = msg.kind === "agent" && this.team.get(msg.senderId)?.avatar;
-    const li = h("li", { class: `msg ${msg.mine ? "mine" : "theirs"} ${msg.self ? "self" : ""} from-${msg.kind} type-${msg.type}`, dataset: { seq: msg.seq || "", cid: msg.cid || "" } },
-      body(msg),
-      h("span", { class: "meta" }, picture ? h("img", { class: "avatar", src: picture, alt: "" }) : null, h("span", { class: "who" }, who), ` · ${timeOf(msg.created_at)} `, h("span", { class: "state" }, state)));
+    const deleted = msg.meta?.deleted;
+    const tombstone = deleted && (deleted.by === this.me.id ? tr("You deleted this message.") : tr("{name} deleted this message.", { name: this.nameOf(deleted.by) || tr("An agent") }));
+    const menu = messageMenu({ me: this.me, conversation: this.conversation, msg, onDeleted: (stored) => this.render(fromRecord(stored, this.me)) });
+    const li = h("li", { class: `msg ${msg.mine ? "mine" : "theirs"} ${msg.self ? "self" : ""} from-${msg.kind} type-${msg.type}${deleted ? " deleted" : ""}`, dataset: { seq: msg.seq || "", cid: msg.cid || "" } },
+      body(msg, tombstone),
+      h("span", { class: "meta" }, picture ? h("img", { class: "avatar", src: picture, alt: "" }) : null, h("span", { class: "who" }, who), ` · ${timeOf(msg.created_at)} `, h("span", { class: "state" }, state), menu));
+    li.kefuMessage = msg; // what a later `message_deleted` redraws
     if (msg.seq) this.shown.add(msg.seq);
     const atBottom = this.els.scroller.scrollHeight - this.els.scroller.scrollTop - this.els.scroller.clientHeight < 80;
     if (existing) existing.replaceWith(li); // an ack keeps the message where it was typed
@@ -276,8 +293,8 @@ function richTexts() {
   return { openImage: tr("View the image"), openFile: tr("Open the file in a new tab"), download: tr("Download the file"), close: tr("Close") };
 }
 
-function body(msg) {
-  if (msg.meta?.deleted) return tombstoneBody(tr("This message was deleted."));
+function body(msg, tombstone) {
+  if (msg.meta?.deleted) return tombstoneBody(tombstone || tr("This message was deleted."));
   const a = msg.attachment;
   if (a) return attachmentBody(a, { url: fileUrl(a), texts: richTexts(), layer: document.body, image: msg.type === "image" });
   return textBody(msg.text, { translate: "no" });

@@ -139,6 +139,7 @@ client.on("message", (frame) => {
 });
 client.on("ack", (frame) => chat.onAck(frame));
 client.on("resumed", (frame) => chat.onResumed(frame));
+client.on("message_deleted", (frame) => chat.onDeleted(frame));
 client.on("typing", (frame) => chat.onTyping(frame));
 client.on("read", (frame) => chat.onRead(frame));
 client.on("error", (frame) => chat.onError(frame));

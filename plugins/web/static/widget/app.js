@@ -313,7 +313,10 @@ export async function mount(options) {
   client.on("message", (frame) => {
     if (frame.conversation_id !== state.conversation?.id) return;
     if (state.pending.has(frame.cid) && frame.sender.kind === "visitor") state.pending.delete(frame.cid);
-    if (!state.tracker.add(frame.seq)) return; // a duplicate: already shown
+    if (!state.tracker.add(frame.seq)) { // a duplicate: already shown (a tombstone maybe since)
+      if (frame.meta?.deleted) view.markDeleted(frame.seq, frame.meta.deleted);
+      return;
+    }
     const mine = frame.sender.kind === "visitor";
     const kind = frame.sender.kind;
     const name = kind === "bot" ? t("bot") : frame.sender.name || state.names.get(frame.sender.id);
@@ -333,6 +336,9 @@ export async function mount(options) {
     if (frame.conversation_id !== state.conversation?.id) return;
     view.setTyping(null);
     view.draft({ cid: frame.cid, text: frame.text, senderKind: "bot", name: t("bot"), dropped: frame.state === "dropped" });
+  });
+  client.on("message_deleted", (frame) => {
+    if (frame.conversation_id === state.conversation?.id) view.markDeleted(frame.seq, { by: frame.deleted_by?.id, at: frame.at });
   });
   client.on("typing", (frame) => {
     if (frame.conversation_id !== state.conversation?.id || frame.from.kind === "visitor") return;

@@ -136,6 +136,7 @@ export function createView(root, t, actions, { stylesheet, richStylesheet, title
       const existing = (selector && list.querySelector(selector)) ||
         (msg.cid && list.querySelector(`[data-cid="${CSS.escape(msg.cid)}"]`));
       const el = render(msg);
+      el.kefuMessage = msg; // what a later `message_deleted` redraws
       if (existing) existing.replaceWith(el); // an ack keeps the message where it was typed
       else list.insertBefore(el, msg.seq ? placeFor(list, msg.seq) : null);
       pruneChoices();
@@ -151,6 +152,11 @@ export function createView(root, t, actions, { stylesheet, richStylesheet, title
       if (existing) existing.replaceWith(el);
       else list.append(el);
       scrollDown();
+    },
+    /** An agent deleted message `seq`: its tombstone replaces it where it is. */
+    markDeleted(seq, deleted) {
+      const msg = list.querySelector(`[data-seq="${Number(seq)}"]`)?.kefuMessage;
+      if (msg && !msg.meta?.deleted) this.upsert({ ...msg, text: "", attachment: null, meta: { ...msg.meta, deleted } });
     },
     markRead(seq) {
       for (const li of list.querySelectorAll(".msg.mine")) {
