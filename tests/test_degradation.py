@@ -183,7 +183,9 @@ async def test_a_blocking_call_in_the_loop_raises_the_level_and_it_comes_back(
     assert ("third.low", False) in recorder.enabled and recorder.enabled[-1] == ("third.low", True)
 
 
-async def test_a_slow_commit_shows_as_a_standing_queue_and_a_slow_batch(aiohttp_client, tmp_path):
+async def test_a_slow_commit_is_a_slow_batch_and_a_capped_one_a_standing_queue(
+    aiohttp_client, tmp_path
+):
     # The memory backend has no group commit and SQLite cannot be slowed on demand: a
     # GroupCommit with a stub flush that takes 120 ms is the slow storage.
     extra = config("sojourn_ms = [30, 5000, 6000]\nbatch_ratio = [1e6, 2e6, 3e6]")
@@ -195,11 +197,7 @@ async def test_a_slow_commit_shows_as_a_standing_queue_and_a_slow_batch(aiohttp_
         await asyncio.sleep(delay[0])
         return items
 
-    commit = GroupCommit(flush, name="test-slow")
-    assert meters()["sojourn:storage.test-slow"] is commit.sojourn
-    assert meters()["latency:storage.test-slow"] is commit.latency
-
-    async def arrivals(stop):  # open loop, as clients send: one item every 5 ms
+    async def arrivals(commit, stop):  # open loop, as clients send: one item every 5 ms
         pending = set()
         while not stop.is_set():
             task = asyncio.ensure_future(commit.submit(1))
@@ -208,19 +206,40 @@ async def test_a_slow_commit_shows_as_a_standing_queue_and_a_slow_batch(aiohttp_
             await asyncio.sleep(0.005)
         await asyncio.gather(*pending)
 
+    commit = GroupCommit(flush, name="test-slow")
+    assert meters()["sojourn:storage.test-slow"] is commit.sojourn
+    assert meters()["latency:storage.test-slow"] is commit.latency
     stop = asyncio.Event()
-    producer = asyncio.ensure_future(arrivals(stop))
+    producer = asyncio.ensure_future(arrivals(commit, stop))
     await asyncio.sleep(0.3)  # fast commits set the batch floor
     controller = kernel.pressure
     assert controller.readings["sojourn_ms"] < 30
+    # slow commits that take everything queued: a slow batch, no standing queue (each
+    # item waits for the commit in flight, its service; it read ~108 ms as a queue before)
     delay[0] = 0.12
-    await until(lambda: kernel.pressure.level == 1, within=3)
-    assert "sojourn_ms" in controller.hysteresis.cause
     await until(lambda: controller.readings["batch_ratio"] > 10)  # 120 ms against ~1 ms
+    await until(lambda: controller.readings["commit_ms"] > 100)
+    seen = []
+    for _ in range(15):
+        await asyncio.sleep(0.05)
+        seen.append(controller.readings["sojourn_ms"])
+    assert max(seen) < 30, seen
+    assert kernel.pressure.level == 0
     stop.set()
-    delay[0] = 0.001
     await producer
     await commit.close()
+    # the same commits taking two items each while 24 arrive: a queue that stands
+    capped = GroupCommit(flush, name="test-capped", max_batch=2)
+    stop = asyncio.Event()
+    producer = asyncio.ensure_future(arrivals(capped, stop))
+    try:
+        await until(lambda: kernel.pressure.level == 1, within=3)
+        assert "sojourn_ms" in controller.hysteresis.cause
+    finally:
+        stop.set()
+        delay[0] = 0.001
+        await producer
+        await capped.close()
 
 
 async def test_a_paused_reader_counts_as_a_slow_consumer_and_level_3_closes_it(

@@ -46,6 +46,10 @@ class DegradationStatus(BaseModel):
         description="The last 64 level changes: at (Unix time), old, new, reason.",
     )
     sensors: dict[str, Any] = Field(default_factory=dict)
+    baselines: dict[str, float] = Field(
+        default_factory=dict,
+        description="The relative sensors' own normal (their thresholds are scaled to it).",
+    )
     plugin_readings: dict[str, float] = Field(default_factory=dict)
     outbox_backlog: int = 0
     features: list[dict[str, Any]] = Field(default_factory=list)

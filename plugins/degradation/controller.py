@@ -21,7 +21,7 @@ from typing import Any
 from kefu.core.pressure import MAX_LEVEL
 from kefu.core.storage import INSTALL
 from kefu.core.types import DegradableFeature
-from kefu.plugins.degradation.levels import Hysteresis
+from kefu.plugins.degradation.levels import Baseline, Hysteresis
 from kefu.plugins.degradation.sensors import SENSORS, Sensors
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ class Controller:
         self._last_override_poll = 0.0
         self._last_close = 0.0
         self._warm_until: float | None = None
+        #: sensor -> its baseline (relative thresholds; settings.baseline_sensors)
+        self.baselines: dict[str, Baseline] = {}
 
     def _hysteresis(self) -> Hysteresis:
         s = self.settings
@@ -86,6 +88,7 @@ class Controller:
             probe_s=s.probe_s,
             probe_max_s=s.probe_max_s,
             flap_window_s=s.flap_window_s,
+            flap_dwell_s=s.flap_dwell_s,
         )
 
     # -- life cycle ------------------------------------------------------------------
@@ -149,6 +152,7 @@ class Controller:
         self.time_at[self.level] += self.settings.interval_s
         if self._warm_until is None:
             self._warm_until = now + WARM_UP_S
+        self._learn(now)  # the warm-up teaches the baselines the machine's normal
         if now >= self._warm_until:  # start-up's own stalls (the GC freeze) are no load
             self.hysteresis.update(self.readings, self._thresholds(), now)
         await self._poll_override(now)
@@ -163,8 +167,33 @@ class Controller:
         if self.level >= 3:
             await self._close_slowest(now)
 
+    def _learn(self, now: float) -> None:
+        """Feed the baselines of the relative sensors (levels.Baseline)."""
+        s = self.settings
+        configured = s.thresholds.model_dump()
+        for name in s.baseline_sensors if s.baseline_s > 0 else ():
+            if name not in self.readings or name not in configured:
+                continue
+            base = self.baselines.get(name)
+            if base is None:
+                base = self.baselines[name] = Baseline(s.baseline_s, s.baseline_factor, 1.0)
+            base.tau_s, base.factor, base.max_scale = (
+                s.baseline_s,
+                s.baseline_factor,
+                s.baseline_max_scale,
+            )
+            base.feed(self.readings[name], configured[name][0], now)
+
     def _thresholds(self) -> dict[str, tuple[float, ...]]:
-        return self.settings.thresholds.model_dump()
+        """The entry thresholds in force: the configured ones, the relative sensors' scaled
+        to their baseline."""
+        thresholds = self.settings.thresholds.model_dump()
+        if self.settings.baseline_s > 0:
+            for name in self.settings.baseline_sensors:
+                base = self.baselines.get(name)
+                if base is not None and name in thresholds:
+                    thresholds[name] = base.scaled(thresholds[name])
+        return thresholds
 
     # -- acting on a level -----------------------------------------------------------
     async def _apply(self, new: int, reason: str) -> None:
@@ -299,6 +328,7 @@ class Controller:
                 name: {"value": round(value, 4), "thresholds": list(thresholds.get(name, ()))}
                 for name, value in self.readings.items()
             },
+            "baselines": {name: round(b.value, 3) for name, b in self.baselines.items()},
             "plugin_readings": dict(self.sensors.extra),
             "outbox_backlog": self.sensors.backlog,
             "features": [

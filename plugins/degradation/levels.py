@@ -25,8 +25,14 @@ Pure logic on readings and a clock, so that tests drive it sample by sample:
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+#: Inflow readings (each a one-second rate) whose median is the inflow a level is entered
+#: with, and the one compared with it to say whether the load fell (1 s at 100 ms).
+INFLOW_SAMPLES = 10
 
 #: Sensors that read the offered work itself (counted before any refusal): calm readings
 #: of theirs mean the load fell, whatever the inflow of frames.
@@ -44,6 +50,9 @@ class Hysteresis:
     probe_s: float = 90.0
     probe_max_s: float = 600.0
     flap_window_s: float = 30.0
+    #: a level re-entered within flap_window_s is held at least this long, doubled at
+    #: each further flap (up to probe_max_s)
+    flap_dwell_s: float = 10.0
     level: int = 0
     since: float = 0.0  # when the current level was entered
     #: the sensors that put the worker at its level, with the reading (the event says them)
@@ -56,6 +65,9 @@ class Hysteresis:
     _entry_cause: dict[int, frozenset[str]] = field(default_factory=dict)
     _left_at: dict[int, float] = field(default_factory=dict)
     _probe: float | None = None  # the probe time in force (probe_s, doubled by flaps)
+    _dwell: float | None = None  # the dwell in force (min_dwell_s; flap_dwell_s doubled)
+    #: the inflow readings of the last INFLOW_SAMPLES samples (the gate's smoothing)
+    _inflows: deque[float] = field(default_factory=lambda: deque(maxlen=INFLOW_SAMPLES))
 
     def levels_of(
         self, readings: Mapping[str, float], thresholds: Mapping[str, tuple[float, ...]]
@@ -84,14 +96,17 @@ class Hysteresis:
     ) -> int | None:
         """Feed one sample; the new level when it changed, else None."""
         enter, stay, cause = self.levels_of(readings, thresholds)
-        inflow = readings.get("inflow_per_s", 0.0)
+        self._inflows.append(readings.get("inflow_per_s", 0.0))
         if enter > self.level:
             # the level every sample of the run wanted at least
             self._above_level = enter if self._above == 0 else min(self._above_level, enter)
             self._above += 1
             self._calm_since = None
             if self._above >= self.enter_samples:
-                return self._enter(self._above_level, now, cause, inflow)
+                # a step up of the load: the run's own readings, not the second before it
+                run = list(self._inflows)[-self._above :]
+                entered_with = max(self._inflow(), min(run))
+                return self._enter(self._above_level, now, cause, entered_with)
             return None
         self._above = 0
         if stay >= self.level or self.level == 0:
@@ -99,9 +114,9 @@ class Hysteresis:
             return None
         if self._calm_since is None:
             self._calm_since = now
-        if now - self._calm_since < self.leave_s or now - self.since < self.min_dwell_s:
+        if now - self._calm_since < self.leave_s or now - self.since < self.dwell:
             return None
-        if not self._load_fell(inflow, now):
+        if not self._load_fell(self._inflow(), now):
             return None
         self._calm_since = now  # the next step down waits again
         self._left_at[self.level] = now
@@ -109,12 +124,23 @@ class Hysteresis:
 
     def carry_state(self, old: Hysteresis) -> None:
         """Keep ``old``'s memory of entries, exits and probes (a live reconfiguration)."""
-        self._entry_inflow, self._entry_cause, self._left_at, self._probe = (
+        self._entry_inflow, self._entry_cause, self._left_at = (
             old._entry_inflow,
             old._entry_cause,
             old._left_at,
-            old._probe,
         )
+        self._probe, self._dwell, self._inflows = old._probe, old._dwell, old._inflows
+
+    def _inflow(self) -> float:
+        """The median of the last :data:`INFLOW_SAMPLES` inflow readings (a one-second rate
+        of a few dozen frames wanders by 20 %: one low reading is no fall of the load)."""
+        recent = sorted(self._inflows)
+        return recent[len(recent) // 2] if recent else 0.0
+
+    @property
+    def dwell(self) -> float:
+        """Seconds a level is held at least: ``min_dwell_s``, longer after flaps."""
+        return self.min_dwell_s if self._dwell is None else max(self.min_dwell_s, self._dwell)
 
     @property
     def probe(self) -> float:
@@ -135,6 +161,11 @@ class Hysteresis:
         left = self._left_at.get(level)
         flapped = left is not None and now - left < self.flap_window_s
         self._probe = min(self.probe * 2, self.probe_max_s) if flapped else None
+        if flapped:
+            dwell = self.flap_dwell_s if self._dwell is None else self._dwell * 2
+            self._dwell = min(dwell, self.probe_max_s)
+        else:
+            self._dwell = None
         for entered in range(self.level + 1, level + 1):
             self._entry_inflow[entered] = inflow
             self._entry_cause[entered] = frozenset(cause)
@@ -144,3 +175,57 @@ class Hysteresis:
         self.level, self.since, self.cause = level, now, cause
         self._above = 0
         return level
+
+
+#: A young baseline's time constant at least (it learns from the first samples on).
+START_TAU_S = 0.5
+
+
+@dataclass
+class Baseline:
+    """A sensor's own normal, and the thresholds scaled to it (relative thresholds).
+
+    A time sensor (loop lag, queue sojourn) of a worker on a starved machine reads tens of
+    milliseconds with no load at all; absolute thresholds then hold a level for good and
+    detect nothing more (issue 16's bench: level 2 held from P). The baseline is an
+    exponential average of the reading with time constant ``tau_s``, each reading clipped
+    at the current level-1 threshold (a spike moves it little; a standing overload moves
+    it by at most that much per ``tau_s``); every entry threshold is scaled by
+    ``max(1, factor * baseline / level-1 threshold)``, at most ``max_scale``: level 1 is
+    entered at ``factor`` times the worker's own normal, never below the configured
+    thresholds, never above ``max_scale`` times them. A step up of the load (twice the
+    rate) is seen within the entry samples as before; a load that creeps up slower than
+    ``tau_s`` becomes the normal up to the cap (the price, documented).
+    """
+
+    tau_s: float
+    factor: float
+    max_scale: float
+    value: float = 0.0  # starts at 0: the configured thresholds until learnt
+    at: float | None = None
+    born: float | None = None
+
+    def scale(self, first: float) -> float:
+        if first <= 0 or self.value <= 0:
+            return 1.0
+        return min(self.max_scale, max(1.0, self.factor * self.value / first))
+
+    def feed(self, reading: float, first: float, now: float) -> None:
+        """One reading; ``first`` is the configured level-1 threshold."""
+        if self.at is None:
+            self.at = self.born = now
+            return
+        dt, self.at = now - self.at, now
+        if dt <= 0 or self.tau_s <= 0:
+            return
+        ceiling = first * self.scale(first)
+        # young, it averages everything seen so far (the start-up's warm-up teaches it the
+        # machine's normal before any level is chosen); then over tau_s
+        age = now - self.born if self.born is not None else 0.0
+        tau = min(self.tau_s, max(START_TAU_S, age))
+        weight = 1.0 - math.exp(-dt / tau)
+        self.value += weight * (min(reading, ceiling) - self.value)
+
+    def scaled(self, bounds: tuple[float, ...]) -> tuple[float, ...]:
+        k = self.scale(bounds[0]) if bounds else 1.0
+        return tuple(b * k for b in bounds) if k != 1.0 else tuple(bounds)

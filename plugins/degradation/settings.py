@@ -77,6 +77,18 @@ class DegradationSettings(Section):
     probe_max_s: float = Field(600.0, ge=1, le=86400)
     #: ... up to this (a calm re-entry resets it to ``probe_s``).
     flap_window_s: float = Field(30.0, ge=0, le=3600)
+    #: A level re-entered within ``flap_window_s`` is held at least this long, doubled at
+    #: each further re-entry (up to ``probe_max_s``; a calm entry resets it).
+    flap_dwell_s: float = Field(10.0, ge=0, le=3600)
+    #: Relative thresholds: these sensors' thresholds are scaled to the worker's own
+    #: normal (levels.Baseline): level 1 at ``baseline_factor`` times an average of the
+    #: reading over ``baseline_s`` seconds, never below the configured thresholds and at
+    #: most ``baseline_max_scale`` times them. An empty list or ``baseline_s = 0``: the
+    #: configured thresholds as they are.
+    baseline_sensors: list[str] = Field(default_factory=lambda: ["loop_lag_ms", "sojourn_ms"])
+    baseline_s: float = Field(60.0, ge=0, le=3600)
+    baseline_factor: float = Field(2.0, ge=1, le=100)
+    baseline_max_scale: float = Field(4.0, ge=1, le=100)
     #: Loop-lag samples whose median is the reading (one stall is not a load).
     lag_window: int = Field(3, ge=1, le=50)
     #: Highest level the sensors may choose (an operator's override may go to 3 anyway).

@@ -111,8 +111,19 @@ class Probe:
         self.samples = array("d")
         self._task: asyncio.Task | None = None
 
-    async def open(self) -> None:
-        await self.peer.connect()
+    async def open(self, within_s: float = 30.0) -> None:
+        """Connect; a ``503 busy`` (a server with the degradation plugin shedding its own
+        start-up) is retried after its ``Retry-After`` (at most 1 s), as clients do."""
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                await self.peer.connect()
+                return
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status != 503 or time.monotonic() > deadline:
+                    raise
+                after = (exc.headers or {}).get("Retry-After", "1")
+                await asyncio.sleep(min(1.0, float(after) if after.isdigit() else 1.0))
 
     def start(self) -> None:
         self.samples = array("d")

@@ -75,6 +75,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             ],
             "step_s": 4.0,
             "warmup_s": 5.0,
+            "confirm_s": 15.0,  # P held this long at p99 <= 50 ms, else the rate below
             "steady_s": 60.0,
             "overload_s": 20.0,
             "recover_s": 20.0,
@@ -109,6 +110,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "rates": [100.0, 200.0, 400.0, 600.0, 800.0],
             "step_s": 3.0,
             "warmup_s": 3.0,
+            "confirm_s": 5.0,
             "steady_s": 10.0,
             "overload_s": 8.0,
             "recover_s": 15.0,
@@ -142,6 +144,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "rates": [20.0, 40.0],
             "step_s": 0.8,
             "warmup_s": 0.0,
+            "confirm_s": 0.0,
             "steady_s": 1.0,
             "overload_s": 1.0,
             "recover_s": 3.0,
