@@ -295,7 +295,8 @@ async def test_gc_time_cpu_memory_fds_and_rates_are_read(aiohttp_client, tmp_pat
     spinner = threading.Thread(target=spin)
     spinner.start()
     try:
-        await until(lambda: controller.readings["cpu"] > 0.3, within=8)
+        # (0.15: at load 11-12 under nice 10 the spinner got less than 0.3 of a core)
+        await until(lambda: controller.readings["cpu"] > 0.15, within=15)
     finally:
         stop.set()
         spinner.join()
