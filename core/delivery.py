@@ -76,6 +76,11 @@ class Delivery(Protocol):
         """The conversation record, from the cache the sends use (kept fresh by
         :meth:`forget` in every process). Treat it as read-only."""
 
+    def cached(self, site_id: str, conversation_id: str) -> Conversation | None:
+        """The record :meth:`conversation` would return without reading storage, or None
+        when the cache holds none (then ask :meth:`conversation`). Synchronous, so an event
+        listener can skip the conversations it has no business with without a task."""
+
     def forget(self, site_id: str | None, conversation_id: str) -> None:
         """A conversation changed (state, assignee, meta): drop it from the caches of
         every process."""

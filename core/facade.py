@@ -15,6 +15,7 @@ from kefu.core.hookcall import (
     call_first,
     collect_sync,
     notify,
+    notify_event,
 )
 from kefu.core.types import (
     BotReply,
@@ -345,7 +346,9 @@ class HookFacade:
 
     # -- events -------------------------------------------------------------
     async def event(self, event: Event) -> None:
-        await notify(self._hook.kefu_event, self.failures, kernel=self._kernel, event=event)
+        await notify_event(
+            self._hook.kefu_event, self.failures, event.type, kernel=self._kernel, event=event
+        )
 
     def stats(self) -> list[tuple[str, dict]]:
         """``(plugin, statistics)`` from every ``kefu_stats``; a raising plugin is left out."""

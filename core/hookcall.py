@@ -30,6 +30,7 @@ from typing import Any
 import pluggy
 
 from kefu.core.errors import StartupError
+from kefu.hooks import EVENT_TYPES_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +75,20 @@ class _WatchedImpls(list):
     sees a stale order and the next call rebuilds it once.
     """
 
-    __slots__ = ("plan",)
+    __slots__ = ("by_type", "plan")
 
     def __init__(self, impls: list) -> None:
         super().__init__(impls)
         self.plan: Plan | None = None
+        #: ``kefu_event``'s plan per event type (implementations marked ``listens_to``)
+        self.by_type: dict[str, Plan] | None = None
 
 
 def _dropping_plan(name: str) -> Callable[..., Any]:
     method = getattr(list, name)
 
     def mutate(self: _WatchedImpls, *args: Any) -> Any:
-        self.plan = None
+        self.plan = self.by_type = None
         return method(self, *args)
 
     mutate.__name__ = name
@@ -136,6 +139,36 @@ def _plan(caller: pluggy.HookCaller) -> Plan:
             return plan
     impls.plan = plan
     return plan
+
+
+#: Event types whose plan is kept per hook (the types are a fixed vocabulary; past this,
+#: a plugin inventing types per event would just rebuild them).
+_EVENT_PLANS_CAP = 512
+
+
+def _wants(function: Callable[..., Any], event_type: str) -> bool:
+    """Whether a ``kefu_event`` implementation listens to ``event_type`` (``listens_to``)."""
+    types = getattr(function, EVENT_TYPES_ATTR, None)
+    if types is None or event_type in types:
+        return True
+    return any(t.endswith(".*") and event_type.startswith(t[:-1]) for t in types)
+
+
+def _event_plan(caller: pluggy.HookCaller, event_type: str) -> Plan:
+    """:func:`_plan` without the implementations that do not listen to ``event_type``."""
+    plan = _plan(caller)
+    impls = caller._hookimpls
+    if type(impls) is not _WatchedImpls:
+        return tuple(step for step in plan if _wants(step[1], event_type))
+    cache = impls.by_type
+    if cache is None:
+        cache = impls.by_type = {}
+    found = cache.get(event_type)
+    if found is None:
+        if len(cache) >= _EVENT_PLANS_CAP:
+            cache.clear()
+        found = cache[event_type] = tuple(step for step in plan if _wants(step[1], event_type))
+    return found
 
 
 def _awaitable(value: Any) -> bool:
@@ -242,8 +275,22 @@ async def notify(
     caller: pluggy.HookCaller, failures: HookFailures | None = None, **kwargs: Any
 ) -> int:
     """Run every implementation, isolated; return how many failed."""
+    return await _notify(caller.name, _plan(caller), failures, kwargs)
+
+
+async def notify_event(
+    caller: pluggy.HookCaller, failures: HookFailures | None, event_type: str, **kwargs: Any
+) -> int:
+    """:func:`notify` of the implementations that listen to ``event_type`` (all of them,
+    but those marked with ``kefu.hooks.listens_to`` for other types)."""
+    return await _notify(caller.name, _event_plan(caller, event_type), failures, kwargs)
+
+
+async def _notify(
+    hook: str, plan: Plan, failures: HookFailures | None, kwargs: dict[str, Any]
+) -> int:
     failed = 0
-    for plugin_name, function, arguments, is_async in _plan(caller):
+    for plugin_name, function, arguments, is_async in plan:
         try:
             if is_async:
                 await function(*arguments(kwargs))
@@ -253,7 +300,7 @@ async def notify(
                     await value
         except Exception:
             failed += 1
-            log.exception("plugin %r failed in hook %s", plugin_name, caller.name)
+            log.exception("plugin %r failed in hook %s", plugin_name, hook)
             if failures is not None:
-                failures.record(plugin_name, caller.name)
+                failures.record(plugin_name, hook)
     return failed

@@ -1,8 +1,8 @@
 """kefu hook specifications.
 
-Plugin authors import exactly one thing from here::
+Plugin authors import one thing from here, and a second if they listen to events::
 
-    from kefu.hooks import hookimpl
+    from kefu.hooks import hookimpl, listens_to
 
 Each module in this package holds the specifications of one domain; the
 docstring of every spec is its reference documentation (mirrored in
@@ -66,6 +66,29 @@ def hookspec(function: _F) -> _F:
     return _spec_marker(function)
 
 
+#: The attribute :func:`listens_to` sets on a ``kefu_event`` implementation.
+EVENT_TYPES_ATTR: Final = "kefu_event_types"
+
+
+def listens_to(*types: str) -> Callable[[_F], _F]:
+    """Declare the event types a ``kefu_event`` implementation wants; it is not called
+    for the others (no call, no coroutine). A type ending in ``.*`` stands for every type
+    with that prefix (``"conversation.*"``). Without it an implementation gets every event::
+
+        @hookimpl
+        @listens_to("message.stored", "conversation.*")
+        def kefu_event(kernel, event): ...
+    """
+    if not types or not all(isinstance(t, str) and t for t in types):
+        raise TypeError("listens_to needs one or more event types")
+
+    def mark(function: _F) -> _F:
+        setattr(function, EVENT_TYPES_ATTR, frozenset(types))
+        return function
+
+    return mark
+
+
 #: The spec modules, in the order the reference documents them.
 SPEC_MODULES: Final = (
     "kefu.hooks.lifecycle",
@@ -80,4 +103,13 @@ SPEC_MODULES: Final = (
     "kefu.hooks.events",
 )
 
-__all__ = ["PROJECT", "SPEC_MODULES", "HookimplMarker", "MaybeAwaitable", "hookimpl", "hookspec"]
+__all__ = [
+    "EVENT_TYPES_ATTR",
+    "PROJECT",
+    "SPEC_MODULES",
+    "HookimplMarker",
+    "MaybeAwaitable",
+    "hookimpl",
+    "hookspec",
+    "listens_to",
+]

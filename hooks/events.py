@@ -29,6 +29,9 @@ def kefu_event(kernel: Kernel, event: Event) -> MaybeAwaitable[None]:
     :returns: None. May be async. Every implementation is isolated: one that
         raises is logged with its plugin name and counted, and the others
         still run. Listeners must be quick; slow work belongs in a task.
+        Decorate the implementation with ``kefu.hooks.listens_to(*types)`` to be
+        called for those types only (``"conversation.*"`` for a prefix): an
+        event of another type then costs the plugin nothing.
     """
 
 

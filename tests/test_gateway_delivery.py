@@ -108,6 +108,9 @@ async def test_a_change_in_one_worker_reaches_the_cache_of_the_other(aiohttp_cli
     tab = await ws_peer(two, chat.visitor_token)
     await tab.send(op="send", conversation_id=chat.conversation_id, cid="1", text="a")
     assert (await tab.expect("ack"))["seq"] == 1  # worker two has the record cached now
+    site_id, delivery_two = chat.site.site.id, app_kernel(two.app).delivery
+    assert delivery_two.cached(site_id, chat.conversation_id).id == chat.conversation_id
+    assert delivery_two.cached(site_id, "no-such-conversation") is None  # no storage read
     admin = await login(one, chat.site.site.id, chat.site.admin.email)
     resp = await one.post(
         f"/v1/conversations/{chat.conversation_id}/resolve",
@@ -115,6 +118,8 @@ async def test_a_change_in_one_worker_reaches_the_cache_of_the_other(aiohttp_cli
     )
     assert resp.status == 200, await resp.text()
     await tab.expect("resolved")
+    stale = delivery_two.cached(site_id, chat.conversation_id)
+    assert stale is None or stale.state == "resolved"  # forgotten (or read again) by now
     await tab.send(op="send", conversation_id=chat.conversation_id, cid="2", text="b")
     assert (await tab.expect("error"))["code"] == "conversation_resolved"
     assert app_kernel(two.app).config.section("gateway").conversation_cache_ttl >= 60

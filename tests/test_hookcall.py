@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from kefu.core.hookcall import HookFailures, call_all, call_all_sync, call_first, notify
+from kefu.core.hookcall import (
+    HookFailures,
+    call_all,
+    call_all_sync,
+    call_first,
+    notify,
+    notify_event,
+)
 from kefu.core.plugins import new_plugin_manager
-from kefu.core.types import Processor
-from kefu.hooks import hookimpl
+from kefu.core.types import Event, Processor
+from kefu.hooks import hookimpl, listens_to
 
 
 def manager(*plugins):
@@ -239,3 +246,57 @@ async def test_an_implementation_may_take_a_subset_of_the_arguments():
     pm = manager(("few", Few()), ("none", NoArgs()))
     hook = pm.hook.kefu_auth_permits
     assert await call_first(hook, kernel=None, principal=None, action="x", resource=None)
+
+
+class TypedListener:
+    """A ``kefu_event`` implementation, marked with ``listens_to(*types)`` when given."""
+
+    def __init__(self, seen, name, types=None, is_async=False):
+        if is_async:
+
+            async def kefu_event(kernel, event):
+                seen.append((name, event.type))
+
+        else:
+
+            def kefu_event(kernel, event):
+                seen.append((name, event.type))
+
+        if types is not None:
+            kefu_event = listens_to(*types)(kefu_event)
+        self.kefu_event = hookimpl(kefu_event)
+
+
+async def test_an_event_reaches_only_the_listeners_of_its_type():
+    seen = []
+    pm = manager(
+        ("all", TypedListener(seen, "all")),
+        ("stored", TypedListener(seen, "stored", ["message.stored"], is_async=True)),
+        ("convs", TypedListener(seen, "convs", ["conversation.*", "agent.updated"])),
+    )
+    hook = pm.hook.kefu_event
+    for kind in ("message.stored", "conversation.resolved", "agent.updated", "conversation"):
+        await notify_event(hook, None, kind, kernel=None, event=Event(kind, "s", {}))
+    assert seen == [
+        ("stored", "message.stored"),
+        ("all", "message.stored"),
+        ("convs", "conversation.resolved"),
+        ("all", "conversation.resolved"),
+        ("convs", "agent.updated"),
+        ("all", "agent.updated"),
+        ("all", "conversation"),  # "conversation.*" is a prefix with its dot
+    ]
+    # a plugin registered later is seen by the type's next event (the plans are rebuilt)
+    seen.clear()
+    pm.register(TypedListener(seen, "late", ["message.stored"]), name="late")
+    await notify_event(hook, None, "message.stored", kernel=None, event=Event("message.stored"))
+    assert [name for name, _ in seen] == ["late", "stored", "all"]
+    pm.unregister(name="stored")
+    seen.clear()
+    await notify_event(hook, None, "message.stored", kernel=None, event=Event("message.stored"))
+    assert [name for name, _ in seen] == ["late", "all"]
+
+
+def test_listens_to_needs_a_type():
+    with pytest.raises(TypeError):
+        listens_to()

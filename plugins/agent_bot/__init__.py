@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from kefu.core.errors import ApiError
 from kefu.core.types import RestEndpoint
-from kefu.hooks import hookimpl
+from kefu.hooks import hookimpl, listens_to
 from kefu.plugins.agent_bot.service import META, AgentBots
 
 STATE = "agent_bot"
@@ -153,6 +153,7 @@ async def kefu_bot_reply(kernel, conversation, message):
 
 
 @hookimpl
+@listens_to("message.stored", "conversation.started")
 def kefu_event(kernel, event):
     bots = bots_of(kernel)
     if bots is not None:

@@ -121,6 +121,10 @@ class AgentBots:
         if event.site_id is None:
             return
         if event.type == "message.stored" and data.get("sender_kind") == "visitor":
+            delivery = self.kernel.delivery
+            cached = delivery.cached(event.site_id, data["conversation_id"]) if delivery else None
+            if cached is not None and cached.state != BOT:
+                return  # not a bot's conversation (the cache says so): no task for it
             self._later(self.forward(event.site_id, data["conversation_id"], int(data["seq"])))
         elif event.type == "conversation.started":
             self._later(self.forward(event.site_id, data["conversation_id"], None))

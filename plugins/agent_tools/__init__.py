@@ -20,7 +20,7 @@ import weakref
 from typing import Any
 
 from kefu.core.types import Principal
-from kefu.hooks import hookimpl
+from kefu.hooks import hookimpl, listens_to
 from kefu.plugins.agent_tools.annotations import Annotations
 from kefu.plugins.agent_tools.api import make_endpoints, make_ops
 from kefu.plugins.agent_tools.canned import CannedReplies
@@ -111,6 +111,7 @@ def kefu_pipeline_processors(kernel):
 
 
 @hookimpl
+@listens_to("conversation.started", "conversation.resolved", "conversation.transferred")
 async def kefu_event(kernel, event):
     tools = _TOOLS.get(kernel)
     if tools is not None:

@@ -24,7 +24,7 @@ import asyncio
 
 from kefu.core.identity import IdentityChange, announce
 from kefu.core.types import Principal
-from kefu.hooks import hookimpl
+from kefu.hooks import hookimpl, listens_to
 from kefu.plugins.auth import passwords, policy, tokens
 from kefu.plugins.auth.accounts import end_session, make_endpoints
 from kefu.plugins.auth.bootstrap import bootstrap_demo
@@ -116,6 +116,7 @@ async def kefu_auth_account_states(kernel, site_id):
 
 
 @hookimpl
+@listens_to("agent.updated")
 async def kefu_event(kernel, event):
     # roles or other account fields changed (REST, admin pages): open connections follow
     if event.type == "agent.updated" and event.site_id and event.data.get("agent_id"):

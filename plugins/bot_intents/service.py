@@ -359,6 +359,10 @@ class BotService:
         if event.type == "conversation.started":
             self.later(self.greet(site_id, data["conversation_id"]))
         elif event.type == "message.stored" and data.get("sender_kind") == "visitor":
+            delivery = self.kernel.delivery
+            cached = delivery.cached(site_id, data["conversation_id"]) if delivery else None
+            if cached is not None and cached.state != BOT:
+                return  # most conversations are not the bot's: no task for them
             # off the sender's read loop: its ack is out already, the turn follows
             self.later(self._turn_if_bot(site_id, data["conversation_id"], int(data["seq"])))
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from kefu.core.errors import ApiError
 from kefu.core.types import RestEndpoint
-from kefu.hooks import hookimpl
+from kefu.hooks import hookimpl, listens_to
 from kefu.plugins.email_notify.service import Mailer
 from kefu.plugins.email_notify.settings import EmailSettings
 
@@ -56,6 +56,7 @@ async def kefu_shutdown(kernel):
 
 
 @hookimpl
+@listens_to("offline_message.created", "conversation.queued")
 def kefu_event(kernel, event):
     mailer = mailer_of(kernel)
     if mailer is not None:

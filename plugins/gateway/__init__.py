@@ -12,7 +12,7 @@ protocol reference.
 
 from __future__ import annotations
 
-from kefu.hooks import hookimpl
+from kefu.hooks import hookimpl, listens_to
 from kefu.plugins.gateway.handlers import make_handlers
 from kefu.plugins.gateway.service import Gateway
 from kefu.plugins.gateway.settings import GatewaySettings
@@ -69,6 +69,7 @@ def kefu_config_changed(kernel, section, old, new):
 
 
 @hookimpl
+@listens_to("conversation.*")
 def kefu_event(kernel, event):
     # a conversation that changed here (resolved, assigned, ...) is read again on the next send
     gateway = kernel.existing_plugin_state("gateway")

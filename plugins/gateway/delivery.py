@@ -158,6 +158,13 @@ class Store:
             self.remember(conversation, now)
         return conversation
 
+    def cached(self, site_id: str, conversation_id: str) -> Conversation | None:
+        """The cached record if it is fresh (no storage read), else None."""
+        cached = self._conversations.get((site_id, conversation_id))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
     def remember(self, conversation: Conversation, now: float | None = None) -> None:
         """Cache a conversation record (treated as read-only by every reader)."""
         ttl = self.settings.conversation_cache_ttl

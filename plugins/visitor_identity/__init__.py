@@ -21,7 +21,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from kefu.core.config import Section
-from kefu.hooks import hookimpl
+from kefu.hooks import hookimpl, listens_to
 from kefu.plugins.visitor_identity import keys
 from kefu.plugins.visitor_identity.api import MAX_GRACE_S, make_endpoints
 
@@ -47,6 +47,7 @@ async def kefu_auth_visitor_identity(kernel, site, claim, visitor_id):
 
 
 @hookimpl
+@listens_to("visitor.merged")
 async def kefu_event(kernel, event):
     if event.type == "visitor.merged" and kernel.storage is not None and event.site_id:
         data = event.data

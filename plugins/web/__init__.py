@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from kefu.hooks import hookimpl
+from kefu.hooks import hookimpl, listens_to
 from kefu.plugins.web import admin, pages, prechat, profile, security
 from kefu.plugins.web.cors import OriginPolicy, make_cors_middleware
 from kefu.plugins.web.settings import WebSettings
@@ -131,6 +131,7 @@ async def kefu_shutdown(kernel):
 
 
 @hookimpl
+@listens_to("message.stored")
 def kefu_event(kernel, event):
     if event.type == "message.stored" and event.site_id:
         _state(kernel).rate.add(event.site_id, event.ts)
