@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from kefu.plugins.knowledge_base import FEEDBACK_KIND, KIND
+from kefu.plugins.knowledge_base import FEEDBACK_KIND, KIND, library
 from tests.chat_support import add_site
 from tests.test_knowledge_base import ARTICLES
 from tests.web_support import chromium, expect, screenshot_path, signed_in_agent, start_kefu
@@ -35,6 +35,7 @@ async def test_admin_creates_edits_finds_and_deletes_articles(tmp_path):
     kefu = await start_kefu(tmp_path)
     try:
         site = await add_site(kefu.kernel)
+        await library(kefu.kernel).warming  # jieba/pinyin tables, loaded in a thread at start
         storage = kefu.kernel.storage
         async with chromium() as browser:
             admin = await signed_in_agent(browser, kefu.base, site.site.id, site.admin.email)

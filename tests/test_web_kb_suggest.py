@@ -11,7 +11,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from kefu.plugins.knowledge_base import KIND
+from kefu.plugins.knowledge_base import KIND, library
 from tests.chat_support import PASSWORD, add_site
 from tests.test_knowledge_base import ARTICLES
 from tests.web_support import (
@@ -54,6 +54,7 @@ async def test_suggestions_for_the_visitors_last_message_insert_into_the_compose
     shop_runner, shop_base = await start_shop(kefu.base)
     try:
         site = await add_site(kefu.kernel)
+        await library(kefu.kernel).warming  # jieba/pinyin tables, loaded in a thread at start
         for article in ARTICLES:
             data = {k: article[k] for k in ("title", "body", "lang")}
             await kefu.kernel.storage.put_record(site.site.id, KIND, article["id"], data)

@@ -9,6 +9,7 @@ settings ``[knowledge_base]``; docs/bot.md, "Knowledge base".
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from kefu.core.errors import ApiError
 from kefu.core.storage import VersionConflict
 from kefu.core.types import KnowledgeAnswer, RestEndpoint
 from kefu.hooks import hookimpl
-from kefu.plugins.knowledge_base.retrieval import Index, split_passages
+from kefu.plugins.knowledge_base.retrieval import Index, split_passages, terms
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Library:
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
         self._indexes: dict[str, tuple[float, Index]] = {}
+        self.warming: asyncio.Future | None = None  # the text tables loading (kefu_startup)
 
     async def articles(self, site_id: str) -> list[Any]:
         records, after = [], ""
@@ -120,6 +122,15 @@ def library(kernel: Any) -> Library:
 @hookimpl
 def kefu_config_schema():
     return {"knowledge_base": KnowledgeBaseSettings}
+
+
+@hookimpl
+async def kefu_startup(kernel):
+    # jieba's dictionary and pypinyin's tables load on first use: 1-6 s of CPU on this
+    # machine, which the first search would spend on the event loop, stalling every
+    # connection. Load them in a thread now; start-up does not wait for it.
+    state = library(kernel)
+    state.warming = asyncio.get_running_loop().run_in_executor(None, terms, "知识库 warm")
 
 
 @hookimpl
