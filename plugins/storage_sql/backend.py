@@ -21,6 +21,7 @@ transaction, hence one fsync, per batch of concurrent appends (appends.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import operator
 import time
@@ -112,6 +113,7 @@ class SqlStorage(SqlSearch, SqlReports, SqlBlobs):
         self.visitor_upserts: GroupCommit[list[Any], Visitor] = GroupCommit(
             self._flush_visitors, max_batch=batch_max, window=batch_window, name="kefu-sql-visitor"
         )
+        self._indexing = asyncio.Lock()  # one search-index catch-up at a time (SQLite)
         # group-commit statistics, recorded once stats() was read (a metrics scrape)
         self._appending = 0
         self._batch_stats: tuple[Histogram, Histogram] | None = None

@@ -124,6 +124,10 @@ def _sqlite_fts_setup(conn: sqlite3.Connection, table: str) -> bool:
     return not exists
 
 
+#: Whether any message waits to be indexed (read on a reader connection).
+_ANY_QUEUED = "SELECT 1 FROM messages_fts_pending LIMIT 1"
+
+
 def _sqlite_fts_catch_up(conn: sqlite3.Connection, table: str) -> bool:
     """In the writer's transaction: index up to INDEX_CHUNK queued messages; True if more wait."""
     chunk = f"SELECT rowid FROM messages_fts_pending ORDER BY rowid LIMIT {INDEX_CHUNK}"
@@ -158,7 +162,7 @@ class SqlSearch:
     appender: Any  # SqlStorage's GroupCommit (its ``items`` counts stored messages)
     _trigram_index = False
     _indexer: asyncio.Task | None = None
-    _indexing = asyncio.Lock()  # replaced per instance at open
+    _indexing: asyncio.Lock  # SqlStorage.__init__ makes it
 
     def _ready(self) -> tuple[Any, Any]:  # pragma: no cover - SqlStorage's
         raise NotImplementedError
@@ -175,7 +179,6 @@ class SqlSearch:
             "(site_id, created_at)"
         )
         if self.is_sqlite:
-            self._indexing = asyncio.Lock()
             built = await db.write(_sqlite_fts_setup, sql.table(messages), what="search index")
             if built:
                 log.info("sql: search index built from the stored messages")
@@ -204,9 +207,15 @@ class SqlSearch:
         )
 
     async def _index_queued(self) -> None:
-        """Index every queued message (SQLite), a chunk per write transaction."""
+        """Index every queued message (SQLite), a chunk per write transaction.
+
+        An empty queue costs a read, not a write transaction and its fsync: a reader sees
+        every commit made before it starts, so every message acknowledged before the call
+        (by this process or another one sharing the file) is seen queued if it is."""
         db, sql = self._ready()
         async with self._indexing:
+            if await db.fetch_one(_ANY_QUEUED, (), "search index") is None:
+                return
             while await db.write(_sqlite_fts_catch_up, sql.table(messages), what="search index"):
                 pass
 

@@ -33,8 +33,8 @@ async def new_conversation(storage: SqlStorage) -> Conversation:
     return await storage.create_conversation(Conversation(new_id(), site.id, visitor_id="v"))
 
 
-def message(conv: Conversation, cid: str) -> Message:
-    return Message(conv.site_id, conv.id, cid, "visitor", "v")
+def message(conv: Conversation, cid: str, text: str = "") -> Message:
+    return Message(conv.site_id, conv.id, cid, "visitor", "v", text=text)
 
 
 async def test_concurrent_appends_share_commits(tmp_path):
@@ -272,5 +272,26 @@ async def test_echo_logs_each_statement(tmp_path, caplog):
             assert await storage.get_conversation(conv.site_id, conv.id) == conv
         assert any("SELECT" in r.getMessage() for r in caplog.records)
         assert any("INSERT" in r.getMessage() for r in caplog.records)
+    finally:
+        await storage.close()
+
+
+async def test_a_search_with_nothing_queued_takes_no_write_transaction(tmp_path):
+    """The search-time catch-up reads the queue first: an empty one costs no commit."""
+    storage = await opened(tmp_path / "kefu.db")
+    try:
+        conv = await new_conversation(storage)
+        await storage.append_message(message(conv, "c1", text="where is my parcel"))
+        before = storage._db.transactions
+        found = await storage.search_messages(conv.site_id, "parcel")
+        assert [m.cid for m in found] == ["c1"]  # acknowledged before: indexed first
+        assert storage._db.transactions - before >= 1
+        before = storage._db.transactions
+        for _ in range(3):
+            assert [m.cid for m in await storage.search_messages(conv.site_id, "parcel")]
+        assert storage._db.transactions == before
+        await storage.append_message(message(conv, "c2", text="my parcel again"))
+        found = await storage.search_messages(conv.site_id, "parcel")
+        assert sorted(m.cid for m in found) == ["c1", "c2"]
     finally:
         await storage.close()
