@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure Debian's Chromium is installed for the browser tests (tests/test_web_ui.py),
-# with a small Chinese font so the widget's Chinese texts show in the screenshots.
+# with a small Chinese font so the widget's Chinese texts show in the screenshots, and an
+# emoji font for the emoji picker's (without it the emoji show as empty boxes).
 # Playwright drives it through executable_path; Playwright's own browser download is never
 # used. Installs only what is absent.
 set -euo pipefail
@@ -8,6 +9,7 @@ set -euo pipefail
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -d /usr/share/fonts/truetype/wqy ] || need+=(fonts-wqy-microhei)
+[ -d /usr/share/fonts/truetype/noto ] || need+=(fonts-noto-color-emoji)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -293,3 +293,65 @@ async def test_agent_deletes_a_message_and_every_screen_shows_the_tombstone(kefu
     for page in (bob, visitor, ada):
         assert page.errors.errors == []
     await asyncio.gather(bob.context.close(), visitor.context.close(), ada.context.close())
+
+
+async def test_emoji_picker_in_both_composers_by_mouse_and_keyboard(kefu, browser):
+    site = await add_site(kefu.kernel, "m3")
+    agent, visitor, _ = await chat(kefu, browser, site)
+    asked = []  # every request from here on: the picker needs none
+    for page in (agent, visitor):
+        page.on("request", lambda r: asked.append(r.url))
+
+    # the widget: a click opens the grid, a click inserts at the caret, the grid closes
+    box = widget(visitor).locator(".composer textarea")
+    await box.fill("Thanks !")
+    await box.evaluate("el => el.setSelectionRange(7, 7)")
+    button = widget(visitor).locator(".emoji-button")
+    await expect(button).to_have_attribute("aria-label", "Insert an emoji")
+    await button.click()
+    grid = widget(visitor).locator(".emoji-panel")
+    await expect(grid).to_be_visible()
+    await expect(grid.locator(".emoji")).to_have_count(40)
+    await visitor.screenshot(path=screenshot_path("ui-en-messages-emoji-widget.jpg"), quality=70)
+    await grid.locator('.emoji[aria-label="thumbs up"]').click()
+    await expect(grid).to_be_hidden()
+    await expect(box).to_have_value("Thanks 👍!")
+    await expect(box).to_be_focused()
+    await box.press("Enter")
+    await expect(agent.locator("#message-list .msg.theirs .text").last).to_have_text("Thanks 👍!")
+    await button.click()  # a click elsewhere closes it
+    await expect(grid).to_be_visible()
+    await widget(visitor).locator(".scroll").click()
+    await expect(grid).to_be_hidden()
+
+    # the console, by keyboard only: Enter opens with the first focused, arrows, Enter inserts
+    text = agent.locator("#composer-text")
+    await text.fill("Glad to help ")
+    await text.press("End")
+    await text.press("Tab")
+    cbutton = agent.locator("#composer .emoji-button")
+    await expect(cbutton).to_be_focused()
+    await agent.keyboard.press("Enter")
+    cells = agent.locator("#composer .emoji-panel .emoji")
+    await expect(cells.first).to_be_focused()
+    await agent.keyboard.press("ArrowRight")
+    await agent.keyboard.press("ArrowDown")  # the second row: index 9, "cool face"
+    await expect(cells.nth(9)).to_be_focused()
+    await agent.screenshot(path=screenshot_path("ui-en-messages-emoji-console.jpg"), quality=70)
+    await agent.keyboard.press("Escape")  # Esc closes, the focus back on the button
+    await expect(agent.locator("#composer .emoji-panel")).to_be_hidden()
+    await expect(cbutton).to_be_focused()
+    await agent.keyboard.press("ArrowDown")  # opens again where it was
+    await expect(cells.nth(9)).to_be_focused()
+    await agent.keyboard.press("End")
+    await agent.keyboard.press("ArrowLeft")
+    await agent.keyboard.press("Enter")
+    await expect(text).to_have_value("Glad to help ☕")
+    await expect(text).to_be_focused()
+    await text.press("Enter")
+    await expect(widget(visitor).locator(".msg.theirs:not(.notice) .text").last).to_have_text(
+        "Glad to help ☕"
+    )
+    assert [u for u in asked if "/static/" in u or not u.startswith(kefu.base)] == []
+    assert visitor.errors.errors == [] and agent.errors.errors == []
+    await asyncio.gather(agent.context.close(), visitor.context.close())

@@ -8,6 +8,7 @@ import { tr } from "../lib/tr.js";
 import { placeFor } from "../widget/view.js";
 import { CannedPicker } from "./canned.js";
 import { messageMenu } from "./msgmenu.js";
+import { emojiPicker } from "../lib/emoji.js";
 
 const PAGE = 50;
 
@@ -27,6 +28,8 @@ export class ChatView {
     this.typingAt = 0;
     this.team = new Map(); // agent id -> {name, avatar}: who wrote a message
     this.canned = new CannedPicker(els.canned, els.text);
+    const emoji = emojiPicker(els.text, { texts: { button: tr("Insert an emoji"), list: tr("Emoji") }, lang: document.documentElement.lang || "en" });
+    els.text.after(emoji);
     els.composer.addEventListener("submit", (event) => {
       event.preventDefault();
       this.sendText();

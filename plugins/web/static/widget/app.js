@@ -127,6 +127,7 @@ export async function mount(options) {
     title: config.name,
     greeting: config.greeting,
     busy: config.busy === true,
+    lang,
   });
   view.showOffline(state.offline);
   if (/^#[0-9a-fA-F]{6}$/.test(config.color || "")) root.querySelector(".kefu").style.setProperty("--accent", config.color);

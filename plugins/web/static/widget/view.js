@@ -1,6 +1,7 @@
 // The widget's DOM, inside a shadow root: launcher with unread badge, chat panel, offline
 // form and satisfaction rating. Every user-supplied string is set as text, never as HTML.
 import { h, replace, timeOf } from "../lib/dom.js";
+import { emojiPicker } from "../lib/emoji.js";
 import { attachmentBody, textBody, tombstoneBody } from "../lib/rich.js";
 
 /** Where a stored message goes: before the first later one, else before unsent ones. */
@@ -12,7 +13,7 @@ export function placeFor(list, seq) {
   return null;
 }
 
-export function createView(root, t, actions, { stylesheet, richStylesheet, title, greeting, busy = false }) {
+export function createView(root, t, actions, { stylesheet, richStylesheet, title, greeting, busy = false, lang = "en" }) {
   const badge = h("span", { class: "badge", hidden: true });
   const launcher = h("button", { class: "launcher", type: "button", "aria-label": t("launcher") },
     h("span", { class: "launcher-icon", "aria-hidden": "true" }), h("span", { class: "launcher-text" }, t("launcher")), badge);
@@ -24,6 +25,7 @@ export function createView(root, t, actions, { stylesheet, richStylesheet, title
   const file = h("input", { type: "file", class: "file", accept: "image/*,application/pdf,text/plain" });
   const composer = h("form", { class: "composer" },
     h("label", { class: "attach", title: t("attach") }, h("span", { "aria-hidden": "true" }, "+"), file),
+    emojiPicker(input, { texts: { button: t("emoji"), list: t("emojiList") }, lang }),
     input, h("button", { type: "submit", class: "send" }, t("send")));
   const ended = h("div", { class: "ended", hidden: true });
   const gate = h("div", { class: "gate", hidden: true }); // the pre-chat form (prechat.js)
