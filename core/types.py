@@ -67,11 +67,16 @@ class PipelineReject(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Processor:
-    """A message pipeline step; lower ``priority`` runs first."""
+    """A message pipeline step; lower ``priority`` runs first.
+
+    ``wants(message)``, when given, is a cheap synchronous test: a message it returns
+    False for skips this step (no call, no await), and a message no step wants skips the
+    pipeline altogether. Leave it None to see every message."""
 
     name: str
     priority: int
     process: Callable[[Any, dict[str, Any]], Awaitable[Any]]
+    wants: Callable[[Any], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,6 +210,41 @@ async def test_pipeline_rejection_stores_nothing(aiohttp_client, tmp_path):
     assert (await chat.agent.expect("message"))["meta"] == {"checked": True}
 
 
+async def test_a_processor_sees_only_the_messages_it_wants(aiohttp_client, tmp_path):
+    seen = []
+
+    class Picky:
+        @hookimpl
+        def kefu_pipeline_processors(self, kernel):
+            async def tag(message, context):
+                seen.append((context["principal"].kind, message.cid))
+                message.meta["tagged"] = True
+                return message
+
+            def wants(message):
+                return message.text.startswith("#")
+
+            async def after(message, context):  # sees what the first step made of it
+                seen.append(("after", message.cid))
+                return message
+
+            return [
+                Processor("test.tag", 10, tag, wants=wants),
+                Processor("test.after", 20, after, wants=lambda m: m.meta.get("tagged", False)),
+            ]
+
+    client = await aiohttp_client(
+        create_app(make_kernel(tmp_path, extra_plugins=(("p", Picky()),)))
+    )
+    chat = await open_chat(client)
+    for cid, text in (("a", "plain"), ("b", "#tagged"), ("c", "plain again")):
+        await chat.visitor.send(op="send", conversation_id=chat.conversation_id, cid=cid, text=text)
+        assert (await chat.visitor.expect("ack"))["cid"] == cid
+    metas = [(await chat.agent.expect("message"))["meta"] for _ in range(3)]
+    assert metas == [{}, {"tagged": True}, {}]
+    assert seen == [("visitor", "b"), ("after", "b")]
+
+
 async def test_agents_share_presence_within_their_site(client):
     chat = await open_chat(client)
     other = await ws_peer(client, await login(client, chat.site.site.id, chat.site.admin.email))

@@ -26,6 +26,17 @@ from kefu.plugins.agent_tools.placeholders import render, values_for
 KEY = "canned_replies"
 SHORTCUT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 _TYPED = re.compile(r"^\s*/([a-z0-9][a-z0-9_-]{0,31})\s*$")
+
+
+def _may_expand(message: Message) -> bool:
+    """What :meth:`CannedReplies.expand` may change: an agent's text that is a shortcut."""
+    return (
+        message.sender_kind == "agent"
+        and message.type == "text"
+        and _TYPED.match(message.text) is not None
+    )
+
+
 MAX_REPLIES = 500
 #: Private replies one agent may keep.
 MAX_AGENT_REPLIES = 100
@@ -230,7 +241,7 @@ class CannedReplies:
         return message
 
     def processor(self) -> Processor:
-        return Processor("agent_tools.canned_replies", PRIORITY, self.expand)
+        return Processor("agent_tools.canned_replies", PRIORITY, self.expand, wants=_may_expand)
 
 
 def _unique(replies: list[dict], reply: dict) -> None:

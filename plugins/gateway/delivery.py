@@ -98,8 +98,8 @@ class Store:
 
     async def _run_pipeline(self, origin: Any, conversation: Any, message: Message) -> Message:
         """Every processor in priority order; identity fields cannot be changed by one."""
-        if not self.processors:
-            return message
+        if not any(p.wants is None or p.wants(message) for p in self.processors):
+            return message  # no step wants it: no context, no await
         principal = (
             origin.principal
             if origin is not None
@@ -119,6 +119,8 @@ class Store:
             message.sender_id,
         )
         for processor in self.processors:
+            if processor.wants is not None and not processor.wants(message):
+                continue  # (asked again here: an earlier step may have changed the message)
             try:
                 result = await processor.process(message, context)
             except PipelineReject as exc:

@@ -71,4 +71,9 @@ async def check_attachment(message: Message, context: dict[str, Any]) -> Message
     return message
 
 
-PROCESSOR = Processor("rest_api.attachments", PRIORITY, check_attachment)
+PROCESSOR = Processor(
+    "rest_api.attachments",
+    PRIORITY,
+    check_attachment,
+    wants=lambda message: message.attachment is not None,
+)
