@@ -227,11 +227,16 @@ async def test_a_refusal_hands_over(aiohttp_client, tmp_path, standin, mode):
     assert provider_of(kernel).counts["refusals"] == 1
 
 
-@pytest.mark.parametrize("mode", ["hang", "error", "stream_error"])
+@pytest.mark.parametrize(
+    ("mode", "settings"),
+    [("hang", {"timeout_s": 1.0}),  # the whole answer's bound
+     ("hang", {"timeout_s": 10.0, "idle_timeout_s": 1.0}),  # no byte for a second
+     ("error", {}), ("stream_error", {})],
+)  # fmt: skip
 async def test_timeout_or_error_falls_back_to_the_passage(aiohttp_client, tmp_path, standin,
-                                                          mode):  # fmt: skip
+                                                          mode, settings):  # fmt: skip
     standin.mode = mode
-    client, site = await shop_with_llm(aiohttp_client, tmp_path, standin.url, timeout_s=1.0)
+    client, site = await shop_with_llm(aiohttp_client, tmp_path, standin.url, **settings)
     started = time.perf_counter()
     guest, ack = await ask(client, site)
     cid = f"bot-{ack['seq']}-0"

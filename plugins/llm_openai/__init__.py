@@ -30,7 +30,8 @@ class LlmSettings(BaseModel):
     #: Sites whose bot answers this way; empty: every site.
     sites: list[str] = []
     connect_timeout_s: float = Field(3.0, gt=0, le=30)
-    #: Seconds between two chunks of the stream at most.
+    #: Seconds without a byte from the server at most: before the answer starts (the
+    #: model reading the prompt) and between two chunks of the stream.
     idle_timeout_s: float = Field(5.0, gt=0, le=25)
     #: Seconds for a whole answer; past it the bot answers with the best passage. Below
     #: the bot's 30 s turn lease, which the answer holds.
