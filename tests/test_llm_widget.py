@@ -13,7 +13,6 @@ from tests.test_bot_example import shop_config
 from tests.test_bot_faq import SHOP
 from tests.test_llm_openai import ARTICLES, QUESTION, llm_toml
 from tests.web_support import (
-    Frames,
     chromium,
     expect,
     open_widget,
@@ -40,7 +39,6 @@ async def test_the_widget_streams_the_answer_then_shows_it_with_its_sources(tmp_
             await kefu.kernel.storage.put_record(site.site.id, "kb.article", article_id, record)
         async with chromium() as browser:
             page = await visitor_page(browser, f"{shop_base}shop/{site.site.widget_key}")
-            frames = Frames(page)
             await open_widget(page)
             await widget_say(page, QUESTION)
             draft = page.locator("#kefu-widget .msg.bot.draft")
@@ -59,7 +57,6 @@ async def test_the_widget_streams_the_answer_then_shows_it_with_its_sources(tmp_
             await expect(page.locator("#kefu-widget .msg.bot .text").last).to_have_text(
                 "Did this help?", timeout=5_000
             )
-            assert any(f.get("op") == "bot_draft" for f in frames.seen)
             await page.screenshot(path=screenshot_path("widget-llm-answer.png"))
 
             standin.mode = "refuse"
