@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 from tests.chat_support import add_site
+from tests.test_web_i18n import english_left
 from tests.web_support import (
     chromium,
     console_say,
@@ -355,3 +356,52 @@ async def test_emoji_picker_in_both_composers_by_mouse_and_keyboard(kefu, browse
     assert [u for u in asked if "/static/" in u or not u.startswith(kefu.base)] == []
     assert visitor.errors.errors == [] and agent.errors.errors == []
     await asyncio.gather(agent.context.close(), visitor.context.close())
+
+
+async def test_messages_in_chinese(kefu, browser):
+    """The same features on a Chinese console and widget: every new text translated (no
+    English left on the console), the emoji named in Chinese."""
+    site = await add_site(kefu.kernel, "m4")
+    bob = await signed_in_agent(browser, kefu.base, "m4", site.agent.email, locale="zh-CN")
+    bob.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
+    visitor = await visitor_page(browser, f"{kefu.shop_base}shop/{site.site.widget_key}?lang=zh")
+    await open_widget(visitor)
+    await widget_say(visitor, "你好 订单在这里 https://shop.example/o/88 谢谢")
+    conversation_id = await open_conversation(bob)
+    await expect(
+        bob.locator("#message-list .msg.theirs .text a")
+    ).to_have_attribute("href", "https://shop.example/o/88")  # fmt: skip
+    await widget_say(visitor, "我的手机号 13800000000")
+    picture = {"name": "pot.png", "mimeType": "image/png", "buffer": picture_png()}
+    await widget(visitor).locator("input.file").set_input_files(picture)
+    await expect(bob.locator("#message-list img.image")).to_be_visible()
+    await console_say(bob, "收到 请稍等 🙏")
+    seq = await bob.locator("#message-list .msg", has_text="13800000000").get_attribute("data-seq")
+    phone = bob.locator(f"#message-list .msg[data-seq='{seq}']")
+    await phone.locator(".msg-menu-button").click()
+    await expect(phone.locator('[data-action="delete"]')).to_have_text("删除消息")
+    await phone.locator('[data-action="delete"]').click()
+    await expect(phone.locator(".text.tombstone")).to_have_text("您删除了这条消息。")
+    await expect(widget(visitor).locator(".text.tombstone")).to_have_text("此消息已被删除。")
+    await expect(bob.locator("#suggestions")).to_contain_text("订单在这里")  # asked again
+    await expect(bob.locator("body")).not_to_contain_text("13800000000")
+    button = widget(visitor).locator(".emoji-button")
+    await expect(button).to_have_attribute("aria-label", "插入表情")
+    await button.click()
+    await expect(widget(visitor).locator('.emoji[data-emoji="👍"]')).to_have_attribute(
+        "aria-label", "赞"
+    )
+    await visitor.screenshot(path=screenshot_path("ui-zh-messages-widget.jpg"), quality=70)
+    await widget(visitor).locator(".scroll").click()
+    await bob.locator("#composer .emoji-button").click()
+    await expect(bob.locator("#composer .emoji-panel")).to_have_attribute("aria-label", "表情")
+    await bob.screenshot(path=screenshot_path("ui-zh-messages-console.jpg"), quality=70)
+    await bob.keyboard.press("Escape")
+    conversation = await kefu.kernel.storage.get_conversation("m4", conversation_id)
+    left = await english_left(bob, ids=(conversation.visitor_id,))
+    assert left == [], f"English left on the console: {left}"
+    await bob.locator("#message-list img.image").click()
+    await expect(bob.locator(".lightbox-close")).to_have_attribute("aria-label", "关闭")
+    await bob.keyboard.press("Escape")
+    assert bob.errors.errors == [] and visitor.errors.errors == []
+    await asyncio.gather(bob.context.close(), visitor.context.close())

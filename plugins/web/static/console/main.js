@@ -139,7 +139,11 @@ client.on("message", (frame) => {
 });
 client.on("ack", (frame) => chat.onAck(frame));
 client.on("resumed", (frame) => chat.onResumed(frame));
-client.on("message_deleted", (frame) => chat.onDeleted(frame));
+client.on("message_deleted", (frame) => {
+  chat.onDeleted(frame);
+  // the suggestions may quote the deleted text: ask again from the history (tombstones have none)
+  if (frame.conversation_id === chat.id && chat.conversation) suggestions.open(chat.conversation);
+});
 client.on("typing", (frame) => chat.onTyping(frame));
 client.on("read", (frame) => chat.onRead(frame));
 client.on("error", (frame) => chat.onError(frame));
