@@ -177,8 +177,10 @@ class Hysteresis:
         return level
 
 
-#: A young baseline's time constant at least (it learns from the first samples on).
+#: A young baseline's time constant, and how long it is young (the controller's 1 s warm-up
+#: and as much again).
 START_TAU_S = 0.5
+YOUNG_S = 2.0
 
 
 @dataclass
@@ -188,7 +190,8 @@ class Baseline:
     A time sensor (loop lag, queue sojourn) of a worker on a starved machine reads tens of
     milliseconds with no load at all; absolute thresholds then hold a level for good and
     detect nothing more (issue 16's bench: level 2 held from P). The baseline is an
-    exponential average of the reading with time constant ``tau_s``, each reading clipped
+    exponential average of the reading with time constant ``tau_s`` (``START_TAU_S`` for the
+    first ``YOUNG_S``: the warm-up teaches it the machine), each reading clipped
     at the current level-1 threshold (a spike moves it little; a standing overload moves
     it by at most that much per ``tau_s``); every entry threshold is scaled by
     ``max(1, factor * baseline / level-1 threshold)``, at most ``max_scale``: level 1 is
@@ -219,10 +222,11 @@ class Baseline:
         if dt <= 0 or self.tau_s <= 0:
             return
         ceiling = first * self.scale(first)
-        # young, it averages everything seen so far (the start-up's warm-up teaches it the
-        # machine's normal before any level is chosen); then over tau_s
+        # young (the start-up's warm-up), it learns fast: the machine's normal is known
+        # before any level is chosen; then over tau_s only (a tau growing with age let a
+        # load that came a few seconds after start-up become the normal within a second)
         age = now - self.born if self.born is not None else 0.0
-        tau = min(self.tau_s, max(START_TAU_S, age))
+        tau = min(self.tau_s, START_TAU_S) if age < YOUNG_S else self.tau_s
         weight = 1.0 - math.exp(-dt / tau)
         self.value += weight * (min(reading, ceiling) - self.value)
 

@@ -85,9 +85,7 @@ class DegradationSettings(Section):
     #: reading over ``baseline_s`` seconds, never below the configured thresholds and at
     #: most ``baseline_max_scale`` times them. An empty list or ``baseline_s = 0``: the
     #: configured thresholds as they are.
-    baseline_sensors: list[str] = Field(
-        default_factory=lambda: ["loop_lag_ms", "sojourn_ms", "batch_ratio"]
-    )
+    baseline_sensors: list[str] = Field(default_factory=lambda: ["sojourn_ms", "batch_ratio"])
     baseline_s: float = Field(60.0, ge=0, le=3600)
     baseline_factor: float = Field(2.0, ge=1, le=100)
     baseline_max_scale: float = Field(4.0, ge=1, le=100)
