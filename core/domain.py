@@ -20,6 +20,27 @@ SENDER_KINDS = ("visitor", "agent", "bot", "system")
 MESSAGE_TYPES = ("text", "image", "file", "event")
 
 
+#: ``Conversation.meta`` key of the messages deleted in it (tombstones):
+#: ``{"<seq>": {"cid": ..., "by": {"kind", "id"}, "at": ...}}``, the newest
+#: :data:`TOMBSTONES_KEPT`. A ``resume`` sends ``message_deleted`` for those at or before its
+#: ``after_seq`` (a client offline when one was deleted still holds the text), and the
+#: conversation list carries them to consoles (the inbox's previews).
+DELETED_MESSAGES = "deleted_messages"
+TOMBSTONES_KEPT = 200
+
+
+def message_deleted_frame(conversation_id: str, seq: int, entry: dict[str, Any]) -> dict[str, Any]:
+    """The ``message_deleted`` frame of one tombstone (an entry of :data:`DELETED_MESSAGES`)."""
+    return {
+        "op": "message_deleted",
+        "conversation_id": conversation_id,
+        "seq": seq,
+        "cid": entry.get("cid"),
+        "deleted_by": entry.get("by"),
+        "at": entry.get("at"),
+    }
+
+
 def new_id() -> str:
     """A 22-character random id, URL-safe."""
     return secrets.token_urlsafe(16)

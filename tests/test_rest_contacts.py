@@ -174,3 +174,48 @@ async def test_message_delete_role_rules_live_tombstone_and_resume(client):
     assert (await client.delete(f"{base}/4", headers=visitor)).status == 403
     for peer in (again, admin_peer):
         await peer.close()
+
+
+async def test_resume_tells_a_client_that_was_offline_of_a_deletion(client):
+    """A message the client already holds, deleted while it was offline: its ``resume`` from
+    past that message carries ``message_deleted`` (the replay alone starts after it), and the
+    conversation record lists the tombstone for the console's inbox."""
+    chat = await open_chat(client)
+    kernel, site = app_kernel(client.app), chat.site
+    for text in ("my card 4242 4242", "and my address"):
+        await chat.visitor.send(
+            op="send", conversation_id=chat.conversation_id, cid=text, text=text
+        )
+        await chat.visitor.expect("ack")
+    await chat.visitor.close()  # offline: the frame below never reaches it
+    base = f"/v1/conversations/{chat.conversation_id}/messages"
+    resp = await client.delete(f"{base}/1", headers=bearer(chat.agent_token))
+    assert resp.status == 200, await resp.text()
+    deleted_at = (await resp.json())["meta"]["deleted"]["at"]
+
+    again = await connect(client, chat.visitor_token)
+    await again.send(op="resume", conversation_id=chat.conversation_id, after_seq=2)
+    frame = await again.expect("message_deleted")
+    assert (frame["conversation_id"], frame["seq"], frame["cid"]) == (
+        chat.conversation_id, 1, "my card 4242 4242"
+    )  # fmt: skip
+    assert frame["deleted_by"] == {"kind": "agent", "id": site.agent.id}
+    assert frame["at"] == deleted_at
+    resumed = await again.expect("resumed")
+    assert (resumed["replayed"], resumed["last_seq"]) == (0, 2)
+    # resuming from before it replays the tombstone itself, with no second notice
+    await again.send(op="resume", conversation_id=chat.conversation_id, after_seq=0)
+    replayed = [await again.expect("message") for _ in range(2)]
+    assert [(m["seq"], m["text"]) for m in replayed] == [(1, ""), (2, "and my address")]
+    await again.expect("resumed")
+    assert not [f for f in await again.quiet() if f["op"] == "message_deleted"]
+
+    stored = await kernel.storage.get_conversation(site.site.id, chat.conversation_id)
+    assert list(stored.meta["deleted_messages"]) == ["1"]
+    listed = await (
+        await client.get(
+            f"/v1/conversations/{chat.conversation_id}", headers=bearer(chat.agent_token)
+        )
+    ).json()
+    assert listed["meta"]["deleted_messages"]["1"]["by"] == {"kind": "agent", "id": site.agent.id}
+    await again.close()

@@ -9,12 +9,15 @@ import asyncio
 import struct
 import zlib
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.chat_support import add_site
+from tests.chat_support import add_site, login
+from tests.rest_support import bearer
 from tests.test_web_i18n import english_left
 from tests.web_support import (
+    Frames,
     chromium,
     console_say,
     expect,
@@ -405,3 +408,82 @@ async def test_messages_in_chinese(kefu, browser):
     await bob.keyboard.press("Escape")
     assert bob.errors.errors == [] and visitor.errors.errors == []
     await asyncio.gather(bob.context.close(), visitor.context.close())
+
+
+async def test_deleted_while_offline_and_the_inbox_preview(kefu, browser):
+    """A widget and a console that were offline when a message was deleted show its tombstone
+    after they reconnect, without a reload (the ``resume`` carries the deletion); the inbox's
+    preview of a deleted message shows the tombstone, live and after a reconnect."""
+    site = await add_site(kefu.kernel, "m6")
+    storage = kefu.kernel.storage
+    bob, visitor, conversation_id = await chat(kefu, browser, site)
+    async with aiohttp.ClientSession(base_url=kefu.base.rstrip("/")) as http:
+        ada = bearer(await login(http, "m6", site.admin.email))
+
+        async def delete(conv_id: str, text: str) -> None:
+            stored = await storage.list_messages("m6", conv_id, after_seq=0)
+            (seq,) = [m.seq for m in stored if m.text == text]
+            url = f"/v1/conversations/{conv_id}/messages/{seq}"
+            async with http.delete(url, headers=ada) as resp:
+                assert resp.status == 200, await resp.text()
+
+        # the widget offline while its message is deleted
+        await widget_say(visitor, "my card is 4242 4242")
+        await widget_say(visitor, "and my address is 12 Elm St")
+        card_seq = await bob.locator("#message-list .msg", has_text="4242").get_attribute(
+            "data-seq"
+        )
+        card = bob.locator(f"#message-list .msg[data-seq='{card_seq}']")
+        await expect(bob.locator("#message-list .msg", has_text="Elm St")).to_have_count(1)
+        await visitor.context.set_offline(True)
+        await expect(widget(visitor).locator(".status")).to_be_visible()  # "Reconnecting…"
+        await delete(conversation_id, "my card is 4242 4242")
+        await expect(card.locator(".text.tombstone")).to_have_text("Ada deleted this message.")
+        frames = Frames(visitor)
+        await visitor.context.set_offline(False)
+        assert await frames.next("resumed", within_ms=20000) is not None
+        await expect(widget(visitor).locator(".msg.mine .text.tombstone")).to_have_text(
+            "This message was deleted."
+        )
+        await expect(widget(visitor).locator(".messages")).not_to_contain_text("4242")
+
+        # the console offline while a message of its open conversation is deleted
+        await bob.context.set_offline(True)
+        await expect(bob.locator("#conn-state.down")).to_be_visible()
+        await delete(conversation_id, "and my address is 12 Elm St")
+        await expect(widget(visitor).locator(".text.tombstone")).to_have_count(2)
+        await bob.context.set_offline(False)
+        await expect(bob.locator("#conn-state.ws")).to_be_visible(timeout=20000)
+        await expect(bob.locator("#message-list .text.tombstone")).to_have_count(2)
+        await expect(bob.locator("#message-list")).not_to_contain_text("Elm St")
+
+        # a second chat, not on Bob's screen: its preview in the inbox
+        other = await visitor_page(browser, f"{kefu.shop_base}shop/{site.site.widget_key}")
+        await open_widget(other)
+        await widget_say(other, "hi, a second chat")
+        await bob.locator('.tabs [data-tab="mine"]').click()
+        rows = bob.locator("#conversation-list li[data-id]")
+        await expect(rows).to_have_count(2, timeout=15000)
+        row = bob.locator(f"#conversation-list li[data-id]:not([data-id='{conversation_id}'])")
+        second_id = await row.get_attribute("data-id")
+        await expect(
+            widget(other).locator(".msg.theirs", has_text="Bob")
+        ).not_to_have_count(0)  # fmt: skip
+        await widget_say(other, "call me on 555 0101")
+        preview = row.locator(".preview")
+        await expect(preview).to_have_text("call me on 555 0101")
+        await delete(second_id, "call me on 555 0101")  # live: the frame reaches the console
+        await expect(preview).to_have_text("This message was deleted.")
+        await widget_say(other, "my e-mail is zoe@example.com")
+        await expect(preview).to_have_text("my e-mail is zoe@example.com")
+        await bob.context.set_offline(True)
+        await expect(bob.locator("#conn-state.down")).to_be_visible()
+        await delete(second_id, "my e-mail is zoe@example.com")  # while Bob is offline
+        await bob.context.set_offline(False)
+        await expect(bob.locator("#conn-state.ws")).to_be_visible(timeout=20000)
+        await expect(preview).to_have_text("This message was deleted.")
+        await expect(bob.locator("#conversation-list")).not_to_contain_text("zoe@")
+        await expect(bob.locator("#message-list .text.tombstone")).to_have_count(2)
+    for page in (bob, visitor, other):
+        assert page.errors.errors == []
+    await asyncio.gather(bob.context.close(), visitor.context.close(), other.context.close())

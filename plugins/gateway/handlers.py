@@ -14,7 +14,16 @@ from typing import Any
 
 import orjson
 
-from kefu.core.domain import BOT, QUEUED, RESOLVED, Conversation, Message, new_id
+from kefu.core.domain import (
+    BOT,
+    DELETED_MESSAGES,
+    QUEUED,
+    RESOLVED,
+    Conversation,
+    Message,
+    message_deleted_frame,
+    new_id,
+)
 from kefu.plugins.gateway.connection import Connection
 from kefu.plugins.gateway.degraded import TYPING_SHED_INTERVAL
 from kefu.plugins.gateway.frames import (
@@ -140,12 +149,18 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
         after = int_field(frame, "after_seq", required=False)
         # the cached record: a reconnect storm resumes thousands at once, and the
         # permission depends on what the cache keeps fresh (site, visitor, assignee)
-        await gateway.conversation_for(conn, conversation_id, "conversation.read")
+        conversation = await gateway.conversation_for(conn, conversation_id, "conversation.read")
         if conn.replaying is None:
             conn.replaying = {}
         conn.replaying[conversation_id] = []  # live deliveries wait here during the replay
         gateway.registry.watch(conn, conversation_id)
         replayed, cursor, more = 0, after, False
+        # messages the client holds that were deleted since (it may have been offline when
+        # the frame went out): their tombstones first; the replay carries the later ones
+        for key, entry in (conversation.meta.get(DELETED_MESSAGES) or {}).items():
+            if int(key) <= (after or 0):
+                frame = message_deleted_frame(conversation_id, int(key), entry)
+                conn.push(orjson.dumps(frame))
         try:
             # a replay never overflows the outbox: a quarter stays free for live frames
             budget = min(gateway.settings.replay_max, conn.room - conn.room // 4 - 1)

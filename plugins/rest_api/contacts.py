@@ -10,16 +10,24 @@ the erased content) as plugin records of kind ``audit.erasure`` / ``audit.merge`
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from kefu.core.domain import new_id
+from kefu.core.domain import (
+    DELETED_MESSAGES,
+    TOMBSTONES_KEPT,
+    message_deleted_frame,
+    new_id,
+)
 from kefu.core.storage import ConversationFilter
 from kefu.plugins.rest_api import models as m
 from kefu.plugins.rest_api.endpoint import ApiError, Call, Endpoint, not_found
 from kefu.plugins.rest_api.search import Time, _searchable
+
+log = logging.getLogger(__name__)
 
 #: Most conversations and messages one export holds.
 EXPORT_CONVERSATIONS = 1000
@@ -166,6 +174,25 @@ def _others(call: Call, message) -> bool:
     return message.sender_kind not in ("visitor", "bot")
 
 
+async def _keep_tombstone(storage, conversation_id: str, site_id: str, seq: int, entry) -> None:
+    """Note the deletion in the conversation's ``meta`` (:data:`DELETED_MESSAGES`, the newest
+    :data:`TOMBSTONES_KEPT`): what a ``resume`` and the inbox tell a client that held the text.
+    Compare-and-set on the version, so a concurrent edit of the record is not overwritten."""
+    for _ in range(8):
+        fresh = await storage.get_conversation(site_id, conversation_id)
+        if fresh is None:
+            return
+        kept = dict(fresh.meta.get(DELETED_MESSAGES) or {})
+        kept[str(seq)] = entry
+        if len(kept) > TOMBSTONES_KEPT:
+            newest = sorted(kept, key=int)[-TOMBSTONES_KEPT:]
+            kept = {k: kept[k] for k in newest}
+        fresh.meta = {**fresh.meta, DELETED_MESSAGES: kept}
+        if await storage.update_conversation(fresh, if_version=fresh.version):
+            return
+    log.warning("message %s of %s deleted; its tombstone not noted (busy)", seq, conversation_id)
+
+
 async def delete_message(call: Call) -> m.MessageOut:
     """Tombstone one message: storage (text and attachment gone, ``meta.deleted``), the audit
     record, then ``message_deleted`` to everyone in the conversation (every process) and the
@@ -203,10 +230,12 @@ async def delete_message(call: Call) -> m.MessageOut:
             "at": now,
         },
     )
+    entry = {"cid": message.cid, "by": by, "at": now}
+    await _keep_tombstone(storage, conversation.id, call.site_id, seq, entry)
     delivery = call.kernel.delivery
     if delivery is not None:  # clients without it see the tombstone at their next read
-        frame = {"op": "message_deleted", "conversation_id": conversation.id, "seq": seq,
-                 "cid": message.cid, "deleted_by": by, "at": now}  # fmt: skip
+        delivery.forget(call.site_id, conversation.id)  # a resume reads the tombstones from it
+        frame = message_deleted_frame(conversation.id, seq, entry)
         await delivery.publish_conversation(conversation, frame)
     await call.kernel.emit(
         "message.deleted", call.site_id, conversation_id=conversation.id, seq=seq,

@@ -102,7 +102,7 @@ export class Finder {
       ]);
       if (query !== this.query()) return; // typed on meanwhile
       for (const hit of hits?.messages || []) {
-        this.inbox.previews.set(hit.message.conversation_id, hit.snippet);
+        this.inbox.setPreview(hit.message.conversation_id, hit.message.seq, hit.snippet);
       }
       const n = found.conversations.length;
       this.status.textContent = n === 1 ? tr("1 conversation found") : tr("{n} conversations found", { n });

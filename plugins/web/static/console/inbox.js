@@ -20,7 +20,7 @@ export class Inbox {
     this.visitors = visitors; // id -> promise of a visitor record
     this.tab = "queued";
     this.current = null;
-    this.previews = new Map(); // conversation id -> last message text
+    this.previews = new Map(); // conversation id -> { seq, text } of its last message (or search hit)
     this.unread = new Map(); // conversation id -> messages not seen (issue 14)
     this.found = null; // the finder's results, shown instead of the tab's list
     this.shown = [];
@@ -64,6 +64,7 @@ export class Inbox {
     this.mine = new Set(mine.conversations.map((c) => c.id));
     for (const c of [...shown.conversations, ...queued.conversations, ...mine.conversations]) {
       this.conversations.set(c.id, c);
+      this.dropDeleted(c);
     }
     this.render(this.found || shown.conversations);
     return mine.conversations;
@@ -77,7 +78,10 @@ export class Inbox {
   /** The finder's results instead of the tab's list; null goes back to the tab. */
   showFound(conversations) {
     this.found = conversations;
-    for (const c of conversations || []) this.conversations.set(c.id, c);
+    for (const c of conversations || []) {
+      this.conversations.set(c.id, c);
+      this.dropDeleted(c);
+    }
     if (conversations) this.render(conversations);
     else this.refresh();
   }
@@ -110,7 +114,7 @@ export class Inbox {
       const assignee = c.assignee_id && this.team.get(c.assignee_id)?.name;
       const rating = c.meta?.rating;
       const unread = this.unread.get(c.id) || 0;
-      const preview = this.previews.get(c.id) || `${timeOf(c.updated_at)} · ${c.department || tr("general")}${assignee ? ` · ${assignee}` : ""}`;
+      const preview = this.previews.get(c.id)?.text || `${timeOf(c.updated_at)} · ${c.department || tr("general")}${assignee ? ` · ${assignee}` : ""}`;
       const signature = JSON.stringify([c.state, c.visitor_id, unread, preview, rating ? ratingText(rating) : ""]);
       let entry = kept.get(c.id);
       if (!entry) {
@@ -157,9 +161,14 @@ export class Inbox {
     if (conversation) this.onSelect(conversation);
   }
 
+  /** What the list shows of a message: its text (a search hit's snippet), or the tombstone. */
+  setPreview(conversationId, seq, text) {
+    this.previews.set(conversationId, { seq, text });
+  }
+
   /** A message arrived for a conversation that is not on screen. */
   noteMessage(frame) {
-    this.previews.set(frame.conversation_id, frame.text || frame.attachment?.name || "");
+    this.setPreview(frame.conversation_id, frame.seq, frame.meta?.deleted ? tr("This message was deleted.") : frame.text || frame.attachment?.name || "");
     if (frame.conversation_id !== this.current) {
       this.unread.set(frame.conversation_id, (this.unread.get(frame.conversation_id) || 0) + 1);
       this.onUnread?.(this.unreadTotal());
@@ -169,6 +178,24 @@ export class Inbox {
 
   upsert(conversation) {
     this.conversations.set(conversation.id, { ...this.conversations.get(conversation.id), ...conversation });
+    this.dropDeleted(conversation);
     this.refreshSoon();
+  }
+
+  /** `message_deleted`: a preview quoting that message shows the tombstone instead. */
+  noteDeleted(frame) {
+    const preview = this.previews.get(frame.conversation_id);
+    if (!preview || preview.seq !== Number(frame.seq)) return;
+    this.setPreview(frame.conversation_id, preview.seq, tr("This message was deleted."));
+    this.render(this.shown);
+  }
+
+  /** The record's tombstones (`meta.deleted_messages`): what was deleted while the frame could
+   * not reach this page (offline, reconnecting) leaves the preview too. */
+  dropDeleted(conversation) {
+    const preview = this.previews.get(conversation.id);
+    if (preview && conversation.meta?.deleted_messages?.[String(preview.seq)]) {
+      this.setPreview(conversation.id, preview.seq, tr("This message was deleted."));
+    }
   }
 }

@@ -141,6 +141,7 @@ client.on("ack", (frame) => chat.onAck(frame));
 client.on("resumed", (frame) => chat.onResumed(frame));
 client.on("message_deleted", (frame) => {
   chat.onDeleted(frame);
+  inbox.noteDeleted(frame);
   // the suggestions may quote the deleted text: ask again from the history (tombstones have none)
   if (frame.conversation_id === chat.id && chat.conversation) suggestions.open(chat.conversation);
 });
