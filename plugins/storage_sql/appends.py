@@ -10,10 +10,10 @@ repeating a ``cid``, a driver runs, in one transaction:
    arrival order; a cid already stored, or seen earlier in the batch, gets
    that message back;
 4. one multi-row INSERT and one bulk UPDATE of ``last_seq`` / ``updated_at``
-   (``executemany`` on SQLite, where the conversations whose ``active_at`` minute
-   moved get a statement that sets it too, the only one that touches the listing
-   indexes; on PostgreSQL one statement, the rows as one array per column,
-   ``unnest``).
+   (on SQLite multi-row statements of power-of-two runs, ``UPDATE ... FROM
+   (VALUES ...)``, where the conversations whose ``active_at`` minute moved get a
+   statement that sets it too, the only one that touches the listing indexes; on
+   PostgreSQL one statement, the rows as one array per column, ``unnest``).
 
 Holding the conversation row lock from step 1 to the commit is what makes
 steps 2-3 safe across processes: no other transaction can add a message to

@@ -140,14 +140,6 @@ class Statements:
                 f"ON CONFLICT (site_id, id) DO UPDATE SET {changed} "
                 "RETURNING site_id, id, created_at"
             )
-        else:
-            self.append_insert = self._insert(Message, self.message_columns)
-            # two shapes: SQLite maintains an index when the statement sets one of its
-            # columns, whatever the value, so the minute is set only when it moves
-            only = ["last_seq", "updated_at"]
-            self.append_bump = self.update(Conversation, ["site_id", "id"], only=only)
-            only = ["last_seq", "updated_at", "active_at"]
-            self.append_bump_minute = self.update(Conversation, ["site_id", "id"], only=only)
 
         # -- plugin records (core.storage.Record) ----------------------------------------------
         r = self.table(records)
@@ -317,16 +309,53 @@ class Statements:
             ),
         )
 
-    def append_heads(self, n: int) -> str:
-        """SQLite: ``last_seq`` / ``updated_at`` of ``n`` (padded) conversation keys."""
-        return self._shaped(("heads", n), lambda: self._append_heads(n))
+    def append_heads_json(self, n: int) -> str:
+        """SQLite: ``last_seq`` / ``updated_at`` of ``n`` (padded) conversation keys as one
+        row, one JSON array of ``[site_id, id, last_seq, "updated_at"]`` (the float
+        printed with 17 digits, so it reads back exactly). One row is one step of the
+        statement: Python's ``sqlite3`` lets go of the GIL around every step, and getting
+        it back while the event loop runs costs the writer up to a switch interval (5 ms)
+        each time."""
+        return self._shaped(("heads_json", n), lambda: self._append_heads_json(n))
 
-    def _append_heads(self, n: int) -> str:
+    def _append_heads_json(self, n: int) -> str:
         keys = ", ".join(["(?, ?)"] * n)
         return (
-            f"SELECT c.site_id, c.id, c.last_seq, c.updated_at FROM (VALUES {keys}) AS k "
-            f"CROSS JOIN {self.table(conversations)} AS c "
+            "SELECT json_group_array(json_array(c.site_id, c.id, c.last_seq, "
+            "printf('%!.17g', c.updated_at))) "
+            f"FROM (VALUES {keys}) AS k CROSS JOIN {self.table(conversations)} AS c "
             "ON c.site_id = k.column1 AND c.id = k.column2"
+        )
+
+    def append_insert_rows(self, n: int) -> str:
+        """SQLite: one ``INSERT`` of ``n`` messages (one step, where ``executemany`` takes
+        one per row; see :meth:`append_heads_json` for why steps count)."""
+        return self._shaped(("insert_rows", n), lambda: self._append_insert_rows(n))
+
+    def _append_insert_rows(self, n: int) -> str:
+        row = "(" + ", ".join("?" * len(self.message_columns)) + ")"
+        return (
+            f"INSERT INTO {self.table(messages)} ({self.cols(self.message_columns)}) "
+            f"VALUES {', '.join([row] * n)}"
+        )
+
+    def append_bump_rows(self, n: int, minute: bool) -> str:
+        """SQLite: one ``UPDATE ... FROM (VALUES ...)`` of ``n`` conversations' ``last_seq``
+        and ``updated_at``, rows ``(site_id, id, last_seq, updated_at[, active_at])``. Two
+        shapes: SQLite maintains an index when the statement sets one of its columns,
+        whatever the value, so ``active_at`` is set only where its minute moved."""
+        return self._shaped(("bump_rows", n, minute), lambda: self._append_bump_rows(n, minute))
+
+    def _append_bump_rows(self, n: int, minute: bool) -> str:
+        width = 5 if minute else 4
+        row = "(" + ", ".join("?" * width) + ")"
+        sets = "last_seq = v.column3, updated_at = v.column4"
+        if minute:
+            sets += ", active_at = v.column5"
+        return (
+            f"UPDATE {self.table(conversations)} AS c SET {sets} "
+            f"FROM (VALUES {', '.join([row] * n)}) AS v "
+            "WHERE c.site_id = v.column1 AND c.id = v.column2"
         )
 
     def append_found(self, n: int) -> str:

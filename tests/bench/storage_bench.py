@@ -19,6 +19,10 @@ Rows:
   ``list_messages(after_seq=...)`` (what a resume costs the store);
 - ``visitor upserts``: N concurrent ``upsert_visitor`` calls (``POST /v1/visitors/session``).
 
+``--busy F`` keeps the event loop busy with pure-Python work a fraction F of the time
+(1 ms runs) while a row is measured, as the gateway keeps it in a chat: a database
+thread that needs the GIL back then waits for the loop to let go of it.
+
 ``--preload N`` stores N messages (in other conversations) before each row, so
 that the lookups run against a table that is not empty.
 
@@ -98,8 +102,23 @@ async def preload(storage: SqlStorage, site: Site, count: int) -> None:
         )
 
 
+async def _busy(fraction: float, stop: asyncio.Event) -> None:
+    """Hold the loop (and the GIL) ``fraction`` of the time, in runs of 1 ms."""
+    rest = 0.001 * (1 - fraction) / fraction
+    while not stop.is_set():
+        until = time.perf_counter() + 0.001
+        while time.perf_counter() < until:
+            pass
+        await asyncio.sleep(rest)
+
+
 async def run(
-    make: Callable[[int], SqlStorage], mode: str, writers: int, per_writer: int, preloaded: int = 0
+    make: Callable[[int], SqlStorage],
+    mode: str,
+    writers: int,
+    per_writer: int,
+    preloaded: int = 0,
+    busy: float = 0.0,
 ) -> dict:
     storage = make(1 if mode == "single-commit" else 256)
     await storage.open()
@@ -129,10 +148,22 @@ async def run(
                 await asyncio.gather(*(append(latencies, c) for c in convs))
 
             ops = count * per_writer
+            extra: dict = {}
+            stop = asyncio.Event()
+            hog = asyncio.create_task(_busy(busy, stop)) if busy else None
+            del WRITES[:]
             wall, cpu, latencies = await _timed(ops, appends)
+            stop.set()
+            if WRITES:
+                extra = {
+                    "writer busy": sum(w for w, _ in WRITES) / wall,
+                    "writer CPU": sum(c for _, c in WRITES) / wall,
+                }
+            if hog is not None:
+                await hog
             commits = storage.appender.batches - batches
             assert storage.appender.items - items == ops
-            return _row(ops, wall, cpu, latencies, commits=commits, batch=ops / commits)
+            return _row(ops, wall, cpu, latencies, commits=commits, batch=ops / commits, **extra)
 
         if mode == "reads":
             await asyncio.gather(*(append([], c) for c in convs))  # per_writer messages each
@@ -180,6 +211,27 @@ async def _drop_schema(schema: str) -> None:
         await conn.close()
 
 
+#: (wall, thread CPU) of every SQLite write transaction (see watch_writer)
+WRITES: list[tuple[float, float]] = []
+
+
+def watch_writer(storage_class: type) -> None:
+    """Time the SQLite writer's transactions (wall and the thread's CPU): a writer that
+    waits for the GIL shows as wall well above CPU."""
+    module = importlib.import_module(storage_class.__module__.rsplit(".", 1)[0] + ".sqlite")
+    writer = module._Writer
+    transaction = writer.transaction
+
+    def timed(conn, jobs):
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return transaction(conn, jobs)
+        finally:
+            WRITES.append((time.perf_counter() - wall, time.thread_time() - cpu))
+
+    writer.transaction = staticmethod(timed)
+
+
 def load_plugin(folder: Path) -> type:
     """``SqlStorage`` of the storage_sql package in ``folder`` (imported under another name)."""
     name = "kefu.plugins.storage_sql_under_test"
@@ -205,8 +257,13 @@ def main() -> None:
     parser.add_argument(
         "--preload", type=int, default=0, help="messages stored before each row is measured"
     )
+    parser.add_argument(
+        "--busy", type=float, default=0.0, help="fraction of the loop held by Python work"
+    )
     args = parser.parse_args()
     storage_class = load_plugin(args.plugin_dir) if args.plugin_dir else SqlStorage
+    if args.backend == "sqlite":
+        watch_writer(storage_class)
     if args.loop == "uvloop":
         import uvloop
 
@@ -221,7 +278,12 @@ def main() -> None:
         print(f"storage_sql from {args.plugin_dir}")
     if args.preload:
         print(f"{args.preload:,} messages stored before each row")
-    print(f"{'row':<24}{'ops/s':>9}{'CPU us/op':>11}{'p50 ms':>9}{'p99 ms':>9}{'commits':>9}")
+    if args.busy:
+        print(f"the event loop busy {args.busy:.0%} of the time (1 ms runs of Python work)")
+    print(
+        f"{'row':<24}{'ops/s':>9}{'CPU us/op':>11}{'p50 ms':>9}{'p99 ms':>9}{'commits':>9}"
+        f"{'writer busy':>13}{'writer CPU':>12}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.only or MODES:
             schema = f"kefu_bench_{secrets.token_hex(4)}"
@@ -239,11 +301,15 @@ def main() -> None:
                     return storage_class(url, batch_max=batch_max, schema=schema)
 
             try:
-                r = asyncio.run(run(make, mode, args.writers, args.per_writer, args.preload))
+                r = asyncio.run(
+                    run(make, mode, args.writers, args.per_writer, args.preload, args.busy)
+                )
             finally:
                 if args.backend == "postgres":
                     asyncio.run(_drop_schema(schema))
             commits = f"{r['commits']:>9}" if "commits" in r else f"{'':>9}"
+            if "writer busy" in r:
+                commits += f"{r['writer busy']:>13.0%}{r['writer CPU']:>12.0%}"
             print(
                 f"{LABELS[mode]:<24}{r['ops/s']:>9.0f}{r['cpu us/op']:>11.0f}"
                 f"{r['p50 ms']:>9.1f}{r['p99 ms']:>9.1f}{commits}",

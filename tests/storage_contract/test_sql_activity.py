@@ -6,6 +6,7 @@ dropped (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 from kefu.core.domain import Conversation, Message, Site, new_id
@@ -152,3 +153,36 @@ async def test_postgres_migration_and_listing(pg):  # noqa: F811
         await _check_listing(again, site_id, times)
     finally:
         await conn.close()
+
+
+async def test_sqlite_a_batch_reads_the_heads_back_exactly_and_numbers_every_run(tmp_path):
+    """The writer reads a batch's conversations as one JSON row and writes it as multi-row
+    statements of power-of-two runs (sqlite._flush_appends): an ``updated_at`` that an
+    append does not move reads back to the same float, and a batch that is no power of two
+    (300 = 256 + 32 + 8 + 4 messages, 37 conversations) numbers every message once."""
+    storage = SqlStorage(f"sqlite:///{tmp_path / 'kefu.db'}")
+    await storage.open()
+    try:
+        site = await storage.create_site(Site(new_id(), "s", new_id()))
+        awkward = [T0 + 0.1 + i / 7 + 1e-7 for i in range(37)]  # 17 significant digits
+        convs = []
+        for i, at in enumerate(awkward):
+            conv = Conversation(new_id(), site.id, visitor_id=f"v{i}", created_at=at, updated_at=at)
+            convs.append(await storage.create_conversation(conv))
+        sends = [
+            Message(site.id, convs[i % 37].id, f"c{i}", "visitor", "v", text="x", created_at=T0)
+            for i in range(300)
+        ]
+        stored = await asyncio.gather(*(storage.append_message(m) for m in sends))
+        assert all(created for _, created in stored)
+        by_conv: dict[str, list[int]] = {}
+        for message, _ in stored:
+            by_conv.setdefault(message.conversation_id, []).append(message.seq)
+        for conv, at in zip(convs, awkward, strict=True):
+            seqs = sorted(by_conv[conv.id])
+            assert seqs == list(range(1, len(seqs) + 1))
+            after = await storage.get_conversation(site.id, conv.id)
+            assert after.last_seq == len(seqs)
+            assert after.updated_at == at  # T0 is older: the head's float, exactly
+    finally:
+        await storage.close()
