@@ -7,8 +7,9 @@ protocol while it runs; with none enabled the kernel keeps :data:`STEADY`
 attribute: one attribute read per frame, never a hook call.
 
 Levels (docs/degradation.md): 0 normal, 1 shed the ephemeral extras (typing and
-presence coalesced, read receipts dropped), 2 refuse new sessions politely, 3 stop
-taking new connections and close the slowest consumers. Message persistence, acks
+presence coalesced, read receipts dropped, heartbeat and long-poll intervals stretched,
+smaller history pages), 2 refuse new sessions politely and switch the bot's enrichments
+off, 3 stop taking new connections and close the slowest consumers. Message persistence, acks
 and delivery to connected participants are never shed at any level.
 
 The meters are what the sensors read. They belong to the process, not to a kernel:

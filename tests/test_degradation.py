@@ -44,6 +44,32 @@ QUIET = (
 )
 
 
+#: The built-in features shed at level 1 and (besides) at level 2, in shedding order
+#: (priority; the level-2 ones interleave: ``bot_kb_feedback`` 30, ``bot_embeddings`` 40).
+LEVEL_1 = (
+    "typing",
+    "presence",
+    "read_receipts",
+    "heartbeat",
+    "ws_pings",
+    "longpoll_interval",
+    "history_pages",
+)
+LEVEL_2 = ("bot_kb_feedback", "bot_embeddings")
+#: Both, in shedding order: (priority, name)
+SHED_AT_2 = (
+    "typing",
+    "presence",
+    "bot_kb_feedback",
+    "read_receipts",
+    "bot_embeddings",
+    "heartbeat",
+    "ws_pings",
+    "longpoll_interval",
+    "history_pages",
+)
+
+
 def config(extra_thresholds: str = "", settings: str = "") -> str:
     lines = QUIET
     for line in extra_thresholds.strip().splitlines():
@@ -367,7 +393,7 @@ async def test_level_3_sheds_extras_refuses_newcomers_and_never_touches_chat(
     # features shed in priority order, the never-shed name refused
     names = [f["name"] for f in kernel.pressure.snapshot()["features"]]
     assert "acks" not in names
-    assert kernel.pressure.shed == ["third.l2", "third.low", "typing", "presence", "read_receipts"]
+    assert kernel.pressure.shed == ["third.l2", "third.low", *SHED_AT_2]
     # the connected visitor still sends: acknowledged, stored, delivered
     await chat.visitor.send(op="send", conversation_id=chat.conversation_id, cid="c1", text="hi")
     ack = await chat.visitor.expect("ack", cid="c1")
@@ -406,10 +432,10 @@ async def test_level_3_sheds_extras_refuses_newcomers_and_never_touches_chat(
     assert resp.status == 200 and body["busy"] is True and body["online"] is False
     peer = await ws_peer(client, chat.visitor_token)
     await peer.close()
-    assert kernel.pressure.shed == ["third.l2", "third.low", "typing", "presence", "read_receipts"]
+    assert kernel.pressure.shed == ["third.l2", "third.low", *SHED_AT_2]
     # level 1: the level-2 feature is back, restored before the others
     await kernel.pressure.override(1, 60)
-    assert kernel.pressure.shed == ["third.low", "typing", "presence", "read_receipts"]
+    assert kernel.pressure.shed == ["third.low", *LEVEL_1]
     assert recorder.enabled[-1] == ("third.l2", True)
     await kernel.pressure.override(None, 1)
     assert kernel.pressure.level == 0 and kernel.pressure.shed == []

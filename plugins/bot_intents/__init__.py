@@ -31,6 +31,28 @@ __version__ = "0.2.0"
 _SERVICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+class Enrichments:
+    """What the bot adds beyond its answer, switched off under pressure (degradation level
+    2, through ``kefu_degradation_features``; docs/degradation.md): True while on.
+
+    - ``kb_feedback``: the "Did this help?" question (and its Yes/No quick replies, and the
+      conversation write that remembers it) after an answer from a help article; while
+      shed the passage with its citation is the whole answer.
+    - ``embeddings``: the sentence-embedding pass of the intent classifier (a BERT forward
+      pass in a worker thread per visitor message); while shed the classifier scores its
+      n-gram features alone.
+    """
+
+    __slots__ = ("embeddings", "kb_feedback")
+
+    def __init__(self, _kernel=None) -> None:
+        self.kb_feedback = self.embeddings = True
+
+
+def enrichments(kernel) -> Enrichments:
+    return kernel.plugin_state("bot.enrichments", Enrichments)
+
+
 def service_of(kernel):
     """The running bot service of a kernel, None before start-up or without storage."""
     return _SERVICES.get(kernel)
@@ -125,6 +147,33 @@ def kefu_transport_frame_handlers(kernel):
         return await service.ab.track(conn, frame)
 
     return {"track": track}
+
+
+@hookimpl
+def kefu_degradation_features(kernel):
+    from kefu.core.types import DegradableFeature
+
+    state = enrichments(kernel)
+
+    def switch(name: str):
+        return lambda enabled: setattr(state, name, bool(enabled))
+
+    return [
+        DegradableFeature(
+            "bot_kb_feedback",
+            30,
+            switch("kb_feedback"),
+            2,
+            'no "Did this help?" after a help-article answer',
+        ),
+        DegradableFeature(
+            "bot_embeddings",
+            40,
+            switch("embeddings"),
+            2,
+            "intents scored on n-grams only, no sentence-embedding pass",
+        ),
+    ]
 
 
 @hookimpl

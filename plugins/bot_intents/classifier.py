@@ -143,6 +143,10 @@ class IntentClassifier:
         self._oos_index = self.labels.index(oos_label) if oos_label in self.labels else -1
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
+        #: False while the bot's ``bot_embeddings`` feature is shed under pressure
+        #: (docs/degradation.md level 2): :meth:`predict` scores the n-gram block alone
+        #: (its weights from the joint model) and skips the encoder's forward pass.
+        self.dense = True
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -152,6 +156,7 @@ class IntentClassifier:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("dense", True)
         self._cache = OrderedDict()
         self._cache_lock = threading.Lock()
 
@@ -203,13 +208,15 @@ class IntentClassifier:
         if probs is None:
             columns, values = self._single.transform(text)
             scores = values.astype(np.float32) @ self._weights_t[columns] + self._bias
-            if self.encoder is not None:
+            dense = self.encoder is not None and getattr(self, "dense", True)
+            if dense:
                 scores += self.encoder.encode_one(text) @ self._dense_t
             probs = _softmax(scores[None, :], self.temperature)[0]
-            with self._cache_lock:
-                self._cache[text] = probs
-                while len(self._cache) > _PREDICT_CACHE:
-                    self._cache.popitem(last=False)
+            if dense or self.encoder is None:  # an n-gram-only guess is not kept
+                with self._cache_lock:
+                    self._cache[text] = probs
+                    while len(self._cache) > _PREDICT_CACHE:
+                        self._cache.popitem(last=False)
         return self._prediction(probs, top)
 
     def predict_many(self, texts: Sequence[str], top: int = 3) -> list[IntentPrediction]:

@@ -165,7 +165,8 @@ class CompiledFlow:
         """Answer one utterance; ``session`` must belong to this version."""
         if session.version != self.sha256:
             raise ValueError(f"session {session.id} runs version {session.version[:12]}")
-        if self.classifier is not None and self.classifier.encoder is not None:
+        classifier = self.classifier
+        if classifier is not None and classifier.encoder is not None and classifier.dense:
             # The embedding pass takes milliseconds of CPU: it runs in a worker thread
             # (NumPy releases the GIL) and the turn below reads its cached result.
             await asyncio.get_running_loop().run_in_executor(None, self.classifier.predict, text)

@@ -93,6 +93,15 @@ async def asked(
     return dataclasses.replace(reply, choices=CHOICES[lang])
 
 
+def unasked(reply: BotReply, lang: str) -> BotReply:
+    """``reply`` without its closing "did this help?" (the ``bot_kb_feedback`` enrichment
+    shed under pressure): nothing is asked, so nothing is remembered on the conversation."""
+    texts = reply.texts
+    if texts and texts[-1] == HELPED.get(lang, HELPED["en"]):
+        texts = texts[:-1]
+    return dataclasses.replace(reply, texts=texts, choices=())
+
+
 async def answered(
     kernel: Any, counts: dict, conversation: Conversation, seq: int, text: str, flow: Any
 ) -> BotReply | None:

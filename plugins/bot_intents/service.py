@@ -40,7 +40,7 @@ import watchfiles
 from kefu.core.domain import BOT, QUEUED, Conversation, Message, new_id
 from kefu.core.text import has_cjk
 from kefu.core.types import BotReply
-from kefu.plugins.bot_intents import kb_feedback
+from kefu.plugins.bot_intents import enrichments, kb_feedback
 from kefu.plugins.bot_intents.abtests import AbTests
 from kefu.plugins.bot_intents.classifier import TrainingOptions
 from kefu.plugins.bot_intents.demo import actions_of, bot_settings
@@ -97,6 +97,7 @@ class BotService:
             "generated_refusals": 0,
             "knowledge_helped": 0,
             "knowledge_not_helped": 0,
+            "knowledge_unasked": 0,  # article answers without "did this help?" (shed)
         }
         self._locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task] = set()
@@ -302,6 +303,9 @@ class BotService:
         )
         if feedback is not None:  # "did this help?" answered: recorded
             return feedback
+        enrich = enrichments(self.kernel)
+        if flow.classifier is not None:  # shed under pressure: n-grams only (no encoder pass)
+            flow.classifier.dense = enrich.embeddings
         try:
             context = await self.ab.context(conversation, flow)
             turn = await flow.step(session, message.text or "", self.actions, context)
@@ -337,6 +341,7 @@ class BotService:
         if found is None:
             return None
         self.counts["knowledge_answers"] += 1
+        ask = enrichments(self.kernel).kb_feedback  # shed under pressure: no "did this help?"
         if self.kernel.hooks.bot_generates():
             sender = (conversation.meta.get(META_KEY) or {}).get("flow_id") or "bot"
             generated = await generated_reply(
@@ -345,9 +350,15 @@ class BotService:
             if generated is not None:
                 if generated.handoff:
                     return generated
+                if not ask:
+                    self.counts["knowledge_unasked"] += 1
+                    return kb_feedback.unasked(generated, lang)
                 return await kb_feedback.asked(self.kernel, conversation, message.seq, found,
                                                lang, generated)  # fmt: skip
         reply = BotReply(kb_feedback.answer_texts(found, lang))
+        if not ask:
+            self.counts["knowledge_unasked"] += 1
+            return kb_feedback.unasked(reply, lang)
         return await kb_feedback.asked(self.kernel, conversation, message.seq, found, lang, reply)
 
     # -- events ---------------------------------------------------------------------

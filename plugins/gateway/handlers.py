@@ -293,7 +293,9 @@ def make_handlers(gateway: Any) -> dict[str, Callable]:
         return {"op": "presence_ok", "status": status, **extra}
 
     async def ping(conn: Connection, frame: dict) -> dict:
-        return {"op": "pong", "ts": time.time()}
+        # the interval the client pings at: stretched while ``heartbeat`` is shed
+        beat = gateway.degraded.heartbeat_s(gateway.settings)
+        return {"op": "pong", "ts": time.time(), "heartbeat_s": beat}
 
     return {
         "start": start,

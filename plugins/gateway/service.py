@@ -185,6 +185,7 @@ class Gateway(Store, Fanout):
                     "site": principal.site_id,
                 },
                 "limits": {"max_frame_bytes": s.max_frame_bytes, "rate": s.rate, "burst": s.burst},
+                "heartbeat_s": self.degraded.heartbeat_s(s),
             },
         )
         await self.kernel.hooks.transport_connected(conn)

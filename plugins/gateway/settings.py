@@ -27,6 +27,11 @@ class GatewaySettings(Section):
     burst: int = Field(40, ge=1)
     #: Frames refused in a row for the rate limit before the connection is closed.
     flood_close_after: int = Field(200, ge=1)
+    #: Seconds between a client's ``ping`` frames, told to it in ``hello`` and every ``pong``
+    #: (``heartbeat_s``); ``heartbeat_shed_s`` while ``heartbeat`` is shed under pressure
+    #: (degradation level 1, docs/degradation.md): fewer pings from every client.
+    heartbeat_s: float = Field(20.0, gt=0, le=3600)
+    heartbeat_shed_s: float = Field(60.0, gt=0, le=3600)
     #: Messages replayed by one ``resume``; the reply says ``more`` when there are more.
     replay_max: int = Field(500, ge=1)
     #: Seconds a conversation record read for a send stays cached at most (0: read every

@@ -19,8 +19,10 @@ from aiohttp import web
 
 from kefu.core import __version__
 from kefu.core.kernel import Kernel
+from kefu.core.types import DegradableFeature
 from kefu.hooks import hookimpl
 from kefu.plugins.rest_api.attachments import PROCESSOR
+from kefu.plugins.rest_api.conversations import SHED_PAGE, history_pages
 from kefu.plugins.rest_api.endpoint import Call, Endpoint, contributed, to_route
 from kefu.plugins.rest_api.openapi import build_document
 from kefu.plugins.rest_api.routes import AUTH_ENDPOINTS, REST_ENDPOINTS, WEB_ENDPOINTS
@@ -120,6 +122,24 @@ def kefu_auth_permits(kernel, principal, action, resource):
     if action != "upload.create":
         return None
     return isinstance(resource, str) and resource == principal.site_id
+
+
+@hookimpl
+def kefu_degradation_features(kernel):
+    pages = history_pages(kernel)
+
+    def set_enabled(enabled: bool) -> None:
+        pages.shed = not enabled
+
+    return [
+        DegradableFeature(
+            "history_pages",
+            60,
+            set_enabled,
+            1,
+            f"message history pages of {SHED_PAGE} at most (the page says its limit)",
+        )
+    ]
 
 
 @hookimpl

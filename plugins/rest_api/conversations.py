@@ -20,6 +20,23 @@ from kefu.plugins.rest_api.models import (
 
 log = logging.getLogger(__name__)
 
+#: The most messages of a history page while ``history_pages`` is shed (degradation level 1).
+SHED_PAGE = 20
+
+
+class HistoryPages:
+    """Whether history pages are smaller now (``history_pages`` shed under pressure)."""
+
+    __slots__ = ("shed",)
+
+    def __init__(self, _kernel=None) -> None:
+        self.shed = False
+
+
+def history_pages(kernel) -> HistoryPages:
+    return kernel.plugin_state("rest_api.history_pages", HistoryPages)
+
+
 #: The ``meta`` keys a visitor reads of their own conversations: tags, private notes and
 #: routing data (who declined, left messages) are for agents.
 VISITOR_META = ("transport", "rating")
@@ -72,19 +89,23 @@ async def list_messages(call: Call) -> MessagePage:
     query, storage = call.query, call.kernel.storage
     if query.after_seq is not None and query.before_seq is not None:
         raise ApiError(400, "invalid_query", "give after_seq or before_seq, not both")
+    limit = query.limit
+    if history_pages(call.kernel).shed:  # under pressure: smaller pages, has_more says so
+        limit = min(limit, SHED_PAGE)
     if query.after_seq is not None:
         found = await storage.list_messages(
-            call.site_id, conversation.id, after_seq=query.after_seq, limit=query.limit + 1
+            call.site_id, conversation.id, after_seq=query.after_seq, limit=limit + 1
         )
-        page, has_more = found[: query.limit], len(found) > query.limit
+        page, has_more = found[:limit], len(found) > limit
     else:
         before = query.before_seq if query.before_seq is not None else conversation.last_seq + 1
         found = await storage.list_messages_before(
-            call.site_id, conversation.id, before_seq=before, limit=query.limit + 1
+            call.site_id, conversation.id, before_seq=before, limit=limit + 1
         )
-        has_more = len(found) > query.limit
-        page = found[-query.limit :]
-    return MessagePage(messages=[MessageOut.model_validate(m) for m in page], has_more=has_more)
+        has_more = len(found) > limit
+        page = found[-limit:]
+    messages = [MessageOut.model_validate(m) for m in page]
+    return MessagePage(messages=messages, has_more=has_more, limit=limit)
 
 
 async def get_visitor(call: Call) -> VisitorOut:

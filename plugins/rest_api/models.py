@@ -230,6 +230,11 @@ class MessagePage(BaseModel):
         description="More messages exist in the paging direction (older for `before_seq` "
         "and the default latest page, newer for `after_seq`)."
     )
+    limit: int = Field(
+        description="The page size served: the `limit` asked, or at most 20 while the "
+        "server is under pressure (degradation level 1: smaller history pages; "
+        "`has_more` says whether to ask for the next)."
+    )
 
 
 class AgentList(BaseModel):

@@ -5,7 +5,8 @@
 - ``POST /v1/poll/send?session=ID`` with one frame or a JSON array of frames;
   replies and errors arrive through ``recv`` exactly as over a WebSocket;
 - ``GET /v1/poll/recv?session=ID&timeout=S`` waits up to ``S`` seconds and
-  returns ``{"frames": [...]}`` (possibly empty);
+  returns ``{"frames": [...], "recv_timeout": T}`` (possibly empty; ``T`` the longest
+  wait of the next one, stretched under pressure);
 - ``POST /v1/poll/close?session=ID``.
 
 A session is one gateway connection with the same semantics as a WebSocket
@@ -22,7 +23,7 @@ from aiohttp import web
 from pydantic import Field
 
 from kefu.core.config import Section
-from kefu.core.types import TransportInfo
+from kefu.core.types import DegradableFeature, TransportInfo
 from kefu.hooks import hookimpl
 from kefu.plugins.transport_longpoll.sessions import LongPoll
 
@@ -34,6 +35,9 @@ class LongPollSettings(Section):
 
     #: Longest wait of one ``recv``, in seconds (clients may ask for less).
     recv_timeout: float = Field(25.0, gt=0, le=120)
+    #: The same while ``longpoll_interval`` is shed under pressure (degradation level 1):
+    #: fewer empty polls. Every ``recv`` answer carries the one in force (``recv_timeout``).
+    recv_timeout_shed: float = Field(50.0, gt=0, le=120)
     #: A session with no request for this long is closed.
     idle_timeout: float = Field(60.0, gt=0)
     #: Frames returned by one ``recv`` at most.
@@ -62,6 +66,24 @@ def kefu_config_schema():
 @hookimpl
 def kefu_transport_adapters(kernel):
     return [TransportInfo("longpoll", PATH, "HTTP long-polling, JSON frames")]
+
+
+@hookimpl
+def kefu_degradation_features(kernel):
+    poll = _poll(kernel)
+
+    def set_enabled(enabled: bool) -> None:
+        poll.stretched = not enabled
+
+    return [
+        DegradableFeature(
+            "longpoll_interval",
+            50,
+            set_enabled,
+            1,
+            "a recv waits up to recv_timeout_shed (50 s) instead of 25 s: fewer empty polls",
+        )
+    ]
 
 
 @hookimpl

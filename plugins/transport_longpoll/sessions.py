@@ -100,9 +100,11 @@ def not_found() -> web.Response:
     return error_response(404, "session_not_found", "unknown or expired session; open one")
 
 
-def frames_response(body: bytes) -> web.Response:
-    """``body`` is a JSON array of frames."""
-    return web.Response(body=b'{"frames":' + body + b"}", content_type="application/json")
+def frames_response(body: bytes, recv_timeout: float) -> web.Response:
+    """``body`` is a JSON array of frames; ``recv_timeout`` the longest wait of the next
+    ``recv`` (stretched under pressure: the client asks for it next time)."""
+    tail = b',"recv_timeout":' + orjson.dumps(recv_timeout) + b"}"
+    return web.Response(body=b'{"frames":' + body + tail, content_type="application/json")
 
 
 def join_frames(frames: list[bytes]) -> bytes:
@@ -187,10 +189,18 @@ class LongPoll:
         self._unsubscribe: list[Any] = []
         self._sweeper: asyncio.Task | None = None
         self._beater: asyncio.Task | None = None
+        #: True while ``longpoll_interval`` is shed (degradation level 1)
+        self.stretched = False
 
     @property
     def settings(self) -> Any:
         return self.kernel.config.section("transport_longpoll")
+
+    @property
+    def recv_timeout(self) -> float:
+        """The longest wait of one ``recv`` now: ``recv_timeout_shed`` while stretched."""
+        s = self.settings
+        return s.recv_timeout_shed if self.stretched else s.recv_timeout
 
     @property
     def state(self) -> Any:
@@ -600,7 +610,7 @@ class LongPoll:
             {
                 "session": session_id,
                 "connection_id": conn.id,
-                "recv_timeout": s.recv_timeout,
+                "recv_timeout": self.recv_timeout,
                 "idle_timeout": s.idle_timeout,
             }
         )
@@ -631,12 +641,13 @@ class LongPoll:
 
     async def recv(self, request: web.Request) -> web.Response:
         try:
-            wanted = float(request.query.get("timeout", self.settings.recv_timeout))
+            longest = self.recv_timeout
+            wanted = float(request.query.get("timeout", longest))
         except ValueError:
             wanted = math.nan
         if not math.isfinite(wanted):
             return error_response(400, "invalid_field", "timeout must be a number of seconds")
-        wait = min(max(wanted, 0.0), self.settings.recv_timeout)
+        wait = min(max(wanted, 0.0), longest)
         where = await self._locate(request)
         if isinstance(where, web.Response):
             return where
@@ -649,11 +660,12 @@ class LongPoll:
             if _client_gone(request):
                 where.outbox.requeue(frames)  # left for the next recv
                 return web.Response(status=499)
-            return frames_response(join_frames(frames))
+            return frames_response(join_frames(frames), self.recv_timeout)
         session_id = request.query["session"]
         reply = await self._call(where, "recv", session_id, wait + FORWARD_GRACE_S, wait=wait)
         if reply is ABANDONED:
-            return frames_response(b"[]")  # this worker stops; the owner keeps the session
+            # this worker stops; the owner keeps the session
+            return frames_response(b"[]", self.recv_timeout)
         if reply is None:
             return await self._lost(session_id, where)
         header, body = reply
@@ -668,7 +680,7 @@ class LongPoll:
         if batch:  # confirmed before it is written: the owner serves nothing in between
             self._tell(where, "commit", session_id, batch=batch)
             await self.kernel.bus.flush()
-        return frames_response(body)
+        return frames_response(body, self.recv_timeout)
 
     async def close(self, request: web.Request) -> web.Response:
         session_id = request.query.get("session", "")

@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 from pydantic import Field
 
 from kefu.core.config import Section
-from kefu.core.types import TransportInfo
+from kefu.core.types import DegradableFeature, TransportInfo
 from kefu.core.web_app import bearer_token, error_response
 from kefu.hooks import hookimpl
 
@@ -58,6 +58,8 @@ class WsSettings(Section):
     #: Seconds of silence before a protocol ping; a peer that does not answer within half
     #: of it is dropped (one timer wheel for every connection: heartbeat.py).
     heartbeat: float = Field(30.0, gt=0)
+    #: The same while ``ws_pings`` is shed under pressure (degradation level 1).
+    heartbeat_shed: float = Field(90.0, gt=0)
     #: permessage-deflate; off by default because it costs memory per connection.
     compress: bool = False
     #: Bytes queued in the socket's write buffer before the writer waits for it to drain.
@@ -76,9 +78,31 @@ def kefu_transport_adapters(kernel):
     return [TransportInfo("ws", PATH, "WebSocket, JSON text frames")]
 
 
+def _heartbeats(kernel) -> Heartbeats:
+    def interval(stretched: bool) -> float:
+        s = kernel.config.section("transport_ws")
+        return s.heartbeat_shed if stretched else s.heartbeat
+
+    return kernel.plugin_state("transport_ws.heartbeats", lambda _k: Heartbeats(interval))
+
+
+@hookimpl
+def kefu_degradation_features(kernel):
+    heartbeats = _heartbeats(kernel)
+
+    def set_enabled(enabled: bool) -> None:
+        heartbeats.stretched = not enabled
+
+    return [
+        DegradableFeature(
+            "ws_pings", 45, set_enabled, 1, "server pings every heartbeat_shed (90 s), not 30 s"
+        )
+    ]
+
+
 @hookimpl
 def kefu_routes(kernel):
-    heartbeats = Heartbeats()
+    heartbeats = _heartbeats(kernel)
 
     async def websocket(request: web.Request) -> web.StreamResponse:
         gateway = kernel.gateway

@@ -7,6 +7,10 @@ per message received (:attr:`Beat.seen`), and one task visits, once a second, on
 connections that are due: a connection silent for ``interval`` seconds is pinged; one
 that then stays silent for another half interval (no pong, no frame) is dead, as with
 aiohttp's ``heartbeat``.
+
+Under pressure the transport's ``ws_pings`` feature (degradation level 1) sets
+:attr:`Heartbeats.stretched`: the interval becomes the ``[transport_ws] heartbeat_shed``
+one (read at every turn of the wheel), so the server pings its idle connections less.
 """
 
 from __future__ import annotations
@@ -41,15 +45,22 @@ class Beat:
 class Heartbeats:
     """The wheel of one process (one kernel): ``add`` on connect, ``Beat.gone`` on close."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: Callable[[bool], float] | None = None) -> None:
         self._slots: dict[int, list[Beat]] = {}
         self._task: asyncio.Task | None = None
         self.pings = self.dead = 0
+        #: True while the ``ws_pings`` feature is shed: ``interval(True)`` is used
+        self.stretched = False
+        #: the interval in force, given ``stretched`` (None: the one ``add`` was given)
+        self._interval = interval
+
+    def interval(self, fallback: float) -> float:
+        return fallback if self._interval is None else self._interval(self.stretched)
 
     def add(self, ws: Any, request: Any, interval: float, on_dead: Callable[[], None]) -> Beat:
         loop = asyncio.get_running_loop()
         beat = Beat(ws, request, on_dead, loop.time())
-        self._place(beat, beat.seen + interval)
+        self._place(beat, beat.seen + self.interval(interval))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(interval), name="kefu-ws-heartbeat")
         return beat
@@ -61,6 +72,7 @@ class Heartbeats:
         loop = asyncio.get_running_loop()
         while self._slots:
             await asyncio.sleep(TICK)
+            interval = self.interval(interval)
             now = loop.time()
             current = math.floor(now / TICK)
             visited = 0

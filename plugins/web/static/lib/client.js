@@ -7,7 +7,7 @@
 
 const MAX_BACKOFF_MS = 8000;
 const WS_FAILURES_BEFORE_POLL = 2;
-const PING_EVERY_MS = 20000;
+const PING_EVERY_MS = 20000; // until the server says otherwise (hello/pong heartbeat_s)
 const PONG_WAIT_MS = 8000;
 
 export class Client {
@@ -29,6 +29,9 @@ export class Client {
     this.outgoing = [];
     this.flushing = false;
     this.timer = null;
+    // the server's intervals, stretched while it sheds load (docs/degradation.md level 1)
+    this.pingEveryMs = PING_EVERY_MS;
+    this.recvTimeout = 25;
     window.addEventListener("offline", () => this.drop("offline"));
     window.addEventListener("online", () => this.reconnectNow());
   }
@@ -102,6 +105,9 @@ export class Client {
   dispatch(gen, frame) {
     if (gen !== this.generation || !frame || typeof frame.op !== "string") return;
     if (frame.op === "pong") this.lastPong = Date.now();
+    if ((frame.op === "pong" || frame.op === "hello") && frame.heartbeat_s > 0) {
+      this.pingEveryMs = frame.heartbeat_s * 1000;
+    }
     if (frame.op === "error" && frame.fatal) {
       this.emit("fatal", frame);
       if (frame.code === "invalid_token") {
@@ -155,7 +161,7 @@ export class Client {
         if (!this.lastPong || this.lastPong < sent) this.drop("ping_timeout");
         else this.heartbeat(gen);
       }, PONG_WAIT_MS);
-    }, PING_EVERY_MS);
+    }, this.pingEveryMs);
   }
 
   // -- WebSocket --------------------------------------------------------------------------
@@ -219,7 +225,9 @@ export class Client {
         return;
       }
       if (!resp.ok) throw new Error(`open: ${resp.status}`);
-      session = (await resp.json()).session;
+      const opened = await resp.json();
+      session = opened.session;
+      if (opened.recv_timeout > 0) this.recvTimeout = opened.recv_timeout;
     } catch {
       if (gen === this.generation) this.drop("poll_error");
       return;
@@ -236,10 +244,12 @@ export class Client {
       try {
         const url = new URL("v1/poll/recv", this.base);
         url.searchParams.set("session", session);
-        url.searchParams.set("timeout", "25");
+        url.searchParams.set("timeout", String(this.recvTimeout));
         const resp = await fetch(url, { credentials: this.credentials, signal: this.abort.signal });
         if (!resp.ok) throw new Error(`recv: ${resp.status}`);
-        frames = (await resp.json()).frames || [];
+        const body = await resp.json();
+        frames = body.frames || [];
+        if (body.recv_timeout > 0) this.recvTimeout = body.recv_timeout;
       } catch {
         if (gen === this.generation) this.drop("poll_closed");
         return;
