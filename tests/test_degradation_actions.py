@@ -14,9 +14,13 @@ waits for a marker frame (``pong``, ``ack``, the message), never for silence.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import orjson
 import pytest
-from chat_support import WsPeer, app_kernel, open_chat, poll_peer
+from aiohttp import WSMsgType
+from chat_support import WsPeer, add_site, app_kernel, open_chat, poll_peer, visitor_session
 from test_degradation import client_for, config
 
 from kefu.core.domain import BOT as BOT_STATE
@@ -49,9 +53,9 @@ async def history(client, token: str, conversation_id: str, **query) -> dict:
     return await resp.json()
 
 
-async def recv_answer(client, session: str) -> dict:
-    """One long-poll recv that returns at once (a ping's pong is waiting)."""
-    resp = await client.get(f"/v1/poll/recv?session={session}&timeout=5")
+async def recv_answer(client, session: str, wait: float = 5) -> dict:
+    """One long-poll recv (at once when a frame, a ping's pong, is waiting)."""
+    resp = await client.get(f"/v1/poll/recv?session={session}&timeout={wait}")
     assert resp.status == 200
     return await resp.json()
 
@@ -122,6 +126,65 @@ async def test_level_1_stretches_intervals_and_shrinks_history_pages_then_restor
     page = await history(client, chat.agent_token, cid, limit=50)
     assert (len(page["messages"]), page["has_more"], page["limit"]) == (26, False, 50)
     assert wheel.interval(30.0) == 30.0
+    await poll.close()
+
+
+async def test_the_stretched_intervals_are_the_ones_the_server_keeps(aiohttp_client, tmp_path):
+    """Not only told: the server's pings of an idle WebSocket come ``heartbeat_shed`` apart
+    and an empty long-poll ``recv`` waits ``recv_timeout_shed`` at level 1 (short settings;
+    lower bounds, which a loaded machine cannot make pass early)."""
+    short = (
+        "[transport_ws]\nheartbeat = 1.0\nheartbeat_shed = 4.0\n"
+        "[transport_longpoll]\nrecv_timeout = 0.5\nrecv_timeout_shed = 2.0\n"
+    )
+    client = await client_for(aiohttp_client, tmp_path, config() + short)
+    kernel = app_kernel(client.app)
+    site = await add_site(kernel)
+    token = (await visitor_session(client, site.site.widget_key))["token"]
+    ws = await client.ws_connect(f"/v1/ws?token={token}", autoping=False)
+    assert orjson.loads((await ws.receive()).data)["op"] == "hello"
+
+    async def next_ping(within: float) -> float:
+        """Wait for the server's next protocol ping, answer it, return when it came."""
+        async with asyncio.timeout(within):
+            while True:
+                msg = await ws.receive()
+                assert msg.type in (WSMsgType.PING, WSMsgType.TEXT), msg
+                if msg.type is WSMsgType.PING:
+                    await ws.pong(msg.data)
+                    return time.monotonic()
+
+    # level 0: pinged about every second (the wheel has one-second slots)
+    first = await next_ping(10)
+    second = await next_ping(10)
+    assert second - first < 3.5, second - first
+    poll = await poll_peer(client, token)
+    started = time.monotonic()
+    body = await recv_answer(client, poll.session, wait=10)
+    assert body == {"frames": [], "recv_timeout": 0.5}
+    assert time.monotonic() - started < 1.9
+
+    # level 1: four seconds apart, and the empty recv waits two seconds
+    await kernel.pressure.override(1, 60, by="test")
+    await next_ping(10)  # one placed before the change may still come at the old interval
+    first = await next_ping(15)
+    second = await next_ping(15)
+    assert second - first >= 3.5, second - first
+    started = time.monotonic()
+    body = await recv_answer(client, poll.session, wait=10)
+    assert body == {"frames": [], "recv_timeout": 2.0}
+    assert time.monotonic() - started >= 1.9
+
+    # back to 0: the short waits again
+    await kernel.pressure.override(None, 1)
+    await next_ping(15)  # the one placed at the stretched interval
+    first = await next_ping(10)
+    second = await next_ping(10)
+    assert second - first < 3.5, second - first
+    started = time.monotonic()
+    body = await recv_answer(client, poll.session, wait=10)
+    assert body["recv_timeout"] == 0.5 and time.monotonic() - started < 1.9
+    await ws.close()
     await poll.close()
 
 
