@@ -104,9 +104,13 @@ export class Client {
 
   dispatch(gen, frame) {
     if (gen !== this.generation || !frame || typeof frame.op !== "string") return;
-    if (frame.op === "pong") this.lastPong = Date.now();
     if ((frame.op === "pong" || frame.op === "hello") && frame.heartbeat_s > 0) {
       this.pingEveryMs = frame.heartbeat_s * 1000;
+    }
+    if (frame.op === "hello" && this.open) this.heartbeat(gen); // at the interval it told
+    if (frame.op === "pong") {
+      this.lastPong = Date.now();
+      if (this.pinging) this.heartbeat(gen); // answered: the next ping, at the interval told
     }
     if (frame.op === "error" && frame.fatal) {
       this.emit("fatal", frame);
@@ -150,16 +154,17 @@ export class Client {
     }
   }
 
+  /** Ping every pingEveryMs (the server's heartbeat_s); a pong re-arms the next ping, no pong
+   *  within PONG_WAIT_MS drops the connection. */
   heartbeat(gen) {
     clearTimeout(this.pingTimer);
+    this.pinging = false;
     this.pingTimer = setTimeout(() => {
       if (gen !== this.generation) return;
-      const sent = Date.now();
+      this.pinging = true;
       this.send({ op: "ping" });
       this.pingTimer = setTimeout(() => {
-        if (gen !== this.generation) return;
-        if (!this.lastPong || this.lastPong < sent) this.drop("ping_timeout");
-        else this.heartbeat(gen);
+        if (gen === this.generation) this.drop("ping_timeout");
       }, PONG_WAIT_MS);
     }, this.pingEveryMs);
   }
