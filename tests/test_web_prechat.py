@@ -35,6 +35,7 @@ async def configure_two_fields(admin, base: str) -> None:
     form = admin.locator("#widget-form")
     await form.wait_for()
     await form.locator("textarea[name=greeting]").fill("Welcome to Teapot & Co.")
+    await form.locator("textarea[name=greeting_zh]").fill("欢迎光临茶壶小店")
     await form.locator("input[name=color]").fill("#9a3412")
     await form.locator("input[name=prechat_enabled]").check()
     rows = form.locator("#prechat-fields li")
@@ -78,6 +79,7 @@ async def test_admin_configures_the_form_the_visitor_fills_it_the_agent_sees_it(
             await expect(admin.locator("#widget-message")).to_have_text("Saved.")
             widget = (await storage.get_site(site.site.id)).settings["widget"]
             assert widget["greeting"] == "Welcome to Teapot & Co." and widget["color"] == "#9a3412"
+            assert widget["greeting_zh"] == "欢迎光临茶壶小店"
             fields = widget["prechat"]["fields"]
             assert [(f["key"], f["type"], f["required"]) for f in fields] == [
                 ("email", "email", True),
@@ -90,6 +92,8 @@ async def test_admin_configures_the_form_the_visitor_fills_it_the_agent_sees_it(
             await admin.reload()  # what was saved is what the page shows again
             await expect(admin.locator("#prechat-fields li")).to_have_count(2)
             await expect(admin.locator("input[name=custom_key]").nth(1)).to_have_value("topic")
+            greeting_zh = admin.locator("textarea[name=greeting_zh]")
+            await expect(greeting_zh).to_have_value("欢迎光临茶壶小店")
             await admin.set_viewport_size({"width": 1280, "height": 800})
             await admin.screenshot(
                 path=screenshot_path("ui-en-admin-widget.jpg"), full_page=True, quality=70
@@ -202,6 +206,8 @@ async def test_the_form_and_its_admin_page_in_chinese(tmp_path):
             visitor = await prechat_widget(browser, url, locale="zh-CN")
             sheet = visitor.locator(WIDGET)
             await expect(sheet.locator(".prechat h3")).to_have_text("开始咨询前")
+            # the greeting follows the visitor's language (the English one went to the first test)
+            await expect(sheet.locator(".greeting")).to_have_text("欢迎光临茶壶小店")
             await expect(sheet.locator("label[for=kefu-prechat-email]")).to_contain_text("您的邮箱")
             await expect(sheet.locator("label[for=kefu-prechat-topic]")).to_contain_text("咨询主题")
             options = await sheet.locator("#kefu-prechat-topic option").all_text_contents()

@@ -56,6 +56,7 @@ async def test_admin_saves_the_widget_settings_and_the_config_serves_them(client
     site.site.settings = {"allowed_origins": ["https://shop.test"], "business_hours": {"x": 1}}
     await kernel.storage.update_site(site.site)
     widget = {"title": "Help", "greeting": "Hi!\nAsk us.", "color": "#aa3300"}
+    widget["greeting_zh"] = "您好\n请问"
     widget["prechat"] = {"enabled": True, "fields": FIELDS}
     resp = await patch_widget(client, site, widget)
     assert resp.status == 200, await resp.text()
@@ -70,6 +71,7 @@ async def test_admin_saves_the_widget_settings_and_the_config_serves_them(client
         "Hi!\nAsk us.",
         "#aa3300",
     )
+    assert config["greeting_zh"] == "您好\n请问"  # the widget in Chinese shows it
     assert config["prechat"]["enabled"] is True
     assert [f["key"] for f in config["prechat"]["fields"]] == ["name", "email", "phone", "topic"]
     assert config["prechat"]["fields"][0]["label"] == {"en": "Your name", "zh": "您的称呼"}

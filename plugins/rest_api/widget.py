@@ -97,6 +97,14 @@ class WidgetSettings(Request):
         Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=LONG_TEXT_PATTERN)]
         | None
     ) = Field(None, description="The first line of the panel (default: the widget's own).")
+    greeting_zh: (
+        Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=LONG_TEXT_PATTERN)]
+        | None
+    ) = Field(
+        None,
+        description="The greeting of a widget in Chinese (default: `greeting`, else the "
+        "widget's own Chinese one).",
+    )
     color: Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")] | None = Field(
         None, description="The accent colour, `#rrggbb`."
     )
@@ -132,6 +140,10 @@ class WidgetConfig(BaseModel):
     site_id: str
     name: str = Field(description="The site's `settings.widget.title`, else the site's name.")
     greeting: str | None = Field(description="The site's `settings.widget.greeting`.")
+    greeting_zh: str | None = Field(
+        description="The site's `settings.widget.greeting_zh`: what a widget in Chinese shows "
+        "instead of `greeting`.",
+    )
     color: str | None = Field(description="The site's `settings.widget.color` (CSS colour).")
     languages: list[str] = Field(description="Languages the widget has texts for.")
     protocol: int = Field(description="The client protocol version (docs/protocol.md).")

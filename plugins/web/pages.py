@@ -139,6 +139,7 @@ def make_routes(kernel: Any, pages: Pages) -> list[web.RouteDef]:
             "site_id": site.id,
             "name": _text(widget.get("title")) or site.name,
             "greeting": _text(widget.get("greeting")),
+            "greeting_zh": _text(widget.get("greeting_zh")),  # the widget picks by language
             "color": _text(widget.get("color")),
             "languages": list(LANGUAGES),
             "protocol": 1,

@@ -75,6 +75,7 @@ function fieldOf(li) {
 function draw(widget) {
   form.elements.title.value = widget.title || "";
   form.elements.greeting.value = widget.greeting || "";
+  form.elements.greeting_zh.value = widget.greeting_zh || "";
   form.elements.color.value = widget.color || DEFAULT_COLOR;
   form.elements.default_color.checked = !widget.color;
   form.elements.prechat_enabled.checked = Boolean(widget.prechat?.enabled);
@@ -86,6 +87,7 @@ function collect() {
   return {
     title: text("title"),
     greeting: text("greeting"),
+    greeting_zh: text("greeting_zh"),
     color: form.elements.default_color.checked ? undefined : form.elements.color.value,
     prechat: { enabled: form.elements.prechat_enabled.checked, fields: [...list.children].map(fieldOf) },
   };

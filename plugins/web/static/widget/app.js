@@ -125,7 +125,7 @@ export async function mount(options) {
     stylesheet: `${base}static/widget/widget.css${options.version ? `?v=${options.version}` : ""}`,
     richStylesheet: `${base}static/lib/rich.css${options.version ? `?v=${options.version}` : ""}`,
     title: config.name,
-    greeting: config.greeting,
+    greeting: (lang === "zh" && config.greeting_zh) || config.greeting,
     busy: config.busy === true,
     lang,
   });
