@@ -165,6 +165,20 @@ def test_chinese_without_segmentation():
     assert clf.predict(full_width).intent == "human_agent"  # full-width VIP and comma, NFKC-folded
 
 
+def test_typed_pinyin_meets_the_chinese_phrase_with_or_without_spaces():
+    from kefu.plugins.bot_intents.features import FeatureConfig, build_vectorizer
+
+    union = build_vectorizer(FeatureConfig(chinese=True, glossary=True)).fit(
+        ["订单到哪了", "我要退款", "发票怎么开"]
+    )
+    pinyin = dict(union.transformer_list)["pinyin"]
+    analyze = pinyin.build_analyzer()
+    assert set(analyze("dingdan dao na le")) == set(analyze("订单到哪了"))
+    order, refund, typed = pinyin.transform(["订单到哪了", "我要退款", "dingdan dao na le"])
+    assert (typed @ order.T).toarray()[0, 0] > 0.99
+    assert (typed @ refund.T).toarray()[0, 0] < 0.3
+
+
 def test_threshold_turns_low_confidence_into_out_of_scope():
     clf = train_classifier(*_english())
     text = "what's the weather on mars"

@@ -41,9 +41,14 @@ def normalize_text(text: str) -> str:
     return _normalize(text)
 
 
+_SPACES = re.compile(r"\s+")
+
+
 def pinyin_preprocess(text: str) -> str:
-    """Normalised text with its Chinese characters spelled in toneless pinyin."""
-    return pinyin_text(_normalize(text))
+    """Normalised text with its Chinese characters spelled in toneless pinyin, spaces
+    removed: a Chinese run is spelled as one string (订单到哪了 -> ``dingdandaonale``), so a
+    visitor typing ``dingdan dao na le`` must meet it without the spaces too."""
+    return _SPACES.sub("", pinyin_text(_normalize(text)))
 
 
 def chinese_preprocess(text: str) -> str:
@@ -54,8 +59,9 @@ def chinese_preprocess(text: str) -> str:
 
 
 def chinese_pinyin_preprocess(text: str) -> str:
-    """:func:`chinese_preprocess`, then spelled in toneless pinyin."""
-    return pinyin_text(chinese_preprocess(text))
+    """:func:`chinese_preprocess`, then spelled in toneless pinyin, spaces removed (as
+    :func:`pinyin_preprocess`)."""
+    return _SPACES.sub("", pinyin_text(chinese_preprocess(text)))
 
 
 def tokenize(text: str) -> list[str]:
