@@ -369,8 +369,13 @@ class BlobStore(Protocol):
     async def get_blob(self, site_id: str, blob_id: str) -> tuple[BlobInfo, bytes] | None:
         """The blob and its bytes, or None."""
 
+    async def read_blob(self, site_id: str, blob_id: str, offset: int, length: int) -> bytes | None:
+        """At most ``length`` bytes from ``offset`` (0-based) without reading the rest: a
+        download in pieces and HTTP ``Range`` requests. Fewer bytes at the end of the blob,
+        ``b""`` from ``offset >= size``; None when absent."""
+
     async def delete_blob(self, site_id: str, blob_id: str) -> bool:
-        """Delete; False when absent."""
+        """Delete the bytes for good (an erasure relies on it); False when absent."""
 
 
 class GroupCommit(Generic[T, R]):

@@ -72,7 +72,7 @@ async def test_erasure_is_for_admins_and_removes_messages_from_search(client, wo
     assert (await client.delete(f"/v1/visitors/{vera.id}", headers=world.agent())).status == 403
     resp = await client.delete(f"/v1/visitors/{vera.id}", headers=world.admin())
     assert resp.status == 200
-    assert await resp.json() == {"visitor_id": vera.id, "messages_removed": 1}
+    assert await resp.json() == {"visitor_id": vera.id, "messages_removed": 1, "uploads_deleted": 0}
     assert (await client.get(f"/v1/visitors/{vera.id}", headers=world.admin())).status == 404
     assert (await client.delete(f"/v1/visitors/{vera.id}", headers=world.admin())).status == 404
     hits = await (

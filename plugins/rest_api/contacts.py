@@ -5,7 +5,9 @@ by an agent (a tombstone).
 Needs a storage backend with :class:`~kefu.core.storage.Searchable` (every built-in one).
 Erasures, merges and message deletions leave an audit record (who, when, how much; never
 the erased content) as plugin records of kind ``audit.erasure`` / ``audit.merge`` /
-``audit.message_delete``.
+``audit.message_delete``. An erasure and a message deletion delete the uploaded files the
+messages carried (:func:`~kefu.plugins.rest_api.uploads.delete_attachments`) before the
+rows: an erasure cut short and run again still finds them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from kefu.core.storage import ConversationFilter
 from kefu.plugins.rest_api import models as m
 from kefu.plugins.rest_api.endpoint import ApiError, Call, Endpoint, not_found
 from kefu.plugins.rest_api.search import Time, _searchable
+from kefu.plugins.rest_api.uploads import delete_attachments
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class ContactExport(BaseModel):
 class Erased(BaseModel):
     visitor_id: str
     messages_removed: int
+    uploads_deleted: int = Field(description="Files the erased messages carried, deleted.")
 
 
 async def audit(call: Call, kind: str, data: dict[str, Any]) -> None:
@@ -154,16 +158,42 @@ async def export_contact(call: Call) -> ContactExport:
     )
 
 
+async def _attachments(call: Call, visitor_id: str) -> list[dict[str, Any]]:
+    """Every attachment of every message in the visitor's conversations (whoever sent it)."""
+    storage, found, before = _searchable(call), [], None
+    where = ConversationFilter(visitor_ids=(visitor_id,))
+    while True:
+        page = await storage.find_conversations(
+            call.site_id, where, limit=EXPORT_PAGE, before=before
+        )
+        for conversation in page:
+            after = 0
+            while True:
+                messages = await storage.list_messages(
+                    call.site_id, conversation.id, after_seq=after, limit=EXPORT_PAGE
+                )
+                found += [x.attachment for x in messages if x.attachment]
+                if len(messages) < EXPORT_PAGE:
+                    break
+                after = messages[-1].seq
+        if len(page) < EXPORT_PAGE:
+            return found
+        before = page[-1].updated_at
+
+
 async def erase_contact(call: Call) -> Erased:
     visitor = await _contact(call, "contact.delete")
+    files = await delete_attachments(
+        call.kernel, call.site_id, await _attachments(call, visitor.id)
+    )
     removed = await _searchable(call).delete_visitor(call.site_id, visitor.id)
     if removed < 0:
         raise not_found("visitor")
     await audit(
         call, "audit.erasure", {"visitor_id": visitor.id, "by": call.principal.id,
-                                "messages": removed},
+                                "messages": removed, "uploads": files},
     )  # fmt: skip
-    return Erased(visitor_id=visitor.id, messages_removed=removed)
+    return Erased(visitor_id=visitor.id, messages_removed=removed, uploads_deleted=files)
 
 
 #: Who wrote a message that only ``message.delete_others`` (admins) may delete: a colleague
@@ -214,6 +244,7 @@ async def delete_message(call: Call) -> m.MessageOut:
     now = time.time()
     by = {"kind": call.principal.kind, "id": call.principal.id}
     meta = {"deleted": {"by": call.principal.id, "at": now}}
+    files = await delete_attachments(call.kernel, call.site_id, [message.attachment])
     await storage.redact_message(call.site_id, conversation.id, seq, text="", meta=meta)
     await storage.put_record(
         call.site_id,
@@ -226,6 +257,7 @@ async def delete_message(call: Call) -> m.MessageOut:
             "sender_kind": message.sender_kind,
             "sender_id": message.sender_id,
             "had_attachment": message.attachment is not None,
+            "uploads_deleted": files,
             "by": call.principal.id,
             "at": now,
         },
@@ -295,8 +327,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         erase_contact,
         response=Erased,
         errors=(404, 503),
-        description="Admins only. The contact, their conversations and messages are removed "
-        "from storage and from search at once; an audit record (who, when, how many) stays.",
+        description="Admins only. The files their conversations' messages carried are deleted, "
+        "then the contact, their conversations and messages are removed from storage and from "
+        "search at once; an audit record (who, when, how many) stays.",
         route_path="/v1/visitors/{id:(?!session$)[^{}/]+}",
         **VISITOR_PATH,
     ),
@@ -312,8 +345,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         description="Agents: their own messages and the visitor's or bot's in a conversation "
         "that is theirs or unassigned; admins: any message. The message keeps its place (seq, "
         "cid) with an empty text, no attachment and `meta.deleted` = who and when (a "
-        "tombstone); it leaves search; everyone in the conversation gets a `message_deleted` "
-        "frame; an audit record keeps who deleted whose message when (not its text).",
+        "tombstone); its uploaded file is deleted; it leaves search; everyone in the "
+        "conversation gets a `message_deleted` frame; an audit record keeps who deleted "
+        "whose message when (not its text).",
         path_patterns={"seq": r"^[1-9][0-9]{0,9}$"},
     ),
 )

@@ -22,6 +22,8 @@ ERROR_TEXT = {
     413: "The body or file is too large (`too_large`).",
     429: "Too many failed attempts; see `Retry-After` (`too_many_attempts`).",
     415: "Unsupported body or file type (`unsupported_media_type`, `unsupported_type`).",
+    416: "The byte range starts past the end of the file (`range_not_satisfiable`); "
+    "`Content-Range: bytes */<size>` gives the size.",
     503: "A required plugin is missing.",
 }
 SECURITY_SCHEMES = {
@@ -86,6 +88,8 @@ def _operation(endpoint: Endpoint, refs: dict[tuple[type, str], dict]) -> dict[s
     ]
     if endpoint.query is not None:
         parameters += query_parameters(endpoint.query)
+    extra = copy.deepcopy(endpoint.openapi)
+    parameters += extra.pop("parameters", [])  # headers (Range), after the path and query
     if parameters:
         operation["parameters"] = parameters
     if endpoint.body is not None:
@@ -100,7 +104,6 @@ def _operation(endpoint: Endpoint, refs: dict[tuple[type, str], dict]) -> dict[s
     error_schema = refs[(ErrorResponse, "serialization")]
     for status in endpoint.error_statuses():
         responses[str(status)] = {"description": ERROR_TEXT[status], "content": _json(error_schema)}
-    extra = copy.deepcopy(endpoint.openapi)
     responses.update(extra.pop("responses", {}))
     operation["responses"] = dict(sorted(responses.items()))
     operation.update(extra)

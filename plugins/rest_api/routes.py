@@ -21,23 +21,44 @@ UPLOAD_BODY = {
         },
     }
 }
+_FILE_BODY = {
+    mime: {"schema": {"type": "string", "format": "binary"}} for mime in uploads.EXTENSIONS
+}
+_FILE_HEADERS = {
+    "Content-Disposition": {
+        "schema": {"type": "string"},
+        "description": "`inline` for images, PDFs and text, `attachment` otherwise.",
+    },
+    "X-Content-Type-Options": {"schema": {"type": "string", "const": "nosniff"}},
+    "Accept-Ranges": {"schema": {"type": "string", "const": "bytes"}},
+    "ETag": {"schema": {"type": "string"}, "description": "The upload's id (written once)."},
+}
 UPLOAD_FILE = {
+    "parameters": [
+        {
+            "name": "Range",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "example": "bytes=0-1023"},
+            "description": "One byte range: `bytes=a-b`, `bytes=a-` or `bytes=-n`. Several "
+            "ranges, or an `If-Range` other than the `ETag`, get the whole file (200).",
+        }
+    ],
     "responses": {
         "200": {
             "description": "The file, with its sniffed type.",
+            "headers": _FILE_HEADERS,
+            "content": _FILE_BODY,
+        },
+        "206": {
+            "description": "The byte range asked for.",
             "headers": {
-                "Content-Disposition": {
-                    "schema": {"type": "string"},
-                    "description": "`inline` for images, `attachment` otherwise.",
-                },
-                "X-Content-Type-Options": {"schema": {"type": "string", "const": "nosniff"}},
+                **_FILE_HEADERS,
+                "Content-Range": {"schema": {"type": "string", "example": "bytes 0-1023/52100"}},
             },
-            "content": {
-                mime: {"schema": {"type": "string", "format": "binary"}}
-                for mime in uploads.EXTENSIONS
-            },
-        }
-    }
+            "content": _FILE_BODY,
+        },
+    },
 }
 
 AUTH_ENDPOINTS: tuple[Endpoint, ...] = (
@@ -283,9 +304,23 @@ REST_ENDPOINTS: tuple[Endpoint, ...] = (
         "uploads",
         uploads.get_upload,
         path_patterns={"name": uploads.STORED_NAME_PATTERN},
+        errors=(416,),
         description="Only for callers of the same site; a token can be given as `?token=` "
         "where a header cannot be set (an `<img>` tag).",
         openapi=UPLOAD_FILE,
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/uploads/{site}/{name}",
+        "delete_upload",
+        "Delete an uploaded file",
+        "uploads",
+        uploads.delete_upload,
+        status=204,
+        path_patterns={"name": uploads.STORED_NAME_PATTERN},
+        description="Admins of the site (action `upload.delete`). The bytes are deleted from "
+        "the store for good; a message that carried the file keeps its attachment, which "
+        "then answers 404.",
     ),
     # search, filters, saved views (issue 14): plugins/rest_api/search.py
     *search.ENDPOINTS,

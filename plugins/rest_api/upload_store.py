@@ -11,7 +11,9 @@
 - ``"storage"``: blobs through :class:`kefu.core.storage.BlobStore`, on any backend.
 
 In storage, a file not found as a blob is looked for in the directory too, so
-what a node stored as a file before the switch is still served by that node.
+what a node stored as a file before the switch is still served by that node
+(and deleted from there). Both stores read a slice without the rest of the file
+(``read``: downloads in pieces, HTTP ``Range``) and delete for good (``delete``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ import os
 import weakref
 from pathlib import Path
 from typing import Protocol
-
-from aiohttp import web
 
 from kefu.core.errors import ConfigError
 from kefu.core.kernel import Kernel
@@ -38,9 +38,11 @@ class UploadStore(Protocol):
 
     async def put(self, site_id: str, stored: str, data: bytes, mime: str) -> None: ...
     async def size(self, site_id: str, stored: str) -> int | None: ...
-    async def response(
-        self, site_id: str, stored: str, headers: dict[str, str]
-    ) -> web.StreamResponse | None: ...
+    async def read(self, site_id: str, stored: str, offset: int, length: int) -> bytes | None:
+        """At most ``length`` bytes from ``offset``; None when the upload is absent."""
+
+    async def delete(self, site_id: str, stored: str) -> bool:
+        """Remove the bytes; False when there were none."""
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -62,6 +64,23 @@ def _file_size(path: Path) -> int | None:
         return None
 
 
+def _read_slice(path: Path, offset: int, length: int) -> bytes | None:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read(max(length, 0))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 class FileUploads:
     """``<root>/<site>/<stored name>``, written atomically, 0600 in 0700 folders."""
 
@@ -79,13 +98,11 @@ class FileUploads:
     async def size(self, site_id: str, stored: str) -> int | None:
         return await asyncio.to_thread(_file_size, self.path(site_id, stored))
 
-    async def response(
-        self, site_id: str, stored: str, headers: dict[str, str]
-    ) -> web.StreamResponse | None:
-        path = self.path(site_id, stored)
-        if not await asyncio.to_thread(path.is_file):
-            return None
-        return web.FileResponse(path, headers=headers)
+    async def read(self, site_id: str, stored: str, offset: int, length: int) -> bytes | None:
+        return await asyncio.to_thread(_read_slice, self.path(site_id, stored), offset, length)
+
+    async def delete(self, site_id: str, stored: str) -> bool:
+        return await asyncio.to_thread(_unlink, self.path(site_id, stored))
 
 
 class StorageUploads:
@@ -107,13 +124,13 @@ class StorageUploads:
         info = await self.storage.blob_info(site_id, stored)
         return info.size if info is not None else await self.files.size(site_id, stored)
 
-    async def response(
-        self, site_id: str, stored: str, headers: dict[str, str]
-    ) -> web.StreamResponse | None:
-        found = await self.storage.get_blob(site_id, stored)
-        if found is None:
-            return await self.files.response(site_id, stored, headers)
-        return web.Response(body=found[1], headers=headers)
+    async def read(self, site_id: str, stored: str, offset: int, length: int) -> bytes | None:
+        data = await self.storage.read_blob(site_id, stored, offset, length)
+        return data if data is not None else await self.files.read(site_id, stored, offset, length)
+
+    async def delete(self, site_id: str, stored: str) -> bool:
+        in_storage = await self.storage.delete_blob(site_id, stored)
+        return await self.files.delete(site_id, stored) or in_storage
 
 
 _STORES: weakref.WeakKeyDictionary[Kernel, UploadStore] = weakref.WeakKeyDictionary()

@@ -5,7 +5,9 @@ declared content type, and it is stored under a random name with the
 canonical extension of that type, ``<id>-<name>.<ext>``: as a file in
 ``<data_dir>/uploads/<site>/`` or as a blob in storage (``upload_store.py``).
 Files are served back only to callers of the same site, with
-``X-Content-Type-Options: nosniff`` and a sandboxing CSP.
+``X-Content-Type-Options: nosniff`` and a sandboxing CSP, whole or by range
+(``ranges.py``). An admin may delete one; a deleted message and an erased
+contact take their attachments with them (:func:`delete_attachments`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from typing import Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field
 
+from kefu.core.kernel import Kernel
+from kefu.plugins.rest_api import ranges
 from kefu.plugins.rest_api.endpoint import ApiError, Call, read_bounded
 from kefu.plugins.rest_api.models import UploadOut
 from kefu.plugins.rest_api.upload_store import open_store
@@ -41,6 +46,7 @@ EXTENSIONS: dict[str, str] = {
 INLINE_TYPES = frozenset({"application/pdf", "text/plain"})
 #: Stored names: a 22-character random id, a dash, the sanitised original stem and extension.
 STORED_NAME_PATTERN = r"^[A-Za-z0-9_-]{22}-[A-Za-z0-9._-]{1,80}$"
+_STORED = re.compile(STORED_NAME_PATTERN)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
@@ -149,12 +155,18 @@ async def create_upload(call: Call) -> UploadOut:
     return UploadOut(id=stored, url=url, name=name, size=len(data), mime=mime)
 
 
-async def get_upload(call: Call) -> web.StreamResponse:
-    """Serve a stored file to a caller of the same site."""
+def _own_upload(call: Call) -> tuple[str, str, str]:
+    """Site, stored name and type of the upload in the path; 404 outside the caller's site."""
     site_id, stored = call.params["site"], call.params["name"]
     mime = stored_mime(stored)
     if site_id != call.site_id or mime is None:
         raise ApiError(404, "not_found", "upload not found")
+    return site_id, stored, mime
+
+
+async def get_upload(call: Call) -> web.StreamResponse:
+    """Serve a stored file to a caller of the same site, whole or one byte range."""
+    site_id, stored, mime = _own_upload(call)
     # images, PDFs and text open in the browser (the chat's file cards open them in a tab);
     # sniffed types only, served with nosniff and a sandbox: none of them runs script here
     disposition = "inline" if mime in INLINE_TYPES or mime.startswith("image/") else "attachment"
@@ -165,8 +177,41 @@ async def get_upload(call: Call) -> web.StreamResponse:
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "default-src 'none'; sandbox",
         "Cache-Control": "private, max-age=86400",
+        "ETag": f'"{stored[:22]}"',  # written once: the id is a strong validator
     }
-    response = await open_store(call.kernel).response(site_id, stored, headers)
+    store = open_store(call.kernel)
+    size = await store.size(site_id, stored)
+    response = None
+    if size is not None:
+
+        async def read(offset: int, length: int) -> bytes | None:
+            return await store.read(site_id, stored, offset, length)
+
+        response = await ranges.send(call.request, size, read, headers)
     if response is None:
         raise ApiError(404, "not_found", "upload not found")
     return response
+
+
+async def delete_upload(call: Call) -> None:
+    """Delete a stored file for good (admins); messages that carried it keep a dead link."""
+    site_id, stored, _ = _own_upload(call)
+    await call.require("upload.delete", site_id)
+    if not await open_store(call.kernel).delete(site_id, stored):
+        raise ApiError(404, "not_found", "upload not found")
+    log.info("upload %s/%s deleted by %s", site_id, stored, call.principal.id)
+
+
+def attachment_upload(attachment: Any) -> str | None:
+    """The stored name of a message's attachment (set by the attachment check), or None."""
+    stored = attachment.get("id") if isinstance(attachment, dict) else None
+    return stored if isinstance(stored, str) and _STORED.fullmatch(stored) else None
+
+
+async def delete_attachments(kernel: Kernel, site_id: str, attachments: Iterable[Any]) -> int:
+    """Delete the uploads these message attachments name; how many were there. Another
+    message naming the same upload keeps a dead link (the bytes are gone: an erasure)."""
+    store, deleted = open_store(kernel), 0
+    for stored in {name for a in attachments if (name := attachment_upload(a))}:
+        deleted += await store.delete(site_id, stored)
+    return deleted

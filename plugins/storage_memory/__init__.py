@@ -343,6 +343,10 @@ class MemoryStorage:
     async def get_blob(self, site_id: str, blob_id: str) -> tuple[BlobInfo, bytes] | None:
         return self._blobs.get((site_id, blob_id))
 
+    async def read_blob(self, site_id: str, blob_id: str, offset: int, length: int) -> bytes | None:
+        found = self._blobs.get((site_id, blob_id))
+        return None if found is None else found[1][offset : offset + max(length, 0)]
+
     async def delete_blob(self, site_id: str, blob_id: str) -> bool:
         return self._blobs.pop((site_id, blob_id), None) is not None
 

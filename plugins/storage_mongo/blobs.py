@@ -101,6 +101,28 @@ class MongoBlobs:
         info = BlobInfo(site_id, blob_id, head["size"], head["mime"], head["created_at"])
         return info, b"".join(bytes(c["data"]) for c in chunks)
 
+    async def read_blob(self, site_id: str, blob_id: str, offset: int, length: int) -> bytes | None:
+        head = await self._head(site_id, blob_id)
+        if head is None:
+            return None
+        end = min(offset + max(length, 0), head["size"])
+        if offset >= end:
+            return b""
+        first, last = offset // CHUNK_BYTES, (end - 1) // CHUNK_BYTES  # only the chunks needed
+        query = {"site_id": site_id, "blob_id": blob_id, "n": {"$gte": first, "$lte": last}}
+        try:
+            cursor = self._conn().blob_chunks.find(
+                query, {"_id": 0, "n": 1, "data": 1}, sort=[("n", 1)]
+            )
+            chunks = [doc async for doc in cursor]
+        except PyMongoError as exc:
+            raise StorageError(f"mongo: {exc}") from exc
+        if [c["n"] for c in chunks] != list(range(first, last + 1)):
+            raise StorageError(f"mongo: blob {blob_id!r} has missing chunks")
+        data = b"".join(bytes(c["data"]) for c in chunks)
+        skip = offset - first * CHUNK_BYTES
+        return data[skip : skip + end - offset]
+
     async def delete_blob(self, site_id: str, blob_id: str) -> bool:
         db = self._conn()
         try:

@@ -2,7 +2,8 @@
 
 The bytes are a ``BLOB`` on SQLite and a ``bytea`` on PostgreSQL, in the same
 row as their size and type, so a write is one ``INSERT`` (durable when it
-returns, as every write) and ``blob_info`` reads the small columns only.
+returns, as every write), ``blob_info`` reads the small columns only and
+``read_blob`` a slice (``substr``), not the whole value.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ class SqlBlobs:
         if row is None:
             return None
         return BlobInfo(site_id, blob_id, row[0], row[1], row[2]), bytes(row[3])
+
+    async def read_blob(self, site_id: str, blob_id: str, offset: int, length: int) -> bytes | None:
+        db, sql = self._ready()
+        # substr counts bytes of a BLOB (SQLite) and of a bytea (PostgreSQL), from 1
+        stmt = sql.text(f"SELECT substr(data, ?, ?) FROM {sql.table(blobs)} WHERE {_KEY}")
+        row = await db.fetch_one(stmt, (offset + 1, max(length, 0), site_id, blob_id), "blob")
+        return None if row is None else bytes(row[0] or b"")
 
     async def delete_blob(self, site_id: str, blob_id: str) -> bool:
         db, sql = self._ready()

@@ -75,3 +75,32 @@ async def test_blobs_survive_reopening(durable_store):
         assert (info.mime, data) == ("application/pdf", b"\x00\xffbytes")
     finally:
         await again.close()
+
+
+async def test_read_blob_reads_a_slice(storage):
+    data = bytes(range(256)) * 3
+    await storage.put_blob("s1", "r", data, mime="application/pdf")
+    assert await storage.read_blob("s1", "r", 0, 10) == data[:10]
+    assert await storage.read_blob("s1", "r", 250, 20) == data[250:270]
+    assert await storage.read_blob("s1", "r", 760, 100) == data[760:]  # short at the end
+    assert await storage.read_blob("s1", "r", len(data), 5) == b""
+    assert await storage.read_blob("s1", "r", len(data) + 9, 5) == b""
+    assert await storage.read_blob("s1", "r", 3, 0) == b""
+    got = await storage.read_blob("s1", "r", 0, len(data))
+    assert got == data and isinstance(got, bytes)
+    assert await storage.read_blob("s1", "missing", 0, 5) is None
+    assert await storage.read_blob("s2", "r", 0, 5) is None  # scoped by site
+    await storage.put_blob("s1", "e", b"", mime="text/plain")
+    assert await storage.read_blob("s1", "e", 0, 5) == b""
+    assert await storage.delete_blob("s1", "r")
+    assert await storage.read_blob("s1", "r", 0, 5) is None
+
+
+async def test_read_blob_across_chunk_boundaries(storage):
+    # MongoDB keeps 1 MiB chunks: a slice over two of them, and one inside the last
+    mib = 1024 * 1024
+    data = os.urandom(2 * mib + 100)
+    await storage.put_blob("s1", "c", data, mime="application/pdf")
+    assert await storage.read_blob("s1", "c", mib - 7, 20) == data[mib - 7 : mib + 13]
+    assert await storage.read_blob("s1", "c", 2 * mib + 50, 1000) == data[2 * mib + 50 :]
+    assert await storage.read_blob("s1", "c", 5, 2 * mib) == data[5 : 5 + 2 * mib]

@@ -1,0 +1,269 @@
+"""Uploads on real SQL storage: range requests, and files deleted for good (an admin's
+delete, a deleted message, an erased contact), with files on disk and with blobs in
+storage, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import pytest
+from aiohttp import FormData
+
+from kefu.core.web_app import create_app
+from kefu.plugins.rest_api import ranges
+from kefu.plugins.rest_api.ranges import UNSATISFIABLE, byte_range
+from kefu.plugins.rest_api.upload_store import open_store
+from tests.chat_support import app_kernel, login, make_kernel, open_chat
+from tests.conftest import service_unavailable
+from tests.rest_support import bearer
+
+POSTGRES_DSN = os.environ.get("KEFU_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256))
+PDF = b"%PDF-1.7\n" + bytes(range(256)) * 2
+#: A text upload longer than two download pieces, every byte's place recognisable.
+TEXT = b"".join(b"%09d\n" % n for n in range(ranges.PIECE * 2 // 10 + 77))
+
+
+@pytest.fixture(
+    params=[
+        ("files", "sqlite"),
+        ("storage", "sqlite"),
+        ("files", "postgres"),
+        ("storage", "postgres"),
+    ],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
+async def client(request, aiohttp_client, tmp_path):
+    store, engine = request.param
+    config = f'[uploads]\nmax_bytes = 2097152\nstore = "{store}"\n'
+    schema = None
+    if engine == "postgres":
+        try:
+            import asyncpg
+
+            conn = await asyncpg.connect(POSTGRES_DSN, timeout=5)
+            await conn.close()
+        except (ImportError, OSError, TimeoutError) as exc:
+            service_unavailable(f"PostgreSQL ({exc})")
+        schema = f"kefu_up_{secrets.token_hex(5)}"
+        config += f'[sql]\nurl = "{POSTGRES_DSN}"\npg_schema = "{schema}"\n'
+    client = await aiohttp_client(create_app(make_kernel(tmp_path, config, storage="sql")))
+    assert open_store(app_kernel(client.app)).kind == store
+    yield client
+    if schema is not None:
+        await client.close()
+        conn = await asyncpg.connect(POSTGRES_DSN, timeout=5)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+async def upload(client, token: str, data: bytes, name: str) -> dict:
+    body = FormData()
+    body.add_field("file", data, filename=name, content_type="application/octet-stream")
+    resp = await client.post("/v1/uploads", data=body, headers=bearer(token))
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def kept(client, site_id: str, stored: str) -> bool:
+    """Whether any byte of the upload is left: the file on disk, or the blob's row."""
+    kernel = app_kernel(client.app)
+    on_disk = (kernel.data_dir / "uploads" / site_id / stored).exists()
+    in_storage = await kernel.storage.blob_info(site_id, stored) is not None
+    assert not (on_disk and in_storage)  # one store or the other, never both
+    return on_disk or in_storage
+
+
+@pytest.fixture
+async def chat(client):
+    return await open_chat(client)
+
+
+@pytest.fixture
+async def admin(client, chat):
+    return bearer(await login(client, chat.site.site.id, chat.site.admin.email))
+
+
+# -- Range ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("header", "size", "expected"),
+    [
+        (None, 10, None),
+        ("bytes=0-3", 10, (0, 3)),
+        ("bytes=2-", 10, (2, 9)),
+        ("bytes=-3", 10, (7, 9)),
+        ("bytes=-30", 10, (0, 9)),
+        ("bytes=4-400", 10, (4, 9)),
+        ("bytes=9-9", 10, (9, 9)),
+        ("BYTES=1-2", 10, (1, 2)),
+        (" bytes=1-2 ", 10, (1, 2)),
+        ("bytes=10-", 10, UNSATISFIABLE),
+        ("bytes=10-20", 10, UNSATISFIABLE),
+        ("bytes=-0", 10, UNSATISFIABLE),
+        ("bytes=0-", 0, UNSATISFIABLE),
+        ("bytes=-5", 0, UNSATISFIABLE),
+        ("bytes=5-2", 10, None),
+        ("bytes=-", 10, None),
+        ("bytes=0-1,4-5", 10, None),
+        ("items=0-1", 10, None),
+        ("bytes=abc", 10, None),
+        ("bytes=" + "9" * 40 + "-", 10, None),
+    ],
+)
+def test_byte_range(header, size, expected):
+    assert byte_range(header, size) == expected
+
+
+async def test_downloads_answer_ranges(client, chat):
+    body = await upload(client, chat.visitor_token, TEXT, "log.txt")
+    url, size, auth = body["url"], len(TEXT), bearer(chat.agent_token)
+
+    resp = await client.get(url, headers=auth)
+    assert resp.status == 200 and await resp.read() == TEXT
+    assert resp.headers["Accept-Ranges"] == "bytes"
+    assert int(resp.headers["Content-Length"]) == size
+    assert "Content-Range" not in resp.headers
+    etag = resp.headers["ETag"]
+
+    piece = ranges.PIECE
+    cases = {
+        "bytes=0-9": (0, 9),
+        "bytes=10-": (10, size - 1),
+        "bytes=-5": (size - 5, size - 1),
+        f"bytes=-{size + 10}": (0, size - 1),
+        "bytes=5-99999999": (5, size - 1),
+        f"bytes={piece - 10}-{piece + 10}": (piece - 10, piece + 10),  # across two pieces
+        f"bytes={size - 1}-": (size - 1, size - 1),
+    }
+    for header, (first, last) in cases.items():
+        resp = await client.get(url, headers={**auth, "Range": header})
+        assert resp.status == 206, header
+        assert resp.headers["Content-Range"] == f"bytes {first}-{last}/{size}", header
+        assert resp.headers["Accept-Ranges"] == "bytes"
+        assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert int(resp.headers["Content-Length"]) == last - first + 1
+        assert await resp.read() == TEXT[first : last + 1], header
+
+    for header in (f"bytes={size}-", f"bytes={size + 5}-{size + 9}", "bytes=-0"):
+        resp = await client.get(url, headers={**auth, "Range": header})
+        assert resp.status == 416, header
+        assert resp.headers["Content-Range"] == f"bytes */{size}"
+        assert resp.headers["Accept-Ranges"] == "bytes"
+        assert (await resp.json())["error"]["code"] == "range_not_satisfiable"
+
+    # several ranges, a malformed one, another unit: the whole file
+    for header in ("bytes=0-1,5-6", "bytes=9-2", "items=0-5"):
+        resp = await client.get(url, headers={**auth, "Range": header})
+        assert resp.status == 200, header
+        assert await resp.read() == TEXT
+
+    resp = await client.get(url, headers={**auth, "Range": "bytes=3-5", "If-Range": etag})
+    assert resp.status == 206 and await resp.read() == TEXT[3:6]
+    stale = {**auth, "Range": "bytes=3-5", "If-Range": "Wed, 21 Oct 2015 07:28:00 GMT"}
+    resp = await client.get(url, headers=stale)
+    assert resp.status == 200 and await resp.read() == TEXT
+
+    # an image too, by ?token= (an <img> or <video> asks for ranges without a header)
+    png = await upload(client, chat.visitor_token, PNG, "p.png")
+    resp = await client.get(
+        png["url"], params={"token": chat.agent_token}, headers={"Range": "bytes=0-7"}
+    )
+    assert resp.status == 206 and await resp.read() == PNG[:8]
+    assert resp.headers["Content-Type"] == "image/png"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# -- deleting ------------------------------------------------------------------------------
+async def test_an_admin_deletes_an_upload(client, chat, admin):
+    site_id = chat.site.site.id
+    body = await upload(client, chat.visitor_token, PDF, "d.pdf")
+    other = await upload(client, chat.visitor_token, PNG, "keep.png")
+    assert await kept(client, site_id, body["id"])
+
+    agent = bearer(chat.agent_token)
+    assert (await client.delete(body["url"], headers=agent)).status == 403
+    assert (await client.delete(body["url"], headers=bearer(chat.visitor_token))).status == 403
+    assert await kept(client, site_id, body["id"])
+
+    resp = await client.delete(body["url"], headers=admin)
+    assert resp.status == 204, await resp.text()
+    assert (await client.get(body["url"], headers=agent)).status == 404
+    resp = await client.get(body["url"], headers={**agent, "Range": "bytes=0-3"})
+    assert resp.status == 404
+    assert not await kept(client, site_id, body["id"])
+    assert (await client.delete(body["url"], headers=admin)).status == 404
+    # the other upload is untouched
+    assert await kept(client, site_id, other["id"])
+    assert await (await client.get(other["url"], headers=agent)).read() == PNG
+
+
+async def send_file(chat, cid: str, upload_body: dict, *, by: str = "visitor") -> dict:
+    peer = chat.visitor if by == "visitor" else chat.agent
+    other = chat.agent if by == "visitor" else chat.visitor
+    kind = "image" if upload_body["mime"].startswith("image/") else "file"
+    await peer.send(
+        op="send",
+        conversation_id=chat.conversation_id,
+        cid=cid,
+        type=kind,
+        attachment={"id": upload_body["id"]},
+    )
+    ack = await peer.expect("ack", cid=cid)
+    await other.expect("message", cid=cid)
+    return ack
+
+
+async def test_deleting_a_message_deletes_its_upload(client, chat, admin):
+    site_id = chat.site.site.id
+    photo = await upload(client, chat.visitor_token, PNG, "photo.png")
+    doc = await upload(client, chat.visitor_token, PDF, "doc.pdf")
+    sent = await send_file(chat, "c1", photo)
+    await send_file(chat, "c2", doc)
+    seq = sent["seq"]
+
+    url = f"/v1/conversations/{chat.conversation_id}/messages/{seq}"
+    resp = await client.delete(url, headers=admin)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["attachment"] is None
+    assert (await client.get(photo["url"], headers=admin)).status == 404
+    assert not await kept(client, site_id, photo["id"])
+    # the other message's file stays
+    assert await kept(client, site_id, doc["id"])
+    assert (await client.get(doc["url"], headers=admin)).status == 200
+    records = await app_kernel(client.app).storage.list_records(site_id, "audit.message_delete")
+    assert [r.data["uploads_deleted"] for r in records] == [1]
+
+
+async def test_erasing_a_contact_deletes_the_uploads_of_their_messages(client, chat, admin):
+    kernel = app_kernel(client.app)
+    site_id = chat.site.site.id
+    theirs = [
+        await upload(client, chat.visitor_token, PNG, "me.png"),
+        await upload(client, chat.visitor_token, PDF, "id-card.pdf"),
+    ]
+    for n, body in enumerate(theirs):
+        await send_file(chat, f"v{n}", body)
+    from_agent = await upload(client, chat.agent_token, PDF, "invoice.pdf")
+    await send_file(chat, "a0", from_agent, by="agent")
+    # another visitor's file, in another conversation: not theirs to erase
+    other_chat = await open_chat(client, chat.site)
+    stranger = await upload(client, other_chat.visitor_token, PNG, "stranger.png")
+    await send_file(other_chat, "s0", stranger)
+    unsent = await upload(client, chat.visitor_token, PNG, "never-sent.png")
+
+    conversation = await kernel.storage.get_conversation(site_id, chat.conversation_id)
+    resp = await client.delete(f"/v1/visitors/{conversation.visitor_id}", headers=admin)
+    assert resp.status == 200, await resp.text()
+    erased = await resp.json()
+    assert erased["uploads_deleted"] == 3 and erased["messages_removed"] >= 3
+
+    for body in (*theirs, from_agent):
+        assert (await client.get(body["url"], headers=admin)).status == 404, body["name"]
+        assert not await kept(client, site_id, body["id"]), body["name"]
+    for body in (stranger, unsent):  # not carried by the erased messages
+        assert await kept(client, site_id, body["id"]), body["name"]
+    records = await kernel.storage.list_records(site_id, "audit.erasure")
+    assert [r.data["uploads"] for r in records] == [3]
