@@ -67,6 +67,18 @@ async def prechat_widget(browser, url: str, **context_args):
     return page
 
 
+async def expect_contact_answers(page, base: str, visitor_id: str, label: str, value: str):
+    """The contact page shows the answer under the form's label, not as the attribute key."""
+    await page.goto(f"{base}console/contacts#v={visitor_id}")
+    await page.locator("body[data-contacts-ready]").wait_for()
+    answers = page.locator("#contact-detail .prechat-answers")
+    await expect(answers.locator("dt")).to_have_text([label])
+    await expect(answers.locator("dd")).to_have_text([value])
+    profile = page.locator("#contact-detail .contact-profile")
+    await expect(profile).to_be_visible()
+    await expect(profile.locator("dt", has_text="topic")).to_have_count(0)
+
+
 async def test_admin_configures_the_form_the_visitor_fills_it_the_agent_sees_it(tmp_path):
     kefu = await start_kefu(tmp_path)
     shop_runner, shop_base = await start_shop(kefu.base)
@@ -163,6 +175,7 @@ async def test_admin_configures_the_form_the_visitor_fills_it_the_agent_sees_it(
             await expect(answers.locator("dd")).to_have_text(["Orders"])
             await expect(panel.locator("dt", has_text="topic")).to_have_count(0)
             await admin.screenshot(path=screenshot_path("ui-en-prechat-console.jpg"), quality=70)
+            await expect_contact_answers(admin, kefu.base, stored.id, "What is it about?", "Orders")
 
             # answered once: a reload goes straight to the chat
             await visitor.reload()
@@ -233,6 +246,8 @@ async def test_the_form_and_its_admin_page_in_chinese(tmp_path):
             await expect(panel.locator(".prechat-answers dt")).to_have_text(["咨询主题"])
             await expect(panel.locator(".prechat-answers dd")).to_have_text(["退货"])
             await admin.screenshot(path=screenshot_path("ui-zh-prechat-console.jpg"), quality=70)
+            (stored,) = await kefu.kernel.storage.list_visitors(site.site.id, limit=10)
+            await expect_contact_answers(admin, kefu.base, stored.id, "咨询主题", "退货")
             assert admin.errors.errors == [] and visitor.errors.errors == []
     finally:
         await shop_runner.cleanup()

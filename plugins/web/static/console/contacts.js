@@ -6,6 +6,7 @@
 import { api } from "../lib/api.js";
 import { h, replace, timeOf } from "../lib/dom.js";
 import { ready, tr } from "../lib/tr.js";
+import { prechatAnswers } from "./prechat.js";
 
 const list = document.getElementById("contact-list");
 const search = document.getElementById("contact-search");
@@ -154,7 +155,10 @@ async function show(id) {
     replace(detail, h("p", { class: "error" }, err.status === 404 ? tr("This contact does not exist any more.") : err.message));
     return;
   }
-  const attrs = Object.entries(visitor.attributes || {});
+  // the pre-chat form's answers under their labels (as in the visitor panel), not their keys
+  const [answers, asked] = await prechatAnswers(visitor);
+  if (current !== id) return; // another contact was chosen meanwhile
+  const attrs = Object.entries(visitor.attributes || {}).filter(([k]) => !asked.has(k));
   const rows = [
     [tr("E-mail"), visitor.email || "—"],
     [tr("First seen"), when(visitor.created_at)],
@@ -166,6 +170,7 @@ async function show(id) {
     h("dl", { class: "contact-profile" },
       ...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { translate: "no" }, v)]),
       ...attrs.flatMap(([k, v]) => [h("dt", { translate: "no" }, k), h("dd", { translate: "no", dataset: { attribute: k } }, typeof v === "string" ? v : JSON.stringify(v))])),
+    answers,
     h("h3", {}, tr("Conversations ({n})", { n: conversations.length })),
     conversations.length
       ? h("ul", { id: "contact-conversations", class: "contact-conversations" }, ...conversations.map((c) => h("li", { dataset: { id: c.id } },

@@ -1,7 +1,7 @@
 // The visitor panel's "Pre-chat form" list: the visitor's answers under the labels the site's
 // form gives them (/console/prechat.json: the fields, on or off), in the agent's language, a
 // choice shown by its label (name and e-mail have their rows already). The keys it shows are
-// left out of the custom attributes.
+// left out of the custom attributes. The contact page (contacts.js) shows the same list.
 import { api } from "../lib/api.js";
 import { h } from "../lib/dom.js";
 import { LANG, tr } from "../lib/tr.js";
@@ -36,6 +36,6 @@ export async function prechatAnswers(visitor) {
     h("h3", {}, tr("Pre-chat form")),
     h("dl", {}, ...answered.flatMap(([field, value]) => [
       h("dt", { translate: "no", dataset: { key: field.key } }, labelOf(field.label, field.key)),
-      h("dd", { translate: "no" }, value)])));
+      h("dd", { translate: "no", dataset: { attribute: field.key } }, value)])));
   return [section, new Set(answered.map(([field]) => field.key))];
 }
