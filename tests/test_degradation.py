@@ -45,7 +45,8 @@ QUIET = (
 
 
 #: The built-in features shed at level 1 and (besides) at level 2, in shedding order
-#: (priority; the level-2 ones interleave: ``bot_kb_feedback`` 30, ``bot_embeddings`` 40).
+#: (priority; the level-2 ones interleave: ``bot_kb_feedback`` 30, ``kb_suggestions`` 35,
+#: ``bot_embeddings`` 40).
 LEVEL_1 = (
     "typing",
     "presence",
@@ -55,13 +56,14 @@ LEVEL_1 = (
     "longpoll_interval",
     "history_pages",
 )
-LEVEL_2 = ("bot_kb_feedback", "bot_embeddings")
+LEVEL_2 = ("bot_kb_feedback", "kb_suggestions", "bot_embeddings")
 #: Both, in shedding order: (priority, name)
 SHED_AT_2 = (
     "typing",
     "presence",
     "bot_kb_feedback",
     "read_receipts",
+    "kb_suggestions",
     "bot_embeddings",
     "heartbeat",
     "ws_pings",

@@ -4,7 +4,8 @@
   long-poll ``recv_timeout``, the server's WebSocket pings) and serves smaller history
   pages, and the normal values come back when the level drops;
 - level 2 switches the bot's enrichments off through ``kefu_degradation_features`` (the
-  "did this help?" question after an article answer, the classifier's embedding pass);
+  "did this help?" question after an article answer, the console's article suggestions,
+  the classifier's embedding pass);
 - the never-shed list (send, ack, storage, delivery to the agent and back) holds at every
   level, 0 to 3.
 
@@ -20,7 +21,15 @@ import time
 import orjson
 import pytest
 from aiohttp import WSMsgType
-from chat_support import WsPeer, add_site, app_kernel, open_chat, poll_peer, visitor_session
+from chat_support import (
+    WsPeer,
+    add_site,
+    app_kernel,
+    login,
+    open_chat,
+    poll_peer,
+    visitor_session,
+)
 from test_degradation import client_for, config
 
 from kefu.core.domain import BOT as BOT_STATE
@@ -272,6 +281,16 @@ async def test_level_2_switches_the_bot_enrichments_off_through_the_hook(aiohttp
         ]  # frames already sent with the answer (the question comes right after it)
         return [answer, *more], guest
 
+    admin = {"Authorization": f"Bearer {await login(client, sid, site.admin.email)}"}
+
+    async def suggestions() -> dict:
+        resp = await client.get("/v1/kb/search?q=warranty&limit=3", headers=admin)
+        assert resp.status == 200
+        return await resp.json()
+
+    found = await suggestions()
+    assert found["shed"] is False and found["hits"][0]["article_id"] == "warranty-en"
+
     # level 0: the article's passage, then "Did this help?" with Yes/No
     frames, guest = await ask("q0", "how long is the warranty")
     assert '"Warranty and repairs"' in frames[0]["text"]
@@ -283,7 +302,8 @@ async def test_level_2_switches_the_bot_enrichments_off_through_the_hook(aiohttp
 
     # level 2: the features are shed (by the hook, no import between plugins)
     await kernel.pressure.override(2, 60, by="test")
-    assert {"bot_kb_feedback", "bot_embeddings"} <= set(kernel.pressure.shed)
+    assert {"bot_kb_feedback", "kb_suggestions", "bot_embeddings"} <= set(kernel.pressure.shed)
+    assert await suggestions() == {"hits": [], "min_score": found["min_score"], "shed": True}
     state = enrichments(kernel)
     assert state.kb_feedback is False and state.embeddings is False
     frames, guest = await ask("q2", "how long is the warranty ")  # not the cached text
@@ -299,6 +319,7 @@ async def test_level_2_switches_the_bot_enrichments_off_through_the_hook(aiohttp
     # back to 0: asked again
     await kernel.pressure.override(None, 1)
     assert state.kb_feedback is True and state.embeddings is True
+    assert (await suggestions())["hits"][0]["article_id"] == "warranty-en"
     frames, _ = await ask("q3", "how long is the warranty  ")
     assert [f["text"] for f in frames[1:]] == ["Did this help?"]
     if classifier is not None and classifier.encoder is not None:

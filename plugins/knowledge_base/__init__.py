@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kefu.core.errors import ApiError
 from kefu.core.storage import VersionConflict
-from kefu.core.types import KnowledgeAnswer, RestEndpoint
+from kefu.core.types import DegradableFeature, KnowledgeAnswer, RestEndpoint
 from kefu.hooks import hookimpl
 from kefu.plugins.knowledge_base.retrieval import Index, split_passages, terms
 
@@ -79,6 +79,11 @@ class SearchResult(BaseModel):
     hits: list[SearchHit]
     #: The bot answers from the first hit only when its score is at least this.
     min_score: float
+    shed: bool = Field(
+        False,
+        description="True while the server is under pressure (degradation level 2, feature "
+        "`kb_suggestions`): nothing was searched and `hits` is empty; ask again later.",
+    )
 
 
 class Library:
@@ -88,6 +93,9 @@ class Library:
         self.kernel = kernel
         self._indexes: dict[str, tuple[float, Index]] = {}
         self.warming: asyncio.Future | None = None  # the text tables loading (kefu_startup)
+        #: False while ``kb_suggestions`` is shed under pressure: ``/v1/kb/search`` (the
+        #: console's suggestions per visitor message) answers ``shed`` without searching
+        self.suggestions = True
 
     async def articles(self, site_id: str) -> list[Any]:
         records, after = [], ""
@@ -221,7 +229,11 @@ async def delete_article(call: Any) -> None:
 
 async def search(call: Any) -> SearchResult:
     await call.require("conversation.read", call.site_id)
-    index = await library(call.kernel).index(call.site_id)
+    lib = library(call.kernel)
+    min_score = call.kernel.config.section("knowledge_base").min_score
+    if not lib.suggestions:  # shed under pressure (degradation level 2): no search at all
+        return SearchResult(hits=[], min_score=min_score, shed=True)
+    index = await lib.index(call.site_id)
     hits = index.search(call.query.q, call.query.limit)
     return SearchResult(
         hits=[
@@ -234,8 +246,26 @@ async def search(call: Any) -> SearchResult:
             )
             for h in hits
         ],
-        min_score=call.kernel.config.section("knowledge_base").min_score,
+        min_score=min_score,
     )
+
+
+@hookimpl
+def kefu_degradation_features(kernel):
+    lib = library(kernel)
+
+    def set_enabled(enabled: bool) -> None:
+        lib.suggestions = bool(enabled)
+
+    return [
+        DegradableFeature(
+            "kb_suggestions",
+            35,
+            set_enabled,
+            2,
+            "no article search for the console's suggestions (/v1/kb/search answers shed)",
+        )
+    ]
 
 
 @hookimpl

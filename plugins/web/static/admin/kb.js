@@ -106,6 +106,10 @@ document.getElementById("kb-search-form").addEventListener("submit", async (even
     replace(hits, h("p", { class: "error" }, err.message));
     return;
   }
+  if (found.shed) {
+    replace(hits, h("p", { class: "muted kb-verdict" }, tr("Article suggestions are paused while the server is busy.")));
+    return;
+  }
   if (!found.hits.length) {
     replace(hits, h("p", { class: "muted kb-verdict" }, tr("No article matches: the bot would use the flow's fallback.")));
     return;

@@ -83,6 +83,11 @@ export class Suggestions {
       .sort((a, b) => b.score - a.score)
       .slice(0, CANNED_SHOWN);
     const hits = found?.hits || [];
+    if (found?.shed) { // the server sheds load: articles are not searched for now
+      replace(this.panel, h("h3", {}, tr("Suggestions")),
+        h("p", { class: "muted suggest-shed" }, tr("Article suggestions are paused while the server is busy.")));
+      return;
+    }
     replace(this.panel,
       h("h3", {}, tr("Suggestions")),
       h("p", { class: "muted suggest-for" }, tr("For: “{text}”", { text: question.slice(0, 80) })),
