@@ -8,7 +8,7 @@ import os
 import secrets
 
 import pytest
-from aiohttp import FormData
+from aiohttp import ClientPayloadError, ClientTimeout, FormData, web
 
 from kefu.core.web_app import create_app
 from kefu.plugins.rest_api import ranges
@@ -267,3 +267,22 @@ async def test_erasing_a_contact_deletes_the_uploads_of_their_messages(client, c
         assert await kept(client, site_id, body["id"]), body["name"]
     records = await kernel.storage.list_records(site_id, "audit.erasure")
     assert [r.data["uploads"] for r in records] == [3]
+
+
+async def test_a_file_gone_while_sent_ends_the_connection_short(aiohttp_client):
+    """A download whose file is deleted between two pieces must not look whole."""
+    data = b"x" * (ranges.PIECE * 2)
+
+    async def read(offset: int, length: int) -> bytes | None:
+        return data[offset : offset + length] if offset == 0 else None  # gone after one piece
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await ranges.send(request, len(data), read, {"Content-Type": "text/plain"})
+
+    app = web.Application()
+    app.router.add_get("/f", handler)
+    client = await aiohttp_client(app)
+    resp = await client.get("/f", timeout=ClientTimeout(total=10))  # a hang fails too
+    assert resp.status == 200 and resp.headers["Content-Length"] == str(len(data))
+    with pytest.raises(ClientPayloadError):
+        await resp.read()
