@@ -106,14 +106,15 @@ async def browser():
 
 ADMIN_PAGES = [
     "status", "reports", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "kb",
-    "identity", "plugins",
+    "webhooks", "identity", "plugins",
 ]  # fmt: skip
 #: Words on the pages that are data or names, not texts to translate.
 NOT_TEXT = {
     "kefu", "Ada", "Bob", "admin", "agent", "test", "UTC", "IANA", "YYYY", "sha256", "docs",
     "bot", "PNG", "JPEG", "GIF", "WebP", "English", "Teapot", "kefu.toml", "https", "shop",
     "example", "billing", "sales", "hello", "then", "agent_tools", "bot_intents",
-    "shop.example", "bot.md", "sha", "CSV", "Markdown",
+    "shop.example", "bot.md", "sha", "CSV", "Markdown", "URL", "JSON", "POST", "integrations.md",
+    "crm.example.com",
 }  # fmt: skip
 
 ENGLISH_WORDS = """els => {
@@ -149,6 +150,12 @@ async def signed_in(browser, kefu, email, locale, password=PASSWORD):
     return page
 
 
+async def shoot(page, name: str) -> None:
+    """``name``.png for review and ``name``.jpg, the copy docs/img keeps (docs/ui.md)."""
+    await page.screenshot(path=screenshot_path(f"{name}.png"))
+    await page.screenshot(path=screenshot_path(f"{name}.jpg"), quality=70)
+
+
 async def english_left(page, ids: tuple[str, ...] = ()) -> list[str]:
     """English words on the page that are neither data nor an id ("访客 3fK9aZ")."""
     found = await page.evaluate(ENGLISH_WORDS, None)
@@ -169,7 +176,7 @@ async def test_every_screen_in_chinese_and_english(kefu, browser):
             await expect(login.locator("button[type=submit]")).to_have_text("登录")
             left = await english_left(login)
             assert left == [], f"login: {left}"
-        await login.screenshot(path=screenshot_path(f"ui-{lang}-login.png"))
+        await shoot(login, f"ui-{lang}-login")
         await login.context.close()
 
         ada = await signed_in(browser, kefu, site.admin.email, locale)
@@ -188,7 +195,7 @@ async def test_every_screen_in_chinese_and_english(kefu, browser):
             ids = tuple(c.visitor_id for c in conversations)
             left = await english_left(ada, ids)
             assert left == [], f"console: {left}"
-        await ada.screenshot(path=screenshot_path(f"ui-{lang}-console.png"))
+        await shoot(ada, f"ui-{lang}-console")
         for name in ADMIN_PAGES:
             await ada.goto(f"{kefu.base}admin/{name}")
             await ada.locator(".admin-main h1").wait_for()
@@ -196,12 +203,12 @@ async def test_every_screen_in_chinese_and_english(kefu, browser):
             if lang == "zh":
                 left = await english_left(ada)
                 assert left == [], f"admin/{name}: {left}"
-            await ada.screenshot(path=screenshot_path(f"ui-{lang}-admin-{name}.png"))
+            await shoot(ada, f"ui-{lang}-admin-{name}")
         await ada.goto(f"{kefu.base}console/profile")
         if lang == "zh":
             left = await english_left(ada)
             assert left == [], f"profile: {left}"
-        await ada.screenshot(path=screenshot_path(f"ui-{lang}-profile.png"))
+        await shoot(ada, f"ui-{lang}-profile")
         assert ada.errors == []
         await ada.context.close()
     await visitor.context.close()
@@ -284,12 +291,12 @@ async def test_the_widget_is_a_full_screen_sheet_on_a_phone(kefu, browser):
         phone = await context.new_page()
         await phone.goto(kefu.base)  # the demo shop: a mobile page (<meta name=viewport>)
         await phone.locator("#kefu-widget .launcher").wait_for()
-        await phone.screenshot(path=screenshot_path(f"ui-{lang}-phone-closed.png"))
+        await shoot(phone, f"ui-{lang}-phone-closed")
         await open_widget(phone)
         box = await phone.locator("#kefu-widget .panel").bounding_box()
         assert box == {"x": 0, "y": 0, "width": 375, "height": 667}, box
         await expect(phone.locator("#kefu-widget .launcher")).to_be_hidden()
-        await phone.screenshot(path=screenshot_path(f"ui-{lang}-phone-open.png"))
+        await shoot(phone, f"ui-{lang}-phone-open")
         await phone.locator("#kefu-widget .close").click()
         await expect(phone.locator("#kefu-widget .launcher")).to_be_visible()
         await phone.context.close()

@@ -2,6 +2,7 @@
 // and per subscription its queue, delivery log and dead letters with "Resend".
 import { api, ApiError } from "../lib/api.js";
 import { h, replace } from "../lib/dom.js";
+import { ready, tr } from "../lib/tr.js";
 
 const rows = document.getElementById("webhook-rows");
 const form = document.getElementById("webhook-form");
@@ -11,6 +12,7 @@ const logBox = document.getElementById("webhook-log");
 const logTitle = document.getElementById("webhook-log-title");
 const deliveryRows = document.getElementById("delivery-rows");
 let shown = null; // { sub, status }
+const STATUS = { queued: "Queued", delivered: "Delivered", dead: "Dead letters" };
 
 function say(text, error = false) {
   message.hidden = !text;
@@ -29,25 +31,25 @@ async function load() {
   } catch (err) {
     const missing = err instanceof ApiError && err.status === 404;
     replace(rows, h("tr", {}, h("td", { colspan: "4", class: missing ? "muted" : "error" },
-      missing ? "Webhooks need the webhooks plugin." : err.message)));
+      missing ? tr("Webhooks need the webhooks plugin.") : err.message)));
     form.hidden = missing;
     return;
   }
   if (!eventsBox.querySelector("input")) {
     for (const name of ["*", ...listing.events]) {
-      eventsBox.append(h("label", { class: "check" }, h("input", { type: "checkbox", name: "events", value: name }),
-        name === "*" ? " every event" : ` ${name}`));
+      eventsBox.append(h("label", { class: "check" }, h("input", { type: "checkbox", name: "events", value: name }), " ",
+        name === "*" ? tr("every event") : h("code", { translate: "no" }, name)));
     }
   }
   replace(rows, ...(listing.webhooks.length ? listing.webhooks.map((w) => h("tr", { dataset: { id: w.id } },
-    h("td", {}, w.url, w.description ? h("div", { class: "muted" }, w.description) : null),
-    h("td", {}, w.events.join(", ")),
-    h("td", {}, w.active ? "yes" : "paused"),
+    h("td", { translate: "no" }, w.url, w.description ? h("div", { class: "muted" }, w.description) : null),
+    h("td", {}, w.events.includes("*") ? tr("every event") : h("code", { translate: "no" }, w.events.join(", "))),
+    h("td", {}, w.active ? tr("yes") : tr("paused")),
     h("td", {},
-      h("button", { type: "button", class: "ghost", onclick: () => show(w, "queued") }, "Deliveries"),
-      h("button", { type: "button", class: "ghost", onclick: () => toggle(w) }, w.active ? "Pause" : "Resume"),
-      h("button", { type: "button", class: "ghost", onclick: () => remove(w) }, "Delete"))))
-    : [h("tr", {}, h("td", { colspan: "4", class: "muted" }, "None yet."))]));
+      h("button", { type: "button", class: "ghost", onclick: () => show(w, "queued") }, tr("Deliveries")),
+      h("button", { type: "button", class: "ghost", onclick: () => toggle(w) }, w.active ? tr("Pause") : tr("Resume")),
+      h("button", { type: "button", class: "ghost", onclick: () => remove(w) }, tr("Delete")))))
+    : [h("tr", {}, h("td", { colspan: "4", class: "muted" }, tr("None yet.")))]));
 }
 
 async function toggle(w) {
@@ -62,7 +64,7 @@ async function toggle(w) {
 async function remove(w) {
   try {
     await api(`/v1/webhooks/${encodeURIComponent(w.id)}`, { method: "DELETE" });
-    say(`Deleted the subscription of ${w.url}.`);
+    say(tr("Deleted the subscription of {url}.", { url: w.url }));
     if (shown?.sub.id === w.id) logBox.hidden = true;
   } catch (err) {
     say(err.message, true);
@@ -73,7 +75,7 @@ async function remove(w) {
 async function show(sub, status) {
   shown = { sub, status };
   logBox.hidden = false;
-  logTitle.textContent = `Deliveries to ${sub.url}: ${status}`;
+  logTitle.textContent = tr("Deliveries to {url}: {status}", { url: sub.url, status: tr(STATUS[status] || status) });
   let found;
   try {
     found = (await api(`/v1/webhooks/${encodeURIComponent(sub.id)}/deliveries?status=${status}&limit=100`)).deliveries;
@@ -83,19 +85,19 @@ async function show(sub, status) {
   }
   replace(deliveryRows, ...(found.length ? found.map((d) => {
     const last = d.history[d.history.length - 1];
-    const lastText = last ? `${when(last.at)}: ${last.status ?? ""} ${last.error ?? "ok"} (${last.ms} ms)` : "not yet";
+    const lastText = last ? `${when(last.at)}: ${last.status ?? ""} ${last.error ?? "ok"} (${last.ms} ms)` : tr("not yet");
     return h("tr", { dataset: { id: d.id } },
-      h("td", {}, d.event), h("td", {}, d.conversation_id || ""), h("td", {}, String(d.attempts)),
-      h("td", {}, lastText),
-      h("td", {}, status === "queued" ? (d.next_at ? `next ${when(d.next_at)}` : "")
-        : h("button", { type: "button", class: "ghost", onclick: () => resend(sub, d) }, "Resend")));
-  }) : [h("tr", {}, h("td", { colspan: "5", class: "muted" }, "None."))]));
+      h("td", {}, h("code", { translate: "no" }, d.event)), h("td", { translate: "no" }, d.conversation_id || ""), h("td", {}, String(d.attempts)),
+      h("td", { translate: last ? "no" : "yes" }, lastText),
+      h("td", {}, status === "queued" ? (d.next_at ? tr("next {time}", { time: when(d.next_at) }) : "")
+        : h("button", { type: "button", class: "ghost", onclick: () => resend(sub, d) }, tr("Resend"))));
+  }) : [h("tr", {}, h("td", { colspan: "5", class: "muted" }, tr("None.")))]));
 }
 
 async function resend(sub, d) {
   try {
     await api(`/v1/webhooks/${encodeURIComponent(sub.id)}/deliveries/${encodeURIComponent(d.id)}/resend`, { method: "POST" });
-    say(`Queued ${d.event} again.`);
+    say(tr("Queued {event} again.", { event: d.event }));
   } catch (err) {
     say(err.message, true);
   }
@@ -109,16 +111,16 @@ for (const button of logBox.querySelectorAll("button[data-status]")) {
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   const events = [...form.querySelectorAll('input[name="events"]:checked')].map((i) => i.value);
-  if (!events.length) return say("Choose at least one event.", true);
+  if (!events.length) return say(tr("Choose at least one event."), true);
   try {
     const made = await api("/v1/webhooks", { method: "POST", json: {
       url: form.url.value.trim(), events: events.includes("*") ? ["*"] : events, description: form.description.value.trim() } });
     form.reset();
-    say(`Subscribed. Signing secret (shown only now, keep it): ${made.secret}`);
+    say(tr("Subscribed. Signing secret (shown only now, keep it): {secret}", { secret: made.secret }));
   } catch (err) {
     say(err.message, true);
   }
   load();
 });
 
-load();
+ready.then(load);
