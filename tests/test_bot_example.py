@@ -12,6 +12,7 @@ import tomllib
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+from kefu.plugins.bot_intents.classifier import TrainingOptions, train_classifier
 from kefu.plugins.bot_intents.engine import CompiledFlow
 from kefu.plugins.bot_intents.settings import BotSettings
 from kefu.plugins.bot_intents.strategy import Strategy, choose
@@ -168,3 +169,27 @@ def test_cli_validate_checks_when_names_against_a_config(tmp_path):
     assert refused.returncode == 1
     assert re.search(rf"{re.escape(str(SHOP))}:\d+: .*double_eleven", refused.stderr)
     assert "vip" in refused.stderr
+
+
+async def test_hello_in_either_language_gets_the_menu_not_the_fallback():
+    """Issue 14: "hello" / "你好" once got "did not understand"; the greeting intent answers
+    with the menu in the visitor's language."""
+    plain, rules = compiled(), strategy()
+    spec = plain.spec  # trained as the server trains it (versions.py), default settings
+    texts = [e for intent in spec.intents.values() for e in intent.examples]
+    labels = [intent.name for intent in spec.intents.values() for _ in intent.examples]
+    classifier = train_classifier(texts, labels, TrainingOptions(threshold=0.0))
+    flow = CompiledFlow(spec, plain.sha256, plain.patterns, classifier)
+    rules.clock = lambda: datetime(2026, 11, 20, 10, tzinfo=CST)
+    fallback = {
+        text for part in parts(spec.fallback.say) for v in part.variants.values() for text in v
+    }
+    assert "Sorry, I did not understand." in fallback
+    for text, start in (
+        ("hello", "Hello! I can track an order"),
+        ("你好", "我可以帮您查订单"),
+    ):
+        session, _ = await flow.start("c1", context=rules.context("shop", "v1"))
+        turn = await flow.step(session, text, context=rules.context("shop", "v1"))
+        assert turn.texts and start in turn.texts[0], (text, turn.texts)
+        assert not set(turn.texts) & fallback
