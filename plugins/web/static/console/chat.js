@@ -180,6 +180,24 @@ export class ChatView {
     this.render({ ...msg, text: "", attachment: null, meta: { ...msg.meta, deleted: { by: frame.deleted_by?.id, at: frame.at } } });
   }
 
+  /** `bot_draft`: the bot's answer being written (a generative provider streams it to the
+   * visitor and the watchers). Shown where the answer will be, marked as not sent yet; the
+   * stored message of the same cid replaces it, a dropped draft goes away. The bot sends it
+   * itself: it is not a reply for the agent to send. */
+  onDraft(frame) {
+    if (frame.conversation_id !== this.id) return;
+    const existing = this.els.list.querySelector(`[data-cid="${CSS.escape(frame.cid)}"]`);
+    if (existing?.dataset.seq) return; // stored already
+    if (frame.state === "dropped") { existing?.remove(); return; }
+    const li = h("li", { class: "msg theirs from-bot type-text draft", dataset: { seq: "", cid: frame.cid } },
+      textBody(frame.text, { translate: "no" }),
+      h("span", { class: "meta" }, h("span", { class: "who" }, label("bot")), " · ", h("span", { class: "state" }, tr("Writing an answer…"))));
+    const atBottom = this.els.scroller.scrollHeight - this.els.scroller.scrollTop - this.els.scroller.clientHeight < 80;
+    if (existing) existing.replaceWith(li);
+    else this.els.list.append(li);
+    if (atBottom) this.els.scroller.scrollTop = this.els.scroller.scrollHeight;
+  }
+
   onTyping(frame) {
     if (frame.conversation_id !== this.id || frame.from.kind !== "visitor") return;
     this.els.typing.hidden = !frame.state;

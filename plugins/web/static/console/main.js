@@ -146,6 +146,7 @@ client.on("message_deleted", (frame) => {
   if (frame.conversation_id === chat.id && chat.conversation) suggestions.open(chat.conversation);
 });
 client.on("typing", (frame) => chat.onTyping(frame));
+client.on("bot_draft", (frame) => chat.onDraft(frame));
 client.on("read", (frame) => chat.onRead(frame));
 client.on("error", (frame) => chat.onError(frame));
 client.on("watching", (frame) => chat.update(frame.conversation));
