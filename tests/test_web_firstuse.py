@@ -178,6 +178,20 @@ async def test_canned_reply_added_in_admin_reaches_an_open_console_and_the_ratin
 
 
 async def test_a_failed_take_says_why(kefu, browser):
+    await take_refused(kefu, browser, {}, "waits for department 'support', which you do not serve")
+
+
+async def test_a_failed_take_says_why_in_the_agents_language(kefu, browser):
+    """The server sends the refusal's ``reason`` and ``params``; a Chinese console words it."""
+    await take_refused(
+        kefu,
+        browser,
+        {"locale": "zh-CN"},
+        "这个对话在等待“support”部门，您不负责该部门",  # noqa: RUF001
+    )
+
+
+async def take_refused(kefu, browser, context_args: dict, expected: str) -> None:
     site = await add_site(kefu.kernel)
     storage = kefu.kernel.storage
     visitor = await storage.upsert_visitor(Visitor(new_id(), site.site.id, name="Wen"))
@@ -185,11 +199,9 @@ async def test_a_failed_take_says_why(kefu, browser):
         new_id(), site.site.id, visitor.id, department="support", meta={"queued_at": time.time()}
     )
     await storage.create_conversation(waiting)
-    bob = await signed_in_agent(browser, kefu.base, site.site.id, site.agent.email)
+    bob = await signed_in_agent(browser, kefu.base, site.site.id, site.agent.email, **context_args)
     await bob.locator(f'#conversation-list li[data-id="{waiting.id}"]').click()
     await bob.locator('#chat-actions [data-action="take"]').click()
-    await expect(bob.locator("#chat-status")).to_contain_text(
-        "waits for department 'support', which you do not serve"
-    )
+    await expect(bob.locator("#chat-status")).to_contain_text(expected)
     assert bob.errors.errors == []
     await bob.context.close()

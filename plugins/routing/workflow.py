@@ -30,6 +30,21 @@ from kefu.plugins.routing.snapshots import ONLINE, Claim
 
 log = logging.getLogger(__name__)
 
+#: Why a ``pick`` (*Take*) found nothing: the ``reason`` of its ``nothing_to_pick`` error and
+#: the English message (``params`` fill it in). The console words each in the agent's language
+#: (static/console/actions.js); docs/protocol.md lists them.
+PICK_REFUSALS = {
+    "account_gone": "your agent account is gone",
+    "not_online": "you are {status}: set your status to online to take conversations",
+    "full": "you are full ({open} of {capacity} open conversations)",
+    "not_waiting": "this conversation is not waiting any more ({state})",
+    "department_not_served": "this conversation waits for department '{department}', which you "
+    "do not serve (an admin adds it to your skills)",
+    "declined": "you declined this conversation",
+    "routing_refused": "routing did not let you take it (a filter refused, or it was just taken)",
+    "none_waiting": "no waiting conversation you may take (none in a department you serve)",
+}
+
 
 def changed_meanwhile() -> ApiError:
     return ApiError(409, "conflict", "the conversation changed meanwhile; read it and try again")
@@ -179,10 +194,13 @@ class Workflow:
         outcome = await self.service.source.take(conversation, target.id)
         if outcome is Claim.AGENT_FULL:
             raise ApiError(
-                409, "agent_full", f"agent {target.name!r} has no free slot ({target.capacity})"
-            )
+                409, "agent_full", f"agent {target.name!r} has no free slot ({target.capacity})",
+                name=target.name, capacity=target.capacity,
+            )  # fmt: skip
         if outcome is Claim.AGENT_UNAVAILABLE:
-            raise ApiError(409, "agent_offline", f"agent {target.name!r} just went offline")
+            raise ApiError(
+                409, "agent_offline", f"agent {target.name!r} just went offline", name=target.name
+            )
         if outcome is not Claim.CLAIMED:
             raise changed_meanwhile()
         self.service.changed(site_id, conversation.id)  # the indexes count it for the target
@@ -321,38 +339,39 @@ class Workflow:
         await self.service.sync(site_id)
         assignment = await self.service.engine.pick(site_id, principal.id, conversation_id)
         if assignment is None:
-            raise ApiError(409, "nothing_to_pick", await self._why_not(principal, wanted))
+            raise await self._why_not(principal, wanted)
         await self.service.announce(assignment, reason="pick")
         self.service.kick(site_id)  # positions of the others moved
         return await self.storage.get_conversation(site_id, assignment.conversation_id)
 
-    async def _why_not(self, principal: Principal, wanted: Conversation | None) -> str:
-        """The real reason a pick failed, read again from storage."""
+    async def _why_not(self, principal: Principal, wanted: Conversation | None) -> ApiError:
+        """The real reason a pick failed, read again from storage: ``nothing_to_pick`` with a
+        ``reason`` (:data:`PICK_REFUSALS`) and its ``params``, so a console can word it in the
+        agent's language."""
         site_id = principal.site_id
         agent = await self.storage.get_agent(site_id, principal.id)
+        reason, params = "none_waiting", {}
         if agent is None:
-            return "your agent account is gone"
-        if agent.status != "online":
-            return f"you are {agent.status}: set your status to online to take conversations"
-        mine = await self.storage.list_conversations(
-            site_id, state="assigned", assignee_id=agent.id, limit=agent.capacity + 1
-        )
-        if len(mine) >= agent.capacity:
-            return f"you are full ({len(mine)} of {agent.capacity} open conversations)"
-        if wanted is not None:
-            fresh = await self.storage.get_conversation(site_id, wanted.id)
-            if fresh is None or fresh.state != QUEUED:
-                state = fresh.state if fresh else "gone"
-                return f"this conversation is not waiting any more ({state})"
-            if fresh.department and fresh.department not in agent.skills:
-                return (
-                    f"this conversation waits for department {fresh.department!r}, which "
-                    "you do not serve (an admin adds it to your skills)"
-                )
-            if agent.id in fresh.meta.get("declined_by", ()):
-                return "you declined this conversation"
-            return "routing did not let you take it (a filter refused, or it was just taken)"
-        return "no waiting conversation you may take (none in a department you serve)"
+            reason = "account_gone"
+        elif agent.status != "online":
+            reason, params = "not_online", {"status": agent.status}
+        else:
+            mine = await self.storage.list_conversations(
+                site_id, state="assigned", assignee_id=agent.id, limit=agent.capacity + 1
+            )
+            fresh = wanted and await self.storage.get_conversation(site_id, wanted.id)
+            if len(mine) >= agent.capacity:
+                reason, params = "full", {"open": len(mine), "capacity": agent.capacity}
+            elif wanted is not None and (fresh is None or fresh.state != QUEUED):
+                reason, params = "not_waiting", {"state": fresh.state if fresh else "gone"}
+            elif wanted is not None and fresh.department and fresh.department not in agent.skills:
+                reason, params = "department_not_served", {"department": fresh.department}
+            elif wanted is not None and agent.id in fresh.meta.get("declined_by", ()):
+                reason = "declined"
+            elif wanted is not None:
+                reason = "routing_refused"
+        message = PICK_REFUSALS[reason].format(**params)
+        return ApiError(409, "nothing_to_pick", message, reason=reason, params=params)
 
     async def handed(self, site_id: str, conversation_id: str, reason: str) -> None:
         """Frames and the answer timer for a conversation routing just gave to an agent."""

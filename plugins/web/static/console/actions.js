@@ -7,6 +7,35 @@ import { tr } from "../lib/tr.js";
 
 let refs = 0;
 
+/** Why *Take* found nothing (the `reason` of routing's `nothing_to_pick`, its PICK_REFUSALS). */
+const PICK_REFUSALS = {
+  account_gone: () => tr("Your agent account is gone."),
+  not_online: (p) => tr("You are {status}: set your status to online to take conversations.", { status: tr(p.status || "") }),
+  full: (p) => tr("You are full ({open} of {capacity} open conversations).", p),
+  not_waiting: (p) => tr("This conversation is not waiting any more ({state}).", { state: tr(p.state || "") }),
+  department_not_served: (p) => tr("This conversation waits for department '{department}', which you do not serve (an admin adds it to your skills).", p),
+  declined: () => tr("You declined this conversation."),
+  routing_refused: () => tr("Routing did not let you take it (a filter refused, or it was just taken)."),
+  none_waiting: () => tr("No waiting conversation you may take (none in a department you serve)."),
+};
+
+/** The workflow's refusals in the agent's language; null: show the server's own words. */
+const REFUSALS = {
+  nothing_to_pick: (f) => PICK_REFUSALS[f.reason]?.(f.params || {}),
+  not_assignee: () => tr("This conversation is not assigned to you (any more)."),
+  conversation_resolved: () => tr("This conversation is resolved."),
+  not_resolved: () => tr("Only a resolved conversation can be reopened."),
+  already_assigned: () => tr("The conversation is already theirs."),
+  agent_offline: (f) => tr("{name} just went offline.", { name: f.name || tr("The agent") }),
+  agent_full: (f) => tr("{name} has no free slot ({capacity}).", { name: f.name || tr("The agent"), capacity: f.capacity ?? "" }),
+  conflict: () => tr("The conversation changed meanwhile; try again."),
+};
+
+/** What the console says of a refused workflow frame. */
+export function refusalText(frame) {
+  return REFUSALS[frame.code]?.(frame) || `${frame.code}: ${frame.message}`;
+}
+
 export class Actions {
   constructor({ client, me, bar, panel, status, onDone, answered }) {
     this.answered = answered; // () => true once this agent wrote in the conversation
@@ -24,7 +53,7 @@ export class Actions {
     client.on("error", (frame) => {
       if (!this.pending.has(frame.ref)) return;
       this.pending.delete(frame.ref);
-      this.say(`${frame.code}: ${frame.message}`);
+      this.say(refusalText(frame));
     });
   }
 
