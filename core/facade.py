@@ -27,6 +27,7 @@ from kefu.core.types import (
     Processor,
     RestEndpoint,
     RoutingFilter,
+    TextEncoder,
     TransportInfo,
     VisitorIdentity,
     WeightFactor,
@@ -286,6 +287,15 @@ class HookFacade:
             lang=lang,
             limit=limit,
         )
+
+    def bot_text_encoders(self) -> dict[str, TextEncoder]:
+        """The sentence encoder of each language that plugins offer, the lowest priority
+        of a language (``kefu_bot_text_encoders``)."""
+        offered = _flatten(call_all_sync(self._hook.kefu_bot_text_encoders, kernel=self._kernel))
+        found: dict[str, TextEncoder] = {}
+        for encoder in sorted(offered, key=lambda e: (e.priority, e.name)):
+            found.setdefault(encoder.lang, encoder)
+        return found
 
     async def bot_generate(
         self,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +146,32 @@ class KnowledgeAnswer:
     title: str
     score: float
     lang: str = "en"
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """Sentence vectors for texts of one language (``kefu_bot_text_encoders``).
+
+    A plugin that holds an embedding model offers it through this interface; another one
+    (the knowledge base) ranks with it without importing the first. ``encode`` is
+    blocking CPU work (call it in an executor, never on the event loop) and may load the
+    model on its first call.
+    """
+
+    #: what it is, for logs and docs (``"all-MiniLM-L6-v2"``)
+    name: str
+    #: the language of the texts it is for: ``"en"`` or ``"zh"``
+    lang: str
+    #: the cosine at or below which two texts are not related (unrelated texts of a mean
+    #: word-vector model score far higher than those of a trained sentence encoder)
+    floor: float
+    #: two plugins offer the same language: the lower priority is used (built-in: 100)
+    priority: int
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        """A float32 array ``(len(texts), dim)`` of L2-normalised rows (a row of zeros: no
+        vector for that text), or None when it cannot encode now (shed under pressure,
+        the model failed to load): the caller does without."""
 
 
 @dataclass(frozen=True, slots=True)

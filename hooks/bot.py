@@ -10,7 +10,7 @@ from kefu.hooks import MaybeAwaitable, hookspec
 if TYPE_CHECKING:
     from kefu.core.domain import Conversation, Message
     from kefu.core.kernel import Kernel
-    from kefu.core.types import BotReply, GeneratedAnswer, KnowledgeAnswer
+    from kefu.core.types import BotReply, GeneratedAnswer, KnowledgeAnswer, TextEncoder
 
 
 @hookspec
@@ -108,6 +108,21 @@ def kefu_bot_passages(
     :returns: a list of :class:`kefu.core.types.KnowledgeAnswer`, or None to let other
         plugins answer (no answer: the bot uses the one ``kefu_bot_knowledge`` found).
         May be async.
+    """
+
+
+@hookspec
+def kefu_bot_text_encoders(kernel: Kernel) -> list[TextEncoder] | None:
+    """Offer sentence-embedding models to other plugins, one per language.
+
+    Called (synchronously, cheaply: load nothing here) by a plugin that ranks texts by
+    meaning, such as the knowledge base when it builds a site's index; every plugin's
+    encoders are collected and, per language, the one of the lowest ``priority`` is
+    used.
+
+    :param kernel: the :class:`kefu.core.kernel.Kernel`.
+    :returns: a list of :class:`kefu.core.types.TextEncoder` (each loads its model on its
+        first ``encode``), or None when this plugin has none. Sync only.
     """
 
 

@@ -177,6 +177,14 @@ def kefu_degradation_features(kernel):
 
 
 @hookimpl
+def kefu_bot_text_encoders(kernel):
+    from kefu.plugins.bot_intents.text_encoders import text_encoders
+
+    state = enrichments(kernel)
+    return text_encoders(kernel, lambda: state.embeddings)
+
+
+@hookimpl
 def kefu_stats(kernel):
     service = _SERVICES.get(kernel)
     return None if service is None else service.stats()

@@ -14,13 +14,21 @@ import logging
 import time
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from kefu.core.errors import ApiError
 from kefu.core.storage import VersionConflict
 from kefu.core.types import DegradableFeature, KnowledgeAnswer, RestEndpoint
 from kefu.hooks import hookimpl
-from kefu.plugins.knowledge_base.retrieval import Index, split_passages, terms
+from kefu.plugins.knowledge_base.retrieval import (
+    Index,
+    Vectors,
+    passage_text,
+    question_lang,
+    split_passages,
+    terms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,11 @@ class KnowledgeBaseSettings(BaseModel):
     #: Seconds an index is reused before the site's articles are read again (edits made
     #: through this process rebuild it at once).
     refresh_s: float = Field(30.0, ge=0)
+    #: Weight of the sentence vectors beside BM25 (hybrid retrieval: a passage of the
+    #: question's language adds ``weight * max(0, cosine - the encoder's floor)``); 0:
+    #: words only. Used when a plugin offers encoders (``kefu_bot_text_encoders``: the
+    #: bot's MiniLM for English, its Chinese word vectors for Chinese).
+    vector_weight: float = Field(10.0, ge=0)
 
 
 class ArticleIn(BaseModel):
@@ -96,6 +109,65 @@ class Library:
         #: False while ``kb_suggestions`` is shed under pressure: ``/v1/kb/search`` (the
         #: console's suggestions per visitor message) answers ``shed`` without searching
         self.suggestions = True
+        self._encoders: dict[str, Any] | None = None
+        #: sentence vectors of passages already encoded, per site: {(lang, text): vector}
+        self._vectors: dict[str, dict[tuple[str, str], Any]] = {}
+
+    @property
+    def encoders(self) -> dict[str, Any]:
+        """The :class:`kefu.core.types.TextEncoder` of each language, {} without."""
+        if self._encoders is None:
+            self._encoders = self.kernel.hooks.bot_text_encoders()
+        return self._encoders
+
+    def warm(self) -> None:
+        """Load the text tables and the encoders' models (blocking: run in a thread)."""
+        terms("知识库 warm")
+        for encoder in self.encoders.values():
+            encoder.encode(["warm"])
+
+    async def _passage_vectors(self, site_id: str, passages: list[Any]) -> dict[str, Vectors]:
+        """Each language's passage vectors, encoding only the passages not seen before."""
+        if self.kernel.config.section("knowledge_base").vector_weight <= 0:
+            return {}
+        known = self._vectors.get(site_id, {})
+        kept: dict[tuple[str, str], Any] = {}
+        out: dict[str, Vectors] = {}
+        loop = asyncio.get_running_loop()
+        for lang, encoder in self.encoders.items():
+            rows = [i for i, p in enumerate(passages) if p.lang == lang]
+            texts = [passage_text(passages[i]) for i in rows]
+            new = [t for t in dict.fromkeys(texts) if (lang, t) not in known]
+            if new:
+                encoded = await loop.run_in_executor(None, encoder.encode, new)
+                if encoded is None:  # shed or failed: this language by words only
+                    continue
+                known = {**known, **{(lang, t): v for t, v in zip(new, encoded, strict=True)}}
+            if not rows:
+                continue
+            vectors = [known[(lang, t)] for t in texts]
+            kept.update({(lang, t): v for t, v in zip(texts, vectors, strict=True)})
+            out[lang] = Vectors(rows, np.stack(vectors), encoder.floor)
+        self._vectors[site_id] = kept
+        return out
+
+    async def question_vector(self, question: str) -> Any:
+        """The question's sentence vector for :meth:`Index.search`, None without."""
+        if self.kernel.config.section("knowledge_base").vector_weight <= 0:
+            return None
+        encoder = self.encoders.get(question_lang(question))
+        if encoder is None:
+            return None
+        loop = asyncio.get_running_loop()
+        encoded = await loop.run_in_executor(None, encoder.encode, [question])
+        return None if encoded is None else encoded[0]
+
+    async def search(self, site_id: str, question: str, limit: int) -> list[Any]:
+        """The best passage of each matching article, best first (BM25 + vectors)."""
+        index = await self.index(site_id)
+        if not index.passages:
+            return []
+        return index.search(question, limit, await self.question_vector(question))
 
     async def articles(self, site_id: str) -> list[Any]:
         records, after = [], ""
@@ -115,7 +187,9 @@ class Library:
         for record in await self.articles(site_id):
             d = record.data
             passages.extend(split_passages(record.id, d["title"], d.get("lang", "en"), d["body"]))
-        index = Index(passages)
+        weight = settings.vector_weight
+        index = Index(passages, vectors=await self._passage_vectors(site_id, passages),
+                      weight=weight)  # fmt: skip
         self._indexes[site_id] = (time.monotonic(), index)
         return index
 
@@ -138,14 +212,16 @@ async def kefu_startup(kernel):
     # machine, which the first search would spend on the event loop, stalling every
     # connection. Load them in a thread now; start-up does not wait for it.
     state = library(kernel)
-    state.warming = asyncio.get_running_loop().run_in_executor(None, terms, "知识库 warm")
+    # The encoders' models (MiniLM, the Chinese word vectors) load in the same thread.
+    state.encoders  # noqa: B018 (asked for on the loop: the hook call is not for a thread)
+    state.warming = asyncio.get_running_loop().run_in_executor(None, state.warm)
 
 
 @hookimpl
 async def kefu_bot_knowledge(kernel, site_id, question, lang):
     if kernel.storage is None:
         return None
-    hits = (await library(kernel).index(site_id)).search(question, 1)
+    hits = await library(kernel).search(site_id, question, 1)
     if not hits or hits[0].score < kernel.config.section("knowledge_base").min_score:
         return None
     p = hits[0].passage
@@ -156,7 +232,7 @@ async def kefu_bot_knowledge(kernel, site_id, question, lang):
 async def kefu_bot_passages(kernel, site_id, question, lang, limit):
     if kernel.storage is None:
         return None
-    hits = (await library(kernel).index(site_id)).search(question, limit)
+    hits = await library(kernel).search(site_id, question, limit)
     return [KnowledgeAnswer(h.passage.text, h.passage.article_id, h.passage.title, h.score,
                             h.passage.lang) for h in hits]  # fmt: skip
 
@@ -233,8 +309,7 @@ async def search(call: Any) -> SearchResult:
     min_score = call.kernel.config.section("knowledge_base").min_score
     if not lib.suggestions:  # shed under pressure (degradation level 2): no search at all
         return SearchResult(hits=[], min_score=min_score, shed=True)
-    index = await lib.index(call.site_id)
-    hits = index.search(call.query.q, call.query.limit)
+    hits = await lib.search(call.site_id, call.query.q, call.query.limit)
     return SearchResult(
         hits=[
             SearchHit(

@@ -1,11 +1,15 @@
-"""Passage retrieval over a site's articles: BM25 over words and Chinese character bigrams.
+"""Passage retrieval over a site's articles: BM25 over words and Chinese character bigrams,
+plus sentence vectors when a plugin offers an encoder (hybrid retrieval).
 
 Articles are Markdown; each is cut into passages at its headings (a passage keeps its
 article's title as context). A passage's terms are the words of
 :func:`kefu.core.text.segment` (jieba for Chinese, letter runs otherwise) plus, for
 Chinese, character bigrams, all on :func:`kefu.core.text.normalize_text` (traditional
-folded to simplified). Scores are Okapi BM25 (k1 1.2, b 0.75); an article's score is its
-best passage's. The index is immutable: rebuild it when the articles change.
+folded to simplified). Scores are Okapi BM25 (k1 1.2, b 0.75); with vectors (an
+:class:`kefu.core.types.TextEncoder` per language, ``kefu_bot_text_encoders``) a passage
+of the question's language adds ``weight * max(0, cosine - floor)``, so a paraphrase that
+shares no word with the article still finds it. An article's score is its best
+passage's. The index is immutable: rebuild it when the articles change.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from kefu.core.text import has_cjk, normalize_text, pinyin_text, segment
 
@@ -73,11 +78,40 @@ def split_passages(article_id: str, title: str, lang: str, body: str) -> list[Pa
     return passages or [Passage(article_id, title, lang, "", title)]
 
 
-class Index:
-    """BM25 over passages; ``search`` returns the best passage per article, best first."""
+def passage_text(p: Passage) -> str:
+    """What a passage's sentence vector is made of."""
+    return f"{p.title}. {p.heading}. {p.text}" if p.heading else f"{p.title}. {p.text}"
 
-    def __init__(self, passages: list[Passage], k1: float = 1.2, b: float = 0.75) -> None:
+
+def question_lang(text: str) -> str:
+    """The language whose passages a question is compared with by meaning."""
+    return "zh" if has_cjk(text) else "en"
+
+
+@dataclass(frozen=True)
+class Vectors:
+    """The sentence vectors of an index's passages of one language."""
+
+    rows: list[int]  # the passages' positions in the index
+    matrix: Any  # (len(rows), dim), L2-normalised
+    floor: float  # the encoder's cosine of unrelated texts
+
+
+class Index:
+    """BM25 over passages (plus ``vectors`` per language, :class:`Vectors`); ``search``
+    returns the best passage per article, best first."""
+
+    def __init__(
+        self,
+        passages: list[Passage],
+        k1: float = 1.2,
+        b: float = 0.75,
+        vectors: dict[str, Vectors] | None = None,
+        weight: float = 10.0,
+    ) -> None:
         self.passages = passages
+        self.vectors = vectors or {}
+        self.weight = weight
         self._k1, self._b = k1, b
         self._tf: list[Counter] = []
         df: Counter = Counter()
@@ -94,8 +128,16 @@ class Index:
             for t in tf:
                 self._postings.setdefault(t, []).append(i)
 
-    def search(self, query: str, limit: int = 3) -> list[Hit]:
+    def search(self, query: str, limit: int = 3, query_vector: Any = None) -> list[Hit]:
+        """``query_vector``: the question's sentence vector from the encoder of
+        :func:`question_lang` (None: words only)."""
         scores: dict[int, float] = {}
+        dense = self.vectors.get(question_lang(query)) if query_vector is not None else None
+        if dense is not None and len(dense.rows):
+            cosines = dense.matrix @ query_vector
+            for i, cosine in zip(dense.rows, cosines.tolist(), strict=True):
+                if cosine > dense.floor:
+                    scores[i] = self.weight * (cosine - dense.floor)
         k1, b = self._k1, self._b
         for t in set(terms(query)):
             idf = self._idf.get(t)
