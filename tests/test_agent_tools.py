@@ -180,7 +180,7 @@ async def test_welcome_message_follows_the_started_reply(world):
     admin = await console(client, site.admin, online=False)
     text = "Hi {visitor.name|there}, welcome to {site.name}!"
     resp = await client.put("/v1/welcome_message", json={"text": text}, headers=admin.auth())
-    assert (await resp.json()) == {"text": text, "source": "site"}
+    assert (await resp.json()) == {"text": text, "text_zh": "", "source": "site"}
     agent = await console(client, site.agent, online=False)
     resp = await client.put("/v1/welcome_message", json={"text": ""}, headers=agent.auth())
     assert resp.status == 403
@@ -277,3 +277,28 @@ def test_placeholders_of_an_anonymous_visitor_leave_no_stray_space():
     assert render("Hi {visitor.name|there}!", unknown) == "Hi there!"
     assert render("您好 {visitor.name}，我是{agent.name}", unknown) == "您好，我是Mei"  # noqa: RUF001
     assert render("Hi {visitor.name}!", {"visitor.name": "Ann"}) == "Hi Ann!"
+
+
+async def test_welcome_message_in_the_visitors_language(world):
+    """Issue 14: one welcome for both languages; a Chinese visitor (the widget's ``language``
+    attribute) gets ``text_zh``, the others ``text``."""
+    client, _events = world
+    site = await site_of(client)
+    admin = await console(client, site.admin, online=False)
+    body = {"text": "Welcome to {site.name}!", "text_zh": "欢迎光临 {site.name}"}
+    resp = await client.put("/v1/welcome_message", json=body, headers=admin.auth())
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["text_zh"] == "欢迎光临 {site.name}"
+    for language, expected in (("zh-CN", f"欢迎光临 {site.site.name}"), ("en", None)):
+        resp = await client.post(
+            "/v1/visitors/session",
+            json={"widget_key": site.site.widget_key, "attributes": {"language": language}},
+        )
+        peer = await ws_peer(client, (await resp.json())["token"])
+        await peer.send(op="start")
+        welcome = await peer.expect("message")
+        assert welcome["text"] == (expected or f"Welcome to {site.site.name}!")
+        await peer.close()
+    # without a Chinese text Chinese visitors get the one text
+    resp = await client.put("/v1/welcome_message", json={"text": "Hi!"}, headers=admin.auth())
+    assert (await resp.json())["text_zh"] == ""

@@ -86,11 +86,15 @@ def make_endpoints(tools_of: Callable[[Any], Any]) -> list[RestEndpoint]:
     async def get_welcome(call: Any) -> m.WelcomeOut:
         await call.require("conversation.list", call.site_id)
         text, source = await tools(call).greetings.welcome_text(call.site_id)
-        return m.WelcomeOut(text=text, source=source)
+        text_zh = await tools(call).greetings.welcome_text_zh(call.site_id)
+        return m.WelcomeOut(text=text, text_zh=text_zh, source=source)
 
     async def put_welcome(call: Any) -> m.WelcomeOut:
-        text, source = await tools(call).greetings.set_welcome(call.principal, call.body.text)
-        return m.WelcomeOut(text=text, source=source)
+        greetings = tools(call).greetings
+        body = call.body
+        text, source = await greetings.set_welcome(call.principal, body.text, body.text_zh)
+        text_zh = await greetings.welcome_text_zh(call.site_id)
+        return m.WelcomeOut(text=text, text_zh=text_zh, source=source)
 
     notes = "/v1/conversations/{id}/notes"
     canned = "/v1/canned_replies"

@@ -28,6 +28,7 @@ from kefu.plugins.agent_tools.placeholders import render, values_for
 log = logging.getLogger(__name__)
 
 WELCOME_KEY = "welcome_message"
+WELCOME_ZH_KEY = "welcome_message_zh"  # for visitors whose widget is in Chinese
 OFFLINE_TRANSPORT = "offline_form"
 SCAN = 500
 
@@ -52,15 +53,30 @@ class Greetings:
             return own, "site"
         return self.kernel.config.section("agent_tools").welcome_message, "config"
 
-    async def set_welcome(self, principal: Principal, text: str | None) -> tuple[str, str]:
-        """Set the site's own text ("" for none), or None to use the configured one."""
+    async def welcome_text_zh(self, site_id: str) -> str:
+        """The message for Chinese visitors ("": they get :meth:`welcome_text`). Where the
+        site has its own text, only its own Chinese one counts (else the configured one)."""
+        site = await self.kernel.storage.get_site(site_id)
+        if site and isinstance(site.settings.get(WELCOME_KEY), str):
+            own = site.settings.get(WELCOME_ZH_KEY)
+            return own if isinstance(own, str) else ""
+        return self.kernel.config.section("agent_tools").welcome_message_zh
+
+    async def set_welcome(
+        self, principal: Principal, text: str | None, text_zh: str | None = None
+    ) -> tuple[str, str]:
+        """Set the site's own text ("" for none) and its Chinese one, or None to use the
+        configured ones."""
         if not await self.kernel.hooks.permits(principal, "sites.manage", principal.site_id):
             raise ApiError(403, "forbidden", "admins set the welcome message")
 
         def change(settings: dict) -> None:
             settings.pop(WELCOME_KEY, None)
+            settings.pop(WELCOME_ZH_KEY, None)
             if text is not None:
                 settings[WELCOME_KEY] = text
+                if text_zh:
+                    settings[WELCOME_ZH_KEY] = text_zh
 
         await self.edits.site(principal.site_id, change)
         await self.kernel.emit(
@@ -75,6 +91,10 @@ class Greetings:
             conversation = await self.kernel.storage.get_conversation(site_id, conversation_id)
             if not template.strip() or conversation is None:
                 return
+            visitor = await self.kernel.storage.get_visitor(site_id, conversation.visitor_id)
+            language = str((visitor.attributes if visitor else {}).get("language") or "")
+            if language.lower().startswith("zh"):  # the widget's language (docs/ui.md)
+                template = (await self.welcome_text_zh(site_id)).strip() or template
             text = render(template, await values_for(self.kernel, conversation))
             message = Message(site_id, conversation_id, "welcome", "system", "welcome", text=text)
             if self.gateway is not None:

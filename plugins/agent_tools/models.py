@@ -119,6 +119,13 @@ class WelcomeBody(Request):
     text: Annotated[str, StringConstraints(max_length=4000, pattern=TEXT_PATTERN)] | None = Field(
         description='The site\'s own message ("" for none), or null for the configured one.'
     )
+    text_zh: Annotated[str, StringConstraints(max_length=4000, pattern=TEXT_PATTERN)] | None = (
+        Field(
+            None,
+            description="The site's message for visitors whose widget is in Chinese (their "
+            '`language` attribute); null or "": `text` for them too.',
+        )
+    )
 
 
 # -- responses ----------------------------------------------------------------------------
@@ -184,4 +191,5 @@ class OfflineList(BaseModel):
 
 class WelcomeOut(BaseModel):
     text: str
+    text_zh: str = Field("", description='What a Chinese visitor gets ("": `text`).')
     source: Literal["site", "config"]

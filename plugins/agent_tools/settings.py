@@ -22,6 +22,8 @@ class AgentToolsSettings(Section):
     #: Placeholders: ``{visitor.name}``, ``{visitor.email}``, ``{site.name}``, with an
     #: optional fallback: ``{visitor.name|there}``.
     welcome_message: str = Field("", max_length=4000)
+    #: What a visitor whose widget is in Chinese gets instead ("": ``welcome_message``).
+    welcome_message_zh: str = Field("", max_length=4000)
     #: Ask the visitor for a satisfaction rating, 1 to 5 (``csat_request`` frame), at resolve.
     csat: bool = True
     #: Private notes kept per conversation (the oldest go first).
