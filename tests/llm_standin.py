@@ -38,6 +38,8 @@ class StandIn:
     piece: int = 8
     #: False: one JSON completion even when a stream is asked for (some servers do)
     streams: bool = True
+    #: the Bearer key it accepts
+    key: str = KEY
     #: ``usage.total_tokens`` reported; None: a rough count of the prompt and answer
     usage: int | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -76,7 +78,7 @@ class StandIn:
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         self.headers.append(dict(request.headers))
-        if request.headers.get("Authorization") != f"Bearer {KEY}":
+        if request.headers.get("Authorization") != f"Bearer {self.key}":
             return web.json_response(
                 {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
                            "code": "invalid_api_key"}}, status=401)  # fmt: skip

@@ -106,7 +106,7 @@ async def browser():
 
 ADMIN_PAGES = [
     "status", "reports", "agents", "sites", "routing", "hours", "canned", "bot", "faq", "kb",
-    "webhooks", "identity", "plugins",
+    "llm", "webhooks", "identity", "plugins",
 ]  # fmt: skip
 #: Words on the pages that are data or names, not texts to translate.
 NOT_TEXT = {
@@ -114,7 +114,7 @@ NOT_TEXT = {
     "bot", "PNG", "JPEG", "GIF", "WebP", "English", "Teapot", "kefu.toml", "https", "shop",
     "example", "billing", "sales", "hello", "then", "agent_tools", "bot_intents",
     "shop.example", "bot.md", "sha", "CSV", "Markdown", "URL", "JSON", "POST", "integrations.md",
-    "crm.example.com",
+    "crm.example.com", "llm_openai", "OpenAI",
 }  # fmt: skip
 
 ENGLISH_WORDS = """els => {

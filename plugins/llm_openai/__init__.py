@@ -7,13 +7,15 @@ enable it with ``[plugins] enable = ["kefu.plugins.llm_openai"]`` and a
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kefu.core.types import DegradableFeature
+from kefu.core.errors import ApiError
+from kefu.core.types import DegradableFeature, RestEndpoint
 from kefu.hooks import hookimpl
 from kefu.plugins.llm_openai.provider import Provider
+from kefu.plugins.llm_openai.site_settings import SiteSettingsIn, SiteSettingsOut, merged, shown
 
 STATE = "llm_openai"
 URL_PATTERN = r"^https?://[^/?#@\s]+(/[^\s?#]*)?$"
@@ -92,6 +94,51 @@ def kefu_degradation_features(kernel):
             "llm_answers", 20, set_enabled, 2, "bot answers with the best passage, no model"
         )
     ]
+
+
+async def _settings_of(call: Any, provider: Provider) -> SiteSettingsOut:
+    install = provider.settings
+    overrides = await provider.sites.overrides(call.site_id)
+    window = merged(install, call.site_id, overrides).budget_window
+    spent = await provider.budget.spent(call.site_id, window)
+    return shown(install, call.site_id, overrides, spent)
+
+
+def _provider(call: Any) -> Provider:
+    provider = provider_of(call.kernel)
+    if provider is None:
+        raise ApiError(503, "not_started", "the provider is not running yet")
+    return provider
+
+
+async def get_settings(call: Any) -> SiteSettingsOut:
+    await call.require("sites.manage", call.site_id)
+    return await _settings_of(call, _provider(call))
+
+
+async def patch_settings(call: Any) -> SiteSettingsOut:
+    await call.require("sites.manage", call.site_id)
+    provider = _provider(call)
+    await provider.sites.change(call.site_id, call.body)
+    return await _settings_of(call, provider)
+
+
+@hookimpl
+def kefu_rest_endpoints(kernel):
+    return [
+        RestEndpoint("GET", "/v1/llm/settings", "get_llm_settings",
+                     "Read the site's generative-answer settings", "generative answers",
+                     get_settings, response=SiteSettingsOut,
+                     description="Admins of the site. What the bot uses now: the site's "
+                     "own values over `[llm_openai]`; the API key never, only `api_key_set` "
+                     "and where it comes from."),
+        RestEndpoint("PATCH", "/v1/llm/settings", "patch_llm_settings",
+                     "Change the site's generative-answer settings", "generative answers",
+                     patch_settings, response=SiteSettingsOut, body=SiteSettingsIn,
+                     description="Admins of the site. The fields given are set; `null` goes "
+                     "back to the install's value; `api_key` is write-only (omit it to keep "
+                     "the key, empty or null for the install's)."),
+    ]  # fmt: skip
 
 
 @hookimpl

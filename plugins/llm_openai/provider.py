@@ -24,6 +24,7 @@ from kefu.core import __version__
 from kefu.core.bus import LocalState
 from kefu.core.types import GeneratedAnswer, KnowledgeAnswer
 from kefu.plugins.llm_openai.prompt import estimate_tokens, judge, may_be_refusal, messages
+from kefu.plugins.llm_openai.site_settings import SiteSettings, enabled_for, merged
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class Provider:
         self.kernel = kernel
         self.http: aiohttp.ClientSession | None = None
         self.budget = Budget(kernel)
+        self.sites = SiteSettings(kernel)
         self.active = 0
         self.enabled = True  # False while shed under pressure (kefu_degradation_features)
         self.counts = {
@@ -113,8 +115,10 @@ class Provider:
         s = self.settings
         if not passages or self.http is None or not self.enabled:
             return None
-        if s.sites and site_id not in s.sites:
+        overrides = await self.sites.overrides(site_id)  # Admin > Generative answers
+        if not enabled_for(s, site_id, overrides):
             return None
+        s = merged(s, site_id, overrides)
         if self.active >= s.max_concurrent:
             self.counts["busy"] += 1
             return None

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 SECTIONS = (
     "status", "reports", "agents", "sites", "widget", "routing", "hours", "canned", "bot", "faq",
-    "kb", "webhooks", "identity", "plugins",
+    "kb", "llm", "webhooks", "identity", "plugins",
 )  # fmt: skip
 #: Pages a signed-in agent who is not an admin may open, by the action each needs.
 READER_SECTIONS = {"reports": "reports.read"}
@@ -44,6 +44,7 @@ LABELS = {
     "bot": "Bot",
     "faq": "FAQ",
     "kb": "Knowledge base",
+    "llm": "Generative answers",
     "identity": "Identity",
     "plugins": "Plugins",
 }
@@ -284,6 +285,9 @@ def make_routes(
     async def kb_page(request: web.Request) -> web.Response:
         return await show(request, "kb")  # static/admin/kb.js calls /v1/kb/articles, /v1/kb/search
 
+    async def llm_page(request: web.Request) -> web.Response:
+        return await show(request, "llm")  # static/admin/llm.js calls /v1/llm/settings
+
     async def webhooks_page(request: web.Request) -> web.Response:
         return await show(request, "webhooks")  # static/admin/webhooks.js calls /v1/webhooks
 
@@ -315,6 +319,7 @@ def make_routes(
         web.get("/admin/bot", bot_page),
         web.get("/admin/faq", faq_page),
         web.get("/admin/kb", kb_page),
+        web.get("/admin/llm", llm_page),
         web.get("/admin/webhooks", webhooks_page),
         web.get("/admin/identity", identity_page),
         web.get("/admin/plugins", plugins_page),
