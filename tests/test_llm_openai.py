@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from pathlib import Path
 
@@ -348,3 +349,45 @@ async def test_a_chinese_visitor_is_answered_in_chinese_and_other_sites_get_the_
     drafts, stored = frames_until_message(await collect(guest.peer, cid), cid)
     assert drafts == [] and stored["text"].startswith("Parrots may sing")
     assert len(standin.requests) == 1
+
+
+async def test_site_settings_rest_key_write_only_null_resets_and_off_means_the_passage(
+    aiohttp_client, tmp_path, standin
+):
+    """/v1/llm/settings (Admin > Generative answers): admins only; a bad value is refused;
+    the key is never in an answer; ``enabled: false`` makes the bot answer with the passage;
+    ``null`` goes back to the install's value."""
+    client, site = await shop_with_llm(aiohttp_client, tmp_path, standin.url)
+    admin = {"Authorization": f"Bearer {await login(client, site.site.id, site.admin.email)}"}
+    agent = {"Authorization": f"Bearer {await login(client, site.site.id, site.agent.email)}"}
+    assert (await client.get("/v1/llm/settings", headers=agent)).status == 403
+    assert (
+        await client.patch("/v1/llm/settings", json={"model": "x"}, headers=agent)
+    ).status == 403
+    shown = await (await client.get("/v1/llm/settings", headers=admin)).json()
+    assert shown["model"] == "standin-1" and shown["enabled"] is True
+    assert shown["api_key_set"] is True and shown["api_key_from"] == "config"
+    assert shown["overridden"] == [] and shown["bounds"]["max_concurrent"] == 4
+    assert KEY not in json.dumps(shown)
+    for bad in ({"base_url": "ftp://x"}, {"max_tokens": 5}, {"budget_window": "week"},
+                {"sites": ["x"]}, {"temperature": 3}):  # fmt: skip
+        resp = await client.patch("/v1/llm/settings", json=bad, headers=admin)
+        assert resp.status in (400, 422), (bad, resp.status)
+
+    resp = await client.patch("/v1/llm/settings", headers=admin,
+                              json={"enabled": False, "api_key": "sk-other"})  # fmt: skip
+    changed = await resp.json()
+    assert changed["enabled"] is False and changed["api_key_from"] == "site"
+    assert "sk-other" not in await resp.text() and changed["overridden"] == ["api_key", "enabled"]
+    guest, _ack = await ask(client, site)
+    answer = await guest.peer.expect("message", sender=BOT, within=10)
+    assert answer["text"].startswith("Parrots may sing") and standin.requests == []
+
+    reset = {"enabled": None, "api_key": None, "model": "standin-9"}
+    resp = await client.patch("/v1/llm/settings", headers=admin, json=reset)
+    back = await resp.json()
+    assert back["enabled"] is True and back["api_key_from"] == "config"
+    assert back["model"] == "standin-9" and back["overridden"] == ["model"]
+    record = await app_kernel(client.app).storage.get_record(site.site.id, "llm.settings",
+                                                             "provider")  # fmt: skip
+    assert record.data == {"model": "standin-9"}
