@@ -149,3 +149,15 @@ async def test_articles_rest_and_the_bot_answers_from_them(aiohttp_client, tmp_p
     resp = await client.delete("/v1/kb/articles/pets", headers=admin)
     assert resp.status == 204
     assert (await client.delete("/v1/kb/articles/pets", headers=admin)).status == 404
+
+
+def test_the_encoders_encode_nothing_while_shed():
+    """Under pressure (``bot_embeddings`` shed) the bot's encoders answer None: the
+    knowledge base then ranks by BM25 alone."""
+    shed = [True]
+    no_bot = SimpleNamespace(config=SimpleNamespace(section=lambda name: {}[name]))
+    encoders = {e.lang: e for e in text_encoders(no_bot, lambda: not shed[0])}
+    assert encoders["en"].encode(["how much is postage"]) is None
+    assert encoders["zh"].encode(["运费多少"]) is None
+    shed[0] = False
+    assert encoders["en"].encode(["how much is postage"]).shape == (1, 384)

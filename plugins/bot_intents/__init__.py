@@ -171,7 +171,7 @@ def kefu_degradation_features(kernel):
             40,
             switch("embeddings"),
             2,
-            "intents scored on n-grams only, no sentence-embedding pass",
+            "intents scored on n-grams only, no sentence-embedding pass; articles by words only",
         ),
     ]
 
