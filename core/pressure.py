@@ -109,12 +109,15 @@ class SojournMeter:
     stopped moving records nothing.
     """
 
-    __slots__ = ("__weakref__", "_min", "name", "oldest", "records")
+    __slots__ = ("__weakref__", "_done", "_min", "flight", "name", "oldest", "records")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._min = math.inf
+        self._done = math.inf
         self.oldest = 0.0
+        #: arrival time of the newest item of the batch being served (0: none in service)
+        self.flight = 0.0
         self.records = 0
         _meters[f"sojourn:{name}"] = self
 
@@ -127,6 +130,27 @@ class SojournMeter:
         """The minimum recorded since the last call (None: nothing left the queue)."""
         value, self._min = self._min, math.inf
         return None if value == math.inf else value
+
+    def done(self, delay_s: float) -> None:
+        """A batch was served: ``delay_s`` is its *newest* item's whole time in the queue
+        and in service (arrival to commit). Every item of the batch waited at least that."""
+        if delay_s < self._done:
+            self._done = delay_s
+
+    def take_delay(self, now: float | None = None) -> float:
+        """The delay no item escaped since the last call: the smallest :meth:`done` of the
+        interval; with none, how long the newest item in service has been in (it will
+        have been at least that), else how long the oldest waiting item has waited (0:
+        an idle queue). Under group commit a message overload grows the batches and the
+        commit with them, not the wait beyond the commit: this reading sees it, the
+        sojourn less the service time does not (docs/degradation.md ``store_ms``)."""
+        value, self._done = self._done, math.inf
+        if value != math.inf:
+            return value
+        now = time.monotonic() if now is None else now
+        if self.flight:
+            return now - self.flight
+        return self.waiting_s(now)
 
     def waiting_s(self, now: float | None = None) -> float:
         """How long the oldest waiting item has waited (0 when nothing waits)."""

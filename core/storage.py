@@ -441,8 +441,14 @@ class GroupCommit(Generic[T, R]):
                 started = time.monotonic()
                 self.sojourn.record(started - batch[0][2])  # its oldest item's wait
                 self.sojourn.oldest = self._pending[0][2] if self._pending else 0.0
-                await self._commit(batch)
-                self.latency.record(time.monotonic() - started)
+                self.sojourn.flight = batch[-1][2]
+                try:
+                    await self._commit(batch)
+                finally:
+                    self.sojourn.flight = 0.0
+                ended = time.monotonic()
+                self.latency.record(ended - started)
+                self.sojourn.done(ended - batch[-1][2])  # what every item of it waited
             if self._closed:
                 return
 

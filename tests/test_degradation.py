@@ -36,7 +36,7 @@ ENABLE = '[plugins]\nenable = ["kefu.plugins.degradation"]\n'
 QUIET = (
     "[degradation.thresholds]\n"
     "loop_lag_ms = [5000, 6000, 7000]\nloop_busy = [50, 60, 70]\n"
-    "sojourn_ms = [5000, 6000, 7000]\n"
+    "sojourn_ms = [5000, 6000, 7000]\nstore_ms = [5000, 6000, 7000]\n"
     "batch_ratio = [1e6, 2e6, 3e6]\nslow_consumers = [0.99, 0.995, 0.999]\n"
     "cpu = [50, 60, 70]\nrss = [50, 60, 70]\nfds = [0.99, 0.995, 0.999]\n"
     "gc_ms_per_s = [5000, 6000, 7000]\nhandshakes_per_s = [1e6, 2e6, 3e6]\n"
@@ -296,6 +296,104 @@ async def test_a_slow_commit_is_a_slow_batch_and_a_capped_one_a_standing_queue(
         delay[0] = 0.001
         await producer
         await capped.close()
+
+
+#: Samples from a message overload's start to its level change at most: 1 s at the default
+#: ``interval_s`` of 100 ms (issue 16's target); the build-up of the delay, the
+#: ``store_ms`` window (5) and the entry samples (2) fit in it.
+STORE_DETECT_SAMPLES = 10
+
+
+async def test_a_message_overload_of_the_store_is_seen_within_a_second_not_a_burst(
+    aiohttp_client, tmp_path
+):
+    # The slow storage of issue 16's bench: a commit costs 2 ms plus 4 ms per message (the
+    # store takes 250 msg/s at most). At P (50 msg/s) a commit takes ~3 ms and holds what
+    # arrived during the one before; at 333 msg/s each batch is larger than the last and
+    # its commit longer: every message waits longer, yet no batch waits longer than the
+    # commit before it, so sojourn_ms (less the service time) reads ~0 until batches are
+    # capped at max_batch (256: a 1 s commit) - the 5.9 s / 17.4 s of the bench. The
+    # detection is counted in the sampler's samples from the overload's first message
+    # and checked against the level-change event's own time, not the test's wall time.
+    recorder = Recorder()
+    extra = config("store_ms = [40, 5000, 6000]", "interval_s = 0.1\n").replace(
+        "interval_s = 0.05\n", ""
+    )
+    client = await client_for(aiohttp_client, tmp_path, extra, recorder)
+    kernel = app_kernel(client.app)
+    controller = kernel.pressure
+    assert controller.settings.interval_s == 0.1
+    loop = asyncio.get_running_loop()
+    await until(lambda: (controller._warm_until or 1e18) < loop.time(), within=5)
+
+    async def flush(items):
+        await asyncio.sleep(0.002 + 0.004 * len(items))
+        return items
+
+    gap = [0.02]  # seconds between two messages: 50 msg/s (P)
+
+    async def arrivals(commit, stop):  # open loop on a schedule: a late sleep is no lull
+        pending = set()
+        due = loop.time()
+        while not stop.is_set():
+            now = loop.time()
+            while due <= now:
+                task = asyncio.ensure_future(commit.submit(1))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                due += gap[0]
+            await asyncio.sleep(due - now)
+        await asyncio.gather(*pending)
+
+    commit = GroupCommit(flush, name="test-overload")
+    stop = asyncio.Event()
+    producer = asyncio.ensure_future(arrivals(commit, stop))
+    seen: dict[str, float] = {}
+    sojourn: list[float] = []
+    began = 0
+
+    def changed(old, new):
+        seen.setdefault("samples", controller.sensors._ticks - began)
+        seen.setdefault("at", time.time())
+
+    recorder.on_change = changed
+    try:
+        await asyncio.sleep(1.5)  # P: the store keeps up, no level
+        assert controller.level == 0 and not recorder.events, ("at P", recorder.events)
+        # a burst (0.2 s at 333 msg/s; with its drain shorter than store_ms's
+        # half-second window) and back to P: the batches grow and drain again, some
+        # message got through fast within every window: no level
+        gap[0] = 0.003
+        await asyncio.sleep(0.2)
+        gap[0] = 0.02
+        await asyncio.sleep(2.0)
+        assert controller.level == 0 and not recorder.events, ("burst", recorder.events)
+        # the same rate, sustained: a message overload
+        began = controller.sensors._ticks
+        started = time.time()
+        gap[0] = 0.003
+        while controller.level == 0 and controller.sensors._ticks - began < 40:
+            sojourn.append(controller.readings["sojourn_ms"])
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        gap[0] = 0.02
+        await producer
+        await commit.close()
+    assert controller.level == 1, (controller.readings, seen)
+    event = recorder.events[0]
+    assert event["old"] == 0 and event["new"] == 1 and "store_ms" in event["cause"], event
+    assert seen["samples"] <= STORE_DETECT_SAMPLES, (seen, sojourn)
+    print(
+        "detected after",
+        seen["samples"],
+        "samples",
+        round(seen["at"] - started, 2),
+        "s;",
+        "sojourn_ms meanwhile at most",
+        round(max(sojourn), 1),
+    )
+    await until(lambda: controller.level == 0, within=10)
 
 
 async def test_a_paused_reader_counts_as_a_slow_consumer_and_level_3_closes_it(

@@ -23,6 +23,7 @@ SENSORS = (
     "loop_lag_ms",
     "loop_busy",
     "sojourn_ms",
+    "store_ms",
     "batch_ratio",
     "slow_consumers",
     "cpu",
@@ -35,10 +36,11 @@ SENSORS = (
     "inflow_per_s",
     "run_queue_ms",
     "commit_ms",
+    "frames_inflight",
 )
 #: Readings shown (status page, metrics) but compared with no threshold: what the
 #: hysteresis gate and an operator look at.
-SHOWN_ONLY = ("inflow_per_s", "run_queue_ms", "commit_ms")
+SHOWN_ONLY = ("inflow_per_s", "run_queue_ms", "commit_ms", "frames_inflight")
 
 #: A batch slower than this never counts as slow, whatever its floor (a 0.2 ms commit
 #: taking 2 ms is no pressure).
@@ -50,6 +52,10 @@ BUSY_WINDOW = 5
 BATCH_WINDOW = 5
 #: Seconds a meter's last ratio stands without a new batch.
 BATCH_STALE_S = 1.0
+#: Samples over which ``store_ms`` is the *minimum* (half a second at 100 ms): a burst
+#: shorter than that lets some message through fast and reads low; an overload that
+#: stands half a second reads its delay (then the entry samples: under 1 s in all).
+STORE_WINDOW = 5
 
 
 def memory_total_bytes() -> int:
@@ -176,6 +182,8 @@ class Sensors:
         self._service: dict[str, float] = {}
         self.commit_s = 0.0  # the largest of those this interval (shown)
         self._batch: deque[float] = deque(maxlen=BATCH_WINDOW)
+        #: queue name -> its delays (take_delay) of the last STORE_WINDOW samples
+        self._delays: dict[str, deque[float]] = {}
         self.backlog = 0  # frames queued in the sampled outboxes
         self.extra: dict[str, float] = {}  # readings other plugins reported
         self._page = os.sysconf("SC_PAGE_SIZE")
@@ -204,6 +212,7 @@ class Sensors:
             "loop_lag_ms": self._own_lag(lag_s) * 1000.0,
             "loop_busy": self._loop_busy(now),
             "sojourn_ms": self._sojourn(now) * 1000.0,
+            "store_ms": self._store_delay(now) * 1000.0,
             "batch_ratio": ratio,
             "cpu": self._cpu_cores(now),
             "gc_ms_per_s": self._gc_rate(now),
@@ -213,6 +222,7 @@ class Sensors:
             "inflow_per_s": self._inflow_rate(now),
             "run_queue_ms": self.run_queue_s * 1000.0,
             "commit_ms": self.commit_s * 1000.0,
+            "frames_inflight": float(self._frames_inflight()),
         }
         if self._ticks % 5 == 1:
             self._rss = self._read_rss() / self.rss_budget
@@ -296,6 +306,29 @@ class Sensors:
                 service = self._service.get(name.partition(":")[2], 0.0)
                 worst = max(worst, waiting - service - machine)
         return worst
+
+    def _store_delay(self, now: float) -> float:
+        """The worst queue's standing delay: per sample the delay no item escaped (the
+        smallest whole time in the store of a batch's newest item,
+        :meth:`~kefu.core.pressure.SojournMeter.take_delay`), the minimum over the last
+        :data:`STORE_WINDOW` samples. Wait *and* commit: under group commit a message
+        overload shows as larger batches and longer commits (each batch holds what
+        arrived during the one before), which ``sojourn_ms`` takes off as service."""
+        worst = 0.0
+        delays = self._delays
+        for name, meter in meters().items():
+            if isinstance(meter, SojournMeter):
+                ring = delays.get(name)
+                if ring is None:
+                    ring = delays[name] = deque(maxlen=STORE_WINDOW)
+                ring.append(meter.take_delay(now))
+                worst = max(worst, min(ring))
+        return worst
+
+    def _frames_inflight(self) -> int:
+        """Frames whose handler runs now (the gateway's pipeline depth; shown only)."""
+        stats = getattr(getattr(self.kernel, "gateway", None), "stats", None)
+        return int(getattr(stats, "inflight", 0) or 0)
 
     def _batch_ratio(self, now: float) -> float:
         """The worst meter's latest batch against its floor, the median over the last

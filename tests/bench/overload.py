@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -81,6 +82,7 @@ TRACED = (
     "loop_lag_ms",
     "loop_busy",
     "sojourn_ms",
+    "store_ms",
     "batch_ratio",
     "slow_consumers",
     "cpu",
@@ -88,6 +90,8 @@ TRACED = (
     "sessions_per_s",
     "inflow_per_s",
     "run_queue_ms",
+    "commit_ms",
+    "frames_inflight",
 )
 
 
@@ -386,6 +390,16 @@ async def _rate_limited(target: Target, http: aiohttp.ClientSession) -> int | No
         return None
 
 
+def dump_trace(path: str, watch: LevelWatch, result: dict[str, Any]) -> None:
+    """Every poll's readings, the level changes and each phase's start (Unix time), as
+    JSON: ``KEFU_BENCH_TRACE=/tmp/trace.json`` (what docs/degradation.md's figures read)."""
+    phases = {k: v.get("started") for k, v in result.items() if isinstance(v, dict)}
+    with open(path, "w") as out:
+        json.dump(
+            {"trace": watch.trace, "changes": list(watch.changes.values()), "phases": phases}, out
+        )
+
+
 async def overload(
     target: Target,
     pool: Pool,
@@ -449,6 +463,7 @@ async def overload(
         changes = watch.between(t0, t0 + steady_s) if watch.enabled else None
         result["steady"] = {
             **_brief(steady),
+            "started": t0,
             "level_changes": len(changes) if changes is not None else None,
             "level_changes_per_min": round(len(changes) * 60 / steady_s, 2)
             if changes is not None
@@ -466,6 +481,7 @@ async def overload(
         peak_goodput = steady["goodput_per_s"]
         result["overload"] = {
             **_brief(over),
+            "started": t1,
             "factor": FACTOR,
             "goodput_share_of_peak": round(over["goodput_per_s"] / peak_goodput, 3)
             if peak_goodput
@@ -509,6 +525,8 @@ async def overload(
         result["sensors_at_end"] = watch.sensors or None
     finally:
         await watch.stop()
+        if watch.enabled and os.environ.get("KEFU_BENCH_TRACE"):
+            dump_trace(os.environ["KEFU_BENCH_TRACE"], watch, result)
     result["loss"] = await scenarios.verify(target, pool)
     await pool.each("close", deadline_s=120)
     return result
