@@ -29,9 +29,12 @@ class SqlSettings(Section):
     pg_schema: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     #: Group commit: most appends one transaction may hold. 1 = one commit per message.
     batch_max: int = Field(256, ge=1, le=10_000)
-    #: Group commit: extra wait (ms) to gather a batch. 0 = a batch closes when the
-    #: previous commit finishes, which adds no latency.
-    batch_window_ms: float = Field(0.0, ge=0, le=100)
+    #: Group commit under load: once a batch is committed and more appends are already
+    #: queued, the next batch waits this long (ms) to gather more. An append that finds
+    #: the writer idle is committed at once. 0 = the next batch closes when the previous
+    #: commit finishes (small batches: a commit, its page writes and fsync, for every
+    #: few messages; docs/performance.md, 2026-12-04).
+    batch_window_ms: float = Field(4.0, ge=0, le=100)
     #: SQLite only: "full" fsyncs the WAL at every commit (an ack survives power
     #: loss); "normal" survives a crash of kefu but not of the machine.
     sqlite_synchronous: Literal["full", "normal"] = "full"
