@@ -211,3 +211,48 @@ async def test_a_resume_stops_at_a_quarter_of_the_outbox_bytes(aiohttp_client, t
     )
     second = await late.expect("resumed")
     assert second["last_seq"] > resumed["last_seq"]  # the next page follows; never closed
+
+
+async def test_each_steps_wants_is_asked_once_and_sees_the_earlier_steps_change(
+    aiohttp_client, tmp_path
+):
+    asked: list[tuple[str, str]] = []
+
+    class Steps:
+        @hookimpl
+        def kefu_pipeline_processors(self, kernel):
+            async def shout(message, context):
+                message.text = message.text.upper()
+                return message
+
+            async def mark(message, context):
+                message.meta["loud"] = True
+                return message
+
+            def wants_shout(message):
+                asked.append(("shout", message.text))
+                return message.text.startswith("hey")
+
+            def wants_mark(message):
+                asked.append(("mark", message.text))
+                return message.text.isupper()
+
+            return [
+                Processor("test.shout", 10, shout, wants_shout),
+                Processor("test.mark", 20, mark, wants_mark),
+            ]
+
+    kernel = make_kernel(tmp_path, extra_plugins=(("steps", Steps()),))
+    client = await aiohttp_client(create_app(kernel))
+    chat = await open_chat(client)
+    site_id = chat.site.site.id
+    conversation = await kernel.delivery.conversation(site_id, chat.conversation_id)
+    loud = Message(site_id, chat.conversation_id, "c-1", "bot", "shop", text="hey there")
+    stored, _ = await kernel.delivery.deliver(conversation, loud, transport="bot")
+    assert (stored.text, stored.meta) == ("HEY THERE", {"loud": True})
+    assert asked == [("shout", "hey there"), ("mark", "HEY THERE")]  # once each, in turn
+    asked.clear()
+    quiet = Message(site_id, chat.conversation_id, "c-2", "bot", "shop", text="fine")
+    stored, _ = await kernel.delivery.deliver(conversation, quiet, transport="bot")
+    assert (stored.text, stored.meta) == ("fine", {})
+    assert asked == [("shout", "fine"), ("mark", "fine")]

@@ -97,30 +97,35 @@ class Store:
         return stored, True
 
     async def _run_pipeline(self, origin: Any, conversation: Any, message: Message) -> Message:
-        """Every processor in priority order; identity fields cannot be changed by one."""
-        if not any(p.wants is None or p.wants(message) for p in self.processors):
-            return message  # no step wants it: no context, no await
-        principal = (
-            origin.principal
-            if origin is not None
-            else Principal(message.sender_kind, message.sender_id, message.site_id)
-        )
-        context = {
-            "kernel": self.kernel,
-            "connection": origin,
-            "conversation": conversation,
-            "principal": principal,
-        }
-        fixed = (
-            message.site_id,
-            message.conversation_id,
-            message.cid,
-            message.sender_kind,
-            message.sender_id,
-        )
+        """Every processor in priority order; identity fields cannot be changed by one.
+
+        ``wants`` is asked once per processor, just before its turn (an earlier step may
+        have changed the message); the context is built only once a step wants it, so a
+        message no step wants costs no allocation and no await."""
+        context: dict[str, Any] | None = None
+        fixed: tuple = ()
         for processor in self.processors:
             if processor.wants is not None and not processor.wants(message):
-                continue  # (asked again here: an earlier step may have changed the message)
+                continue
+            if context is None:
+                principal = (
+                    origin.principal
+                    if origin is not None
+                    else Principal(message.sender_kind, message.sender_id, message.site_id)
+                )
+                context = {
+                    "kernel": self.kernel,
+                    "connection": origin,
+                    "conversation": conversation,
+                    "principal": principal,
+                }
+                fixed = (
+                    message.site_id,
+                    message.conversation_id,
+                    message.cid,
+                    message.sender_kind,
+                    message.sender_id,
+                )
             try:
                 result = await processor.process(message, context)
             except PipelineReject as exc:
@@ -137,6 +142,8 @@ class Store:
                 ) from None
             if result is not None:
                 message = result
+        if context is None:
+            return message  # no step wanted it
         (
             message.site_id,
             message.conversation_id,
@@ -150,14 +157,12 @@ class Store:
     # -- the conversation cache ------------------------------------------------------
     async def conversation(self, site_id: str, conversation_id: str) -> Conversation | None:
         """The conversation record, cached; None when the site has no such conversation."""
-        key = (site_id, conversation_id)
-        cached = self._conversations.get(key)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        conversation = self.cached(site_id, conversation_id)
+        if conversation is not None:
+            return conversation
         conversation = await self.kernel.storage.get_conversation(site_id, conversation_id)
         if conversation is not None:
-            self.remember(conversation, now)
+            self.remember(conversation)
         return conversation
 
     def cached(self, site_id: str, conversation_id: str) -> Conversation | None:
