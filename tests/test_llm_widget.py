@@ -5,6 +5,9 @@ replaces it; a refused one hands the visitor over. The model is the stand-in moc
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import pytest
 
 from tests.chat_support import add_site
@@ -27,8 +30,11 @@ from tests.web_support import (
 pytestmark = pytest.mark.timeout(90)
 
 
-async def test_the_widget_streams_the_answer_then_shows_it_with_its_sources(tmp_path):
-    standin = await StandIn(delay=0.15).start()  # ~2 s of streaming, visible drafts
+@contextlib.asynccontextmanager
+async def llm_shop(tmp_path: Path, standin: StandIn):
+    """kefu with the shop flow and ``standin`` as its model, the shop page, and a site with
+    the ARTICLES of tests/test_llm_openai.py: ``(kefu, shop_base, site)``; everything,
+    ``standin`` included, stopped after."""
     flow = tmp_path / "shop.yaml"
     flow.write_bytes(SHOP.read_bytes())
     kefu = await start_kefu(tmp_path, shop_config(flow) + llm_toml(standin.url))
@@ -38,6 +44,16 @@ async def test_the_widget_streams_the_answer_then_shows_it_with_its_sources(tmp_
         for article_id, (title, body) in ARTICLES.items():
             record = {"title": title, "body": body, "lang": "en"}
             await kefu.kernel.storage.put_record(site.site.id, "kb.article", article_id, record)
+        yield kefu, shop_base, site
+    finally:
+        await shop_runner.cleanup()
+        await kefu.runner.cleanup()
+        await standin.stop()
+
+
+async def test_the_widget_streams_the_answer_then_shows_it_with_its_sources(tmp_path):
+    standin = await StandIn(delay=0.15).start()  # ~2 s of streaming, visible drafts
+    async with llm_shop(tmp_path, standin) as (_kefu, shop_base, site):
         async with chromium() as browser:
             page = await visitor_page(browser, f"{shop_base}shop/{site.site.widget_key}")
             await open_widget(page)
@@ -67,10 +83,6 @@ async def test_the_widget_streams_the_answer_then_shows_it_with_its_sources(tmp_
             )
             assert await page.locator("#kefu-widget .msg.draft").count() == 0
             assert page.errors.errors == []
-    finally:
-        await shop_runner.cleanup()
-        await kefu.runner.cleanup()
-        await standin.stop()
 
 
 async def test_the_console_shows_the_bots_answer_being_written_in_english_and_chinese(tmp_path):
@@ -78,15 +90,7 @@ async def test_the_console_shows_the_bots_answer_being_written_in_english_and_ch
     (marked as being written, in the agent's language), then the stored answer with its
     sources in its place; a draft the bot drops (an uncited answer) goes away."""
     standin = await StandIn(delay=0.15).start()
-    flow = tmp_path / "shop.yaml"
-    flow.write_bytes(SHOP.read_bytes())
-    kefu = await start_kefu(tmp_path, shop_config(flow) + llm_toml(standin.url))
-    shop_runner, shop_base = await start_shop(kefu.base)
-    try:
-        site = await add_site(kefu.kernel)
-        for article_id, (title, body) in ARTICLES.items():
-            record = {"title": title, "body": body, "lang": "en"}
-            await kefu.kernel.storage.put_record(site.site.id, "kb.article", article_id, record)
+    async with llm_shop(tmp_path, standin) as (kefu, shop_base, site):
         async with chromium() as browser:
             visitor = await visitor_page(browser, f"{shop_base}shop/{site.site.widget_key}")
             await open_widget(visitor)
@@ -139,7 +143,3 @@ async def test_the_console_shows_the_bots_answer_being_written_in_english_and_ch
                 )
                 await expect(page.locator("#messages .msg.draft")).to_have_count(0)
                 assert page.errors.errors == []
-    finally:
-        await shop_runner.cleanup()
-        await kefu.runner.cleanup()
-        await standin.stop()

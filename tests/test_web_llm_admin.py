@@ -10,19 +10,16 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from tests.chat_support import add_site, login
+from tests.chat_support import login
 from tests.llm_standin import StandIn
-from tests.test_bot_example import shop_config
-from tests.test_bot_faq import SHOP
-from tests.test_llm_openai import ARTICLES, KEY, QUESTION, llm_toml
+from tests.test_llm_openai import KEY, QUESTION
+from tests.test_llm_widget import llm_shop
 from tests.web_support import (
     chromium,
     expect,
     open_widget,
     screenshot_path,
     signed_in_agent,
-    start_kefu,
-    start_shop,
     visitor_page,
     widget_say,
 )
@@ -33,15 +30,7 @@ SITE_KEY = "sk-site-own-key-0123456789"
 
 async def test_admin_views_and_changes_the_sites_generative_answer_settings(tmp_path):
     standin = await StandIn().start()
-    flow = tmp_path / "shop.yaml"
-    flow.write_bytes(SHOP.read_bytes())
-    kefu = await start_kefu(tmp_path, shop_config(flow) + llm_toml(standin.url))
-    shop_runner, shop_base = await start_shop(kefu.base)
-    try:
-        site = await add_site(kefu.kernel)
-        for article_id, (title, body) in ARTICLES.items():
-            record = {"title": title, "body": body, "lang": "en"}
-            await kefu.kernel.storage.put_record(site.site.id, "kb.article", article_id, record)
+    async with llm_shop(tmp_path, standin) as (kefu, shop_base, site):
         async with chromium() as browser:
             admin = await signed_in_agent(browser, kefu.base, site.site.id, site.admin.email)
             await admin.goto(f"{kefu.base}admin/llm")
@@ -100,7 +89,3 @@ async def test_admin_views_and_changes_the_sites_generative_answer_settings(tmp_
             await expect(form.locator("[name=model]")).to_have_value("standin-1")
             await expect(admin.locator("#llm-key-state")).to_contain_text("install's key is used")
             assert admin.errors.errors == [] and admin_zh.errors.errors == []
-    finally:
-        await shop_runner.cleanup()
-        await kefu.runner.cleanup()
-        await standin.stop()

@@ -88,7 +88,16 @@ class MongoBlobs:
         head = await self._head(site_id, blob_id)
         if head is None:
             return None
-        query = {"site_id": site_id, "blob_id": blob_id}
+        data = await self._chunks(site_id, blob_id, range(head["chunks"]), whole=True)
+        info = BlobInfo(site_id, blob_id, head["size"], head["mime"], head["created_at"])
+        return info, data
+
+    async def _chunks(self, site_id: str, blob_id: str, wanted: range, *, whole: bool) -> bytes:
+        """The chunks numbered ``wanted``, joined; StorageError unless exactly those came
+        (``whole``: every chunk of the blob is read, so a stray one is an error too)."""
+        query: dict = {"site_id": site_id, "blob_id": blob_id}
+        if not whole:
+            query["n"] = {"$gte": wanted.start, "$lte": wanted.stop - 1}
         try:
             cursor = self._conn().blob_chunks.find(
                 query, {"_id": 0, "n": 1, "data": 1}, sort=[("n", 1)]
@@ -96,10 +105,9 @@ class MongoBlobs:
             chunks = [doc async for doc in cursor]
         except PyMongoError as exc:
             raise StorageError(f"mongo: {exc}") from exc
-        if [c["n"] for c in chunks] != list(range(head["chunks"])):
+        if [c["n"] for c in chunks] != list(wanted):
             raise StorageError(f"mongo: blob {blob_id!r} has missing chunks")
-        info = BlobInfo(site_id, blob_id, head["size"], head["mime"], head["created_at"])
-        return info, b"".join(bytes(c["data"]) for c in chunks)
+        return b"".join(bytes(c["data"]) for c in chunks)
 
     async def read_blob(self, site_id: str, blob_id: str, offset: int, length: int) -> bytes | None:
         head = await self._head(site_id, blob_id)
@@ -109,17 +117,7 @@ class MongoBlobs:
         if offset >= end:
             return b""
         first, last = offset // CHUNK_BYTES, (end - 1) // CHUNK_BYTES  # only the chunks needed
-        query = {"site_id": site_id, "blob_id": blob_id, "n": {"$gte": first, "$lte": last}}
-        try:
-            cursor = self._conn().blob_chunks.find(
-                query, {"_id": 0, "n": 1, "data": 1}, sort=[("n", 1)]
-            )
-            chunks = [doc async for doc in cursor]
-        except PyMongoError as exc:
-            raise StorageError(f"mongo: {exc}") from exc
-        if [c["n"] for c in chunks] != list(range(first, last + 1)):
-            raise StorageError(f"mongo: blob {blob_id!r} has missing chunks")
-        data = b"".join(bytes(c["data"]) for c in chunks)
+        data = await self._chunks(site_id, blob_id, range(first, last + 1), whole=False)
         skip = offset - first * CHUNK_BYTES
         return data[skip : skip + end - offset]
 

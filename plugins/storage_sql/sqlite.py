@@ -312,10 +312,14 @@ def _rowcount(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
     return conn.execute(sql, params).rowcount
 
 
+def _flat(rows: Sequence[Sequence[Any]]) -> list[Any]:
+    """The rows' values in one list: the parameters of a multi-row statement."""
+    return [value for row in rows for value in row]
+
+
 def _padded(keys: list[tuple], n: int) -> list[Any]:
     """``keys`` flattened, the last one repeated up to ``n`` keys (a statement per size)."""
-    keys = keys + [keys[-1]] * (n - len(keys))
-    return [value for key in keys for value in key]
+    return _flat(keys + [keys[-1]] * (n - len(keys)))
 
 
 def _chunks(rows: list, most: int = MAX_ROWS) -> list[list]:
@@ -346,8 +350,8 @@ def _flush_appends(
     for start in range(0, len(keys), MAX_KEYS):
         chunk = keys[start : start + MAX_KEYS]
         n = bucket(len(chunk))
-        (found_json,) = conn.execute(sql.append_heads_json(n), _padded(chunk, n)).fetchone()
-        for site_id, conv_id, last_seq, updated_at in orjson.loads(found_json):
+        (heads_json,) = conn.execute(sql.append_heads_json(n), _padded(chunk, n)).fetchone()
+        for site_id, conv_id, last_seq, updated_at in orjson.loads(heads_json):
             heads[site_id, conv_id] = [last_seq, float(updated_at)]
     found = {}
     cids = appends.cid_keys(batch)
@@ -358,16 +362,16 @@ def _flush_appends(
             found[row[0], row[1], row[2]] = MESSAGE.decode(row)
     results, rows, bumps, moved = appends.number(batch, heads, found)
     for run in _chunks(rows):
-        conn.execute(sql.append_insert_rows(len(run)), [v for row in run for v in row])
-    for minute in (True, False):
+        conn.execute(sql.append_insert_rows(len(run)), _flat(run))
+    for minute, width in ((True, 5), (False, 4)):
         # (site_id, id, last_seq, updated_at[, active_at])
         sets = [
-            (b[3], b[4], b[0], b[1], b[2]) for b, m in zip(bumps, moved, strict=True) if m == minute
+            (b[3], b[4], b[0], b[1], b[2])[:width]
+            for b, m in zip(bumps, moved, strict=True)
+            if m == minute
         ]
-        width = 5 if minute else 4
         for run in _chunks(sets):
-            params = [v for row in run for v in row[:width]]
-            conn.execute(sql.append_bump_rows(len(run), minute), params)
+            conn.execute(sql.append_bump_rows(len(run), minute), _flat(run))
     return results
 
 
