@@ -348,6 +348,9 @@ class BlobInfo:
     size: int
     mime: str
     created_at: float
+    #: Who uploaded it (``"visitor:<id>"``, ``"agent:<id>"``; "" when unknown): an erasure
+    #: finds the uploads of a person that no message carries (:meth:`BlobStore.owned_blobs`).
+    owner: str = ""
 
 
 @runtime_checkable
@@ -359,9 +362,12 @@ class BlobStore(Protocol):
     scoped by site like everything else and written once: an id is never reused
     for other bytes."""
 
-    async def put_blob(self, site_id: str, blob_id: str, data: bytes, *, mime: str) -> BlobInfo:
-        """Store ``data`` durably under a new id; :class:`DuplicateError` when the id
-        is taken in that site (nothing is replaced)."""
+    async def put_blob(
+        self, site_id: str, blob_id: str, data: bytes, *, mime: str, owner: str = ""
+    ) -> BlobInfo:
+        """Store ``data`` durably under a new id, with who uploaded it (``owner``, kept
+        in the same write as the bytes); :class:`DuplicateError` when the id is taken
+        in that site (nothing is replaced)."""
 
     async def blob_info(self, site_id: str, blob_id: str) -> BlobInfo | None:
         """Size, type and time of a stored blob, without its bytes; None when absent."""
@@ -376,6 +382,10 @@ class BlobStore(Protocol):
 
     async def delete_blob(self, site_id: str, blob_id: str) -> bool:
         """Delete the bytes for good (an erasure relies on it); False when absent."""
+
+    async def owned_blobs(self, site_id: str, owner: str, *, limit: int = 100) -> list[str]:
+        """Ids of at most ``limit`` blobs of the site stored with this ``owner`` (a non-empty
+        one), in id order: an erasure deletes them, then asks again until none is left."""
 
 
 class GroupCommit(Generic[T, R]):

@@ -1,6 +1,7 @@
-"""Uploads on real SQL storage: range requests, and files deleted for good (an admin's
-delete, a deleted message, an erased contact), with files on disk and with blobs in
-storage, on SQLite and on PostgreSQL."""
+"""Uploads on real storage: range requests, and files deleted for good (an admin's
+delete, a deleted message, an erased contact, with the files they uploaded and never
+sent), with files on disk and with blobs in storage, on SQLite, PostgreSQL and MongoDB
+(SecantusDB, as the storage contract starts it)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from kefu.plugins.rest_api.upload_store import open_store
 from tests.chat_support import app_kernel, login, make_kernel, open_chat
 from tests.conftest import service_unavailable
 from tests.rest_support import bearer
+from tests.storage_contract.conftest import mongo_url  # noqa: F401 (a fixture)
 
 POSTGRES_DSN = os.environ.get("KEFU_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256))
@@ -31,6 +33,8 @@ TEXT = b"".join(b"%09d\n" % n for n in range(ranges.PIECE * 2 // 10 + 77))
         ("storage", "sqlite"),
         ("files", "postgres"),
         ("storage", "postgres"),
+        ("files", "mongo"),
+        ("storage", "mongo"),
     ],
     ids=lambda p: f"{p[0]}-{p[1]}",
 )
@@ -38,6 +42,9 @@ async def client(request, aiohttp_client, tmp_path):
     store, engine = request.param
     config = f'[uploads]\nmax_bytes = 2097152\nstore = "{store}"\n'
     schema = None
+    if engine == "mongo":
+        url = request.getfixturevalue("mongo_url")
+        config += f'[mongo]\nurl = "{url}"\ndatabase = "kefu_up_{secrets.token_hex(5)}"\n'
     if engine == "postgres":
         try:
             import asyncpg
@@ -48,7 +55,8 @@ async def client(request, aiohttp_client, tmp_path):
             service_unavailable(f"PostgreSQL ({exc})")
         schema = f"kefu_up_{secrets.token_hex(5)}"
         config += f'[sql]\nurl = "{POSTGRES_DSN}"\npg_schema = "{schema}"\n'
-    client = await aiohttp_client(create_app(make_kernel(tmp_path, config, storage="sql")))
+    backend = "mongo" if engine == "mongo" else "sql"
+    client = await aiohttp_client(create_app(make_kernel(tmp_path, config, storage=backend)))
     assert open_store(app_kernel(client.app)).kind == store
     yield client
     if schema is not None:
@@ -237,7 +245,7 @@ async def test_deleting_a_message_deletes_its_upload(client, chat, admin):
     assert [r.data["uploads_deleted"] for r in records] == [1]
 
 
-async def test_erasing_a_contact_deletes_the_uploads_of_their_messages(client, chat, admin):
+async def test_erasing_a_contact_deletes_their_uploads_sent_or_not(client, chat, admin):
     kernel = app_kernel(client.app)
     site_id = chat.site.site.id
     theirs = [
@@ -252,21 +260,31 @@ async def test_erasing_a_contact_deletes_the_uploads_of_their_messages(client, c
     other_chat = await open_chat(client, chat.site)
     stranger = await upload(client, other_chat.visitor_token, PNG, "stranger.png")
     await send_file(other_chat, "s0", stranger)
-    unsent = await upload(client, chat.visitor_token, PNG, "never-sent.png")
+    # uploaded and never sent: no message names them, the upload records its uploader
+    unsent = [
+        await upload(client, chat.visitor_token, PNG, "never-sent.png"),
+        await upload(client, chat.visitor_token, PDF, "passport.pdf"),
+    ]
+    strangers_unsent = await upload(client, other_chat.visitor_token, PNG, "theirs.png")
+    agents_unsent = await upload(client, chat.agent_token, PDF, "draft.pdf")
 
     conversation = await kernel.storage.get_conversation(site_id, chat.conversation_id)
     resp = await client.delete(f"/v1/visitors/{conversation.visitor_id}", headers=admin)
     assert resp.status == 200, await resp.text()
     erased = await resp.json()
-    assert erased["uploads_deleted"] == 3 and erased["messages_removed"] >= 3
+    assert erased["uploads_deleted"] == 5 and erased["messages_removed"] >= 3
 
-    for body in (*theirs, from_agent):
+    for body in (*theirs, from_agent, *unsent):
         assert (await client.get(body["url"], headers=admin)).status == 404, body["name"]
         assert not await kept(client, site_id, body["id"]), body["name"]
-    for body in (stranger, unsent):  # not carried by the erased messages
+    for body in (stranger, strangers_unsent, agents_unsent):  # someone else's
         assert await kept(client, site_id, body["id"]), body["name"]
     records = await kernel.storage.list_records(site_id, "audit.erasure")
-    assert [r.data["uploads"] for r in records] == [3]
+    assert [r.data["uploads"] for r in records] == [5]
+    # nothing names the erased visitor's uploads any more (the files store's owner records)
+    assert not await kernel.storage.list_records(
+        site_id, "upload.owner", prefix="visitor:" + conversation.visitor_id
+    )
 
 
 async def test_a_file_gone_while_sent_ends_the_connection_short(aiohttp_client):

@@ -7,7 +7,8 @@ Erasures, merges and message deletions leave an audit record (who, when, how muc
 the erased content) as plugin records of kind ``audit.erasure`` / ``audit.merge`` /
 ``audit.message_delete``. An erasure and a message deletion delete the uploaded files the
 messages carried (:func:`~kefu.plugins.rest_api.uploads.delete_attachments`) before the
-rows: an erasure cut short and run again still finds them.
+rows: an erasure cut short and run again still finds them. An erasure also deletes the files
+the visitor uploaded and never sent (:func:`~kefu.plugins.rest_api.uploads.delete_owned`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from kefu.core.storage import ConversationFilter
 from kefu.plugins.rest_api import models as m
 from kefu.plugins.rest_api.endpoint import ApiError, Call, Endpoint, not_found
 from kefu.plugins.rest_api.search import Time, _searchable
-from kefu.plugins.rest_api.uploads import delete_attachments
+from kefu.plugins.rest_api.uploads import delete_attachments, delete_owned, owner_of
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,7 @@ async def erase_contact(call: Call) -> Erased:
     files = await delete_attachments(
         call.kernel, call.site_id, await _attachments(call, visitor.id)
     )
+    files += await delete_owned(call.kernel, call.site_id, owner_of("visitor", visitor.id))
     removed = await _searchable(call).delete_visitor(call.site_id, visitor.id)
     if removed < 0:
         raise not_found("visitor")

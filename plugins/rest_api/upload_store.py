@@ -14,6 +14,12 @@ In storage, a file not found as a blob is looked for in the directory too, so
 what a node stored as a file before the switch is still served by that node
 (and deleted from there). Both stores read a slice without the rest of the file
 (``read``: downloads in pieces, HTTP ``Range``) and delete for good (``delete``).
+
+Both keep who uploaded a file (``owner``: ``"visitor:<id>"``, ``"agent:<id>"``) so that an
+erasure deletes a person's uploads that no message carries (``owned``): in storage it is a
+field of the blob, written with the bytes (``BlobStore.owned_blobs``); for files it is a
+plugin record of kind :data:`OWNER_KIND` with the id ``<owner>/<stored name>``, written
+before the file (a crash between leaves a record naming nothing, never an unowned file).
 """
 
 from __future__ import annotations
@@ -27,16 +33,27 @@ from typing import Protocol
 
 from kefu.core.errors import ConfigError
 from kefu.core.kernel import Kernel
-from kefu.core.storage import BlobStore, DuplicateError
+from kefu.core.storage import BlobStore, DuplicateError, StorageBackend
 from kefu.core.supervisor import storage_is_shared
 
 log = logging.getLogger(__name__)
+
+#: Plugin records naming the owner of a file in the files store: ``<owner>/<stored name>``.
+OWNER_KIND = "upload.owner"
+#: Uploads listed per round of :meth:`UploadStore.owned`.
+OWNED_PAGE = 100
 
 
 class UploadStore(Protocol):
     kind: str
 
-    async def put(self, site_id: str, stored: str, data: bytes, mime: str) -> None: ...
+    async def put(self, site_id: str, stored: str, data: bytes, mime: str, owner: str) -> None: ...
+    async def owned(self, site_id: str, owner: str) -> list[str]:
+        """Stored names of at most :data:`OWNED_PAGE` uploads recorded with this owner."""
+
+    async def forget(self, site_id: str, owner: str, stored: str) -> None:
+        """Drop what says this upload is the owner's (after its bytes were deleted)."""
+
     async def size(self, site_id: str, stored: str) -> int | None: ...
     async def read(self, site_id: str, stored: str, offset: int, length: int) -> bytes | None:
         """At most ``length`` bytes from ``offset``; None when the upload is absent."""
@@ -86,14 +103,29 @@ class FileUploads:
 
     kind = "files"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, records: StorageBackend) -> None:
         self.root = root
+        self.records = records  # the owners (OWNER_KIND)
 
     def path(self, site_id: str, stored: str) -> Path:
         return self.root / site_id / stored
 
-    async def put(self, site_id: str, stored: str, data: bytes, mime: str) -> None:
+    async def put(self, site_id: str, stored: str, data: bytes, mime: str, owner: str) -> None:
+        if owner:
+            await self.records.put_record(site_id, OWNER_KIND, f"{owner}/{stored}", {})
         await asyncio.to_thread(_write_private, self.path(site_id, stored), data)
+
+    async def owned(self, site_id: str, owner: str) -> list[str]:
+        if not owner:
+            return []
+        prefix = f"{owner}/"
+        found = await self.records.list_records(
+            site_id, OWNER_KIND, prefix=prefix, limit=OWNED_PAGE
+        )
+        return [r.id[len(prefix) :] for r in found]
+
+    async def forget(self, site_id: str, owner: str, stored: str) -> None:
+        await self.records.delete_record(site_id, OWNER_KIND, f"{owner}/{stored}")
 
     async def size(self, site_id: str, stored: str) -> int | None:
         return await asyncio.to_thread(_file_size, self.path(site_id, stored))
@@ -114,11 +146,18 @@ class StorageUploads:
         self.storage = storage
         self.files = files  # what was stored as files before the switch
 
-    async def put(self, site_id: str, stored: str, data: bytes, mime: str) -> None:
+    async def put(self, site_id: str, stored: str, data: bytes, mime: str, owner: str) -> None:
         try:
-            await self.storage.put_blob(site_id, stored, data, mime=mime)
+            await self.storage.put_blob(site_id, stored, data, mime=mime, owner=owner)
         except DuplicateError:  # 128 random bits: only a retried write of the same file
             log.warning("upload %s/%s was already stored", site_id, stored)
+
+    async def owned(self, site_id: str, owner: str) -> list[str]:
+        blobs = await self.storage.owned_blobs(site_id, owner, limit=OWNED_PAGE)
+        return blobs or await self.files.owned(site_id, owner)  # files: before the switch
+
+    async def forget(self, site_id: str, owner: str, stored: str) -> None:
+        await self.files.forget(site_id, owner, stored)  # a blob's owner went with it
 
     async def size(self, site_id: str, stored: str) -> int | None:
         info = await self.storage.blob_info(site_id, stored)
@@ -142,7 +181,8 @@ def open_store(kernel: Kernel) -> UploadStore:
     if store is not None:
         return store
     settings = kernel.config.section("uploads")
-    files = FileUploads(Path(settings.dir) if settings.dir else kernel.data_dir / "uploads")
+    root = Path(settings.dir) if settings.dir else kernel.data_dir / "uploads"
+    files = FileUploads(root, kernel.storage)
     choice = settings.store
     if choice == "auto":
         shared = storage_is_shared(kernel.config) and isinstance(kernel.storage, BlobStore)

@@ -7,7 +7,9 @@ canonical extension of that type, ``<id>-<name>.<ext>``: as a file in
 Files are served back only to callers of the same site, with
 ``X-Content-Type-Options: nosniff`` and a sandboxing CSP, whole or by range
 (``ranges.py``). An admin may delete one; a deleted message and an erased
-contact take their attachments with them (:func:`delete_attachments`).
+contact take their attachments with them (:func:`delete_attachments`), and an erased
+contact the files they uploaded and never sent too (:func:`delete_owned`: every upload
+records its uploader, :func:`owner_of`).
 """
 
 from __future__ import annotations
@@ -149,10 +151,16 @@ async def create_upload(call: Call) -> UploadOut:
         raise ApiError(415, "unsupported_type", f"this kind of file is not accepted ({allowed})")
     name = safe_name(filename, mime)
     stored = f"{secrets.token_urlsafe(16)}-{name}"
-    await open_store(call.kernel).put(call.site_id, stored, data, mime)
+    owner = owner_of(call.principal.kind, call.principal.id)
+    await open_store(call.kernel).put(call.site_id, stored, data, mime, owner)
     log.info("upload %s/%s stored (%d bytes, %s)", call.site_id, stored, len(data), mime)
     url = upload_url(call.site_id, stored)
     return UploadOut(id=stored, url=url, name=name, size=len(data), mime=mime)
+
+
+def owner_of(kind: str, principal_id: str) -> str:
+    """What an upload records as its uploader: ``"visitor:<id>"``, ``"agent:<id>"``."""
+    return f"{kind}:{principal_id}"
 
 
 def _own_upload(call: Call) -> tuple[str, str, str]:
@@ -214,4 +222,19 @@ async def delete_attachments(kernel: Kernel, site_id: str, attachments: Iterable
     store, deleted = open_store(kernel), 0
     for stored in {name for a in attachments if (name := attachment_upload(a))}:
         deleted += await store.delete(site_id, stored)
+    return deleted
+
+
+async def delete_owned(kernel: Kernel, site_id: str, owner: str) -> int:
+    """Delete every upload recorded with this owner (:func:`owner_of`), sent or not; how
+    many were still there."""
+    store, deleted, seen = open_store(kernel), 0, None
+    while names := await store.owned(site_id, owner):
+        if names == seen:  # nothing changed since the last round: do not spin
+            log.warning("uploads of %s in %s could not be deleted: %s", owner, site_id, names)
+            break
+        for stored in names:
+            deleted += await store.delete(site_id, stored)
+            await store.forget(site_id, owner, stored)
+        seen = names
     return deleted

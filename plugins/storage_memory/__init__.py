@@ -329,10 +329,12 @@ class MemoryStorage:
         return records.pop(record_id, None) is not None
 
     # -- file contents (core.storage.BlobStore) ---------------------------------------
-    async def put_blob(self, site_id: str, blob_id: str, data: bytes, *, mime: str) -> BlobInfo:
+    async def put_blob(
+        self, site_id: str, blob_id: str, data: bytes, *, mime: str, owner: str = ""
+    ) -> BlobInfo:
         if (site_id, blob_id) in self._blobs:
             raise DuplicateError(f"blob {blob_id!r} already exists")
-        info = BlobInfo(site_id, blob_id, len(data), mime, time.time())
+        info = BlobInfo(site_id, blob_id, len(data), mime, time.time(), owner)
         self._blobs[site_id, blob_id] = (info, bytes(data))
         return info
 
@@ -349,6 +351,14 @@ class MemoryStorage:
 
     async def delete_blob(self, site_id: str, blob_id: str) -> bool:
         return self._blobs.pop((site_id, blob_id), None) is not None
+
+    async def owned_blobs(self, site_id: str, owner: str, *, limit: int = 100) -> list[str]:
+        found = [
+            b
+            for (s, b), (info, _) in self._blobs.items()
+            if s == site_id and owner and info.owner == owner
+        ]
+        return sorted(found)[:limit]
 
     # -- search, filters and data rights (core.storage.Searchable) -------------------
     async def search_messages(

@@ -26,12 +26,20 @@ from kefu.core.storage import BlobInfo, DuplicateError, StorageError
 CHUNK_BYTES = 1024 * 1024
 
 BLOB_INDEXES: dict[str, list[IndexModel]] = {
-    "blobs": [IndexModel([("site_id", ASCENDING), ("id", ASCENDING)], unique=True)],
+    "blobs": [
+        IndexModel([("site_id", ASCENDING), ("id", ASCENDING)], unique=True),
+        IndexModel([("site_id", ASCENDING), ("owner", ASCENDING), ("id", ASCENDING)]),
+    ],
     "blob_chunks": [
         IndexModel([("site_id", ASCENDING), ("blob_id", ASCENDING), ("n", ASCENDING)], unique=True)
     ],
 }
-_HEAD = {"_id": 0, "size": 1, "mime": 1, "created_at": 1, "chunks": 1}
+_HEAD = {"_id": 0, "size": 1, "mime": 1, "created_at": 1, "chunks": 1, "owner": 1}
+
+
+def _info(site_id: str, blob_id: str, head: dict[str, Any]) -> BlobInfo:
+    fields = (head["size"], head["mime"], head["created_at"], head.get("owner", ""))
+    return BlobInfo(site_id, blob_id, *fields)
 
 
 class MongoBlobs:
@@ -44,11 +52,13 @@ class MongoBlobs:
         for name, indexes in BLOB_INDEXES.items():
             await self._conn()[name].create_indexes(indexes)
 
-    async def put_blob(self, site_id: str, blob_id: str, data: bytes, *, mime: str) -> BlobInfo:
+    async def put_blob(
+        self, site_id: str, blob_id: str, data: bytes, *, mime: str, owner: str = ""
+    ) -> BlobInfo:
         db, now = self._conn(), time.time()
         pieces = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
         key = {"site_id": site_id, "id": blob_id}
-        head = {**key, "mime": mime, "size": len(data), "created_at": now}
+        head = {**key, "mime": mime, "size": len(data), "created_at": now, "owner": owner}
         try:
             await db.blobs.insert_one({**head, "chunks": len(pieces), "complete": False})
         except DuplicateKeyError:
@@ -69,7 +79,7 @@ class MongoBlobs:
                 await db.blob_chunks.delete_many({"site_id": site_id, "blob_id": blob_id})
                 await db.blobs.delete_one(key)
             raise StorageError(f"mongo: {exc}") from exc
-        return BlobInfo(site_id, blob_id, len(data), mime, now)
+        return BlobInfo(site_id, blob_id, len(data), mime, now, owner)
 
     async def _head(self, site_id: str, blob_id: str) -> dict[str, Any] | None:
         query = {"site_id": site_id, "id": blob_id, "complete": True}
@@ -80,17 +90,14 @@ class MongoBlobs:
 
     async def blob_info(self, site_id: str, blob_id: str) -> BlobInfo | None:
         head = await self._head(site_id, blob_id)
-        if head is None:
-            return None
-        return BlobInfo(site_id, blob_id, head["size"], head["mime"], head["created_at"])
+        return None if head is None else _info(site_id, blob_id, head)
 
     async def get_blob(self, site_id: str, blob_id: str) -> tuple[BlobInfo, bytes] | None:
         head = await self._head(site_id, blob_id)
         if head is None:
             return None
         data = await self._chunks(site_id, blob_id, range(head["chunks"]), whole=True)
-        info = BlobInfo(site_id, blob_id, head["size"], head["mime"], head["created_at"])
-        return info, data
+        return _info(site_id, blob_id, head), data
 
     async def _chunks(self, site_id: str, blob_id: str, wanted: range, *, whole: bool) -> bytes:
         """The chunks numbered ``wanted``, joined; StorageError unless exactly those came
@@ -129,3 +136,15 @@ class MongoBlobs:
         except PyMongoError as exc:
             raise StorageError(f"mongo: {exc}") from exc
         return result.deleted_count == 1
+
+    async def owned_blobs(self, site_id: str, owner: str, *, limit: int = 100) -> list[str]:
+        if not owner:
+            return []
+        query = {"site_id": site_id, "owner": owner}  # half-written ones too: theirs as well
+        try:
+            cursor = self._conn().blobs.find(
+                query, {"_id": 0, "id": 1}, sort=[("id", 1)], limit=limit
+            )
+            return [doc["id"] async for doc in cursor]
+        except PyMongoError as exc:
+            raise StorageError(f"mongo: {exc}") from exc

@@ -16,6 +16,8 @@ from kefu.core.storage import BlobInfo, DuplicateError
 from .tables import blobs
 
 _KEY = "site_id = ? AND id = ?"
+#: The columns of a BlobInfo after its key, in its order.
+_HEAD = "size, mime, created_at, owner"
 
 
 class SqlBlobs:
@@ -24,31 +26,33 @@ class SqlBlobs:
     def _ready(self) -> tuple[Any, Any]:  # pragma: no cover - SqlStorage's
         raise NotImplementedError
 
-    async def put_blob(self, site_id: str, blob_id: str, data: bytes, *, mime: str) -> BlobInfo:
+    async def put_blob(
+        self, site_id: str, blob_id: str, data: bytes, *, mime: str, owner: str = ""
+    ) -> BlobInfo:
         db, sql = self._ready()
         now = time.time()
         stmt = sql.text(
-            f"INSERT INTO {sql.table(blobs)} (site_id, id, mime, size, created_at, data) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, id) DO NOTHING RETURNING size"
+            f"INSERT INTO {sql.table(blobs)} (site_id, id, mime, size, created_at, owner, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, id) DO NOTHING RETURNING size"
         )
-        params = (site_id, blob_id, mime, len(data), now, bytes(data))
+        params = (site_id, blob_id, mime, len(data), now, owner, bytes(data))
         if await db.execute_returning(stmt, params, f"blob {blob_id}") is None:
             raise DuplicateError(f"blob {blob_id!r} already exists")
-        return BlobInfo(site_id, blob_id, len(data), mime, now)
+        return BlobInfo(site_id, blob_id, len(data), mime, now, owner)
 
     async def blob_info(self, site_id: str, blob_id: str) -> BlobInfo | None:
         db, sql = self._ready()
-        stmt = sql.text(f"SELECT size, mime, created_at FROM {sql.table(blobs)} WHERE {_KEY}")
+        stmt = sql.text(f"SELECT {_HEAD} FROM {sql.table(blobs)} WHERE {_KEY}")
         row = await db.fetch_one(stmt, (site_id, blob_id), "blob")
-        return None if row is None else BlobInfo(site_id, blob_id, row[0], row[1], row[2])
+        return None if row is None else BlobInfo(site_id, blob_id, *row)
 
     async def get_blob(self, site_id: str, blob_id: str) -> tuple[BlobInfo, bytes] | None:
         db, sql = self._ready()
-        stmt = sql.text(f"SELECT size, mime, created_at, data FROM {sql.table(blobs)} WHERE {_KEY}")
+        stmt = sql.text(f"SELECT {_HEAD}, data FROM {sql.table(blobs)} WHERE {_KEY}")
         row = await db.fetch_one(stmt, (site_id, blob_id), "blob")
         if row is None:
             return None
-        return BlobInfo(site_id, blob_id, row[0], row[1], row[2]), bytes(row[3])
+        return BlobInfo(site_id, blob_id, *row[:4]), bytes(row[4])
 
     async def read_blob(self, site_id: str, blob_id: str, offset: int, length: int) -> bytes | None:
         db, sql = self._ready()
@@ -61,3 +65,12 @@ class SqlBlobs:
         db, sql = self._ready()
         stmt = sql.text(f"DELETE FROM {sql.table(blobs)} WHERE {_KEY}")
         return await db.execute(stmt, (site_id, blob_id), "blob") == 1
+
+    async def owned_blobs(self, site_id: str, owner: str, *, limit: int = 100) -> list[str]:
+        if not owner:
+            return []
+        db, sql = self._ready()
+        stmt = sql.text(
+            f"SELECT id FROM {sql.table(blobs)} WHERE site_id = ? AND owner = ? ORDER BY id LIMIT ?"
+        )
+        return [row[0] for row in await db.fetch_all(stmt, (site_id, owner, limit), "blobs")]

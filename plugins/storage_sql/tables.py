@@ -127,7 +127,7 @@ conversations = Table(
 )
 
 #: Columns added to a table after databases were created without them: (table, column).
-MIGRATIONS = [("conversations", "version"), ("conversations", "active_at")]
+MIGRATIONS = [("conversations", "version"), ("conversations", "active_at"), ("blobs", "owner")]
 #: Run once, right after the column was added: fill it in for the rows already there.
 BACKFILLS = {
     ("conversations", "active_at"): "UPDATE {table} SET active_at = {minute} WHERE active_at = 0"
@@ -208,6 +208,9 @@ blobs = Table(
     Column("size", Integer, nullable=False),
     Column("created_at", Double, nullable=False),
     Column("data", LargeBinary, nullable=False),
+    # who uploaded it ("visitor:<id>", "agent:<id>"): added after the first schema (MIGRATIONS)
+    Column("owner", String(255), nullable=False, server_default=""),
+    Index("blobs_site_owner", "site_id", "owner"),
 )
 
 #: The fields of each record kept as JSON text.

@@ -104,3 +104,23 @@ async def test_read_blob_across_chunk_boundaries(storage):
     assert await storage.read_blob("s1", "c", mib - 7, 20) == data[mib - 7 : mib + 13]
     assert await storage.read_blob("s1", "c", 2 * mib + 50, 1000) == data[2 * mib + 50 :]
     assert await storage.read_blob("s1", "c", 5, 2 * mib) == data[5 : 5 + 2 * mib]
+
+
+async def test_the_uploader_is_kept_and_their_blobs_listed(storage):
+    alice, bob = "visitor:alice", "agent:bob"
+    info = await storage.put_blob("s1", "b-2", b"two", mime="text/plain", owner=alice)
+    assert info.owner == alice
+    await storage.put_blob("s1", "b-1", b"one", mime="text/plain", owner=alice)
+    await storage.put_blob("s1", "b-3", b"bob's", mime="text/plain", owner=bob)
+    await storage.put_blob("s1", "b-4", b"nobody's", mime="text/plain")
+    await storage.put_blob("s2", "b-5", b"other site", mime="text/plain", owner=alice)
+    assert (await storage.blob_info("s1", "b-2")).owner == alice
+    assert (await storage.get_blob("s1", "b-3"))[0].owner == bob
+    assert (await storage.blob_info("s1", "b-4")).owner == ""
+    assert await storage.owned_blobs("s1", alice) == ["b-1", "b-2"]  # in id order
+    assert await storage.owned_blobs("s1", alice, limit=1) == ["b-1"]
+    assert await storage.owned_blobs("s2", alice) == ["b-5"]  # scoped by site
+    assert await storage.owned_blobs("s1", bob) == ["b-3"]
+    assert await storage.owned_blobs("s1", "") == []  # no owner is nobody's list
+    assert await storage.delete_blob("s1", "b-1")
+    assert await storage.owned_blobs("s1", alice) == ["b-2"]

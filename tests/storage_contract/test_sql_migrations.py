@@ -142,3 +142,22 @@ async def test_sqlite_search_index_of_an_older_kefu(tmp_path):
         assert [m.text for m in await storage.search_messages("s1", "needle")] == ["a newer needle"]
     finally:
         await storage.close()
+
+
+async def test_sqlite_blobs_of_an_older_kefu_get_an_owner(tmp_path):
+    path = tmp_path / "kefu.db"
+    storage = SqlStorage(f"sqlite:///{path}")
+    await storage.open()
+    await storage.put_blob("s1", "old", b"bytes", mime="text/plain")
+    await storage.close()
+    with sqlite3.connect(path) as db:  # blobs as kefu kept them before uploaders were recorded
+        db.execute("DROP INDEX blobs_site_owner")
+        db.execute("ALTER TABLE blobs DROP COLUMN owner")
+    reopened = SqlStorage(f"sqlite:///{path}")
+    await reopened.open()
+    try:
+        assert (await reopened.blob_info("s1", "old")).owner == ""
+        await reopened.put_blob("s1", "new", b"x", mime="text/plain", owner="visitor:v")
+        assert await reopened.owned_blobs("s1", "visitor:v") == ["new"]
+    finally:
+        await reopened.close()
