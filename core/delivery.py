@@ -154,6 +154,11 @@ class Gateway(Protocol):
     ) -> None:
         """Handle one raw client frame (with ``batch``, also a JSON array of frames)."""
 
+    def feed(self, conn: ClientConnection, data: str | bytes) -> None:
+        """Queue one raw client frame for the connection's worker without waiting (what
+        :meth:`receive` does for a single frame): for a transport that parses frames in a
+        callback, not a coroutine."""
+
     async def close(self, conn: ClientConnection, reason: str) -> None:
         """Unregister the connection (idempotent)."""
 

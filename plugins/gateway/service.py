@@ -225,11 +225,22 @@ class Gateway(Store, Fanout):
         its rate, and the transport keeps reading meanwhile. With ``batch`` (a
         long-poll ``send``) this returns once the batch was processed.
         """
+        worker = self._queue(conn, data, batch)
+        if batch and worker is not None:
+            await asyncio.shield(worker)
+
+    def feed(self, conn: Connection, data: str | bytes) -> None:
+        """:meth:`receive` of one frame, without waiting: the transport's reader calls it
+        as the frame is parsed (no coroutine per frame; plugins/transport_ws/inbound.py)."""
+        self._queue(conn, data, False)
+
+    def _queue(self, conn: Connection, data: str | bytes, batch: bool) -> asyncio.Future | None:
+        """Parse, admit and queue frames for the connection's worker (started if idle)."""
         frames = self._parse(conn, data, batch)
         self.inflow.count += len(frames)
         admitted = [frame for frame in frames if self._admit(conn, frame)]
         if not admitted or conn.closed:
-            return
+            return None
         if conn.inbox is None:
             conn.inbox = admitted
         else:
@@ -237,8 +248,7 @@ class Gateway(Store, Fanout):
         worker = conn.worker
         if worker is None:
             worker = conn.worker = asyncio.ensure_future(self._work(conn))
-        if batch:
-            await asyncio.shield(worker)
+        return worker
 
     def _parse(self, conn: Connection, data: str | bytes, batch: bool) -> list[Any]:
         limit = self.settings.max_frame_bytes

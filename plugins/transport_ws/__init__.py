@@ -24,6 +24,7 @@ from kefu.core.web_app import bearer_token, error_response
 from kefu.hooks import hookimpl
 
 from .heartbeat import Heartbeats
+from .inbound import DirectWebSocket
 from .pump import Pump
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def kefu_routes(kernel):
             return error_response(503, "unavailable", "the gateway plugin is not running")
         s = kernel.config.section("transport_ws")
         # pings and pongs are ours (autoping off): one wheel times every connection
-        ws = web.WebSocketResponse(
+        ws = DirectWebSocket(
             compress=s.compress, max_msg_size=s.max_msg_size, heartbeat=None, autoping=False
         )
         token = bearer_token(request)
@@ -129,6 +130,16 @@ def kefu_routes(kernel):
         )
         beat = heartbeats.add(ws, request, s.heartbeat, lambda: _dead(request, conn))
         clock = asyncio.get_running_loop().time
+
+        def seen() -> None:
+            beat.seen = clock()
+
+        def frame(data: str | bytes) -> None:
+            beat.seen = clock()
+            gateway.feed(conn, data)
+
+        # data frames go to the gateway as they are parsed; this loop sees the rest
+        ws.direct(frame, seen)
         try:
             async for msg in ws:
                 beat.seen = clock()
