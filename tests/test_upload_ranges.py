@@ -9,11 +9,11 @@ import os
 import secrets
 
 import pytest
-from aiohttp import ClientPayloadError, ClientTimeout, FormData, web
+from aiohttp import ClientPayloadError, ClientTimeout, FormData, MultipartReader, web
 
 from kefu.core.web_app import create_app
 from kefu.plugins.rest_api import ranges
-from kefu.plugins.rest_api.ranges import UNSATISFIABLE, byte_range
+from kefu.plugins.rest_api.ranges import MAX_RANGES, UNSATISFIABLE, byte_ranges
 from kefu.plugins.rest_api.upload_store import open_store
 from tests.chat_support import app_kernel, login, make_kernel, open_chat
 from tests.conftest import service_unavailable
@@ -100,14 +100,14 @@ async def admin(client, chat):
     ("header", "size", "expected"),
     [
         (None, 10, None),
-        ("bytes=0-3", 10, (0, 3)),
-        ("bytes=2-", 10, (2, 9)),
-        ("bytes=-3", 10, (7, 9)),
-        ("bytes=-30", 10, (0, 9)),
-        ("bytes=4-400", 10, (4, 9)),
-        ("bytes=9-9", 10, (9, 9)),
-        ("BYTES=1-2", 10, (1, 2)),
-        (" bytes=1-2 ", 10, (1, 2)),
+        ("bytes=0-3", 10, [(0, 3)]),
+        ("bytes=2-", 10, [(2, 9)]),
+        ("bytes=-3", 10, [(7, 9)]),
+        ("bytes=-30", 10, [(0, 9)]),
+        ("bytes=4-400", 10, [(4, 9)]),
+        ("bytes=9-9", 10, [(9, 9)]),
+        ("BYTES=1-2", 10, [(1, 2)]),
+        (" bytes=1-2 ", 10, [(1, 2)]),
         ("bytes=10-", 10, UNSATISFIABLE),
         ("bytes=10-20", 10, UNSATISFIABLE),
         ("bytes=-0", 10, UNSATISFIABLE),
@@ -115,14 +115,84 @@ async def admin(client, chat):
         ("bytes=-5", 0, UNSATISFIABLE),
         ("bytes=5-2", 10, None),
         ("bytes=-", 10, None),
-        ("bytes=0-1,4-5", 10, None),
         ("items=0-1", 10, None),
         ("bytes=abc", 10, None),
         ("bytes=" + "9" * 40 + "-", 10, None),
+        # several: in file order, overlapping and touching ones coalesced
+        ("bytes=0-1,4-5", 10, [(0, 1), (4, 5)]),
+        ("bytes=6-7, 0-1", 10, [(0, 1), (6, 7)]),
+        ("bytes=0-4,3-6", 10, [(0, 6)]),
+        ("bytes=0-2,3-5", 10, [(0, 5)]),
+        ("bytes=0-1,-2", 10, [(0, 1), (8, 9)]),
+        ("bytes=2-3,2-3", 10, [(2, 3)]),
+        ("bytes=0-1,,4-5,", 10, [(0, 1), (4, 5)]),  # empty elements ignored
+        ("bytes=0-1,20-30", 10, [(0, 1)]),  # the unsatisfiable one left out
+        ("bytes=20-30,40-", 10, UNSATISFIABLE),
+        ("bytes=0-1,5-2", 10, None),  # one malformed: the header is ignored
+        ("bytes=0-1,x", 10, None),
+        ("bytes=" + ",".join(f"{n}-{n}" for n in range(MAX_RANGES)), 20, [(0, MAX_RANGES - 1)]),
+        ("bytes=" + ",".join(f"{n}-{n}" for n in range(MAX_RANGES + 1)), 20, None),  # too many
     ],
 )
-def test_byte_range(header, size, expected):
-    assert byte_range(header, size) == expected
+def test_byte_ranges(header, size, expected):
+    assert byte_ranges(header, size) == expected
+
+
+async def read_parts(resp) -> list[tuple[str, str, bytes]]:
+    """The parts of a multipart/byteranges answer: (Content-Type, Content-Range, bytes)."""
+    parts, reader = [], MultipartReader.from_response(resp)
+    while (part := await reader.next()) is not None:
+        parts.append(
+            (part.headers["Content-Type"], part.headers["Content-Range"], await part.read())
+        )
+    return parts
+
+
+async def test_several_ranges_answer_multipart_byteranges(client, chat):
+    body = await upload(client, chat.visitor_token, TEXT, "log.txt")
+    url, size, auth = body["url"], len(TEXT), bearer(chat.agent_token)
+    etag = (await client.get(url, headers=auth)).headers["ETag"]
+    piece, kind = ranges.PIECE, "text/plain; charset=utf-8"
+
+    resp = await client.get(url, headers={**auth, "Range": "bytes=0-9,20-29"})
+    assert resp.status == 206
+    assert resp.headers["Content-Type"].startswith("multipart/byteranges; boundary=")
+    assert resp.headers["Accept-Ranges"] == "bytes" and "Content-Range" not in resp.headers
+    assert await read_parts(resp) == [
+        (kind, f"bytes 0-9/{size}", TEXT[0:10]),
+        (kind, f"bytes 20-29/{size}", TEXT[20:30]),
+    ]
+    resp = await client.get(url, headers={**auth, "Range": "bytes=0-9,20-29"})
+    raw, boundary = await resp.read(), resp.headers["Content-Type"].split("boundary=")[1]
+    assert int(resp.headers["Content-Length"]) == len(raw)  # exact: nothing after the end
+    assert raw.startswith(f"--{boundary}\r\n".encode())
+    assert raw.endswith(f"\r\n--{boundary}--\r\n".encode())
+
+    # out of order, overlapping, a suffix, across pieces: sorted and coalesced
+    header = f"bytes=-5, {piece - 10}-{piece + 10}, 100-200, 150-300, 301-310"
+    resp = await client.get(url, headers={**auth, "Range": header})
+    assert resp.status == 206
+    assert await read_parts(resp) == [
+        (kind, f"bytes 100-310/{size}", TEXT[100:311]),
+        (kind, f"bytes {piece - 10}-{piece + 10}/{size}", TEXT[piece - 10 : piece + 11]),
+        (kind, f"bytes {size - 5}-{size - 1}/{size}", TEXT[size - 5 :]),
+    ]
+
+    # several that coalesce into one: a single range; past the bound: the whole file
+    resp = await client.get(url, headers={**auth, "Range": "bytes=0-4,5-9"})
+    assert resp.status == 206 and resp.headers["Content-Range"] == f"bytes 0-9/{size}"
+    assert await resp.read() == TEXT[:10]
+    many = "bytes=" + ",".join(f"{n * 10}-{n * 10 + 1}" for n in range(MAX_RANGES + 1))
+    resp = await client.get(url, headers={**auth, "Range": many})
+    assert resp.status == 200 and await resp.read() == TEXT
+
+    # If-Range: the ETag keeps the ranges, anything else gets the whole file
+    resp = await client.get(url, headers={**auth, "Range": "bytes=0-1,5-6", "If-Range": etag})
+    assert resp.status == 206
+    assert [p[2] for p in await read_parts(resp)] == [TEXT[0:2], TEXT[5:7]]
+    stale = {**auth, "Range": "bytes=0-1,5-6", "If-Range": '"another"'}
+    resp = await client.get(url, headers=stale)
+    assert resp.status == 200 and await resp.read() == TEXT
 
 
 async def test_downloads_answer_ranges(client, chat):
@@ -162,8 +232,8 @@ async def test_downloads_answer_ranges(client, chat):
         assert resp.headers["Accept-Ranges"] == "bytes"
         assert (await resp.json())["error"]["code"] == "range_not_satisfiable"
 
-    # several ranges, a malformed one, another unit: the whole file
-    for header in ("bytes=0-1,5-6", "bytes=9-2", "items=0-5"):
+    # a malformed range, another unit: the whole file (several ranges: the test below)
+    for header in ("bytes=9-2", "items=0-5", "bytes=0-1,9-2"):
         resp = await client.get(url, headers={**auth, "Range": header})
         assert resp.status == 200, header
         assert await resp.read() == TEXT

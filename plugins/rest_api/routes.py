@@ -40,8 +40,9 @@ UPLOAD_FILE = {
             "in": "header",
             "required": False,
             "schema": {"type": "string", "example": "bytes=0-1023"},
-            "description": "One byte range: `bytes=a-b`, `bytes=a-` or `bytes=-n`. Several "
-            "ranges, or an `If-Range` other than the `ETag`, get the whole file (200).",
+            "description": "Byte ranges: `bytes=a-b`, `bytes=a-` or `bytes=-n`, or up to 16 "
+            "of them comma-separated (a multipart/byteranges answer). More ranges, or an "
+            "`If-Range` other than the `ETag`, get the whole file (200).",
         }
     ],
     "responses": {
@@ -51,7 +52,8 @@ UPLOAD_FILE = {
             "content": _FILE_BODY,
         },
         "206": {
-            "description": "The byte range asked for.",
+            "description": "The byte range asked for; several that do not coalesce into one "
+            "as `multipart/byteranges` (a part per range, each with its Content-Range).",
             "headers": {
                 **_FILE_HEADERS,
                 "Content-Range": {"schema": {"type": "string", "example": "bytes 0-1023/52100"}},

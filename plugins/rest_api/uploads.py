@@ -173,7 +173,7 @@ def _own_upload(call: Call) -> tuple[str, str, str]:
 
 
 async def get_upload(call: Call) -> web.StreamResponse:
-    """Serve a stored file to a caller of the same site, whole or one byte range."""
+    """Serve a stored file to a caller of the same site, whole or by byte ranges."""
     site_id, stored, mime = _own_upload(call)
     # images, PDFs and text open in the browser (the chat's file cards open them in a tab);
     # sniffed types only, served with nosniff and a sandbox: none of them runs script here
