@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from kefu.core.domain import Conversation
+from kefu.plugins.rest_api import reads
 from kefu.plugins.rest_api.endpoint import ApiError, Call, not_found
 from kefu.plugins.rest_api.models import (
     ConversationOut,
@@ -67,8 +68,13 @@ async def list_conversations(call: Call) -> ConversationPage:
     page = found[: query.limit]
     next_before = page[-1].updated_at if len(found) > query.limit else None
     return ConversationPage(
-        conversations=[conversation_out(call, c) for c in page], next_before=next_before
+        conversations=await conversations_out(call, page), next_before=next_before
     )
+
+
+async def conversations_out(call: Call, found: list[Conversation]) -> list[ConversationOut]:
+    """A list as the caller may see it, with an agent's unread counts (reads.py)."""
+    return await reads.with_unread(call, [conversation_out(call, c) for c in found])
 
 
 async def _conversation(call: Call, action: str) -> Conversation:
@@ -80,7 +86,8 @@ async def _conversation(call: Call, action: str) -> Conversation:
 
 
 async def get_conversation(call: Call) -> ConversationOut:
-    return conversation_out(call, await _conversation(call, "conversation.read"))
+    conversation = await _conversation(call, "conversation.read")
+    return (await conversations_out(call, [conversation]))[0]
 
 
 async def list_messages(call: Call) -> MessagePage:

@@ -201,6 +201,14 @@ class ConversationOut(Record):
     created_at: float
     updated_at: float
     resolved_at: float | None
+    read_seq: int | None = Field(
+        None, description="Agents: the caller's read mark (0: never read); null for visitors."
+    )
+    unread: int | None = Field(
+        None,
+        description="Agents: messages after `read_seq` in a conversation assigned to the "
+        "caller and not resolved, else 0; null for visitors.",
+    )
 
 
 class MessageOut(Record):

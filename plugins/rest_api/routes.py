@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from kefu.plugins.rest_api import admin, contacts, conversations, merge, search, uploads, widget
+from kefu.plugins.rest_api import (
+    admin,
+    contacts,
+    conversations,
+    merge,
+    reads,
+    search,
+    uploads,
+    widget,
+)
 from kefu.plugins.rest_api import models as m
 from kefu.plugins.rest_api.endpoint import Endpoint
 
@@ -329,4 +338,6 @@ REST_ENDPOINTS: tuple[Endpoint, ...] = (
     # contacts and data rights, message delete (issue 14): plugins/rest_api/contacts.py
     *contacts.ENDPOINTS,
     *merge.ENDPOINTS,
+    # agents' read marks, the lists' unread counts (issue 14): plugins/rest_api/reads.py
+    *reads.ENDPOINTS,
 )

@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 from kefu.core.domain import CONVERSATION_STATES, Conversation, Message
 from kefu.core.storage import ConversationFilter, Searchable, VersionConflict, search_terms
 from kefu.plugins.rest_api import models as m
-from kefu.plugins.rest_api.conversations import conversation_out
+from kefu.plugins.rest_api.conversations import conversations_out
 from kefu.plugins.rest_api.endpoint import ApiError, Call, Endpoint, not_found
 
 VIEW_KIND = "console.view"
@@ -201,7 +201,7 @@ async def find_conversations(call: Call) -> m.ConversationPage:
     page = found[: query.limit]
     next_before = page[-1].updated_at if len(found) > query.limit else None
     return m.ConversationPage(
-        conversations=[conversation_out(call, c) for c in page], next_before=next_before
+        conversations=await conversations_out(call, page), next_before=next_before
     )
 
 

@@ -13,8 +13,9 @@ import { emojiPicker } from "../lib/emoji.js";
 const PAGE = 50;
 
 export class ChatView {
-  constructor({ client, me, els, onSent, onHead }) {
+  constructor({ client, me, els, onSent, onHead, onSeen }) {
     this.onHead = onHead;
+    this.onSeen = onSeen; // (conversation id, seq): the agent has seen it up to seq
     this.client = client;
     this.me = me;
     this.els = els;
@@ -152,6 +153,7 @@ export class ChatView {
     this.pending.delete(frame.cid);
     this.tracker.add(frame.seq);
     this.render({ ...msg, seq: frame.seq, pending: false });
+    this.markRead(); // one's own reply is read
     if (msg.type === "text" && msg.text.startsWith("/")) this.refetch(frame.seq); // a canned reply
   }
 
@@ -226,6 +228,7 @@ export class ChatView {
     if (!this.conversation || document.hidden || last <= this.lastRead) return;
     this.lastRead = last;
     this.client.send({ op: "read", conversation_id: this.id, seq: last });
+    this.onSeen?.(this.id, last);
   }
 
   // -- outgoing -----------------------------------------------------------------------------

@@ -13,7 +13,8 @@ const TABS = {
 };
 
 export class Inbox {
-  constructor({ list, tabs, onSelect, visitors }) {
+  constructor({ list, tabs, onSelect, visitors, me }) {
+    this.me = me; // the agent's id: badges count in their own conversations
     this.list = list;
     this.tabs = tabs;
     this.onSelect = onSelect;
@@ -21,7 +22,11 @@ export class Inbox {
     this.tab = "queued";
     this.current = null;
     this.previews = new Map(); // conversation id -> { seq, text } of its last message (or search hit)
-    this.unread = new Map(); // conversation id -> messages not seen (issue 14)
+    // read marks written from this page (conversation id -> seq); the server's are each
+    // conversation's `read_seq` (plugins/rest_api/reads.py), so a reload or another device
+    // shows the same badges (issue 14)
+    this.marks = new Map();
+    this.marking = new Map(); // conversation id -> the seq to write once the current write ends
     this.found = null; // the finder's results, shown instead of the tab's list
     this.shown = [];
     this.onUnread = null; // (total) => ..., the page title
@@ -67,6 +72,7 @@ export class Inbox {
       this.dropDeleted(c);
     }
     this.render(this.found || shown.conversations);
+    this.onUnread?.(this.unreadTotal());
     return mine.conversations;
   }
 
@@ -95,10 +101,38 @@ export class Inbox {
     this.select(ids[next]);
   }
 
+  /** Messages after the agent's read mark, in their own open conversations not on screen. */
+  unreadOf(id) {
+    const c = this.conversations.get(id);
+    if (!c || id === this.current || c.assignee_id !== this.me || c.state === "resolved") return 0;
+    const mark = Math.max(c.read_seq || 0, this.marks.get(id) || 0);
+    return Math.max(0, (c.last_seq || 0) - mark);
+  }
+
   unreadTotal() {
     let n = 0;
-    for (const count of this.unread.values()) n += count;
+    for (const id of this.conversations.keys()) n += this.unreadOf(id);
     return n;
+  }
+
+  /** The agent has seen `id` up to `seq`: kept by the server for reloads and other devices
+   * (one write at a time per conversation; a newer seq waits for it, older ones are dropped). */
+  markRead(id, seq) {
+    if (seq <= (this.marks.get(id) || 0)) return;
+    this.marks.set(id, seq);
+    if (this.marking.has(id)) {
+      this.marking.set(id, seq);
+      return;
+    }
+    this.marking.set(id, seq);
+    const write = (value) => api(`/v1/conversations/${encodeURIComponent(id)}/read`, { method: "PUT", json: { seq: value } })
+      .catch(() => {}) // the mark is also the page's; the next read writes it again
+      .then(() => {
+        const next = this.marking.get(id);
+        if (next > value) write(next);
+        else this.marking.delete(id);
+      });
+    write(seq);
   }
 
   /**
@@ -113,7 +147,7 @@ export class Inbox {
     const items = conversations.map((c) => {
       const assignee = c.assignee_id && this.team.get(c.assignee_id)?.name;
       const rating = c.meta?.rating;
-      const unread = this.unread.get(c.id) || 0;
+      const unread = this.unreadOf(c.id);
       const preview = this.previews.get(c.id)?.text || `${timeOf(c.updated_at)} · ${c.department || tr("general")}${assignee ? ` · ${assignee}` : ""}`;
       const signature = JSON.stringify([c.state, c.visitor_id, unread, preview, rating ? ratingText(rating) : ""]);
       let entry = kept.get(c.id);
@@ -123,7 +157,7 @@ export class Inbox {
       }
       const { li } = entry;
       li.classList.toggle("active", c.id === this.current);
-      li.classList.toggle("unread", this.unread.has(c.id));
+      li.classList.toggle("unread", unread > 0);
       li.dataset.state = c.state;
       if (entry.signature !== signature) {
         entry.signature = signature;
@@ -148,7 +182,6 @@ export class Inbox {
 
   select(id) {
     this.current = id;
-    this.unread.delete(id);
     this.onUnread?.(this.unreadTotal());
     for (const li of this.list.children) {
       li.classList.toggle("active", li.dataset.id === id);
@@ -169,8 +202,9 @@ export class Inbox {
   /** A message arrived for a conversation that is not on screen. */
   noteMessage(frame) {
     this.setPreview(frame.conversation_id, frame.seq, frame.meta?.deleted ? tr("This message was deleted.") : frame.text || frame.attachment?.name || "");
-    if (frame.conversation_id !== this.current) {
-      this.unread.set(frame.conversation_id, (this.unread.get(frame.conversation_id) || 0) + 1);
+    const c = this.conversations.get(frame.conversation_id);
+    if (c && Number(frame.seq) > (c.last_seq || 0)) {
+      this.conversations.set(c.id, { ...c, last_seq: Number(frame.seq) });
       this.onUnread?.(this.unreadTotal());
     }
     this.refreshSoon();

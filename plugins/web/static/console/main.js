@@ -41,6 +41,7 @@ const chat = new ChatView({
     inbox.refreshSoon();
     actions.render(conversation);
   },
+  onSeen: (id, seq) => inbox.markRead(id, seq),
   onHead: (conversation) => {
     actions.render(conversation);
     const note = handoverNotes.get(conversation.id);
@@ -72,6 +73,7 @@ const inbox = new Inbox({
   list: $("conversation-list"),
   tabs: document.querySelector(".tabs"),
   visitors: visitorRecord,
+  me: me.id,
   onSelect: (conversation) => openConversation(conversation),
 });
 window.kefuConsole = { client, chat, inbox }; // for debugging and the browser tests
