@@ -42,6 +42,10 @@ class SqlSettings(Section):
     #: index pages all over the file (one per conversation and per message id): with
     #: SQLite's 2 MiB default each miss is a read from the OS cache.
     sqlite_cache_mib: int = Field(64, ge=2, le=4096)
+    #: SQLite only: milliseconds between the checkpointer thread's passive checkpoints
+    #: (WAL pages copied back into the database beside the writer, not in its commits).
+    #: 0 = SQLite's own automatic checkpoint inside the commit that crosses 1,000 pages.
+    sqlite_checkpoint_ms: float = Field(200.0, ge=0, le=60_000)
     #: Connections kept open: SQLite, reader threads (one connection each; the one
     #: writer comes on top); PostgreSQL, the pool for reads and writes (appends have a
     #: connection of their own on top). No connection is opened past it: callers queue.
@@ -74,6 +78,7 @@ def make_backend(kernel) -> SqlStorage:
         batch_window=settings.batch_window_ms / 1000,
         sqlite_synchronous=settings.sqlite_synchronous,
         sqlite_cache_mib=settings.sqlite_cache_mib,
+        sqlite_checkpoint_ms=settings.sqlite_checkpoint_ms,
         pool_size=settings.pool_size,
         pool_timeout=settings.pool_timeout_s,
         echo=settings.echo,

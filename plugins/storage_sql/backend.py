@@ -91,6 +91,7 @@ class SqlStorage(SqlSearch, SqlReports, SqlBlobs):
         batch_window: float = 0.0,
         sqlite_synchronous: str = "full",
         sqlite_cache_mib: int = 64,
+        sqlite_checkpoint_ms: float = 200.0,
         pool_size: int = 5,
         pool_timeout: float = 30.0,
         echo: bool = False,
@@ -99,6 +100,7 @@ class SqlStorage(SqlSearch, SqlReports, SqlBlobs):
         self.schema = schema
         self.sqlite_synchronous = sqlite_synchronous.upper()
         self.sqlite_cache_mib = sqlite_cache_mib
+        self.sqlite_checkpoint_ms = sqlite_checkpoint_ms
         self.is_sqlite = url.startswith("sqlite")
         self._pool_size = pool_size
         self._pool_timeout = pool_timeout
@@ -137,6 +139,7 @@ class SqlStorage(SqlSearch, SqlReports, SqlBlobs):
                 self._sql,
                 synchronous=self.sqlite_synchronous,
                 writer_cache_mib=self.sqlite_cache_mib,
+                checkpoint_interval=self.sqlite_checkpoint_ms / 1000,
                 readers=self._pool_size,
             )
         elif backend == "postgresql" and driver == "asyncpg":

@@ -12,6 +12,16 @@ job costs the event loop one hop, however many statements it runs.
 transaction never has to upgrade a read lock (which WAL mode refuses without
 waiting); ``busy_timeout`` covers the writers of other processes.
 
+**The checkpointer.** In WAL mode every commit appends pages to the ``-wal`` file and
+SQLite copies them back into the database (a *checkpoint*) once the WAL holds 1,000
+pages, by default inside the ``COMMIT`` that crossed the mark: a few milliseconds of
+page copies and a second fsync on the writer, every half second at 2,000 msg/s, the
+tail of the append latency (docs/performance.md, 2026-12-06). A thread of its own,
+with its own connection, runs ``PRAGMA wal_checkpoint(PASSIVE)`` every
+``checkpoint_interval`` seconds instead (a passive checkpoint runs beside the writer and
+the readers, never waiting for either), and the writer's own automatic checkpoint
+is raised to :data:`BACKSTOP_PAGES`, so it runs only if the checkpointer falls behind.
+
 **The readers.** ``pool_size`` threads, each with its own connection, opened
 at start-up and kept: a read is a job on their shared queue, one hop, a single
 statement in autocommit mode (one statement is one consistent snapshot in WAL
@@ -46,6 +56,10 @@ MAX_JOBS = 512
 MAX_KEYS = 4096
 #: Most rows in one multi-row INSERT / UPDATE (a message is ~20 variables).
 MAX_ROWS = 256
+
+#: The writer's ``wal_autocheckpoint`` (pages) while the checkpointer thread runs: a
+#: backstop that bounds the WAL if the checkpointer falls behind (about 40 MiB).
+BACKSTOP_PAGES = 10_000
 
 Job = tuple[asyncio.Future, Callable[..., Any], tuple, str]
 
@@ -123,7 +137,10 @@ class _Writer(_Worker):
 
     def connect(self) -> sqlite3.Connection:
         # a page cache of its own: appends touch index pages all over the file
-        return self.driver.connect(cache_mib=self.driver.writer_cache_mib)
+        conn = self.driver.connect(cache_mib=self.driver.writer_cache_mib)
+        if self.driver.checkpoint_interval:
+            conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+        return conn
 
     def serve(self, conn: sqlite3.Connection) -> None:
         while (job := self.jobs.get()) is not None:
@@ -183,6 +200,37 @@ class _Writer(_Worker):
         return answers
 
 
+class _Checkpointer(threading.Thread):
+    """Copies the WAL back into the database beside the writer (the module's docstring)."""
+
+    def __init__(self, driver: SqliteDriver, interval: float) -> None:
+        super().__init__(name="kefu-sqlite-checkpoint", daemon=True)
+        self.driver, self.interval = driver, interval
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            conn = self.driver.connect()
+        except sqlite3.Error as exc:
+            log.warning("sqlite: no checkpointer (%s); the writer checkpoints", exc)
+            return
+        failing = False
+        try:
+            while not self.stop.wait(self.interval):
+                try:
+                    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:
+                    if not failing:  # once per episode, not every interval
+                        log.warning("sqlite: checkpoint failed: %s", exc)
+                    failing = True
+                    continue
+                failing = False
+                self.driver.checkpoints += 1
+                self.driver.wal_pages = row[1]  # (busy, pages in the WAL, pages copied)
+        finally:
+            conn.close()
+
+
 class SqliteDriver:
     """The connections to one SQLite file (WAL mode)."""
 
@@ -194,10 +242,17 @@ class SqliteDriver:
         synchronous: str,
         readers: int,
         writer_cache_mib: int = 64,
+        checkpoint_interval: float = 0.2,
     ) -> None:
         self.path, self.sql = path, sql
         self.synchronous = synchronous
         self.writer_cache_mib = writer_cache_mib
+        #: seconds between the checkpointer's passive checkpoints; 0: SQLite's own, in
+        #: the writer's commits
+        self.checkpoint_interval = checkpoint_interval
+        self._checkpointer: _Checkpointer | None = None
+        self.checkpoints = 0  # checkpoints the checkpointer ran (tests read it)
+        self.wal_pages = 0  # the WAL's size in pages at the last one
         self._readers_wanted = readers
         self._writes: queue.SimpleQueue = queue.SimpleQueue()
         self._reads: queue.SimpleQueue = queue.SimpleQueue()
@@ -230,11 +285,18 @@ class SqliteDriver:
             for reader in readers:
                 reader.start()
             await asyncio.gather(*(r.ready for r in readers))
+            if self.checkpoint_interval:
+                self._checkpointer = _Checkpointer(self, self.checkpoint_interval)
+                self._checkpointer.start()
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop.set()
+            await asyncio.to_thread(checkpointer.join)
         threads, self._threads = self._threads, []
         for thread in threads:
             (self._writes if isinstance(thread, _Writer) else self._reads).put(None)

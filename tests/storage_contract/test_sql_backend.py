@@ -87,6 +87,43 @@ async def test_sqlite_runs_in_wal_mode_with_the_chosen_synchronous(tmp_path, set
         await storage.close()
 
 
+@pytest.mark.parametrize("interval_ms", [50.0, 0.0])
+async def test_the_checkpointer_copies_the_wal_back_beside_the_writer(tmp_path, interval_ms):
+    """With ``sqlite_checkpoint_ms`` the WAL is copied back into the database by the
+    checkpointer thread, not by the writer's commits (whose own automatic checkpoint is
+    only a backstop); with 0, SQLite's automatic checkpoint stays the writer's."""
+    from kefu.plugins.storage_sql.sqlite import BACKSTOP_PAGES
+
+    path = tmp_path / "kefu.db"
+    storage = await opened(path, sqlite_checkpoint_ms=interval_ms)
+    try:
+        db = storage._db
+        autocheckpoint = await db.write(
+            lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        )
+        assert autocheckpoint == (BACKSTOP_PAGES if interval_ms else 1000)
+        conv = await new_conversation(storage)
+        await asyncio.gather(
+            *(storage.append_message(message(conv, f"c{i}", "x" * 200)) for i in range(300))
+        )  # some hundred pages: under SQLite's own 1,000-page mark
+        for _ in range(100):  # the checkpointer's next turn (50 ms)
+            if db.checkpoints and db.wal_pages:
+                break
+            await asyncio.sleep(0.05)
+        copied = path.stat().st_size  # the database file: what checkpoints copied into it
+        if interval_ms:
+            assert db.checkpoints >= 1 and db.wal_pages > 0
+            assert copied > 300 * 200  # the 300 messages' text is in the file
+        else:
+            assert db.checkpoints == 0
+            assert copied < 300 * 200  # still only in the WAL
+        assert (
+            path.with_name("kefu.db-wal").stat().st_size > 300 * 200
+        )  # the WAL is kept (not truncated)
+    finally:
+        await storage.close()
+
+
 async def test_closed_storage_refuses_appends(tmp_path):
     storage = await opened(tmp_path / "kefu.db")
     conv = await new_conversation(storage)
