@@ -364,7 +364,9 @@ class RoutingService:
     async def drain(self, site_id: str) -> list[Assignment]:
         """One routing pass: refresh, drain, announce assignments, update waiting visitors.
         In a process that does not hold the site's lease: refresh only (the holder heard
-        the same news on the bus and assigns)."""
+        the same news on the bus and assigns, then tells the visitors still waiting: a
+        ``queue`` frame from here would come before the holder's ``agent_joined`` for a
+        conversation an agent is free for, docs/protocol.md section 3, ``start``)."""
         if await self.owns(site_id):
             made = await self.engine.drain(site_id, prepare=self.upkeep.refresh)
             self._passed[site_id] = time.monotonic()
@@ -376,6 +378,7 @@ class RoutingService:
                 self.engine.failed_claims[site_id] = 0  # claims are the holder's now
                 await self.upkeep.refresh(site_id)
             self._watch_lease(site_id)
+            return made
         for assignment in made:
             await self.announce(assignment)
         sync = self.upkeep.site(site_id)

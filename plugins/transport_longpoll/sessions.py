@@ -61,6 +61,8 @@ ENDED_KEPT = 4096
 SILENT_REASONS = frozenset({"client_closed", "idle_timeout"})
 
 ABANDONED = object()  # a forwarded recv this process gave up on while shutting down
+#: Seconds an abandoned recv waits for the owner's verdict (it may be shutting down too).
+ABANDONED_WAIT_S = 1.5
 
 GONE_MESSAGES = {
     "session_lost": "the worker holding this session stopped; open a new session and resume "
@@ -408,6 +410,19 @@ class LongPoll:
             return not_found()
         return owner.decode()
 
+    async def _verdict(self, session_id: str, within: float) -> str | None:
+        """Why the session ended, once its owner recorded it within ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while self.state is not None:
+            with contextlib.suppress(Exception):  # the bus going away: no verdict
+                closed = await self.state.get(closed_key(session_id))
+                if closed is not None:
+                    return closed.decode()
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        return None
+
     async def _lost(self, session_id: str, owner: str) -> web.Response:
         """The owner does not answer: the session is lost for every worker."""
         reason = "session_lost"
@@ -664,8 +679,10 @@ class LongPoll:
         session_id = request.query["session"]
         reply = await self._call(where, "recv", session_id, wait + FORWARD_GRACE_S, wait=wait)
         if reply is ABANDONED:
-            # this worker stops; the owner keeps the session
-            return frames_response(b"[]", self.recv_timeout)
+            # this worker stops: the owner keeps the session, unless it stops too (the whole
+            # server's SIGTERM), whose verdict (410 shutdown) is then the answer
+            verdict = await self._verdict(session_id, ABANDONED_WAIT_S)
+            return gone(verdict) if verdict else frames_response(b"[]", self.recv_timeout)
         if reply is None:
             return await self._lost(session_id, where)
         header, body = reply
