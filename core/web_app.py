@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from typing import Any
 
 from aiohttp import web
 
@@ -31,9 +32,11 @@ def bearer_token(request: web.Request) -> str | None:
     return request.query.get("token") or request.cookies.get("kefu_session")
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
-    """The one error shape of every HTTP API: ``{"error": {"code", "message"}}``."""
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    """The one error shape of every HTTP API: ``{"error": {"code", "message"}}``, plus the
+    ``extra`` fields a client words the error from (``field``, ``problem``, ``reason``...)."""
+    body = {"code": code, "message": message, **extra}
+    return web.json_response({"error": body}, status=status)
 
 
 async def request_principal(request: web.Request):

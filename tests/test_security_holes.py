@@ -174,10 +174,14 @@ async def test_a_slow_header_client_is_disconnected(server):
 
 
 # -- hole 7: server errors on bad input --------------------------------------------------------
+VALIDATION_FIELDS = ("field", "problem", "limit")
+
+
 async def expect_4xx(resp, status: int = 400) -> str:
     assert resp.status == status, await resp.text()
     body = await resp.json()
-    assert set(body["error"]) == {"code", "message"}
+    # the one error shape; a validation error also names its field (docs/protocol.md section 6)
+    assert {"code", "message"} <= set(body["error"]) <= {"code", "message", *VALIDATION_FIELDS}
     return body["error"]["code"]
 
 

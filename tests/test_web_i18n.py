@@ -23,8 +23,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from kefu.core.domain import Conversation, Visitor, new_id
 from tests.chat_support import PASSWORD, add_site
 from tests.conftest import ROOT
+from tests.test_protocol_docs import PROTOCOL_MD, documented_codes
 from tests.test_web_ui import tiny_png
 from tests.web_support import (
     chromium,
@@ -79,6 +81,30 @@ async def test_every_text_has_its_chinese_translation():
     assert untranslated == []
     wrong = [t for t in texts if set(PLACEHOLDER.findall(t)) != set(PLACEHOLDER.findall(TABLE[t]))]
     assert wrong == [], "placeholders differ between English and Chinese"
+
+
+#: The code -> text table of the console and admin pages (one entry per line: ``  code: ...``).
+ERROR_TABLE = re.compile(r"^export const ERROR_TEXTS = \{$(.*?)^\};$", re.M | re.S)
+
+
+def worded_codes() -> set[str]:
+    source = (WEB / "static" / "lib" / "errors.js").read_text(encoding="utf-8")
+    table = ERROR_TABLE.search(source)
+    assert table, "static/lib/errors.js has no ERROR_TEXTS table"
+    return set(re.findall(r"^  (\w+): ", table.group(1), re.M))
+
+
+async def test_every_error_code_has_a_text_in_chinese():
+    """Every code of docs/protocol.md section 6 (the test there holds every code a plugin
+    sends) is worded by static/lib/errors.js; its texts are ``tr()`` calls, which the test
+    above holds to the zh-CN table."""
+    codes = documented_codes(PROTOCOL_MD.read_text(encoding="utf-8"))
+    assert len(codes) > 60
+    worded = worded_codes()
+    missing = sorted(codes - worded)
+    assert missing == [], f"add to ERROR_TEXTS in plugins/web/static/lib/errors.js: {missing}"
+    stale = sorted(worded - codes)
+    assert stale == [], f"ERROR_TEXTS words codes docs/protocol.md section 6 lacks: {stale}"
 
 
 # -- in the browser ------------------------------------------------------------------------
@@ -231,6 +257,63 @@ async def test_the_agent_setting_beats_the_browser_language(kefu, browser):
     await bob.locator("#profile-form button[type=submit]").click()
     assert bob.errors == []
     await bob.context.close()
+
+
+POST_CANNED = """body => import("/static/lib/api.js")
+  .then(({ api }) => api("/v1/canned_replies", { method: "POST", json: body }))
+  .then(() => "saved", (err) => err.message)"""
+
+
+async def test_server_refusals_in_the_agents_language(kefu, browser):
+    """A refusal of the REST API on an admin page is worded from its code (and a validation
+    error from its field and problem) in Chinese; an English page keeps the server's words."""
+    ada = await signed_in(browser, kefu, kefu.site.admin.email, "zh-CN")
+    await ada.goto(f"{kefu.base}admin/canned")
+    form, said = ada.locator("#canned-form"), ada.locator("#canned-message")
+    for _ in range(2):
+        await form.locator("input[name=shortcut]").fill("tk")
+        await form.locator("textarea[name=text]").fill("七天内退款。")
+        await form.locator("button[type=submit]").click()
+        await expect(said).not_to_be_hidden()
+    await expect(said).to_have_text("此快捷码已存在。")
+    await expect(said).to_have_class("error")
+    left = await english_left(ada)
+    assert left == [], f"admin/canned: {left}"
+    bad = {"shortcut": "Refund!", "text": "hi", "scope": "site"}
+    assert await ada.evaluate(POST_CANNED, bad) == "“shortcut”：含有不允许的字符。"  # noqa: RUF001
+    long = {"shortcut": "long", "text": "x" * 4001, "scope": "site"}
+    assert await ada.evaluate(POST_CANNED, long) == "“text”：最多 4000 个字符。"  # noqa: RUF001
+    assert await ada.evaluate(POST_CANNED, {"shortcut": "x", "text": "hi", "colour": 1}) == (
+        "“colour”：不是此表单的字段。"  # noqa: RUF001
+    )
+    # an op's error frame (the agent tools' `tag`) in the console
+    site_id = kefu.site.site.id
+    storage = kefu.kernel.storage
+    visitor = await storage.upsert_visitor(Visitor(new_id(), site_id, name="Tao"))
+    tagged = await storage.create_conversation(
+        Conversation(
+            new_id(),
+            site_id,
+            visitor.id,
+            state="assigned",
+            assignee_id=kefu.site.admin.id,
+            tags=[f"t{n}" for n in range(20)],
+        )
+    )
+    await ada.goto(f"{kefu.base}console#c={tagged.id}")
+    await ada.reload()
+    await ada.locator("#annotations .tag-form input").fill("one-more")
+    await ada.locator("#annotations .tag-form button").click()
+    refusal = ada.locator("#annotations .annot-error")
+    await expect(refusal).to_have_text("一个对话最多有 20 个标签。")
+    assert ada.errors == []
+    await ada.context.close()
+    english = await signed_in(browser, kefu, kefu.site.admin.email, "en-US")
+    await english.goto(f"{kefu.base}admin/canned")
+    assert await english.evaluate(POST_CANNED, long) == (
+        "text: String should have at most 4000 characters"
+    )
+    await english.context.close()
 
 
 async def test_profile_name_picture_and_password(kefu, browser):

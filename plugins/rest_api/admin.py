@@ -116,7 +116,9 @@ async def patch_agent(call: Call) -> AgentOut:
     changes = body.model_dump(exclude_unset=True, exclude={"password"})
     for name, value in changes.items():
         if value is None:  # an explicit null is not "unchanged" (issue 13, hole 7)
-            raise ApiError(400, "invalid_request", f"{name}: may not be null")
+            raise ApiError(
+                400, "invalid_request", f"{name}: may not be null", field=name, problem="null"
+            )
     if "roles" in changes:
         changes["roles"] = list(dict.fromkeys(changes["roles"]))
         if agent.id == call.principal.id and "admin" not in changes["roles"]:

@@ -123,6 +123,24 @@ def contributed(endpoint: RestEndpoint) -> Endpoint:
     )
 
 
+#: The bounds pydantic names in an error's ``ctx``; the first one found is the error's ``limit``.
+LIMITS = ("max_length", "min_length", "le", "ge", "lt", "gt")
+
+
+def validation_details(exc: ValidationError, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+    """For programs: the first error's ``field`` (dotted), ``problem`` (pydantic's error type,
+    e.g. ``string_too_long``) and ``limit`` when it has one. The console words the error from
+    them in the agent's language (``static/lib/errors.js``)."""
+    first = exc.errors()[0]
+    where = ".".join([*prefix, *(str(p) for p in first["loc"])]) or "body"
+    details: dict[str, Any] = {"field": where, "problem": first["type"]}
+    ctx = first.get("ctx") or {}
+    limit = next((ctx[k] for k in LIMITS if k in ctx), None)
+    if isinstance(limit, int | float) and not isinstance(limit, bool):
+        details["limit"] = limit
+    return details
+
+
 def validation_message(exc: ValidationError) -> str:
     """``field: problem`` for the first few errors, short enough for a UI."""
     parts = []
@@ -161,7 +179,9 @@ async def read_json(request: web.Request, model: type[BaseModel]) -> Any:
         # strict: JSON has types, so `false` is not a number and `"5"` is not an integer
         return model.model_validate(data, strict=True)
     except ValidationError as exc:
-        raise ApiError(400, "invalid_request", validation_message(exc)) from None
+        raise ApiError(
+            400, "invalid_request", validation_message(exc), **validation_details(exc)
+        ) from None
 
 
 def read_query(request: web.Request, model: type[BaseModel]) -> Any:
@@ -169,7 +189,9 @@ def read_query(request: web.Request, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise ApiError(400, "invalid_query", validation_message(exc)) from None
+        raise ApiError(
+            400, "invalid_query", validation_message(exc), **validation_details(exc)
+        ) from None
 
 
 def render(endpoint: Endpoint, result: Any) -> web.StreamResponse:
@@ -209,7 +231,7 @@ def to_route(endpoint: Endpoint) -> web.RouteDef:
         try:
             return render(endpoint, await handler(await _prepare(endpoint, request)))
         except ApiError as exc:
-            return error_response(exc.status, exc.code, exc.message)
+            return error_response(exc.status, exc.code, exc.message, **exc.extra)
 
     handle.__name__ = endpoint.operation_id
     path = endpoint.route_path or endpoint.path

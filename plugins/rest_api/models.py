@@ -117,6 +117,13 @@ class Record(BaseModel):
 class ErrorBody(BaseModel):
     code: str = Field(description="Machine-readable code, e.g. `not_found`.")
     message: str = Field(description="Human-readable explanation.")
+    field: str | None = Field(
+        None, description="The field at fault (`invalid_request`, `invalid_query`, ...)."
+    )
+    problem: str | None = Field(
+        None, description="What is wrong with it: the validator's type, e.g. `string_too_long`."
+    )
+    limit: float | None = Field(None, description="The bound it broke, e.g. the most characters.")
 
 
 class ErrorResponse(BaseModel):

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, StringConstraints, ValidationError, model_validator
 
 from kefu.core.errors import ApiError
+from kefu.plugins.rest_api.endpoint import validation_details
 from kefu.plugins.rest_api.models import NAME_PATTERN, JsonObject, Name, Request
 
 #: Answers that fill the visitor's own fields, with the input type each must have;
@@ -188,7 +189,8 @@ def checked(widget: Any) -> dict[str, Any]:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(["settings", "widget", *(str(p) for p in first["loc"])])
-        raise ApiError(400, "invalid_request", f"{where}: {first['msg']}") from None
+        details = validation_details(exc, ("settings", "widget"))
+        raise ApiError(400, "invalid_request", f"{where}: {first['msg']}", **details) from None
     return settings.model_dump(mode="json", exclude_none=True)
 
 

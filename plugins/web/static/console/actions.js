@@ -3,6 +3,7 @@
 // note, resolve, reopen. Each is one frame; the reply (or an error) updates the view.
 import { api } from "../lib/api.js";
 import { h, replace } from "../lib/dom.js";
+import { errorText } from "../lib/errors.js";
 import { tr } from "../lib/tr.js";
 
 let refs = 0;
@@ -33,7 +34,7 @@ const REFUSALS = {
 
 /** What the console says of a refused workflow frame. */
 export function refusalText(frame) {
-  return REFUSALS[frame.code]?.(frame) || `${frame.code}: ${frame.message}`;
+  return REFUSALS[frame.code]?.(frame) || errorText(frame) || `${frame.code}: ${frame.message}`;
 }
 
 export class Actions {

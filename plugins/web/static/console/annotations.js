@@ -3,6 +3,7 @@
 // them. Without that plugin the section says so.
 import { api, ApiError } from "../lib/api.js";
 import { h, replace, timeOf } from "../lib/dom.js";
+import { errorText } from "../lib/errors.js";
 import { tr } from "../lib/tr.js";
 
 export class Annotations {
@@ -17,7 +18,7 @@ export class Annotations {
     client.on("tags", (f) => this.setTags(f.conversation_id, f.tags));
     client.on("tag_ok", (f) => this.setTags(f.conversation_id, f.tags));
     client.on("error", (f) => {
-      if (typeof f.ref === "string" && f.ref.startsWith("annot-")) this.say(`${f.code}: ${f.message}`);
+      if (typeof f.ref === "string" && f.ref.startsWith("annot-")) this.say(errorText(f) || `${f.code}: ${f.message}`);
     });
   }
 

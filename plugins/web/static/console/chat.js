@@ -3,6 +3,7 @@
 import { api } from "../lib/api.js";
 import { h, timeOf, uuid } from "../lib/dom.js";
 import { attachmentBody, textBody, tombstoneBody } from "../lib/rich.js";
+import { errorText } from "../lib/errors.js";
 import { SeqTracker } from "../lib/seq.js";
 import { tr } from "../lib/tr.js";
 import { placeFor } from "../widget/view.js";
@@ -220,7 +221,7 @@ export class ChatView {
 
   onError(frame) {
     const msg = frame.cid && this.pending.get(frame.cid);
-    if (msg) this.render({ ...msg, failed: frame.message || frame.code });
+    if (msg) this.render({ ...msg, failed: errorText(frame) || frame.message || frame.code });
   }
 
   markRead() {

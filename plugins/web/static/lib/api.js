@@ -1,13 +1,16 @@
 // Same-origin JSON calls of the console and admin pages: the session cookie authenticates,
 // the CSRF header (from <meta name="csrf-token">) guards every state-changing call.
+import { errorText } from "./errors.js";
 
 export const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
 
 export class ApiError extends Error {
   constructor(status, body) {
-    super(body?.error?.message || `HTTP ${status}`);
+    // in the page's language from the code (lib/errors.js); the server's words on English pages
+    super(errorText(body?.error) || body?.error?.message || `HTTP ${status}`);
     this.status = status;
     this.code = body?.error?.code;
+    this.detail = body?.error?.message; // the server's own (English) words
   }
 }
 
