@@ -374,3 +374,33 @@ async def test_a_file_gone_while_sent_ends_the_connection_short(aiohttp_client):
     assert resp.status == 200 and resp.headers["Content-Length"] == str(len(data))
     with pytest.raises(ClientPayloadError):
         await resp.read()
+
+
+async def test_erasing_a_contact_deletes_the_uploads_of_contacts_merged_into_it(
+    client, chat, admin
+):
+    """A contact merged into another (and one merged into that first) hands its unsent
+    uploads on: erasing the kept contact deletes them too; other contacts' stay."""
+    kernel, site_id = app_kernel(client.app), chat.site.site.id
+    kept_id = (await kernel.storage.get_conversation(site_id, chat.conversation_id)).visitor_id
+    key = chat.site.site.widget_key
+    sessions = [
+        await (await client.post("/v1/visitors/session", json={"widget_key": key})).json()
+        for _ in range(3)
+    ]
+    first, second, _ = sessions
+    uploads = [await upload(client, s["token"], PNG, f"u{n}.png") for n, s in enumerate(sessions)]
+    for into, merged in ((first, second), ({"visitor_id": kept_id}, first)):  # a chain
+        resp = await client.post(
+            f"/v1/visitors/{into['visitor_id']}/merge",
+            json={"merge_id": merged["visitor_id"]},
+            headers=admin,
+        )
+        assert resp.status == 200, await resp.text()
+    resp = await client.delete(f"/v1/visitors/{kept_id}", headers=admin)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["uploads_deleted"] == 2
+    for body in uploads[:2]:
+        assert not await kept(client, site_id, body["id"]), body["name"]
+    assert await kept(client, site_id, uploads[2]["id"])  # the stranger's
+    assert not await kernel.storage.list_records(site_id, "upload.merged")

@@ -8,7 +8,8 @@ the erased content) as plugin records of kind ``audit.erasure`` / ``audit.merge`
 ``audit.message_delete``. An erasure and a message deletion delete the uploaded files the
 messages carried (:func:`~kefu.plugins.rest_api.uploads.delete_attachments`) before the
 rows: an erasure cut short and run again still finds them. An erasure also deletes the files
-the visitor uploaded and never sent (:func:`~kefu.plugins.rest_api.uploads.delete_owned`).
+the visitor (or a contact merged into them) uploaded and never sent
+(:func:`~kefu.plugins.rest_api.uploads.delete_visitor_uploads`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from kefu.core.storage import ConversationFilter
 from kefu.plugins.rest_api import models as m
 from kefu.plugins.rest_api.endpoint import ApiError, Call, Endpoint, not_found
 from kefu.plugins.rest_api.search import Time, _searchable
-from kefu.plugins.rest_api.uploads import delete_attachments, delete_owned, owner_of
+from kefu.plugins.rest_api.uploads import delete_attachments, delete_visitor_uploads
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ async def erase_contact(call: Call) -> Erased:
     files = await delete_attachments(
         call.kernel, call.site_id, await _attachments(call, visitor.id)
     )
-    files += await delete_owned(call.kernel, call.site_id, owner_of("visitor", visitor.id))
+    files += await delete_visitor_uploads(call.kernel, call.site_id, visitor.id)
     removed = await _searchable(call).delete_visitor(call.site_id, visitor.id)
     if removed < 0:
         raise not_found("visitor")

@@ -6,7 +6,8 @@ The contact of the path is **kept**; the one named in the body is **merged** int
 - the kept contact's profile wins: its name, e-mail, page, referrer and browser stay, and
   the merged one's fill only what it lacks; attributes are joined, the kept one's values
   winning on the same key; ``last_seen_at`` is the later one;
-- the merged contact is then removed;
+- the merged contact is then removed; its uploads (recorded under its id) go with an
+  erasure of the kept contact from now on (an ``upload.merged`` record, :func:`note_merged`);
 - ``409 both_open`` when both have a conversation that is not resolved (a visitor has at
   most one open conversation: resolve one first), also when one opens meanwhile;
 - an audit record (kind ``audit.merge``: both ids, who, when, how many conversations) stays,
@@ -27,6 +28,7 @@ from kefu.plugins.rest_api import models as m
 from kefu.plugins.rest_api.contacts import VISITOR_PATH, _contact, audit
 from kefu.plugins.rest_api.endpoint import ApiError, Call, Endpoint
 from kefu.plugins.rest_api.search import _searchable
+from kefu.plugins.rest_api.uploads import note_merged
 
 OPEN = (BOT, QUEUED, ASSIGNED)
 #: Conversations moved per read (reads repeat until none is left).
@@ -92,6 +94,7 @@ async def merge_contacts(call: Call) -> Merged:
             moved += changed  # a conversation changed meanwhile is read again next round
     else:
         raise ApiError(409, "conflict", "the merged contact keeps changing; try again")
+    await note_merged(call.kernel, call.site_id, kept.id, merged.id)  # their uploads follow
     await storage.delete_visitor(call.site_id, merged.id)
     await audit(
         call,

@@ -8,8 +8,9 @@ Files are served back only to callers of the same site, with
 ``X-Content-Type-Options: nosniff`` and a sandboxing CSP, whole or by range
 (``ranges.py``). An admin may delete one; a deleted message and an erased
 contact take their attachments with them (:func:`delete_attachments`), and an erased
-contact the files they uploaded and never sent too (:func:`delete_owned`: every upload
-records its uploader, :func:`owner_of`).
+contact the files they uploaded and never sent too (:func:`delete_visitor_uploads`: every
+upload records its uploader, :func:`owner_of`; a merge passes the merged contact's on,
+:func:`note_merged`).
 """
 
 from __future__ import annotations
@@ -222,6 +223,37 @@ async def delete_attachments(kernel: Kernel, site_id: str, attachments: Iterable
     store, deleted = open_store(kernel), 0
     for stored in {name for a in attachments if (name := attachment_upload(a))}:
         deleted += await store.delete(site_id, stored)
+    return deleted
+
+
+#: Plugin records ``<kept>/<merged>``: a contact merged into another (``POST
+#: /v1/visitors/{id}/merge``), whose uploads an erasure of the kept one deletes too.
+MERGED_KIND = "upload.merged"
+#: Contacts one erasure follows through merges at most.
+MERGED_MAX = 1000
+
+
+async def note_merged(kernel: Kernel, site_id: str, kept_id: str, merged_id: str) -> None:
+    """The merged contact's uploads go with the kept one's erasure from now on."""
+    await kernel.storage.put_record(site_id, MERGED_KIND, f"{kept_id}/{merged_id}", {})
+
+
+async def delete_visitor_uploads(kernel: Kernel, site_id: str, visitor_id: str) -> int:
+    """Delete every upload the visitor made, sent or not, and those of the contacts merged
+    into them (and into those); how many were still there."""
+    storage, deleted, todo, seen, notes = kernel.storage, 0, [visitor_id], set(), []
+    while todo and len(seen) < MERGED_MAX:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        deleted += await delete_owned(kernel, site_id, owner_of("visitor", current))
+        prefix = f"{current}/"
+        merged = await storage.list_records(site_id, MERGED_KIND, prefix=prefix, limit=MERGED_MAX)
+        todo += [record.id[len(prefix) :] for record in merged]
+        notes += [record.id for record in merged]
+    for note in notes:  # once their uploads are gone: an erasure cut short finds them again
+        await storage.delete_record(site_id, MERGED_KIND, note)
     return deleted
 
 
