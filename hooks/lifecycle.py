@@ -141,6 +141,16 @@ def kefu_rest_endpoints(kernel: Kernel) -> list[RestEndpoint] | None:
     operation in the OpenAPI document. A method and path claimed twice fails
     start-up naming both plugins. Without a REST API plugin nothing serves them.
 
+    The handler is awaited as ``handler(call)``: ``call.kernel``,
+    ``call.request`` (the aiohttp request), ``call.principal`` (None only
+    with ``auth=False``), ``call.site_id`` (the caller's site),
+    ``call.params`` (path parameters), ``call.query`` and ``call.body``
+    (instances of the endpoint's models). Authenticated means any valid token, a visitor's
+    included: a handler that is not for everyone checks the caller with
+    ``await call.require(action, resource)``, which answers 403
+    ``forbidden`` unless the auth plugins permit it (the action names are in
+    docs/protocol.md section 7).
+
     :param kernel: the :class:`kefu.core.kernel.Kernel`.
     :returns: a list of :class:`kefu.core.types.RestEndpoint`, or None. Sync only.
     """
