@@ -171,13 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
-    """Plugin sub-commands come from the default plugins and installed entry points."""
+    """Plugin sub-commands come from the built-ins (the opt-in ones too) and entry points."""
     from kefu.core.facade import HookFacade
     from kefu.core.hookcall import HookFailures
-    from kefu.core.plugins import make_plugin_manager
+    from kefu.core.plugins import OPT_IN_PLUGINS, make_plugin_manager
 
     try:
-        plugin_set = make_plugin_manager()
+        plugin_set = make_plugin_manager(enable=OPT_IN_PLUGINS)
     except KefuError as exc:
         log.debug("plugin commands unavailable: %s", exc)
         return

@@ -54,6 +54,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "kefu.plugins.reports",
 )
 
+#: Built-ins that ship switched off (``[plugins] enable = ["kefu.plugins.NAME"]``). Their
+#: sub-commands are offered all the same: the parser is built before any kefu.toml is read, and
+#: ``kefu degrade`` talks to a running server, where the plugin is enabled.
+OPT_IN_PLUGINS: tuple[str, ...] = ("kefu.plugins.degradation", "kefu.plugins.llm_openai")
+
 #: Built-ins that cannot be disabled: the kernel cannot serve safely without them.
 ESSENTIAL_PLUGINS: frozenset[str] = frozenset({"auth"})
 

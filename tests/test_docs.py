@@ -198,6 +198,20 @@ def test_readme_lists_every_cli_command():
     assert not missing, f"README.md 'Command line' lacks {missing}"
 
 
+def test_every_command_of_the_readme_table_exists():
+    """`kefu degrade` is in the table; its plugin ships switched off, the command must not."""
+    from kefu.core.cli import _add_plugin_commands
+
+    parser = build_parser()
+    _add_plugin_commands(parser)
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    table = section_text(read(ROOT / "README.md"), "## Command line")
+    named = set(re.findall(r"^\| `kefu ([a-z][\w-]*)", table, re.M)) - {"--traceback", "--version"}
+    assert named, "no command found in README.md 'Command line'"
+    missing = sorted(named - set(commands))
+    assert not missing, f"README.md names commands that `kefu` does not have: {missing}"
+
+
 def python_block(path: Path, heading: str) -> str:
     """The first ```python block after ``heading``."""
     text = section_text(read(path), heading)
