@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 KERNEL_KEY = web.AppKey("kefu_kernel", Kernel)
 CHECKS_KEY = web.AppKey("kefu_ready_checks", dict)
+#: A request's key: headers a middleware decided before its handler ran, added to the answer
+#: when it is prepared (also an answer the handler streams itself, which a middleware sees
+#: only once it is sent: a file served by range).
+RESPONSE_HEADERS = web.RequestKey("kefu_response_headers", dict)
 READY_CHECK_TIMEOUT = 2.0
 
 
@@ -141,6 +145,7 @@ def create_app(kernel: Kernel) -> web.Application:
     hsts = tls.hsts_value(kernel.config.server)
     if hsts:
         app.on_response_prepare.append(_send_hsts(hsts))
+    app.on_response_prepare.append(_send_decided_headers)
     app[KERNEL_KEY] = kernel
     app[CHECKS_KEY] = {"storage": _storage_ping(kernel), **kernel.hooks.ready_checks()}
     app.router.add_get("/healthz", healthz)
@@ -159,6 +164,12 @@ def _send_hsts(value: str):
         response.headers.setdefault("Strict-Transport-Security", value)
 
     return on_prepare
+
+
+async def _send_decided_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The headers a middleware put under :data:`RESPONSE_HEADERS` of the request."""
+    for name, value in request.get(RESPONSE_HEADERS, {}).items():
+        response.headers[name] = value
 
 
 async def _shutdown_requested(app: web.Application) -> None:

@@ -1,7 +1,8 @@
 """Messages in the widget and the console (issue 14), in the real browser (Debian's Chromium
 under Playwright): links made safely (http(s) and e-mail only, never HTML), the image
-lightbox, file cards, the emoji picker and an agent's message delete with its live
-tombstone. docs/ui.md, "Messages". Screenshots land in build/screenshots/ui-en-messages-*.jpg."""
+lightbox, file cards and their preview (a PDF in a frame, a text file as text), the emoji
+picker and an agent's message delete with its live tombstone. docs/ui.md, "Messages".
+Screenshots land in build/screenshots/ui-{en,zh}-messages-*.jpg."""
 
 from __future__ import annotations
 
@@ -107,6 +108,28 @@ def picture_png(width: int = 240, height: int = 150) -> bytes:
     )
 
 
+def document_pdf(title: str = "Invoice 1182") -> bytes:
+    """A one-page PDF with a line of text, with its cross-reference table."""
+    stream = f"BT /F1 28 Tf 60 300 Td ({title}) Tj 0 -40 Td /F1 16 Tf (2 x teapot, 39.00) Tj ET"
+    objects = [
+        "<</Type/Catalog/Pages 2 0 R>>",
+        "<</Type/Pages/Kids[3 0 R]/Count 1>>",
+        "<</Type/Page/Parent 2 0 R/MediaBox[0 0 420 400]/Contents 4 0 R"
+        "/Resources<</Font<</F1 5 0 R>>>>>>",
+        f"<</Length {len(stream)}>>stream\n{stream}\nendstream",
+        "<</Type/Font/Subtype/Type1/BaseFont/Helvetica>>",
+    ]
+    out, offsets = b"%PDF-1.4\n", []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj{body}endobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{at:010d} 00000 n \n".encode() for at in offsets)
+    trailer = f"trailer<</Size {len(objects) + 1}/Root 1 0 R>>\nstartxref\n{xref}\n%%EOF\n"
+    return out + trailer.encode()
+
+
 def widget(page):
     return page.locator("#kefu-widget")
 
@@ -192,7 +215,7 @@ async def test_links_images_and_files_in_both_uis(kefu, browser):
     await visitor.keyboard.press("Escape")
     await expect(wbox).to_have_count(0)
 
-    # a PDF from the agent: a file card with its name and size; it opens in a new tab
+    # a PDF from the agent: a file card with its name and size; Ctrl+click: a new tab
     pdf = b"%PDF-1.4\n" + b"%" * 2100 + b"\n%%EOF\n"
     await agent.locator("#composer-file").set_input_files(
         {"name": "invoice 1182.pdf", "mimeType": "application/pdf", "buffer": pdf}
@@ -206,8 +229,8 @@ async def test_links_images_and_files_in_both_uis(kefu, browser):
     assert await card.get_attribute("download") is None
     own = agent.locator("#message-list .msg.mine .file-card")
     await expect(own.locator(".file-name")).to_have_text("invoice_1182.pdf")
-    async with agent.context.expect_page() as opened:
-        await own.click()
+    async with agent.context.expect_page() as opened:  # a plain click previews (below)
+        await own.click(modifiers=["Control"])
     tab = await opened.value
     await tab.wait_for_load_state("commit")
     assert "/v1/uploads/m1/" in tab.url and tab.url.endswith(".pdf")
@@ -492,3 +515,147 @@ async def test_deleted_while_offline_and_the_inbox_preview(kefu, browser):
     for page in (bob, visitor, other):
         assert page.errors.errors == []
     await asyncio.gather(bob.context.close(), visitor.context.close(), other.context.close())
+
+
+#: The texts of the preview overlay, per language: (card's title, "open in a tab",
+#: "download", close button, the note under a cut text).
+PREVIEW_TEXTS = {
+    "en": ("Preview the file", "Open in a new tab", "Download the file", "Close", "Only the"),
+    "zh": ("预览文件", "在新标签页中打开", "下载文件", "关闭", "仅显示文件开头部分"),
+}
+#: An .html file: uploads are typed by content, so it is stored as text and shown as such.
+PAGE_HTML = (
+    "<!doctype html><h1>Big offer</h1><script>window.__xss = 1</script>"
+    '<img src=x onerror="window.__xss = 1"><iframe src="javascript:window.__xss=1"></iframe>\n'
+)
+
+
+async def pdf_viewer_shown(page, url: str, name: str) -> None:
+    """Wait for the browser's PDF viewer in the frame of ``url`` (a child frame of it) to have
+    read the document: its title is the file's name, its page selector at page 1."""
+    for _ in range(150):
+        viewers = [
+            child
+            for f in page.frames
+            if f.url == url
+            for child in f.child_frames
+            if child.url.startswith("chrome-extension://")
+        ]
+        for viewer in viewers:
+            title = viewer.locator("#title")
+            selector = viewer.locator("viewer-page-selector input")
+            if (
+                await title.count()
+                and await title.text_content() == name
+                and await selector.count()
+                and await selector.input_value() == "1"
+            ):
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no PDF viewer with {name} in {[f.url for f in page.frames]}")
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+async def test_pdf_and_text_previews_over_the_page(kefu, browser, lang):
+    """A PDF opens in the page's overlay in a frame of the download address (the browser's
+    viewer), a text file as the text of a <pre> from a 64 KiB range, an uploaded .html as its
+    markup; Esc, the close button and a click beside the sheet close it, in the console and
+    in the widget, with the page's language."""
+    title, open_tab, download, close, cut_note = PREVIEW_TEXTS[lang]
+    site = await add_site(kefu.kernel, f"pv-{lang}")
+    locale = {"locale": "zh-CN"} if lang == "zh" else {}
+    agent = await signed_in_agent(browser, kefu.base, site.site.id, site.agent.email, **locale)
+    visitor = await visitor_page(
+        browser, f"{kefu.shop_base}shop/{site.site.widget_key}?lang={lang}"
+    )
+    await open_widget(visitor)
+    await widget_say(visitor, "hello" if lang == "en" else "你好")
+    await open_conversation(agent)
+    ranges = []  # the Range header of every request for a .txt upload, from either page
+    for page in (agent, visitor):
+        page.on(
+            "request",
+            lambda r: ranges.append(r.headers.get("range")) if ".txt" in r.url else None,
+        )
+
+    # the visitor's PDF: a click on its card in the console opens the overlay with the frame
+    visitor_file = widget(visitor).locator("input.file")
+    pdf = {"name": "invoice 1182.pdf", "mimeType": "application/pdf", "buffer": document_pdf()}
+    await visitor_file.set_input_files(pdf)
+    card = agent.locator("#message-list .msg.theirs .file-card")
+    await expect(card).to_have_attribute("title", title)
+    href = await card.get_attribute("href")
+    await card.click()
+    box = agent.locator("body > .lightbox.file-preview")
+    await expect(box).to_be_visible()
+    frame = box.locator("iframe.preview-frame")
+    await expect(frame).to_have_attribute("src", href)
+    await expect(box.locator(".preview-name")).to_have_text("invoice_1182.pdf")
+    await expect(box.locator(".preview-action").first).to_have_text(open_tab)
+    await expect(box.locator(".preview-action").last).to_have_text(download)
+    await expect(box.locator(".lightbox-close")).to_have_attribute("aria-label", close)
+    await expect(box.locator(".lightbox-close")).to_be_focused()
+    await pdf_viewer_shown(agent, href, "invoice_1182.pdf")
+    await asyncio.sleep(0.3)  # the viewer draws the page
+    await agent.screenshot(path=screenshot_path(f"ui-{lang}-messages-preview-pdf.jpg"), quality=70)
+    await agent.keyboard.press("Escape")
+    await expect(box).to_have_count(0)
+    await expect(card).to_be_focused()
+    # what makes the frame safe is the file's own response: a sandbox, nosniff, inline
+    resp = await agent.request.get(href)
+    assert resp.headers["content-type"] == "application/pdf"
+    assert "sandbox" in resp.headers["content-security-policy"]
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    assert "x-frame-options" not in resp.headers  # the console's own origin may frame it
+
+    # the agent's long text file: the first 64 KiB as text, the note says it is cut
+    first = "Order 1182: 2 teapots, 39.00 €\n订单 1182 茶壶两个\n"
+    long_text = first + "".join(f"line {n:05d} {'-' * 40}\n" for n in range(1800))
+    assert len(long_text.encode()) > 70_000
+    await agent.locator("#composer-file").set_input_files(
+        {"name": "order.txt", "mimeType": "text/plain", "buffer": long_text.encode()}
+    )
+    wcard = widget(visitor).locator(".msg.theirs .file-card")
+    await expect(wcard.locator(".file-name")).to_have_text("order.txt")
+    await wcard.click()
+    wbox = widget(visitor).locator(".lightbox.file-preview")
+    pre = wbox.locator("pre.preview-text")
+    await expect(pre).to_contain_text("订单 1182 茶壶两个")
+    shown = await pre.text_content()
+    assert shown.startswith(first) and len(shown.encode()) <= 64 * 1024
+    assert "line 01799" not in shown
+    await expect(wbox.locator(".preview-note")).to_contain_text(cut_note)
+    await expect(wbox.locator(".lightbox-close")).to_have_attribute("aria-label", close)
+    await visitor.screenshot(
+        path=screenshot_path(f"ui-{lang}-messages-preview-text-widget.jpg"), quality=70
+    )
+    await visitor.keyboard.press("Escape")
+    await expect(wbox).to_have_count(0)
+    own = agent.locator("#message-list .msg.mine .file-card")
+    await own.click()
+    await expect(box.locator("pre.preview-text")).to_contain_text("Order 1182")
+    await box.locator(".lightbox-close").click()  # the close button
+    await expect(box).to_have_count(0)
+    assert ranges and set(ranges) == {"bytes=0-65535"}, ranges
+
+    # an uploaded .html page: stored as text, shown as its markup, nothing of it runs
+    offer = {"name": "offer.html", "mimeType": "text/html", "buffer": PAGE_HTML.encode()}
+    await visitor_file.set_input_files(offer)
+    page_card = agent.locator("#message-list .msg.theirs .file-card", has_text="offer")
+    await expect(page_card.locator(".file-name")).to_have_text("offer.txt")
+    await page_card.click()
+    await expect(box.locator("pre.preview-text")).to_have_text(PAGE_HTML)
+    assert await box.locator("pre.preview-text *").count() == 0
+    assert await box.locator("iframe, h1, script, img").count() == 0
+    await agent.screenshot(path=screenshot_path(f"ui-{lang}-messages-preview-html.jpg"), quality=70)
+    await box.click(position={"x": 8, "y": 8})  # beside the sheet
+    await expect(box).to_have_count(0)
+    wpage = widget(visitor).locator(".msg.mine .file-card", has_text="offer")
+    await wpage.click()
+    await expect(wbox.locator("pre.preview-text")).to_have_text(PAGE_HTML)
+    await visitor.keyboard.press("Escape")
+
+    assert await agent.evaluate("window.__xss") is None
+    assert await visitor.evaluate("window.__xss") is None
+    assert visitor.errors.errors == [] and agent.errors.errors == []
+    await asyncio.gather(agent.context.close(), visitor.context.close())

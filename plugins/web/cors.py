@@ -8,7 +8,8 @@ middleware decides whether the page may *read* the answer:
 - ``/v1/visitors/session`` and ``/v1/widget/config``: the origin must be allowed for the
   site of the widget key;
 - requests carrying a token (``/v1/poll/open``, ``/v1/uploads?token=``...): allowed for the
-  token's site;
+  token's site (a stored file, ``GET /v1/uploads/<site>/<name>?token=``, is streamed by its
+  handler: decided before it runs, the headers go out with the file);
 - ``/v1/poll/send|recv|close?session=``: the session id is a capability that only a page
   allowed to read ``/v1/poll/open`` can know, so the origin is echoed;
 - ``/static/`` and ``/widget.js``: public, ``*``.
@@ -29,7 +30,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from kefu.core.web_app import bearer_token, error_response
+from kefu.core.web_app import RESPONSE_HEADERS, bearer_token, error_response
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ SITE_PATHS = ("/v1/visitors/session", "/v1/widget/config")
 TOKEN_PATHS = (
     "/v1/poll/open", "/v1/uploads", "/v1/conversations", "/v1/availability", "/v1/widget/prechat",
 )  # fmt: skip
+UPLOAD_FILES = "/v1/uploads/"  # GET: a stored file, read by the widget's text preview
 SESSION_PATHS = ("/v1/poll/send", "/v1/poll/recv", "/v1/poll/close")
 PUBLIC_PREFIXES = ("/static/", "/widget.js")
 CACHE_TTL = 5.0
@@ -128,7 +130,7 @@ def make_cors_middleware(kernel: Any, policy: OriginPolicy):
         response = web.Response(status=204)
         _allow(response, origin)
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Range"
         response.headers["Access-Control-Max-Age"] = "600"
         return response
 
@@ -157,6 +159,12 @@ def make_cors_middleware(kernel: Any, policy: OriginPolicy):
             return await handler(request)
         if request.method == "OPTIONS":
             return await preflight(request, origin)
+        if request.method in ("GET", "HEAD") and path.startswith(UPLOAD_FILES):
+            # a file is streamed (its handler prepares the answer): decided before, sent with it
+            if await policy.allows(await _site_of_request(kernel, request), origin):
+                allow = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+                request[RESPONSE_HEADERS] = allow
+            return await handler(request)
         try:
             response = await handler(request)
         except web.HTTPException as exc:

@@ -315,7 +315,12 @@ function fileUrl(attachment) {
 }
 
 function richTexts() {
-  return { openImage: tr("View the image"), openFile: tr("Open the file in a new tab"), download: tr("Download the file"), close: tr("Close") };
+  return {
+    openImage: tr("View the image"), openFile: tr("Open in a new tab"), preview: tr("Preview the file"),
+    download: tr("Download the file"), close: tr("Close"), loading: tr("Loading…"),
+    previewFailed: tr("The file could not be shown."),
+    truncated: tr("Only the beginning of the file is shown (64 KB); download it for the rest."),
+  };
 }
 
 function body(msg, tombstone) {

@@ -79,7 +79,8 @@ export function createView(root, t, actions, { stylesheet, richStylesheet, title
   const scroller = panel.querySelector(".scroll");
   const scrollDown = () => { scroller.scrollTop = scroller.scrollHeight; };
 
-  const richTexts = { openImage: t("openImage"), openFile: t("openFile"), download: t("download"), close: t("close") };
+  const richTexts = Object.fromEntries(
+    ["openImage", "openFile", "preview", "download", "close", "loading", "previewFailed", "truncated"].map((k) => [k, t(k)]));
   function body(msg) {
     if (msg.meta?.deleted) return tombstoneBody(t("deleted"));
     const a = msg.attachment;
