@@ -40,6 +40,8 @@ async def test_frames_go_to_the_callback_and_the_handler_sees_only_the_close():
             woken.append(msg.type)
             if msg.type is aiohttp.WSMsgType.PING:
                 await ws.pong(msg.data)
+        ws.detach()
+        assert ws._reader.on_frame is None and ws._reader.on_pong is None
         done.set()
         return ws
 

@@ -151,6 +151,7 @@ def kefu_routes(kernel):
                 if conn.closed:
                     break
         finally:
+            ws.detach()
             beat.gone = True
             await gateway.close(conn, "client_closed")  # keeps an earlier, better reason
             await pump.finished()

@@ -116,3 +116,10 @@ class DirectWebSocket(web.WebSocketResponse):
 
         queue.on_frame, queue.on_pong = guarded, on_pong
         return True
+
+    def detach(self) -> None:
+        """Drop the callbacks (at the connection's end): they reference the connection,
+        which references this socket's protocol, a cycle the frozen generation would keep."""
+        queue = self._reader
+        if _Inbound is not None and isinstance(queue, _Inbound):
+            queue.on_frame = queue.on_pong = None
