@@ -255,7 +255,7 @@ def anchors(path: Path) -> set[str]:
 @pytest.mark.parametrize(
     "doc",
     ["README.md", "docs/plugins.md", "docs/configuration.md", "docs/hooks.md",
-     "examples/kefu-greeter/README.md"],
+     "examples/kefu-greeter/README.md", "examples/kefu-tagger/README.md"],
 )  # fmt: skip
 def test_relative_links_resolve(doc):
     path = ROOT / doc
