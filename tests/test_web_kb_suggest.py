@@ -3,8 +3,8 @@ browser (Debian's Chromium driven by Playwright): for the visitor's last message
 panel shows the best help-article passages (GET /v1/kb/search) and the canned replies
 sharing its words; one click puts a passage into the composer, another a canned reply's
 /shortcut, and both reach the visitor as sent (the shortcut with its placeholder filled
-in); a new visitor message (in Chinese) changes the suggestions. Screenshot
-``console-suggestions.png``."""
+in); a new visitor message (in Chinese) changes the suggestions, shown on a Chinese console
+too. Screenshots ``console-suggestions.png``, ``ui-{en,zh}-console-suggestions.jpg``."""
 
 from __future__ import annotations
 
@@ -114,8 +114,22 @@ async def test_suggestions_for_the_visitors_last_message_insert_into_the_compose
             await expect(panel.locator(".suggest.canned-reply").first).to_have_attribute(
                 "data-shortcut", "points"
             )
+            # the same panel on a Chinese console: Bob on a second, zh-CN browser
+            zh = await signed_in_agent(
+                browser, kefu.base, site.site.id, site.agent.email, locale="zh-CN"
+            )
+            await open_conversation(zh)
+            zh_panel = zh.locator("#suggestions")
+            await expect(zh_panel.locator("h3")).to_have_text("建议")
+            await expect(zh_panel.locator(".suggest.kb").first).to_have_attribute(
+                "data-article", "member-zh"
+            )
+            await expect(zh_panel.locator(".suggest.canned-reply").first).to_have_attribute(
+                "data-shortcut", "points"
+            )
+            await zh.screenshot(path=screenshot_path("ui-zh-console-suggestions.jpg"), quality=70)
             await console_say(agent, "稍等")
-            assert agent.errors.errors == []
+            assert agent.errors.errors == [] and zh.errors.errors == []
     finally:
         await shop_runner.cleanup()
         await kefu.runner.cleanup()

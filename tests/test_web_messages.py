@@ -387,11 +387,14 @@ async def test_emoji_picker_in_both_composers_by_mouse_and_keyboard(kefu, browse
 
 async def test_messages_in_chinese(kefu, browser):
     """The same features on a Chinese console and widget: every new text translated (no
-    English left on the console), the emoji named in Chinese."""
+    English left on the console), the emoji named in Chinese; the close-ups of docs/ui.md
+    in Chinese (the message menu, tombstones, the emoji pickers, the lightbox)."""
     site = await add_site(kefu.kernel, "m4")
     bob = await signed_in_agent(browser, kefu.base, "m4", site.agent.email, locale="zh-CN")
     bob.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
-    visitor = await visitor_page(browser, f"{kefu.shop_base}shop/{site.site.widget_key}?lang=zh")
+    visitor = await visitor_page(  # a Chinese browser: times as 21:05, not 09:05 PM
+        browser, f"{kefu.shop_base}shop/{site.site.widget_key}?lang=zh", locale="zh-CN"
+    )
     await open_widget(visitor)
     await widget_say(visitor, "你好 订单在这里 https://shop.example/o/88 谢谢")
     conversation_id = await open_conversation(bob)
@@ -405,30 +408,40 @@ async def test_messages_in_chinese(kefu, browser):
     await console_say(bob, "收到 请稍等 🙏")
     seq = await bob.locator("#message-list .msg", has_text="13800000000").get_attribute("data-seq")
     phone = bob.locator(f"#message-list .msg[data-seq='{seq}']")
+    await expect(widget(visitor).locator("img.image")).to_be_visible()
+    await visitor.screenshot(path=screenshot_path("ui-zh-messages-widget.jpg"), quality=70)
+    await bob.screenshot(path=screenshot_path("ui-zh-messages-console.jpg"), quality=70)
     await phone.locator(".msg-menu-button").click()
     await expect(phone.locator('[data-action="delete"]')).to_have_text("删除消息")
+    await bob.screenshot(path=screenshot_path("ui-zh-messages-delete-menu.jpg"), quality=70)
     await phone.locator('[data-action="delete"]').click()
     await expect(phone.locator(".text.tombstone")).to_have_text("您删除了这条消息。")
     await expect(widget(visitor).locator(".text.tombstone")).to_have_text("此消息已被删除。")
     await expect(bob.locator("#suggestions")).to_contain_text("订单在这里")  # asked again
     await expect(bob.locator("body")).not_to_contain_text("13800000000")
+    await bob.screenshot(path=screenshot_path("ui-zh-messages-deleted.jpg"), quality=70)
+    await visitor.screenshot(path=screenshot_path("ui-zh-messages-widget-deleted.jpg"), quality=70)
     button = widget(visitor).locator(".emoji-button")
     await expect(button).to_have_attribute("aria-label", "插入表情")
     await button.click()
     await expect(widget(visitor).locator('.emoji[data-emoji="👍"]')).to_have_attribute(
         "aria-label", "赞"
     )
-    await visitor.screenshot(path=screenshot_path("ui-zh-messages-widget.jpg"), quality=70)
+    await visitor.screenshot(path=screenshot_path("ui-zh-messages-emoji-widget.jpg"), quality=70)
     await widget(visitor).locator(".scroll").click()
     await bob.locator("#composer .emoji-button").click()
     await expect(bob.locator("#composer .emoji-panel")).to_have_attribute("aria-label", "表情")
-    await bob.screenshot(path=screenshot_path("ui-zh-messages-console.jpg"), quality=70)
+    await bob.screenshot(path=screenshot_path("ui-zh-messages-emoji-console.jpg"), quality=70)
     await bob.keyboard.press("Escape")
     conversation = await kefu.kernel.storage.get_conversation("m4", conversation_id)
     left = await english_left(bob, ids=(conversation.visitor_id,))
     assert left == [], f"English left on the console: {left}"
     await bob.locator("#message-list img.image").click()
     await expect(bob.locator(".lightbox-close")).to_have_attribute("aria-label", "关闭")
+    await bob.wait_for_function(
+        "() => document.querySelector('.lightbox-image').naturalWidth === 240"
+    )
+    await bob.screenshot(path=screenshot_path("ui-zh-messages-lightbox.jpg"), quality=70)
     await bob.keyboard.press("Escape")
     assert bob.errors.errors == [] and visitor.errors.errors == []
     await asyncio.gather(bob.context.close(), visitor.context.close())
@@ -566,7 +579,7 @@ async def test_pdf_and_text_previews_over_the_page(kefu, browser, lang):
     locale = {"locale": "zh-CN"} if lang == "zh" else {}
     agent = await signed_in_agent(browser, kefu.base, site.site.id, site.agent.email, **locale)
     visitor = await visitor_page(
-        browser, f"{kefu.shop_base}shop/{site.site.widget_key}?lang={lang}"
+        browser, f"{kefu.shop_base}shop/{site.site.widget_key}?lang={lang}", **locale
     )
     await open_widget(visitor)
     await widget_say(visitor, "hello" if lang == "en" else "你好")
