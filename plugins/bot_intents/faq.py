@@ -11,7 +11,9 @@ thread) does the rest:
    collapse. Questions equal after this are one *unique question* with a count.
 2. **Vectors**: TF-IDF of word 1-2 grams (one token per CJK character, so Chinese needs
    no segmentation) and ``char_wb`` 2-4 grams over the unique questions, reduced by a
-   truncated SVD (LSA) to ``dims`` dimensions and L2-normalised.
+   truncated SVD (LSA) to ``dims`` dimensions and L2-normalised. Chinese questions
+   (:func:`is_chinese`) get the intent classifier's Chinese blocks (characters, jieba
+   words, pinyin) over their :func:`content_words` instead, and ``min_cohesion_chinese``.
 3. **Near-duplicates and scale**: beyond ``max_exact`` unique questions, a weighted
    mini-batch k-means first groups them into ``max_exact`` micro-clusters of near-duplicates.
 4. **Smoothing**: each vector becomes the similarity-weighted mean of its ``neighbours``
@@ -215,6 +217,8 @@ class MiningOptions:
     embedding_model: str = "auto"
     embedding_layers: int = 0  # all blocks: raw similarity needs the model's last layer
     embedding_weight: float = 1.0  # the embedding block's share beside the LSA block
+    #: ``min_cohesion`` for Chinese questions (their n-gram vectors are more diffuse)
+    min_cohesion_chinese: float = 0.4
 
 
 @dataclass
@@ -242,12 +246,37 @@ class Cluster:
         return out
 
 
-def _vectors(texts: Sequence[str], options: MiningOptions) -> np.ndarray:
+def is_chinese(texts: Sequence[str]) -> bool:
+    """Whether questions get the Chinese features: as the intent classifier decides for
+    its training texts (at least 30% of them hold Chinese characters)."""
+    from kefu.plugins.bot_intents.features import FeatureConfig, resolve_chinese
+
+    return bool(resolve_chinese(FeatureConfig(), texts).chinese)
+
+
+#: Single-character words dropped from Chinese questions before their n-grams: particles,
+#: pronouns and the commonest verbs, which every intent shares (的 / 了 / 吗 / 我 / 能…).
+#: Only where jieba cuts them out as words of their own, so 地址 and 下单 stay whole.
+_ZH_FUNCTION_CHARS = frozenset(
+    "吗呢吧啊呀哦哈嘛啦么了的得地我你您他她们是在有和就都也还要想请问一下个这那"
+)
+
+
+def content_words(text: str) -> str:
+    """A normalised question's jieba words without :data:`_ZH_FUNCTION_CHARS`, space-joined
+    (the text itself when nothing would be left)."""
+    from kefu.core.text import normalize_text, segment
+
+    words = [w for w in segment(normalize_text(text)) if w not in _ZH_FUNCTION_CHARS]
+    return " ".join(words) or text
+
+
+def _vectors(texts: Sequence[str], options: MiningOptions, chinese: bool = False) -> np.ndarray:
     """Unit rows: the questions' n-gram LSA vectors, with their sentence embeddings beside
     them when a model is available (see :class:`MiningOptions`)."""
     from kefu.plugins.bot_intents.classifier import TrainingOptions, choose_encoder
 
-    lsa = _lsa_vectors(texts, options.dims, options.seed)
+    lsa = (_chinese_lsa_vectors if chinese else _lsa_vectors)(texts, options.dims, options.seed)
     encoder = choose_encoder(
         TrainingOptions(
             embedding_model=options.embedding_model, embedding_layers=options.embedding_layers
@@ -263,7 +292,6 @@ def _vectors(texts: Sequence[str], options: MiningOptions) -> np.ndarray:
 
 def _lsa_vectors(texts: Sequence[str], dims: int, seed: int) -> np.ndarray:
     from scipy import sparse
-    from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.preprocessing import normalize
 
@@ -283,7 +311,31 @@ def _lsa_vectors(texts: Sequence[str], dims: int, seed: int) -> np.ndarray:
             continue
     if not blocks:
         return np.ones((len(texts), 1), dtype=np.float32)
-    matrix = normalize(sparse.hstack(blocks).tocsr())
+    return _lsa(normalize(sparse.hstack(blocks).tocsr()), dims, seed)
+
+
+def _chinese_lsa_vectors(texts: Sequence[str], dims: int, seed: int) -> np.ndarray:
+    """The intent classifier's Chinese n-gram blocks (characters, jieba words, pinyin;
+    traditional folded, glossary words added) over the questions' :func:`content_words`,
+    reduced like :func:`_lsa_vectors`."""
+    from sklearn.preprocessing import normalize
+
+    from kefu.plugins.bot_intents.features import FeatureConfig, build_vectorizer, resolve_chinese
+
+    content = [content_words(t) for t in texts]
+    vectorizer = build_vectorizer(resolve_chinese(FeatureConfig(chinese=True), texts))
+    try:
+        matrix = vectorizer.fit_transform(content)
+    except ValueError:  # an empty vocabulary
+        return np.ones((len(texts), 1), dtype=np.float32)
+    return _lsa(normalize(matrix.tocsr()), dims, seed)
+
+
+def _lsa(matrix, dims: int, seed: int) -> np.ndarray:
+    """Unit rows of the truncated SVD of the L2-normalised sparse ``matrix``."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.preprocessing import normalize
+
     k = min(dims, matrix.shape[0] - 1, matrix.shape[1] - 1)
     if k >= 2:
         dense = TruncatedSVD(k, random_state=seed).fit_transform(matrix)
@@ -403,8 +455,11 @@ def mine(
         report["seconds"] = round(time.perf_counter() - started, 3)
         return report
     weights = np.bincount(key_of, minlength=len(texts)).astype(np.float64)
+    chinese = is_chinese(texts)
+    min_cohesion = options.min_cohesion_chinese if chinese else options.min_cohesion
+    report["chinese"] = chinese
     progress("vectorising", 0, len(texts))
-    vectors = _vectors(texts, options)
+    vectors = _vectors(texts, options, chinese)
     progress("vectorising", len(texts), len(texts))
     if len(texts) > options.max_exact:
         progress("grouping near-duplicates", 0, len(texts))
@@ -414,14 +469,14 @@ def mine(
         mass = np.bincount(micro, weights=weights)
         unique_label = _average_linkage(
             _smooth(centroids, options.neighbours), options.threshold, centroids, mass,
-            options.min_cohesion,
+            min_cohesion,
         )[micro]  # fmt: skip
         progress("clustering", len(centroids), len(centroids))
     else:
         progress("clustering", 0, len(texts))
         unique_label = _average_linkage(
             _smooth(vectors, options.neighbours), options.threshold, vectors, weights,
-            options.min_cohesion,
+            min_cohesion,
         )  # fmt: skip
         progress("clustering", len(texts), len(texts))
     label = unique_label[key_of]

@@ -9,6 +9,7 @@ recovers an intent when that intent is its majority label; recovered = the disti
 among the top 10 clusters' majority labels that are among the log's 10 most frequent.
 
     .venv/bin/python tests/bench/bot_faq_bench.py [--seeds 0-9] [--questions 10000] [--s 1.0]
+        [--dataset tests/data/clinc_zh_cs.json] [--splits train,val]
 
 The dataset is read in place from ../shared/datasets/clinc150/data_full.json (``--dataset``).
 """
@@ -42,11 +43,13 @@ DATASET = next(
 SITE = "zipf"
 
 
-def load_clinc(path: Path = DATASET) -> tuple[dict[str, list[str]], str]:
+def load_clinc(
+    path: Path = DATASET, splits: tuple[str, ...] = ("train", "val", "test")
+) -> tuple[dict[str, list[str]], str]:
     raw = path.read_bytes()
     data = json.loads(raw)
     by_intent: dict[str, list[str]] = defaultdict(list)
-    for split in ("train", "val", "test"):
+    for split in splits:
         for text, label in data[split]:
             by_intent[label].append(text)
     return dict(by_intent), hashlib.sha256(raw).hexdigest()
@@ -140,9 +143,13 @@ def main() -> int:
     parser.add_argument("--seeds", default="0-9")
     parser.add_argument("--questions", type=int, default=10000)
     parser.add_argument("--s", type=float, default=1.0, help="Zipf exponent")
+    parser.add_argument(
+        "--splits", default="train,val,test",
+        help="the dataset's splits the log draws from (tune on train,val; report on all)",
+    )  # fmt: skip
     args = parser.parse_args()
-    by_intent, sha = load_clinc(args.dataset)
-    print(f"CLINC150 {args.dataset} sha256 {sha}")
+    by_intent, sha = load_clinc(args.dataset, tuple(args.splits.split(",")))
+    print(f"CLINC150 {args.dataset} sha256 {sha}, splits {args.splits}")
     print(f"Zipf s={args.s}, {args.questions:,} questions per log")
     results = []
     for seed in _seeds(args.seeds):
