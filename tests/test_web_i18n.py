@@ -262,11 +262,15 @@ async def test_the_agent_setting_beats_the_browser_language(kefu, browser):
 POST_CANNED = """body => import("/static/lib/api.js")
   .then(({ api }) => api("/v1/canned_replies", { method: "POST", json: body }))
   .then(() => "saved", (err) => err.message)"""
+PATCH_WIDGET = """([site, widget]) => import("/static/lib/api.js")
+  .then(({ api }) => api(`/v1/sites/${site}`, { method: "PATCH", json: { widget } }))
+  .then(() => "saved", (err) => err.message)"""
 
 
 async def test_server_refusals_in_the_agents_language(kefu, browser):
     """A refusal of the REST API on an admin page is worded from its code (and a validation
-    error from its field and problem) in Chinese; an English page keeps the server's words."""
+    error from its field, under the form's label for it, and problem) in Chinese; an English
+    page keeps the server's words."""
     ada = await signed_in(browser, kefu, kefu.site.admin.email, "zh-CN")
     await ada.goto(f"{kefu.base}admin/canned")
     form, said = ada.locator("#canned-form"), ada.locator("#canned-message")
@@ -279,13 +283,22 @@ async def test_server_refusals_in_the_agents_language(kefu, browser):
     await expect(said).to_have_class("error")
     left = await english_left(ada)
     assert left == [], f"admin/canned: {left}"
+    # a field under the label the form shows it with; one the form lacks under its API name
     bad = {"shortcut": "Refund!", "text": "hi", "scope": "site"}
-    assert await ada.evaluate(POST_CANNED, bad) == "“shortcut”：含有不允许的字符。"  # noqa: RUF001
+    assert await ada.evaluate(POST_CANNED, bad) == "“快捷码”：含有不允许的字符。"  # noqa: RUF001
     long = {"shortcut": "long", "text": "x" * 4001, "scope": "site"}
-    assert await ada.evaluate(POST_CANNED, long) == "“text”：最多 4000 个字符。"  # noqa: RUF001
+    assert await ada.evaluate(POST_CANNED, long) == "“内容”：最多 4000 个字符。"  # noqa: RUF001
     assert await ada.evaluate(POST_CANNED, {"shortcut": "x", "text": "hi", "colour": 1}) == (
         "“colour”：不是此表单的字段。"  # noqa: RUF001
     )
+    await form.locator("input[name=shortcut]").fill("Refund!")  # past the browser's pattern
+    await form.evaluate("f => f.noValidate = true")
+    await form.locator("button[type=submit]").click()
+    await expect(said).to_have_text("“快捷码”：含有不允许的字符。")  # noqa: RUF001
+    # a nested field (settings.widget.greeting_zh): its label without the explanation
+    await ada.goto(f"{kefu.base}admin/widget")
+    widget = [kefu.site.site.id, {"greeting_zh": "长" * 501}]
+    assert await ada.evaluate(PATCH_WIDGET, widget) == "“中文欢迎语”：最多 500 个字符。"  # noqa: RUF001
     # an op's error frame (the agent tools' `tag`) in the console
     site_id = kefu.site.site.id
     storage = kefu.kernel.storage

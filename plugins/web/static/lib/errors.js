@@ -23,9 +23,34 @@ const PROBLEMS = {
   enum: () => tr("is not one of the allowed values"),
 };
 
+const CONTROLS = "input, select, textarea, button, code";
+
+/** The label the page shows for an API field (`shortcut`, `settings.widget.greeting_zh`,
+ * `allowed_origins.0`): the forms name their controls after the API's fields, so the text of
+ * the <label> of the control named so, in the form being used first, without its
+ * parenthesised explanation; the API's name when no control of the page has it. */
+export function fieldLabel(field) {
+  const parts = String(field).split(".").filter((p) => !/^\d+$/.test(p));
+  const names = [String(field), ...parts.reverse()];
+  const scopes = [document.activeElement?.closest?.("form"), document].filter(Boolean);
+  for (const scope of scopes) {
+    for (const name of names) {
+      for (const control of scope.querySelectorAll(`[name="${CSS.escape(name)}"]`)) {
+        const label = control.labels?.[0];
+        if (!label) continue;
+        const copy = label.cloneNode(true);
+        copy.querySelectorAll(CONTROLS).forEach((el) => el.remove());
+        const text = copy.textContent.replace(/\s+/g, " ").replace(/\s*[(（].*$/u, "").replace(/[:：]\s*$/u, "").trim();
+        if (text) return text;
+      }
+    }
+  }
+  return String(field);
+}
+
 function fieldText(e) {
   const problem = PROBLEMS[e.problem]?.(e) || tr("is not valid");
-  return e.field ? tr("{field}: {problem}.", { field: e.field, problem }) : tr("A value {problem}.", { problem });
+  return e.field ? tr("{field}: {problem}.", { field: fieldLabel(e.field), problem }) : tr("A value {problem}.", { problem });
 }
 
 /** One entry per code of docs/protocol.md section 6; `e` is the error object (frame or body). */
