@@ -371,14 +371,13 @@ class RoutingService:
             made = await self.engine.drain(site_id, prepare=self.upkeep.refresh)
             self._passed[site_id] = time.monotonic()
         else:
-            made = []
             # wait for the lock (a pick holds it): handing the refresh to another pass, as
             # sync() does, would be this very pass again, spinning without yielding
             async with self.engine.lock(site_id):
                 self.engine.failed_claims[site_id] = 0  # claims are the holder's now
                 await self.upkeep.refresh(site_id)
             self._watch_lease(site_id)
-            return made
+            return []
         for assignment in made:
             await self.announce(assignment)
         sync = self.upkeep.site(site_id)

@@ -60,7 +60,13 @@ if WebSocketDataQueue is not None:
             if kind is _TEXT or kind is _BINARY:
                 on_frame = self.on_frame
                 if on_frame is not None:
-                    on_frame(data[1])
+                    try:
+                        on_frame(data[1])
+                    except Exception:  # inside data_received: log, drop this socket only
+                        log.exception("websocket frame handler failed")
+                        transport = self._protocol.transport
+                        if transport is not None:
+                            transport.abort()
                     return
             elif kind is _PONG:
                 on_pong = self.on_pong
@@ -101,25 +107,20 @@ class DirectWebSocket(web.WebSocketResponse):
         False (nothing changed) when frames are already queued: they would be overtaken.
         ``on_frame`` runs inside the protocol's ``data_received``: it must not block and
         must not raise (an exception is logged and the socket aborted)."""
-        queue = self._reader
-        if not isinstance(queue, _Inbound or ()) or queue._buffer:
+        queue = self._inbound()
+        if queue is None or queue._buffer:
             return False
-        transport = self._req.transport if self._req is not None else None
-
-        def guarded(data: Any) -> None:
-            try:
-                on_frame(data)
-            except Exception:
-                log.exception("websocket frame handler failed")
-                if transport is not None:
-                    transport.abort()
-
-        queue.on_frame, queue.on_pong = guarded, on_pong
+        queue.on_frame, queue.on_pong = on_frame, on_pong
         return True
 
     def detach(self) -> None:
         """Drop the callbacks (at the connection's end): they reference the connection,
         which references this socket's protocol, a cycle the frozen generation would keep."""
-        queue = self._reader
-        if _Inbound is not None and isinstance(queue, _Inbound):
+        queue = self._inbound()
+        if queue is not None:
             queue.on_frame = queue.on_pong = None
+
+    def _inbound(self) -> Any:
+        """The direct queue, or None (not prepared, or aiohttp without one)."""
+        queue = self._reader
+        return queue if _Inbound is not None and isinstance(queue, _Inbound) else None

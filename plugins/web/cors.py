@@ -116,9 +116,13 @@ async def _site_of_request(kernel: Any, request: web.Request) -> str | None:
     return principal.site_id if principal else None
 
 
+def _allowed(origin: str) -> dict[str, str]:
+    """The headers that let a page of ``origin`` read the answer."""
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+
 def _allow(response: web.StreamResponse, origin: str) -> None:
-    response.headers["Access-Control-Allow-Origin"] = origin
-    response.headers["Vary"] = "Origin"
+    response.headers.update(_allowed(origin))
 
 
 def make_cors_middleware(kernel: Any, policy: OriginPolicy):
@@ -162,8 +166,7 @@ def make_cors_middleware(kernel: Any, policy: OriginPolicy):
         if request.method in ("GET", "HEAD") and path.startswith(UPLOAD_FILES):
             # a file is streamed (its handler prepares the answer): decided before, sent with it
             if await policy.allows(await _site_of_request(kernel, request), origin):
-                allow = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
-                request[RESPONSE_HEADERS] = allow
+                request[RESPONSE_HEADERS] = _allowed(origin)
             return await handler(request)
         try:
             response = await handler(request)
